@@ -1,0 +1,104 @@
+"""Colour conversions (sRGB <-> CIELAB, D65) and the Individual Typology Angle.
+
+Small, vectorised numpy functions; images are float arrays in [0, 1] with the
+channels last.
+
+Examples
+--------
+>>> import numpy as np
+>>> from dermretr.color import lab_to_rgb, rgb_to_lab, ita
+>>> lab = np.array([70.0, 10.0, 15.0])
+>>> bool(np.allclose(rgb_to_lab(lab_to_rgb(lab)), lab, atol=1e-3))
+True
+>>> round(float(ita(70.0, 15.0)), 1)
+53.1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["rgb_to_lab", "lab_to_rgb", "ita", "ITA_CATEGORIES", "ita_category"]
+
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+_M_RGB2XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375],
+     [0.2126729, 0.7151522, 0.0721750],
+     [0.0193339, 0.1191920, 0.9503041]]
+)
+_M_XYZ2RGB = np.linalg.inv(_M_RGB2XYZ)
+_EPS = 216 / 24389
+_KAPPA = 24389 / 27
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    c = np.clip(c, 0.0, None)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1 / 2.4) - 0.055)
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """Convert sRGB in [0, 1] (channels last) to CIELAB (L* in 0..100).
+
+    >>> (rgb_to_lab(np.array([1.0, 1.0, 1.0])).round(2) + 0.0).tolist()
+    [100.0, 0.0, 0.0]
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    xyz = _srgb_to_linear(rgb) @ _M_RGB2XYZ.T / _WHITE
+    f = np.where(xyz > _EPS, np.cbrt(xyz), (_KAPPA * xyz + 16) / 116)
+    L = 116 * f[..., 1] - 16
+    a = 500 * (f[..., 0] - f[..., 1])
+    b = 200 * (f[..., 1] - f[..., 2])
+    return np.stack([L, a, b], axis=-1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """Convert CIELAB (channels last) to sRGB in [0, 1] (out-of-gamut values clipped).
+
+    >>> lab_to_rgb(np.array([0.0, 0.0, 0.0])).tolist()
+    [0.0, 0.0, 0.0]
+    """
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[..., 0] + 16) / 116
+    fx = fy + lab[..., 1] / 500
+    fz = fy - lab[..., 2] / 200
+    f = np.stack([fx, fy, fz], axis=-1)
+    xyz = np.where(f**3 > _EPS, f**3, (116 * f - 16) / _KAPPA) * _WHITE
+    return np.clip(_linear_to_srgb(xyz @ _M_XYZ2RGB.T), 0.0, 1.0)
+
+
+def ita(L: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """Individual Typology Angle in degrees: ``arctan((L* - 50) / b*) * 180 / pi``.
+
+    Uses ``arctan2`` so that b* = 0 gives +-90 degrees instead of dividing by zero.
+
+    >>> float(ita(50.0, 20.0))
+    0.0
+    """
+    return np.degrees(np.arctan2(np.asarray(L, dtype=np.float64) - 50.0, np.asarray(b, dtype=np.float64)))
+
+
+#: ITA skin-tone categories (Chardon et al. 1991) as (name, lower bound, upper bound) in degrees.
+ITA_CATEGORIES: tuple[tuple[str, float, float], ...] = (
+    ("very light", 55.0, 90.0),
+    ("light", 41.0, 55.0),
+    ("intermediate", 28.0, 41.0),
+    ("tan", 10.0, 28.0),
+    ("brown", -30.0, 10.0),
+    ("dark", -90.0, -30.0),
+)
+
+
+def ita_category(angle: float) -> str:
+    """Name of the ITA category containing ``angle`` (degrees).
+
+    >>> ita_category(60.0), ita_category(-45.0)
+    ('very light', 'dark')
+    """
+    for name, lo, hi in ITA_CATEGORIES:
+        if angle > lo:
+            return name
+    return ITA_CATEGORIES[-1][0]

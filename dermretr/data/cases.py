@@ -1,0 +1,284 @@
+"""The case table: one validated pandas DataFrame schema used everywhere.
+
+Every dataset loader returns a case table, and every later step (training,
+indexing, evaluation, fairness slicing) consumes one.  A row is one image of
+one lesion of one patient.
+
+Columns (extra dataset columns are kept, after these):
+
+==================  ===========================  =========================================
+column              dtype                        meaning
+==================  ===========================  =========================================
+case_id             string, unique               one image of one lesion
+patient_id          string                       the patient (splits never cross patients)
+image_path          string                       path of the image file
+diagnosis           string                       the dataset's own label
+diagnosis_group     string                       coarse group; Derm7pt's BCC/NEV/MEL/MISC/SK
+                                                 for dermoscopy, documented per source else
+malignant           boolean (nullable)           True, False or NA
+pigment_network ..  category (7 columns)         the 7-point criteria, NA when unknown
+fitzpatrick         Int64 in 1..6 or NA          Fitzpatrick skin type
+monk                Int64 in 1..10 or NA         Monk skin tone
+split               category train/val/test
+source              string                       the loader that produced the row
+==================  ===========================  =========================================
+
+Examples
+--------
+>>> import pandas as pd
+>>> from dermretr.data.cases import validate_cases
+>>> df = pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "image_path": ["a.jpg"],
+...                    "diagnosis": ["melanoma"], "diagnosis_group": ["MEL"], "malignant": [True],
+...                    "fitzpatrick": [2], "split": ["train"], "source": ["demo"]})
+>>> bool(validate_cases(df)["pigment_network"].isna().all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .._errors import CaseTableError
+from .vocab import CRITERIA, CRITERION_NAMES
+
+__all__ = [
+    "CASE_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SPLITS",
+    "validate_cases",
+    "empty_cases",
+    "summarize_cases",
+]
+
+#: Splits, in order.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: All schema columns, in the order a validated table has them.
+CASE_COLUMNS: tuple[str, ...] = (
+    "case_id",
+    "patient_id",
+    "image_path",
+    "diagnosis",
+    "diagnosis_group",
+    "malignant",
+    *CRITERION_NAMES,
+    "fitzpatrick",
+    "monk",
+    "split",
+    "source",
+)
+#: Columns that must be present (the rest are added as NA when missing).
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "case_id",
+    "patient_id",
+    "image_path",
+    "diagnosis",
+    "diagnosis_group",
+    "split",
+    "source",
+)
+_NON_NULL = ("case_id", "patient_id", "image_path", "diagnosis", "diagnosis_group", "split", "source")
+_MAX_SHOWN = 8
+
+
+def _rows(index: Iterable, values: Iterable | None = None) -> str:
+    """Format offending rows (and values) for an error message."""
+    index = list(index)
+    if values is None:
+        shown = ", ".join(str(i) for i in index[:_MAX_SHOWN])
+    else:
+        values = list(values)
+        shown = ", ".join(f"{i} ({v!r})" for i, v in zip(index[:_MAX_SHOWN], values[:_MAX_SHOWN]))
+    more = f" and {len(index) - _MAX_SHOWN} more" if len(index) > _MAX_SHOWN else ""
+    return f"row{'s' if len(index) > 1 else ''} {shown}{more}"
+
+
+def _fail(column: str, bad: pd.Series, what: str, hint: str) -> None:
+    raise CaseTableError(
+        f"case table column {column!r}: {what} at {_rows(bad.index, bad.tolist())}; {hint}"
+    )
+
+
+def _as_string(df: pd.DataFrame, column: str) -> pd.Series:
+    col = df[column]
+    bad = col[col.notna() & ~col.map(lambda v: isinstance(v, (str, np.str_, int, np.integer)))]
+    if len(bad):
+        _fail(column, bad, "values are not text", "use strings")
+    out = col.astype("string")
+    if column in _NON_NULL:
+        empty = out[out.isna() | (out.str.strip() == "")]
+        if len(empty):
+            raise CaseTableError(
+                f"case table column {column!r}: missing or empty values at {_rows(empty.index)}; "
+                "every case needs one"
+            )
+    return out
+
+
+def _as_bool(df: pd.DataFrame, column: str) -> pd.Series:
+    mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+               "1": True, "0": False, "yes": True, "no": False, "malignant": True, "benign": False}
+    col = df[column]
+
+    def conv(v):
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return pd.NA
+        key = v.strip().lower() if isinstance(v, str) else v
+        if isinstance(key, (float, np.floating)) and float(key).is_integer():
+            key = int(key)
+        try:
+            return mapping[key]
+        except (KeyError, TypeError):
+            return "__bad__"
+
+    conv_col = col.map(conv)
+    bad = col[conv_col.map(lambda v: isinstance(v, str))]
+    if len(bad):
+        _fail(column, bad, "values are not booleans", "use True/False (or 1/0), NA when unknown")
+    return conv_col.astype("boolean")
+
+
+def _as_int_range(df: pd.DataFrame, column: str, lo: int, hi: int) -> pd.Series:
+    col = df[column]
+    num = pd.to_numeric(col, errors="coerce")
+    bad = col[(col.notna() & num.isna()) | (num.notna() & ((num % 1 != 0) | (num < lo) | (num > hi)))]
+    if len(bad):
+        _fail(column, bad, f"values outside the integers {lo}..{hi}", f"use {lo}..{hi}, NA when unknown")
+    return num.astype("Int64")
+
+
+def _as_criterion(df: pd.DataFrame, column: str) -> pd.Series:
+    allowed = CRITERIA[column]
+    col = df[column]
+    norm = col.map(
+        lambda v: pd.NA if v is None or (not isinstance(v, str) and pd.isna(v))
+        else " ".join(str(v).replace("_", " ").strip().lower().split())
+    )
+    bad = col[norm.notna() & ~norm.isin(allowed)]
+    if len(bad):
+        _fail(column, bad, "unknown criterion values", f"allowed values: {', '.join(allowed)}")
+    return pd.Categorical(norm, categories=list(allowed))
+
+
+def validate_cases(df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
+    """Check a case table and return it with schema columns first and canonical dtypes.
+
+    Missing optional columns (``malignant``, the seven criteria, ``fitzpatrick``,
+    ``monk``) are added as NA.  Criteria values are normalised (underscores and
+    case forgiven).  Extra columns are kept after the schema columns.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The table to check.
+    copy : bool
+        Work on a copy (default) rather than on ``df`` itself.
+
+    Returns
+    -------
+    DataFrame
+        The validated table, index reset to 0..n-1.
+
+    Raises
+    ------
+    CaseTableError
+        Naming the column, the offending rows and their values, and what to do.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> bad = pd.DataFrame({"case_id": ["a", "a"], "patient_id": ["p", "q"],
+    ...     "image_path": ["a.jpg", "b.jpg"], "diagnosis": ["x", "y"], "diagnosis_group": ["X", "Y"],
+    ...     "split": ["train", "test"], "source": ["demo", "demo"]})
+    >>> validate_cases(bad)
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.CaseTableError: case table column 'case_id': duplicate values at rows 0 ('a'), 1 ('a'); case ids must be unique
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise CaseTableError(f"a case table must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise CaseTableError(
+            f"case table is missing required column(s) {missing}; found columns: {list(df.columns)}"
+        )
+    dup_cols = df.columns[df.columns.duplicated()].tolist()
+    if dup_cols:
+        raise CaseTableError(f"case table has duplicate column names {dup_cols}")
+    out = df.copy() if copy else df
+    out = out.reset_index(drop=True)
+    for column in ("malignant", *CRITERION_NAMES, "fitzpatrick", "monk"):
+        if column not in out.columns:
+            out[column] = pd.NA
+    for column in ("case_id", "patient_id", "image_path", "diagnosis", "diagnosis_group", "source"):
+        out[column] = _as_string(out, column)
+    dups = out["case_id"][out["case_id"].duplicated(keep=False)]
+    if len(dups):
+        _fail("case_id", dups, "duplicate values", "case ids must be unique")
+    split = out["split"].map(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    bad = out["split"][~split.isin(SPLITS)]
+    if len(bad):
+        _fail("split", bad, "unknown splits", f"allowed values: {', '.join(SPLITS)}")
+    out["split"] = pd.Categorical(split, categories=list(SPLITS))
+    out["malignant"] = _as_bool(out, "malignant")
+    for column in CRITERION_NAMES:
+        out[column] = _as_criterion(out, column)
+    out["fitzpatrick"] = _as_int_range(out, "fitzpatrick", 1, 6)
+    out["monk"] = _as_int_range(out, "monk", 1, 10)
+    extra = [c for c in out.columns if c not in CASE_COLUMNS]
+    return out[list(CASE_COLUMNS) + extra]
+
+
+def empty_cases(extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """An empty, validated case table (useful as a starting point or in tests).
+
+    >>> len(empty_cases()), list(empty_cases().columns)[:3]
+    (0, ['case_id', 'patient_id', 'image_path'])
+    """
+    df = pd.DataFrame({c: pd.Series(dtype=object) for c in (*REQUIRED_COLUMNS, *extra_columns)})
+    return validate_cases(df)
+
+
+def summarize_cases(cases: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Count cases per diagnosis, per criterion value and per Fitzpatrick type, by split.
+
+    Returns a dict of tables (``"diagnosis"``, ``"criteria"``, ``"fitzpatrick"``,
+    ``"splits"``); each has one column per split plus ``total``.
+
+    >>> import pandas as pd
+    >>> df = validate_cases(pd.DataFrame({"case_id": ["a", "b"], "patient_id": ["p", "q"],
+    ...     "image_path": ["a.jpg", "b.jpg"], "diagnosis": ["melanoma", "lentigo"],
+    ...     "diagnosis_group": ["MEL", "MISC"], "fitzpatrick": [2, None],
+    ...     "split": ["train", "test"], "source": ["demo", "demo"]}))
+    >>> summarize_cases(df)["fitzpatrick"]["total"].to_dict()
+    {'I': 0, 'II': 1, 'III': 0, 'IV': 0, 'V': 0, 'VI': 0, 'unknown': 1}
+    """
+
+    def by_split(keys: pd.Series, order: Sequence) -> pd.DataFrame:
+        table = pd.crosstab(keys.rename(None), cases["split"].astype(str).rename(None)).reindex(index=order, columns=list(SPLITS), fill_value=0)
+        table["total"] = table.sum(axis=1)
+        return table.astype(int)
+
+    diag = cases["diagnosis_group"].astype(str) + " / " + cases["diagnosis"].astype(str)
+    out = {"diagnosis": by_split(diag, sorted(diag.unique()))}
+    frames = []
+    for c in CRITERION_NAMES:
+        vals = cases[c].astype(object).where(cases[c].notna(), "unknown").astype(str)
+        order = [v for v in (*CRITERIA[c], "unknown") if v in set(vals)]
+        t = by_split(vals, order)
+        t.index = pd.MultiIndex.from_product([[c], t.index], names=["criterion", "value"])
+        frames.append(t)
+    out["criteria"] = pd.concat(frames)
+    roman = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
+    fitz = cases["fitzpatrick"].map(lambda v: roman.get(int(v)) if pd.notna(v) else "unknown")
+    out["fitzpatrick"] = by_split(fitz, [*roman.values(), "unknown"])
+    out["splits"] = pd.DataFrame(
+        {
+            "cases": cases["split"].astype(str).value_counts().reindex(list(SPLITS), fill_value=0),
+            "patients": cases.groupby(cases["split"].astype(str))["patient_id"].nunique().reindex(list(SPLITS), fill_value=0),
+        }
+    ).astype(int)
+    return out

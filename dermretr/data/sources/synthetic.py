@@ -1,0 +1,45 @@
+"""Loader for DermSynth folders: the Derm7pt layout plus DermSynth's extra columns.
+
+Text view: the seven 7-point criteria (like Derm7pt).  Extra columns kept:
+``lesion_id``, ``variant_of``, ``ita`` (ground-truth skin ITA), ``age``,
+``sex``, ``mask`` (absolute path of the ground-truth mask PNG) and the
+Derm7pt metadata columns.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..._errors import DermretrError
+from .derm7pt import load_derm7pt
+
+__all__ = ["load_synthetic"]
+
+
+def load_synthetic(root: str | os.PathLike) -> pd.DataFrame:
+    """Load a DermSynth folder written by :func:`dermretr.data.synth.generate`.
+
+    >>> import tempfile, pathlib
+    >>> from dermretr.data.synth import generate
+    >>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=6, image_size=64,
+    ...                 workers=1, progress=False)
+    >>> cases = load_synthetic(root)
+    >>> cases["source"].unique().tolist(), int(cases["fitzpatrick"].notna().sum())
+    (['synthetic'], 6)
+    """
+    root = Path(root).expanduser()
+    if not (root / "meta" / "dermsynth.json").is_file():
+        raise DermretrError(
+            f"{root} is not a DermSynth folder: {root / 'meta' / 'dermsynth.json'} not found "
+            "(create one with `dermretr synth --out DIR`)"
+        )
+    cases = load_derm7pt(root, source="synthetic")
+    if "mask" in cases.columns:
+        cases["mask"] = [str(root / m) if isinstance(m, str) else pd.NA for m in cases["mask"]]
+    for col in ("variant_of", "notes", "clinic"):
+        if col in cases.columns:
+            cases[col] = cases[col].fillna("")
+    return cases

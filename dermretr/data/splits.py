@@ -1,0 +1,105 @@
+"""Leak-free train/val/test splits: whole groups (patients, lesions) go to one split.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from dermretr.data.splits import group_split
+>>> df = pd.DataFrame({"patient_id": [f"p{i // 2}" for i in range(40)],
+...                    "diagnosis_group": ["MEL", "NEV"] * 20})
+>>> split = group_split(df, fractions=(0.6, 0.2, 0.2), seed=0)
+>>> bool((split.groupby(df["patient_id"]).nunique() == 1).all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .._errors import DermretrError
+from .cases import SPLITS
+
+__all__ = ["group_split"]
+
+
+def group_split(
+    cases: pd.DataFrame,
+    by: str = "patient_id",
+    stratify: str | None = "diagnosis_group",
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> pd.Series:
+    """Assign each row to train/val/test so that no group of ``by`` spans two splits.
+
+    Groups are stratified by the most frequent value of ``stratify`` within the
+    group and dealt, largest first, to the split whose share of cases is
+    furthest below its target fraction, so the splits match ``fractions`` in
+    case counts and keep the class mix.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        Must contain ``by`` (and ``stratify`` unless None).
+    by : str
+        The grouping column (``"patient_id"``; ``"lesion_id"`` for HAM10000).
+    stratify : str or None
+        Column whose distribution each split should keep.
+    fractions : three floats
+        Target fractions of train, val and test; they must sum to 1.
+    seed : int
+        Seed of the shuffle that breaks ties.
+
+    Returns
+    -------
+    Series
+        ``"train"``, ``"val"`` or ``"test"`` per row, aligned with ``cases.index``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"patient_id": list("aabbccddee"), "diagnosis_group": ["MEL"] * 10})
+    >>> sorted(group_split(df, fractions=(0.6, 0.2, 0.2)).value_counts().items())
+    [('test', 2), ('train', 6), ('val', 2)]
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise DermretrError(
+            f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}"
+        )
+    for col in (by, stratify):
+        if col is not None and col not in cases.columns:
+            raise DermretrError(
+                f"cannot split: column {col!r} not in the case table (columns: {list(cases.columns)})"
+            )
+    if len(cases) == 0:
+        return pd.Series([], index=cases.index, dtype=object, name="split")
+    groups = cases[by].astype(str)
+    if cases[by].isna().any():
+        rows = cases.index[cases[by].isna()].tolist()[:8]
+        raise DermretrError(f"cannot split: column {by!r} is missing at rows {rows}")
+    rng = np.random.default_rng(seed)
+    sizes = groups.value_counts()
+    if stratify is None:
+        strata = pd.Series("all", index=sizes.index)
+    else:
+        strata = (
+            cases[stratify].astype(str).groupby(groups).agg(lambda s: s.value_counts().index[0])
+        )
+    assignment: dict[str, str] = {}
+    for _, members in strata.groupby(strata):
+        names = members.index.to_numpy()
+        order = rng.permutation(len(names))
+        names = names[order]
+        # largest groups first so the small ones can even out the counts
+        names = sorted(names, key=lambda n: -sizes[n])
+        counts = np.zeros(3)
+        for name in names:
+            deficit = fractions * (counts.sum() + sizes[name]) - counts
+            # never give a split a group when its target fraction is zero
+            deficit[fractions == 0] = -np.inf
+            k = int(np.argmax(deficit))
+            assignment[name] = SPLITS[k]
+            counts[k] += sizes[name]
+    return groups.map(assignment).rename("split")

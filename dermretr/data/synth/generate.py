@@ -1,0 +1,406 @@
+"""Generate a DermSynth dataset folder in the Derm7pt layout.
+
+Layout written (``ROOT`` is the output folder)::
+
+    ROOT/meta/meta.csv               Derm7pt columns + case_id, patient_id, lesion_id,
+                                     variant_of, fitzpatrick, ita, age, sex, split, mask
+    ROOT/meta/train_indexes.csv      one column ``indexes``: zero-based rows of meta.csv
+    ROOT/meta/valid_indexes.csv      (splits are by patient: no patient in two splits)
+    ROOT/meta/test_indexes.csv
+    ROOT/meta/modifications.csv      reference_case_id, modification_text, target_case_id, ...
+    ROOT/meta/dermsynth.json         the generator's parameters (no timestamps)
+    ROOT/images/<shard>/<case_id>.jpg
+    ROOT/masks/<shard>/<case_id>.png one bit per criterion (see ``render.MASK_BITS``)
+
+A *modification target* is the same lesion re-rendered (same seeds, same
+artifacts) with one criterion changed; each such lesion family has 1-3
+variants with different changes, so an image alone cannot tell which variant
+a modification text asks for.
+
+The same parameters give the same bytes, whatever the number of workers.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from dermretr.data.synth import generate
+>>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=12, image_size=64,
+...                 workers=1, progress=False)
+>>> sorted(p.name for p in (root / "meta").iterdir())[:3]
+['dermsynth.json', 'meta.csv', 'modifications.csv']
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..._errors import DermretrError, OutputError
+from ...color import ita as _ita
+from ..splits import group_split
+from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSIS_GROUPS, diagnosis_group, modification_text, seven_point_score
+from .priors import DIAGNOSIS_WEIGHTS, FITZPATRICK_WEIGHTS, GROUP_WEIGHTS, criterion_prior
+from .render import Artifacts, LesionSpec, encode_masks, render_case, skin_lab
+
+__all__ = ["generate", "plan_cases", "FORMAT_VERSION", "MIN_IMAGE_SIZE"]
+
+FORMAT_VERSION = 1
+MIN_IMAGE_SIZE = 64
+PRIORS = ("clinical", "uniform")
+_SHARD = 500
+
+_LOCATIONS = ("back", "chest", "abdomen", "upper limbs", "lower limbs", "head neck", "buttocks", "acral", "genital areas")
+_LOCATION_P = (0.30, 0.12, 0.10, 0.14, 0.18, 0.10, 0.02, 0.03, 0.01)
+_MANAGEMENT = {"MEL": "excision", "BCC": "excision"}
+
+
+def _choice(rng: np.random.Generator, probs: dict[str, float]) -> str:
+    keys = list(probs)
+    p = np.asarray([probs[k] for k in keys], dtype=float)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def _sample_criteria(rng: np.random.Generator, diagnosis: str, priors: str) -> dict[str, str]:
+    crit = {}
+    for c, values in CRITERIA.items():
+        if priors == "uniform":
+            crit[c] = values[int(rng.integers(len(values)))]
+        else:
+            crit[c] = _choice(rng, criterion_prior(diagnosis, c))
+    if priors == "clinical" and crit["vascular_structures"] == "within regression" and crit["regression_structures"] == "absent":
+        crit["vascular_structures"] = "absent"
+    return crit
+
+
+def _sample_diagnosis(rng: np.random.Generator) -> str:
+    group = _choice(rng, GROUP_WEIGHTS)
+    return _choice(rng, {d: DIAGNOSIS_WEIGHTS[d] for d in DIAGNOSIS_GROUPS[group]})
+
+
+def _modify(rng: np.random.Generator, crit: dict[str, str], used: set[str], diagnosis: str, priors: str):
+    """Pick one criterion not yet changed in this family and a new value for it."""
+    choices = [c for c in CRITERION_NAMES if c not in used]
+    c = choices[int(rng.integers(len(choices)))]
+    others = [v for v in CRITERIA[c] if v != crit[c]]
+    if priors == "clinical":
+        prior = criterion_prior(diagnosis, c)
+        weights = np.asarray([prior[v] + 0.05 for v in others])
+    else:
+        weights = np.ones(len(others))
+    new = others[int(rng.choice(len(others), p=weights / weights.sum()))]
+    return c, new
+
+
+def plan_cases(
+    n_cases: int,
+    seed: int = 0,
+    priors: str = "clinical",
+    modification_rate: float = 0.25,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plan a DermSynth dataset without rendering it: the case rows and the triplets.
+
+    Patients have one to three lesions sharing skin type, age and sex.  A
+    fraction ``modification_rate`` of lesions becomes a family with one to
+    three single-criterion variants.
+
+    Parameters
+    ----------
+    n_cases : int
+        Total number of images (variants included).
+    seed : int
+        Master seed.
+    priors : {"clinical", "uniform"}
+        "clinical" lets the diagnosis drive the criteria (:mod:`.priors`);
+        "uniform" draws every criterion value uniformly and independently
+        (useful to train criterion classifiers without shortcuts).
+    modification_rate : float
+        Fraction of lesions that get modification variants.
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        The planned rows (one per case, with the seeds) and the modification
+        triplets (reference, text, target, criterion, from, to).
+
+    Examples
+    --------
+    >>> rows, mods = plan_cases(50, seed=1)
+    >>> len(rows), bool(rows["case_id"].is_unique)
+    (50, True)
+    """
+    if priors not in PRIORS:
+        raise DermretrError(f"priors must be one of {PRIORS}, got {priors!r}")
+    if not 0.0 <= modification_rate <= 1.0:
+        raise DermretrError(f"modification rate must be in [0, 1], got {modification_rate}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rows: list[dict] = []
+    mods: list[dict] = []
+    patient = 0
+    while len(rows) < n_cases:
+        patient += 1
+        pid = f"dsp{patient:06d}"
+        fitz = int(rng.choice(6, p=FITZPATRICK_WEIGHTS)) + 1
+        skin_seed = int(rng.integers(2**31))
+        sex = "female" if rng.uniform() < 0.5 else "male"
+        base_age = int(rng.integers(18, 86))
+        L, _, b = skin_lab(fitz, skin_seed)
+        n_lesions = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
+        for lesion in range(n_lesions):
+            if len(rows) >= n_cases:
+                break
+            diagnosis = _sample_diagnosis(rng)
+            group = diagnosis_group(diagnosis)
+            crit = _sample_criteria(rng, diagnosis, priors)
+            lesion_id = f"{pid}-l{lesion + 1}"
+            common = dict(
+                patient_id=pid,
+                lesion_id=lesion_id,
+                diagnosis=diagnosis,
+                fitzpatrick=fitz,
+                ita=round(float(_ita(L, b)), 3),
+                age=base_age,
+                sex=sex,
+                location=_LOCATIONS[int(rng.choice(len(_LOCATIONS), p=_LOCATION_P))],
+                elevation=("nodular" if group in ("MEL", "BCC") and rng.uniform() < 0.3 else
+                           "palpable" if rng.uniform() < 0.35 else "flat"),
+                management=_MANAGEMENT.get(group, "clinical follow up" if rng.uniform() < 0.6 else "excision"),
+                level_of_diagnostic_difficulty=("low", "medium", "high")[int(rng.choice(3, p=[0.5, 0.35, 0.15]))],
+                lesion_seed=int(rng.integers(2**31)),
+                image_seed=int(rng.integers(2**31)),
+                skin_seed=skin_seed,
+            )
+            base_id = f"ds{len(rows) + 1:06d}"
+            rows.append(dict(case_id=base_id, variant_of="", **common, **crit))
+            n_var = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25])) if rng.uniform() < modification_rate else 0
+            used: set[str] = set()
+            for _ in range(n_var):
+                if len(rows) >= n_cases:
+                    break
+                c, new = _modify(rng, crit, used, diagnosis, priors)
+                used.add(c)
+                target = dict(crit, **{c: new})
+                tid = f"ds{len(rows) + 1:06d}"
+                rows.append(dict(case_id=tid, variant_of=base_id, **common, **target))
+                text_seed = int(rng.integers(2**31))
+                for ref, tgt, before, after in ((base_id, tid, crit, target), (tid, base_id, target, crit)):
+                    mods.append(dict(
+                        reference_case_id=ref,
+                        modification_text=modification_text(before, after, seed=text_seed),
+                        target_case_id=tgt,
+                        criterion=c,
+                        from_value=before[c],
+                        to_value=after[c],
+                    ))
+    table = pd.DataFrame(rows)
+    table["diagnosis_group"] = table["diagnosis"].map(diagnosis_group)
+    table["split"] = group_split(table, by="patient_id", stratify="diagnosis_group", seed=seed).to_numpy()
+    mods_df = pd.DataFrame(mods, columns=["reference_case_id", "modification_text", "target_case_id",
+                                          "criterion", "from_value", "to_value"])
+    return table, mods_df
+
+
+def _render_chunk(args) -> int:
+    rows, size, art_flags, root = args
+    art = Artifacts(**art_flags)
+    root = Path(root)
+    for row in rows:
+        spec = LesionSpec(
+            lesion_seed=row["lesion_seed"], image_seed=row["image_seed"], skin_seed=row["skin_seed"],
+            diagnosis=row["diagnosis"], fitzpatrick=row["fitzpatrick"],
+            criteria={c: row[c] for c in CRITERION_NAMES},
+        )
+        out = render_case(spec, size=size, artifacts=art)
+        rng = np.random.default_rng([row["image_seed"], 4])
+        if art.jpeg:
+            quality, subsampling = int(rng.integers(70, 95)), 2
+        else:
+            quality, subsampling = 98, 0
+        Image.fromarray(out.image).save(root / "images" / row["derm"], format="JPEG", quality=quality,
+                                        subsampling=subsampling)
+        Image.fromarray(encode_masks(out.masks)).save(root / "masks" / row["mask_file"], format="PNG")
+    return len(rows)
+
+
+def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _check_args(n_cases, image_size, workers) -> None:
+    if not isinstance(n_cases, (int, np.integer)) or isinstance(n_cases, bool) or n_cases <= 0:
+        raise DermretrError(f"the number of cases must be a positive integer, got {n_cases!r}")
+    if not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
+        raise DermretrError(f"the image size must be an integer of at least {MIN_IMAGE_SIZE} px, got {image_size!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise DermretrError(f"workers must be a positive integer, got {workers!r}")
+
+
+def _prepare_output(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` and return a fresh temporary folder beside it."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"output folder {out} exists and is not empty; choose another --out or pass --overwrite")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out.parent}: {exc.strerror or exc}; choose a writable --out") from None
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder to ``out``, replacing an old one only at the end."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "data")
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if old is not None:  # put the previous dataset back
+            os.rename(old / "data", out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def generate(
+    out: str | os.PathLike,
+    n_cases: int = 1000,
+    seed: int = 0,
+    image_size: int = 224,
+    artifacts: Artifacts | None = None,
+    priors: str = "clinical",
+    modification_rate: float = 0.25,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate a DermSynth dataset folder (Derm7pt layout) and return its path.
+
+    Everything is written into a temporary folder beside ``out`` and renamed at
+    the end, so an interrupted or failed run leaves nothing half-written (and
+    an existing dataset is only replaced, with ``overwrite=True``, once the new
+    one is complete).
+
+    Parameters
+    ----------
+    out : path
+        Output folder; must not exist or be empty unless ``overwrite``.
+    n_cases : int
+        Number of images (cases) including modification variants.
+    seed : int
+        Master seed: the same seed gives the same bytes.
+    image_size : int
+        Square image side in pixels (>= 64).
+    artifacts : Artifacts, optional
+        Switch artifacts on or off (default: all on).
+    priors : {"clinical", "uniform"}
+        How criteria are drawn (see :func:`plan_cases`).
+    modification_rate : float
+        Fraction of lesions with modification variants.
+    workers : int, optional
+        Processes used to render (default: the CPU count, at most 8).
+    overwrite : bool
+        Replace an existing non-empty folder.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        The output folder.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, pandas as pd
+    >>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=8, image_size=64,
+    ...                 workers=1, progress=False)
+    >>> len(pd.read_csv(root / "meta" / "meta.csv"))
+    8
+    """
+    _check_args(n_cases, image_size, workers)
+    art = artifacts if artifacts is not None else Artifacts()
+    out = Path(out).expanduser().absolute()
+    rows, mods = plan_cases(int(n_cases), seed=seed, priors=priors, modification_rate=modification_rate)
+    tmp = _prepare_output(out, overwrite)
+    try:
+        rows["shard"] = [f"s{i // _SHARD:03d}" for i in range(len(rows))]
+        rows["derm"] = rows["shard"] + "/" + rows["case_id"] + ".jpg"
+        rows["mask_file"] = rows["shard"] + "/" + rows["case_id"] + ".png"
+        for sub in ("images", "masks"):
+            for shard in rows["shard"].unique():
+                (tmp / sub / shard).mkdir(parents=True, exist_ok=True)
+        (tmp / "meta").mkdir()
+        records = rows.to_dict("records")
+        n_workers = workers or min(os.cpu_count() or 1, 8)
+        chunk = max(4, min(32, len(records) // (n_workers * 4) or 4))
+        tasks = [(list(c), int(image_size), {n: getattr(art, n) for n in Artifacts.names()}, str(tmp))
+                 for c in _chunks(records, chunk)]
+        with tqdm(total=len(records), desc="DermSynth", unit="case", disable=not progress) as bar:
+            if n_workers == 1 or len(records) < 64:
+                for task in tasks:
+                    bar.update(_render_chunk(task))
+            else:
+                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context(method)) as pool:
+                    for done in pool.map(_render_chunk, tasks):
+                        bar.update(done)
+        _write_meta(tmp, rows, mods, dict(
+            format_version=FORMAT_VERSION, generator="dermretr.data.synth", n_cases=int(n_cases), seed=int(seed),
+            image_size=int(image_size), priors=priors, modification_rate=float(modification_rate),
+            artifacts=art.enabled(),
+        ))
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_meta(root: Path, rows: pd.DataFrame, mods: pd.DataFrame, params: dict) -> None:
+    meta = pd.DataFrame({
+        "case_num": np.arange(1, len(rows) + 1),
+        "diagnosis": rows["diagnosis"],
+        "seven_point_score": [seven_point_score({c: r[c] for c in CRITERION_NAMES}) for r in rows.to_dict("records")],
+        **{c: rows[c] for c in CRITERION_NAMES},
+        "level_of_diagnostic_difficulty": rows["level_of_diagnostic_difficulty"],
+        "elevation": rows["elevation"],
+        "location": rows["location"],
+        "sex": rows["sex"],
+        "management": rows["management"],
+        "clinic": "",
+        "derm": rows["derm"],
+        "case_id": rows["case_id"],
+        "notes": "",
+        "patient_id": rows["patient_id"],
+        "lesion_id": rows["lesion_id"],
+        "variant_of": rows["variant_of"],
+        "fitzpatrick": rows["fitzpatrick"],
+        "ita": rows["ita"],
+        "age": rows["age"],
+        "split": rows["split"],
+        "mask": "masks/" + rows["mask_file"],
+    })
+    meta_dir = root / "meta"
+    meta.to_csv(meta_dir / "meta.csv", index=False, lineterminator="\n")
+    for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
+        idx = np.flatnonzero(meta["split"].to_numpy() == split)
+        pd.DataFrame({"indexes": idx}).to_csv(meta_dir / f"{name}_indexes.csv", index=False, lineterminator="\n")
+    pos = {cid: i for i, cid in enumerate(meta["case_id"])}
+    mods = mods.assign(
+        reference_index=mods["reference_case_id"].map(pos).astype("int64"),
+        target_index=mods["target_case_id"].map(pos).astype("int64"),
+    )
+    mods.to_csv(meta_dir / "modifications.csv", index=False, lineterminator="\n")
+    (meta_dir / "dermsynth.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
