@@ -257,24 +257,27 @@ def summarize_cases(cases: pd.DataFrame) -> dict[str, pd.DataFrame]:
     {'I': 0, 'II': 1, 'III': 0, 'IV': 0, 'V': 0, 'VI': 0, 'unknown': 1}
     """
 
-    def by_split(keys: pd.Series, order: Sequence) -> pd.DataFrame:
-        table = pd.crosstab(keys.rename(None), cases["split"].astype(str).rename(None)).reindex(index=order, columns=list(SPLITS), fill_value=0)
+    def by_split(keys: pd.Series, order: Sequence, name: str) -> pd.DataFrame:
+        table = pd.crosstab(keys.to_numpy(), cases["split"].astype(str).to_numpy()).reindex(
+            index=order, columns=list(SPLITS), fill_value=0
+        )
+        table = table.rename_axis(index=name, columns="split")
         table["total"] = table.sum(axis=1)
         return table.astype(int)
 
     diag = cases["diagnosis_group"].astype(str) + " / " + cases["diagnosis"].astype(str)
-    out = {"diagnosis": by_split(diag, sorted(diag.unique()))}
+    out = {"diagnosis": by_split(diag, sorted(diag.unique()), "group / diagnosis")}
     frames = []
     for c in CRITERION_NAMES:
         vals = cases[c].astype(object).where(cases[c].notna(), "unknown").astype(str)
         order = [v for v in (*CRITERIA[c], "unknown") if v in set(vals)]
-        t = by_split(vals, order)
+        t = by_split(vals, order, "value")
         t.index = pd.MultiIndex.from_product([[c], t.index], names=["criterion", "value"])
         frames.append(t)
     out["criteria"] = pd.concat(frames)
     roman = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
     fitz = cases["fitzpatrick"].map(lambda v: roman.get(int(v)) if pd.notna(v) else "unknown")
-    out["fitzpatrick"] = by_split(fitz, [*roman.values(), "unknown"])
+    out["fitzpatrick"] = by_split(fitz, [*roman.values(), "unknown"], "fitzpatrick")
     out["splits"] = pd.DataFrame(
         {
             "cases": cases["split"].astype(str).value_counts().reindex(list(SPLITS), fill_value=0),

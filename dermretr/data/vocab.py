@@ -36,6 +36,7 @@ __all__ = [
     "MINOR_CRITERIA",
     "normalize_value",
     "normalize_criteria",
+    "criteria_of",
     "diagnosis_group",
     "is_malignant",
     "criterion_points",
@@ -147,7 +148,9 @@ def normalize_criteria(criteria: Mapping[str, str], fill_absent: bool = True) ->
     >>> normalize_criteria({"streaks": "irregular"})["pigment_network"]
     'absent'
     """
-    unknown = [k for k in criteria if k not in CRITERIA]
+    if _is_case_row(criteria):
+        criteria = criteria_of(criteria)
+    unknown = [k for k in criteria.keys() if k not in CRITERIA]
     if unknown:
         raise VocabularyError(
             f"unknown criteria {unknown}; the 7-point criteria are: {', '.join(CRITERIA)}"
@@ -155,6 +158,33 @@ def normalize_criteria(criteria: Mapping[str, str], fill_absent: bool = True) ->
     out = {k: normalize_value(k, v) for k, v in criteria.items()}
     if fill_absent:
         out = {k: out.get(k, ABSENT) for k in CRITERIA}
+    return out
+
+
+def _is_case_row(obj) -> bool:
+    """A pandas Series (a row of a case table) rather than a plain mapping."""
+    return hasattr(obj, "index") and hasattr(obj, "to_dict") and not isinstance(obj, dict)
+
+
+def criteria_of(case: Mapping) -> dict[str, str]:
+    """The known 7-point criteria of a case (a case-table row or a mapping).
+
+    Other columns are ignored, and so are criteria that are missing or NA
+    (unknown), so the result can be passed to :func:`render_text`.
+
+    >>> import pandas as pd
+    >>> row = pd.Series({"case_id": "c1", "streaks": "irregular", "blue_whitish_veil": pd.NA})
+    >>> criteria_of(row)
+    {'streaks': 'irregular'}
+    """
+    out = {}
+    for c in CRITERIA:
+        if c not in case.keys():
+            continue
+        v = case[c]
+        if v is None or (not isinstance(v, str) and v != v) or str(v) in ("<NA>", "nan", "NaN", ""):
+            continue
+        out[c] = normalize_value(c, str(v))
     return out
 
 

@@ -247,6 +247,11 @@ def _check_args(n_cases, image_size, workers) -> None:
 
 def _prepare_output(out: Path, overwrite: bool) -> Path:
     """Check ``out`` and return a fresh temporary folder beside it."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot write to {out}: {parent} is a file, not a folder; choose another --out")
+            break
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

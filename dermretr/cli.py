@@ -1,0 +1,152 @@
+"""The ``dermretr`` command line.
+
+Errors caused by input (bad values, unusable paths) are printed as one line
+``dermretr: error: ...`` without a traceback, and the exit code is 2.
+
+Commands
+--------
+demo
+    The main job, end to end with what exists now: generate a DermSynth
+    dataset, print its summary tables and write a contact sheet.
+synth
+    Generate a DermSynth dataset folder (Derm7pt layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from ._errors import DermretrError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit with code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _artifacts(text: str):
+    from .data.synth import Artifacts
+
+    text = text.strip().lower()
+    if text == "all":
+        return Artifacts()
+    if text == "none":
+        return Artifacts.none()
+    return Artifacts.from_names(text.split(","))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dermretr`` command."""
+    parser = _Parser(prog="dermretr", description="Composed vision-language retrieval of skin-lesion cases.")
+    parser.add_argument("--version", action="version", version=f"dermretr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on DermSynth data",
+                          description="Generate a DermSynth dataset, print its summary and write a contact sheet.")
+    demo.add_argument("--out", default="dermretr-demo", help="output folder (default: ./dermretr-demo)")
+    demo.add_argument("--n-cases", type=int, default=300, help="DermSynth cases (default: 300)")
+    demo.add_argument("--image-size", type=int, default=128, help="image side in px (default: 128)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    synth = sub.add_parser("synth", help="generate a DermSynth dataset (Derm7pt folder layout)",
+                           description="Generate procedural dermoscopy cases with 7-point criteria, "
+                                       "ground-truth masks, patient splits and modification triplets.")
+    synth.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    synth.add_argument("--n-cases", type=int, default=1000, help="number of cases (default: 1000)")
+    synth.add_argument("--seed", type=int, default=0, help="master seed: same seed, same bytes (default: 0)")
+    synth.add_argument("--image-size", type=int, default=224, help="image side in px, >= 64 (default: 224)")
+    synth.add_argument("--priors", choices=("clinical", "uniform"), default="clinical",
+                       help="criteria driven by the diagnosis (clinical) or drawn uniformly (default: clinical)")
+    synth.add_argument("--artifacts", default="all",
+                       help="comma-separated subset of hair,ruler,bubbles,vignette,illumination,jpeg; "
+                            "or 'all' / 'none' (default: all)")
+    synth.add_argument("--modification-rate", type=float, default=0.25,
+                       help="fraction of lesions with modification variants (default: 0.25)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    synth.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _print_summary(cases, out=sys.stdout) -> None:
+    import pandas as pd
+
+    from .data import summarize_cases
+
+    tables = summarize_cases(cases)
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        for title, key in (("Cases per diagnosis", "diagnosis"), ("Cases per criterion value", "criteria"),
+                           ("Cases per Fitzpatrick skin type", "fitzpatrick"), ("Splits", "splits")):
+            print(f"\n{title}\n{'-' * len(title)}\n{tables[key].to_string()}", file=out)
+
+
+def _cmd_synth(args) -> int:
+    from .data.synth import generate
+
+    root = generate(args.out, n_cases=args.n_cases, seed=args.seed, image_size=args.image_size,
+                    artifacts=_artifacts(args.artifacts), priors=args.priors,
+                    modification_rate=args.modification_rate, workers=args.workers,
+                    overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"DermSynth: {args.n_cases} cases written to {root}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from ._io import save_figure
+    from .data import load
+    from .data.synth import generate
+    from .viz import contact_sheet
+
+    out = Path(args.out).expanduser()
+    data = out / "dermsynth"
+    params_file = data / "meta" / "dermsynth.json"
+    wanted = {"n_cases": args.n_cases, "seed": args.seed, "image_size": args.image_size}
+    if params_file.is_file() and all(json.loads(params_file.read_text()).get(k) == v for k, v in wanted.items()):
+        print(f"Reusing the DermSynth dataset in {data}")
+    else:
+        if data.exists() and any(data.iterdir()) and not params_file.is_file():
+            raise DermretrError(f"{data} exists and is not a DermSynth folder; choose another --out")
+        print(f"Generating {args.n_cases} DermSynth cases ({args.image_size} px) in {data} ...")
+        generate(data, n_cases=args.n_cases, seed=args.seed, image_size=args.image_size,
+                 workers=args.workers, overwrite=True, progress=not args.no_progress)
+    cases = load("synthetic", data)
+    print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")
+    _print_summary(cases)
+    sheet = save_figure(contact_sheet(cases, by="diagnosis_group", per_group=6, seed=args.seed,
+                                      title="DermSynth: example cases per diagnosis group"),
+                        out / "contact_sheet.png")
+    print(f"\nContact sheet written to {sheet}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dermretr`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"demo": _cmd_demo, "synth": _cmd_synth}
+    try:
+        return commands[args.command](args)
+    except DermretrError as exc:
+        print(f"dermretr: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("dermretr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
