@@ -104,7 +104,8 @@ def _fail(column: str, bad: pd.Series, what: str, hint: str) -> None:
 
 def _as_string(df: pd.DataFrame, column: str) -> pd.Series:
     col = df[column]
-    bad = col[col.notna() & ~col.map(lambda v: isinstance(v, (str, np.str_, int, np.integer)))]
+    is_text = col.map(lambda v: isinstance(v, (str, np.str_, int, np.integer))).astype(bool)
+    bad = col[col.notna().to_numpy() & ~is_text.to_numpy()]
     if len(bad):
         _fail(column, bad, "values are not text", "use strings")
     out = col.astype("string")

@@ -24,7 +24,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .generate import FORMAT_VERSION, MIN_IMAGE_SIZE, generate, plan_cases
+from .dataset import FORMAT_VERSION, MIN_IMAGE_SIZE, generate, plan_cases
 from .render import MASK_BITS, Artifacts, LesionSpec, Rendered, decode_masks, encode_masks, render_case
 
 __all__ = [

@@ -281,6 +281,11 @@ class _Geometry:
             r = r + a * np.cos(k * theta + ph)
         return self.R * r
 
+    def t_at(self, x: float, y: float) -> float:
+        """Relative radius (0 centre, 1 rim) of a point."""
+        dx, dy = x - self.cx, y - self.cy
+        return math.hypot(dx, dy) / float(self.radius(math.atan2(dy, dx)))
+
     def point(self, theta: float, t: float) -> tuple[float, float]:
         r = float(self.radius(theta)) * t
         return (self.cx + r * math.cos(theta), self.cy + r * math.sin(theta))
@@ -409,9 +414,14 @@ def _globules(g: _Geometry, rng: np.random.Generator, kind: str):
         cx, cy = g.point(centre_ang, rng.uniform(0.4, 0.65))
         for i in range(n):
             if i < n * 0.75:
-                x, y = cx + rng.normal(0, 0.1 * g.R), cy + rng.normal(0, 0.1 * g.R)
+                for _ in range(10):  # keep the cluster inside the lesion
+                    x, y = cx + rng.normal(0, 0.1 * g.R), cy + rng.normal(0, 0.1 * g.R)
+                    if g.t_at(x, y) < 0.85:
+                        break
+                else:
+                    x, y = cx, cy
             else:
-                x, y = g.point(rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.0))
+                x, y = g.point(rng.uniform(0, 2 * np.pi), rng.uniform(0.72, 0.88))
             r = float(np.clip(rng.lognormal(np.log(0.013), 0.55), 0.006, 0.04))
             (c_blue if rng.uniform() < 0.3 else c_dark).dot(x, y, r)
     dark, blue = c_dark.array(blur=0.3), c_blue.array(blur=0.3)
@@ -480,7 +490,7 @@ def _vessels(g: _Geometry, rng: np.random.Generator, kind: str, regression: np.n
             rad = rng.uniform(0.03, 0.05)
             a0 = rng.uniform(0, 2 * np.pi)
             arc = [(x + rad * math.cos(a0 + s), y + rad * math.sin(a0 + s)) for s in np.linspace(0, 1.9, 6)]
-            red.line(arc, 0.014)
+            red.line(arc, 0.018)
     elif kind == "hairpin":
         halo = _Canvas(g.size)
         for _ in range(int(rng.integers(6, 13))):
@@ -496,7 +506,7 @@ def _vessels(g: _Geometry, rng: np.random.Generator, kind: str, regression: np.n
             ]
             loop += [(x - vx, y - vy)]
             halo.line(loop, 0.045)
-            red.line(loop, 0.011)
+            red.line(loop, 0.014)
         halo = halo.array(blur=1.0)
     elif kind == "within regression":
         region = regression if regression is not None and regression.sum() > 20 else g.region(
@@ -510,14 +520,14 @@ def _vessels(g: _Geometry, rng: np.random.Generator, kind: str, regression: np.n
             y = (ys[i] + 0.5) / g.size * 2 - 1
             a = rng.uniform(0, 2 * np.pi)
             ln = rng.uniform(0.025, 0.05)
-            red.line([(x, y), (x + ln * math.cos(a), y + ln * math.sin(a))], 0.008)
+            red.line([(x, y), (x + ln * math.cos(a), y + ln * math.sin(a))], 0.011)
     elif kind == "wreath":
         n = int(rng.integers(10, 16))
         for ang in np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 2 * np.pi):
             pts = [g.point(ang + 0.12 * math.sin(s * 3), 1.0 - 0.3 * s) for s in np.linspace(0, 1, 5)]
-            red.line(pts, 0.014)
+            red.line(pts, 0.018)
             bx, by = pts[2]
-            red.line([(bx, by), g.point(ang + 0.18, 0.78)], 0.008)
+            red.line([(bx, by), g.point(ang + 0.18, 0.78)], 0.011)
     elif kind == "dotted":
         n = int(rng.integers(40, 80))
         k = np.arange(n) + 0.5
@@ -525,7 +535,7 @@ def _vessels(g: _Geometry, rng: np.random.Generator, kind: str, regression: np.n
         ang = k * 2.39996 + rng.uniform(0, 2 * np.pi)
         for a_, t_ in zip(ang, rad):
             x, y = g.point(a_, t_)
-            red.dot(x + rng.normal(0, 0.01), y + rng.normal(0, 0.01), rng.uniform(0.009, 0.012))
+            red.dot(x + rng.normal(0, 0.01), y + rng.normal(0, 0.01), rng.uniform(0.015, 0.019))
     elif kind == "linear irregular":
         for _ in range(int(rng.integers(3, 6))):
             x, y = g.point(rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0, 0.6)))
@@ -536,7 +546,7 @@ def _vessels(g: _Geometry, rng: np.random.Generator, kind: str, regression: np.n
                 step = rng.uniform(0.04, 0.07)
                 x, y = x + step * math.cos(a), y + step * math.sin(a)
                 pts.append((x, y))
-            red.line(pts, rng.uniform(0.008, 0.016))
+            red.line(pts, rng.uniform(0.011, 0.02))
     else:  # pragma: no cover - guarded by the vocabulary
         raise DermretrError(f"unknown vascular structure {kind!r}")
     alpha = red.array(blur=0.35)
@@ -624,6 +634,8 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
     """
     if size < 64:
         raise DermretrError(f"image size must be at least 64 px, got {size}")
+    if spec.fitzpatrick not in CONTRAST:
+        raise DermretrError(f"Fitzpatrick type must be 1..6, got {spec.fitzpatrick!r}")
     art = artifacts if artifacts is not None else Artifacts()
     crit = normalize_criteria(spec.criteria)
     group = diagnosis_group(spec.diagnosis)
@@ -724,7 +736,7 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
             _blend(img, pink, _rgb([min(92.0, L + 22), 22.0, 6.0]))
         if halo is not None:
             _blend(img, halo * 0.55, _rgb([min(94.0, L + 25), 4.0, 4.0]))
-        _blend(img, alpha * 0.95 * kv, _rgb([max(38.0, min(55.0, L - 10)), 52.0, 28.0]))
+        _blend(img, alpha * kv, _rgb([max(35.0, min(50.0, L - 14)), 62.0, 32.0]))
         masks["vascular_structures"] = mask
 
     _add_artifacts(img, g, _rng(spec.image_seed, 3), art)
