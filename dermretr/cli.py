@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(cases, out=sys.stdout) -> None:
+def _print_summary(cases, out=None) -> None:
     import pandas as pd
 
     from .data import summarize_cases
 
+    out = out or sys.stdout
     tables = summarize_cases(cases)
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         for title, key in (("Cases per diagnosis", "diagnosis"), ("Cases per criterion value", "criteria"),

@@ -310,3 +310,10 @@ def test_failure_midway_leaves_previous_dataset_intact(tmp_path, monkeypatch):
         generate(out, n_cases=40, image_size=64, workers=1, progress=False, overwrite=True)
     assert _digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_docs_hold_the_current_prior_table():
+    from dermretr.data.synth.priors import prior_table_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "dermsynth.md").read_text()
+    assert prior_table_markdown() in doc, "regenerate the prior table in docs/dermsynth.md"

@@ -1,0 +1,106 @@
+"""The command line: demo end to end, synth, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermretr.cli import main
+
+
+def test_demo_generates_prints_summary_and_writes_contact_sheet(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--n-cases", "40", "--image-size", "64", "--workers", "1", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for heading in ("Cases per diagnosis", "Cases per criterion value", "Cases per Fitzpatrick skin type", "Splits"):
+        assert heading in text
+    assert "blue_whitish_veil" in text and "VI" in text
+    sheet = out / "contact_sheet.png"
+    with Image.open(sheet) as img:
+        assert img.size[0] > 300 and img.size[1] > 300
+    assert len(pd.read_csv(out / "dermsynth" / "meta" / "meta.csv")) == 40
+    # a second run reuses the dataset
+    assert main(["demo", "--out", str(out), "--n-cases", "40", "--image-size", "64", "--no-progress"]) == 0
+    assert "Reusing" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
+    (tmp_path / "dermsynth").mkdir()
+    (tmp_path / "dermsynth" / "thesis.docx").write_text("do not delete")
+    assert main(["demo", "--out", str(tmp_path), "--n-cases", "10", "--no-progress"]) == 2
+    assert "not a DermSynth folder" in capsys.readouterr().err
+    assert (tmp_path / "dermsynth" / "thesis.docx").exists()
+
+
+def test_synth_writes_the_requested_dataset(tmp_path, capsys):
+    out = tmp_path / "ds"
+    rc = main(["synth", "--out", str(out), "--n-cases", "12", "--seed", "3", "--image-size", "64",
+               "--artifacts", "none", "--priors", "uniform", "--workers", "1", "--no-progress"])
+    assert rc == 0
+    assert "12 cases written" in capsys.readouterr().out
+    meta = pd.read_csv(out / "meta" / "meta.csv")
+    assert len(meta) == 12
+    import json
+
+    params = json.loads((out / "meta" / "dermsynth.json").read_text())
+    assert params["artifacts"] == [] and params["priors"] == "uniform" and params["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-cases", "0"], "number of cases must be a positive integer"),
+        (["--n-cases", "-5"], "number of cases must be a positive integer"),
+        (["--image-size", "48"], "at least 64 px"),
+        (["--artifacts", "hair,glare"], "unknown artifact"),
+    ],
+)
+def test_synth_bad_values_one_line_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "ds"
+    rc = main(["synth", "--out", str(out), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_synth_existing_folder_refused_then_overwritten(tmp_path, capsys):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert main(["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "notes.txt").exists()
+    assert main(["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress",
+                 "--overwrite", "--workers", "1"]) == 0
+    assert not (out / "notes.txt").exists()
+
+
+def test_synth_unwritable_folder(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["synth", "--out", str(tmp_path / "f" / "ds"), "--n-cases", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    """The installed entry point behaves like main(): usage errors and value errors exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "dermretr.cli", "synth", "--out", str(tmp_path / "x"),
+                           "--n-cases", "abc"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid int value: 'abc'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    proc = subprocess.run([sys.executable, "-m", "dermretr.cli", "synth", "--out", str(tmp_path / "x"),
+                           "--image-size", "10"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2

@@ -1,0 +1,72 @@
+"""Packaging: pyproject, environment.yml, README's commands and .ci/run stay consistent."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+# conda-forge names of PyPI packages where they differ
+CONDA_NAME = {"torch": "pytorch", "open-clip-torch": "open-clip-torch"}
+
+
+def test_environment_yml_lists_every_runtime_dependency():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda, pip = set(), set()
+    for item in env["dependencies"]:
+        if isinstance(item, dict):
+            pip |= {_name(p) for p in item["pip"] if not p.startswith("-e")}
+        else:
+            conda.add(_name(item.split("=")[0]))
+    assert "python" in conda and "pip" in conda
+    for dep in deps:
+        name = _name(dep)
+        assert CONDA_NAME.get(name, name) in conda | pip, f"{name} from pyproject.toml is missing in environment.yml"
+    extra = (conda | pip) - {"python", "pip"} - {CONDA_NAME.get(_name(d), _name(d)) for d in deps}
+    assert not extra, f"environment.yml has packages pyproject.toml does not: {extra}"
+    assert any("-e ." in p for item in env["dependencies"] if isinstance(item, dict) for p in item["pip"])
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_open_clip_pinned_to_3x():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "open_clip_torch>=3.0,<4" in deps
+    assert not any(d.startswith("torch==") for d in deps)
+
+
+def test_console_script_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["dermretr"] == "dermretr.cli:main"
+    assert project["requires-python"] == ">=3.10"
+
+
+def test_ci_runs_exactly_readmes_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- test-command:start -->\s*```bash\n(.+?)\n```\s*<!-- test-command:end -->", readme, re.S)
+    assert block, "README must mark its test command"
+    command = block.group(1).strip()
+    assert "pytest" in command and "pip install" in command and "python3 -m venv" in command
+    extracted = subprocess.run(
+        ["awk", '/<!-- test-command:start -->/{on=1; next} /<!-- test-command:end -->/{on=0} on && !/^```/',
+         str(ROOT / "README.md")], capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert extracted == command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "test-command:start" in ci and "passed" in ci  # extracts the command and insists tests ran
+
+
+def test_readme_quickstart_runs_the_demo():
+    readme = (ROOT / "README.md").read_text()
+    assert "dermretr demo" in readme and "jupyter lab notebooks/" in readme
+    assert "mybinder.org" in readme and "colab.research.google.com" in readme
