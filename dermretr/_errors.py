@@ -7,7 +7,7 @@ prints such errors as one line, without a traceback, and exits with code 2.
 
 from __future__ import annotations
 
-__all__ = ["DermretrError", "CaseTableError", "VocabularyError", "OutputError"]
+__all__ = ["DermretrError", "CaseTableError", "VocabularyError", "OutputError", "DataWarning"]
 
 
 class DermretrError(Exception):
@@ -24,3 +24,7 @@ class VocabularyError(DermretrError, ValueError):
 
 class OutputError(DermretrError, OSError):
     """An output location cannot be used (exists, not writable, ...)."""
+
+
+class DataWarning(UserWarning):
+    """Something in a dataset was dropped, repaired or guessed (missing images, case-mismatched names...)."""

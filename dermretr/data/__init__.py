@@ -1,8 +1,10 @@
 """Data: the case table, the 7-point vocabulary, DermSynth, loaders and splits.
 
 ``load(source, root)`` and the string form ``"SOURCE:PATH"`` (used by the CLI)
-return a validated case table.  Sources available now: ``derm7pt`` and
-``synthetic`` (a DermSynth folder).
+return a validated case table.  Sources: ``derm7pt``, ``pad-ufes-20``,
+``fitzpatrick17k``, ``ddi``, ``scin``, ``ham10000``, ``isic2020`` and
+``synthetic`` (a DermSynth folder).  Nothing is ever downloaded: each loader
+reads the folder exactly as its publisher distributes it.
 
 Examples
 --------
@@ -17,14 +19,13 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
 
 import pandas as pd
 
 from .._errors import DermretrError
 from .cases import CASE_COLUMNS, SPLITS, empty_cases, summarize_cases, validate_cases
-from .sources import load_derm7pt, load_synthetic
 
 __all__ = [
     "load",
@@ -37,11 +38,23 @@ __all__ = [
     "SPLITS",
 ]
 
-#: Registered loaders: source name -> function(root, **options) -> case table.
-SOURCES: dict[str, Callable[..., pd.DataFrame]] = {
-    "derm7pt": load_derm7pt,
-    "synthetic": load_synthetic,
+#: Registered loaders: source name -> "module:function" under dermretr.data.sources,
+#: imported when first used; each is ``function(root, **options) -> case table``.
+SOURCES: dict[str, str] = {
+    "derm7pt": "derm7pt:load_derm7pt",
+    "pad-ufes-20": "pad_ufes20:load_pad_ufes20",
+    "fitzpatrick17k": "fitzpatrick17k:load_fitzpatrick17k",
+    "ddi": "ddi:load_ddi",
+    "scin": "scin:load_scin",
+    "ham10000": "ham10000:load_ham10000",
+    "isic2020": "isic2020:load_isic2020",
+    "synthetic": "synthetic:load_synthetic",
 }
+
+
+def _loader(source: str):
+    module, func = SOURCES[source].split(":")
+    return getattr(importlib.import_module(f"{__name__}.sources.{module}"), func)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -80,4 +93,4 @@ def load(source: str, root: str | os.PathLike | None = None, **options) -> pd.Da
     source = str(source).lower()
     if source not in SOURCES:
         raise DermretrError(f"unknown data source {source!r}; sources: {', '.join(SOURCES)}")
-    return SOURCES[source](root, **options)
+    return _loader(source)(root, **options)

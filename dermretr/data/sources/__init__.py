@@ -1,6 +1,5 @@
-"""One loader per public dataset layout; each returns a validated case table."""
+"""One loader per public dataset layout; each returns a validated case table.
 
-from .derm7pt import load_derm7pt
-from .synthetic import load_synthetic
-
-__all__ = ["load_derm7pt", "load_synthetic"]
+Use :func:`dermretr.data.load` (``load("ham10000", root)`` or
+``load("ham10000:/path")``); the modules here are imported on demand.
+"""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..._errors import DermretrError
 
-__all__ = ["read_table", "require_columns", "safe_join", "describe_rows"]
+__all__ = ["read_table", "require_columns", "safe_join", "describe_rows", "FileIndex", "resolve_case_insensitive"]
 
 
 def describe_rows(rows: Iterable, limit: int = 8) -> str:
@@ -55,3 +55,66 @@ def safe_join(root: Path, rel: str, path: Path, row: int) -> Path:
             "image paths must be relative and stay inside it"
         )
     return root / candidate
+
+
+class FileIndex:
+    """All files under a folder, found in one walk, looked up by name.
+
+    Public datasets put images in varying sub-folders (``imgs_part_1/``,
+    ``HAM10000_images_part_2/``, nested copies...), so loaders look files up
+    by name.  Lookups are exact first, then case-insensitive (the official
+    releases mix ``.JPG`` and ``.jpg``).
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "part_1").mkdir(); _ = (root / "part_1" / "ISIC_1.JPG").write_bytes(b"x")
+    >>> idx = FileIndex(root, suffixes=(".jpg",))
+    >>> idx.find("ISIC_1.jpg").name, idx.case_mismatches
+    ('ISIC_1.JPG', 1)
+    """
+
+    def __init__(self, root: Path, suffixes: Iterable[str] | None = None):
+        self.root = Path(root)
+        suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
+        self.exact: dict[str, Path] = {}
+        self.folded: dict[str, Path] = {}
+        self.duplicates: dict[str, list[Path]] = {}
+        self.case_mismatches = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if suffixes and not name.lower().endswith(suffixes):
+                    continue
+                path = Path(dirpath) / name
+                if name in self.exact:
+                    self.duplicates.setdefault(name, [self.exact[name]]).append(path)
+                    continue
+                self.exact[name] = path
+                self.folded.setdefault(name.lower(), path)
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+    def find(self, name: str) -> Path | None:
+        """The file called ``name`` (exact, else case-insensitive), or None."""
+        path = self.exact.get(name)
+        if path is None:
+            path = self.folded.get(name.lower())
+            if path is not None:
+                self.case_mismatches += 1
+        return path
+
+
+def resolve_case_insensitive(root: Path, rel: str) -> Path | None:
+    """Find ``root/rel`` when the file exists with other letter case in any part."""
+    current = root
+    for part in Path(rel).parts:
+        try:
+            entries = {p.name.lower(): p for p in current.iterdir()}
+        except OSError:
+            return None
+        match = entries.get(part.lower())
+        if match is None:
+            return None
+        current = match
+    return current if current.is_file() else None

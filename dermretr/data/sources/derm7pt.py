@@ -9,7 +9,7 @@ Examples
 >>> from dermretr.data.sources.derm7pt import load_derm7pt
 >>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=6, image_size=64,
 ...                 workers=1, progress=False)
->>> load_derm7pt(root)["diagnosis_group"].isin(["BCC", "NEV", "MEL", "MISC", "SK"]).all()
+>>> bool(load_derm7pt(root)["diagnosis_group"].isin(["BCC", "NEV", "MEL", "MISC", "SK"]).all())
 True
 """
 
