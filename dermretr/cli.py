@@ -10,6 +10,9 @@ demo
     dataset, print its summary tables and write a contact sheet.
 synth
     Generate a DermSynth dataset folder (Derm7pt layout).
+info
+    Summarise a dataset given as SOURCE:PATH (cases, images found and
+    missing, per diagnosis, per skin type, splits).
 """
 
 from __future__ import annotations
@@ -76,7 +79,44 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    info = sub.add_parser("info", help="summarise a dataset (SOURCE:PATH)",
+                          description="Load a dataset from its publisher's folder layout and summarise it: cases, "
+                                      "images found and missing, per diagnosis, per skin type, splits.")
+    info.add_argument("spec", help="SOURCE:PATH, e.g. derm7pt:~/data/release_v0 or synthetic:./dermsynth")
+    info.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                      help="a loader option, e.g. -o image=clinic or -o pattern={md5hash}.jpg (repeatable)")
     return parser
+
+
+def _options(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DermretrError(f"loader option {pair!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    if "missing" in out:
+        raise DermretrError("option 'missing' is set by `dermretr info` itself (it counts missing images)")
+    return out
+
+
+def _cmd_info(args) -> int:
+    import os
+
+    from .data import load, parse_spec
+
+    source, path = parse_spec(args.spec)
+    try:
+        cases = load(source, os.path.expanduser(path), missing="keep", **_options(args.option))
+    except TypeError as exc:  # an option the loader does not take
+        raise DermretrError(f"{source}: {exc}") from None
+    found = cases["image_path"].map(os.path.isfile)
+    print(f"{args.spec}: {len(cases)} cases from {cases['patient_id'].nunique()} patients")
+    print(f"images found: {int(found.sum())}, missing: {int((~found).sum())}")
+    if (~found).any():
+        print("missing, e.g.: " + ", ".join(cases.loc[~found, "image_path"].head(5)))
+    _print_summary(cases)
+    return 0
 
 
 def _print_summary(cases, out=None) -> None:
@@ -135,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermretr`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"demo": _cmd_demo, "synth": _cmd_synth}
+    commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info}
     try:
         return commands[args.command](args)
     except DermretrError as exc:

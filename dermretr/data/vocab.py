@@ -37,6 +37,7 @@ __all__ = [
     "normalize_value",
     "normalize_criteria",
     "criteria_of",
+    "case_text",
     "diagnosis_group",
     "is_malignant",
     "criterion_points",
@@ -742,3 +743,38 @@ def parse_modification(text: str) -> dict[str, str]:
     {'streaks': 'irregular', 'blue_whitish_veil': 'absent'}
     """
     return {c: v for c, v in parse_text(text, default=None).items() if v is not None}
+
+
+# ----------------------------------------------------------------------------- any source
+
+
+def case_text(case: Mapping, style: str = "terse", seed: int | None = 0) -> str:
+    """The text a composed query uses for a case of any source.
+
+    Cases with known 7-point criteria (Derm7pt, DermSynth) are described by
+    :func:`render_text`.  Other sources describe cases through their loader's
+    ``descriptors`` column ("; "-joined phrases such as clinical history or
+    condition words), rendered in the same three styles.
+
+    Examples
+    --------
+    >>> case_text({"streaks": "irregular", "blue_whitish_veil": "present"}, seed=None)
+    'irregular streaks, blue-whitish veil'
+    >>> case_text({"descriptors": "itching; bleeding; on the face"}, style="sentence")
+    'Clinical findings: itching, bleeding and on the face.'
+    """
+    criteria = criteria_of(case)
+    if criteria:
+        return render_text(criteria, style=style, seed=seed)
+    if style not in TEXT_STYLES:
+        raise VocabularyError(f"unknown text style {style!r}; styles: {', '.join(TEXT_STYLES)}")
+    raw = case.get("descriptors") if hasattr(case, "get") else None
+    words = [w.strip() for w in str(raw).split(";") if w.strip()] if isinstance(raw, str) else []
+    if not words:
+        return NO_FINDINGS if style == "terse" else f"{NO_FINDINGS[0].upper()}{NO_FINDINGS[1:]}."
+    if style == "terse":
+        return ", ".join(words)
+    if style == "sentence":
+        body = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+        return f"Clinical findings: {body}."
+    return "Findings: " + "; ".join(words) + "."

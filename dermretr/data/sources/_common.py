@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from ..._errors import DermretrError
+from ..._errors import DataWarning, DermretrError
 
-__all__ = ["read_table", "require_columns", "safe_join", "describe_rows", "FileIndex", "resolve_case_insensitive"]
+__all__ = [
+    "read_table",
+    "require_columns",
+    "safe_join",
+    "describe_rows",
+    "FileIndex",
+    "resolve_case_insensitive",
+    "drop_missing_images",
+    "MISSING",
+]
+
+#: Policies for cases whose image file is missing.
+MISSING = ("warn", "raise", "keep")
 
 
 def describe_rows(rows: Iterable, limit: int = 8) -> str:
@@ -118,3 +131,25 @@ def resolve_case_insensitive(root: Path, rel: str) -> Path | None:
             return None
         current = match
     return current if current.is_file() else None
+
+
+def drop_missing_images(cases: pd.DataFrame, missing: str, meta_path: Path) -> pd.DataFrame:
+    """Apply the ``missing`` policy to rows whose ``image_path`` is not a file.
+
+    "warn" drops them with one :class:`DataWarning` (count and examples),
+    "raise" raises, "keep" keeps them.
+    """
+    if missing not in MISSING:
+        raise DermretrError(f"missing must be one of {MISSING}, got {missing!r}")
+    if missing == "keep" or len(cases) == 0:
+        return cases
+    exists = cases["image_path"].map(os.path.isfile)
+    if exists.all():
+        return cases
+    gone = cases.loc[~exists, "image_path"].tolist()
+    examples = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+    msg = f"{meta_path}: {len(gone)} of {len(cases)} image file(s) not found, e.g. {examples}"
+    if missing == "raise":
+        raise DermretrError(msg + "; fix the folder, or pass missing='warn' to drop those cases")
+    warnings.warn(msg + "; those cases were dropped", DataWarning, stacklevel=3)
+    return cases.loc[exists.to_numpy()].reset_index(drop=True)

@@ -1,6 +1,12 @@
 """Loader for the Derm7pt layout (``meta/meta.csv`` + ``images/``), also used by DermSynth.
 
-Text view: the seven 7-point criteria, rendered by :mod:`dermretr.data.vocab`.
+Text view: the seven 7-point criteria, rendered by :mod:`dermretr.data.vocab`
+(``descriptors`` holds the canonical phrases of the present findings).
+The 20 diagnoses map to the five groups BCC, NEV, MEL, MISC and SK as the
+official derm7pt code does; Derm7pt has no patient ids, so each case is its
+own patient.  Paths in ``derm``/``clinic`` are relative to ``images/``; the
+official release mixes letter case (".JPG"/".jpg", "NEL"/"Nel"), so a path
+that is missing exactly is resolved case-insensitively, with one warning.
 
 Examples
 --------
@@ -16,17 +22,25 @@ True
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..._errors import DermretrError
+from ..._errors import DataWarning, DermretrError
 from ..cases import validate_cases
 from ..splits import group_split
-from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MALIGNANT_GROUPS
-from ._common import describe_rows, read_table, require_columns, safe_join
+from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MALIGNANT_GROUPS, PHRASES
+from ._common import (
+    describe_rows,
+    drop_missing_images,
+    read_table,
+    require_columns,
+    resolve_case_insensitive,
+    safe_join,
+)
 
 __all__ = ["load_derm7pt", "REQUIRED", "LAYOUT"]
 
@@ -64,6 +78,7 @@ def load_derm7pt(
     split_files: Sequence[str | os.PathLike] | None = None,
     source: str = "derm7pt",
     seed: int = 0,
+    missing: str = "warn",
 ) -> pd.DataFrame:
     """Load a Derm7pt-layout folder into a validated case table.
 
@@ -80,6 +95,9 @@ def load_derm7pt(
         Value of the ``source`` column.
     seed : int
         Seed of the stratified split made when no split files exist.
+    missing : {"warn", "raise", "keep"}
+        Cases whose image file is missing: dropped with one warning (default),
+        an error, or kept (``dermretr info`` counts them).
 
     Returns
     -------
@@ -113,8 +131,7 @@ def load_derm7pt(
     missing_img = meta[image].isna()
     if missing_img.any():
         raise DermretrError(f"{path}: column {image!r} is empty at rows {describe_rows(np.flatnonzero(missing_img))}")
-    images = root / "images"
-    image_paths = [str(safe_join(images, rel, path, i)) for i, rel in enumerate(meta[image])]
+    image_paths = _resolve_images(root / "images", meta[image].tolist(), path)
     if "case_id" in meta.columns and meta["case_id"].notna().all() and meta["case_id"].is_unique:
         case_id = meta["case_id"].astype(str)
     elif "case_num" in meta.columns and meta["case_num"].notna().all() and meta["case_num"].is_unique:
@@ -154,4 +171,31 @@ def load_derm7pt(
         split = group_split(cases, seed=seed)
     cases["split"] = split.to_numpy()
     cases["source"] = source
+    cases["descriptors"] = [
+        "; ".join(PHRASES[c][v][0] for c, v in row.items() if isinstance(v, str) and v != "absent")
+        for row in meta[list(CRITERION_NAMES)].to_dict("records")
+    ]
+    cases = drop_missing_images(cases, missing, path)
     return validate_cases(cases, copy=False)
+
+
+def _resolve_images(images: Path, rels: list[str], path: Path) -> list[str]:
+    """Absolute image paths; names differing only in letter case are resolved with one warning."""
+    out = []
+    repaired = 0
+    for i, rel in enumerate(rels):
+        full = safe_join(images, rel, path, i)
+        if not full.is_file():
+            found = resolve_case_insensitive(images, str(rel).strip().replace("\\", "/"))
+            if found is not None:
+                full = found
+                repaired += 1
+        out.append(str(full))
+    if repaired:
+        warnings.warn(
+            f"{path}: {repaired} image path(s) matched files only when ignoring letter case "
+            "(e.g. '.JPG' vs '.jpg'); resolved them",
+            DataWarning,
+            stacklevel=3,
+        )
+    return out

@@ -19,8 +19,10 @@ from .derm7pt import load_derm7pt
 __all__ = ["load_synthetic"]
 
 
-def load_synthetic(root: str | os.PathLike) -> pd.DataFrame:
+def load_synthetic(root: str | os.PathLike, missing: str = "warn", seed: int = 0) -> pd.DataFrame:
     """Load a DermSynth folder written by :func:`dermretr.data.synth.generate`.
+
+    ``missing`` and ``seed`` are as in :func:`~dermretr.data.sources.derm7pt.load_derm7pt`.
 
     >>> import tempfile, pathlib
     >>> from dermretr.data.synth import generate
@@ -36,7 +38,7 @@ def load_synthetic(root: str | os.PathLike) -> pd.DataFrame:
             f"{root} is not a DermSynth folder: {root / 'meta' / 'dermsynth.json'} not found "
             "(create one with `dermretr synth --out DIR`)"
         )
-    cases = load_derm7pt(root, source="synthetic")
+    cases = load_derm7pt(root, source="synthetic", missing=missing, seed=seed)
     if "mask" in cases.columns:
         cases["mask"] = [str(root / m) if isinstance(m, str) else pd.NA for m in cases["mask"]]
     for col in ("variant_of", "notes", "clinic"):
