@@ -20,9 +20,9 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image, ImageOps
 
 from ._errors import DermretrError
+from .data.images import ImageReadError, load_rgb
 
 __all__ = ["contact_sheet", "load_thumbnail"]
 
@@ -34,11 +34,10 @@ def load_thumbnail(path: str, size: int = 128) -> np.ndarray:
     an error, so that one bad file does not break a whole figure.
     """
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img.thumbnail((size, size))
-            return np.asarray(img)
-    except (OSError, ValueError):
+        img = load_rgb(path)
+        img.thumbnail((size, size))
+        return np.asarray(img)
+    except ImageReadError:
         tile = np.full((size, size, 3), 200, dtype=np.uint8)
         idx = np.arange(size)
         tile[idx, idx] = tile[idx, size - 1 - idx] = (200, 0, 0)
