@@ -84,22 +84,22 @@ def group_split(
     if stratify is None:
         strata = pd.Series("all", index=sizes.index)
     else:
-        strata = (
-            cases[stratify].astype(str).groupby(groups).agg(lambda s: s.value_counts().index[0])
-        )
+        # each group's most frequent stratum (ties: the alphabetically first), vectorised
+        counts = pd.DataFrame({"g": groups.to_numpy(), "s": cases[stratify].astype(str).to_numpy()})
+        counts = counts.groupby(["g", "s"], sort=True).size().reset_index(name="n")
+        counts = counts.sort_values(["g", "n", "s"], ascending=[True, False, True], kind="stable")
+        strata = counts.drop_duplicates("g").set_index("g")["s"]
     assignment: dict[str, str] = {}
     for _, members in strata.groupby(strata):
-        names = members.index.to_numpy()
-        order = rng.permutation(len(names))
-        names = names[order]
-        # largest groups first so the small ones can even out the counts
-        names = sorted(names, key=lambda n: -sizes[n])
-        counts = np.zeros(3)
+        names = members.index.to_numpy()[rng.permutation(len(members))]
+        # largest groups first so the small ones can even out the counts (stable: ties keep the shuffle)
+        names = names[np.argsort(-sizes[names].to_numpy(), kind="stable")]
+        filled = np.zeros(3)
         for name in names:
-            deficit = fractions * (counts.sum() + sizes[name]) - counts
+            deficit = fractions * (filled.sum() + sizes[name]) - filled
             # never give a split a group when its target fraction is zero
             deficit[fractions == 0] = -np.inf
             k = int(np.argmax(deficit))
             assignment[name] = SPLITS[k]
-            counts[k] += sizes[name]
+            filled[k] += sizes[name]
     return groups.map(assignment).rename("split")
