@@ -1,0 +1,256 @@
+"""Loader for the ISIC 2020 challenge training set (SIIM-ISIC melanoma classification).
+
+Layout (the ISIC challenge release, unchanged; Kaggle's copy also works)::
+
+    ROOT/ISIC_2020_Training_GroundTruth.csv   one row per image
+    ROOT/train/ISIC_*.jpg                     images (ISIC_2020_Training_JPEG.zip);
+                                              jpeg/train/ (Kaggle) or any sub-folder
+
+The metadata file is the first of ``ISIC_2020_Training_GroundTruth.csv``,
+``ISIC_2020_Training_GroundTruth_v2.csv`` (adds lesion_id) and Kaggle's
+``train.csv`` found in ROOT.  Columns: image_name, patient_id, sex,
+age_approx, anatom_site_general_challenge, diagnosis, benign_malignant,
+target.  Required: ``image_name``, ``patient_id``, ``diagnosis`` and one of
+``target`` / ``benign_malignant``; the others are used when present.  Image
+``<image_name>.jpg`` is found by file name anywhere below ROOT (one walk;
+letter case forgiven, with a warning; DICOM files are ignored).
+
+Case table
+----------
+* ``case_id``: ``image_name``; ``patient_id``: ``patient_id`` (an empty one
+  makes the image its own group, with a warning).
+* ``diagnosis``: ``diagnosis`` as released (letter case forgiven, written
+  with the release's spelling).  ``diagnosis_group``:
+
+  ==================================  ===============
+  diagnosis                           diagnosis_group
+  ==================================  ===============
+  nevus                               NEV
+  atypical melanocytic proliferation  NEV
+  melanoma                            MEL
+  seborrheic keratosis                SK
+  lichenoid keratosis                 SK
+  solar lentigo                       SK
+  lentigo NOS                         MISC
+  cafe-au-lait macule                 MISC
+  unknown                             UNK
+  ==================================  ===============
+
+  ``unknown`` (most of the set: benign lesions without a specific
+  diagnosis) keeps its own group ``UNK`` so it does not dilute the others.
+* ``malignant``: ``target`` (1/0); without ``target``, ``benign_malignant``.
+* ``fitzpatrick``, ``monk``: NA (not recorded).
+* ``split``: :func:`~dermretr.data.splits.group_split` by patient, stratified
+  by ``diagnosis_group``; computed before images found missing are dropped.
+* Every metadata column is kept; ``age_approx`` becomes a number and
+  ``target`` an integer.
+
+Text view (column ``descriptors``)
+----------------------------------
+A ``"; "``-joined string of short phrases, in this order:
+
+* the diagnosis (``unknown`` is not mentioned; ``lentigo NOS`` -> ``lentigo``);
+* anatom_site_general_challenge -> ``on the head or neck``, ``on the upper
+  extremity``, ``on the lower extremity``, ``on the torso``, ``on the palms
+  or soles``, ``on the mouth or genitals`` (empty: not mentioned);
+* age_approx -> ``age 45`` (ISIC rounds ages to 5 years);
+* sex -> ``male`` / ``female``.
+
+Loading is vectorised apart from one pass over the rows for the text view and
+one ``os.walk`` of ROOT, so the full set (33,126 images) loads in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..._errors import DermretrError
+from ._common import read_table, require_columns
+from .pad_ufes20 import (
+    _age_phrase,
+    _check_missing_mode,
+    _choices,
+    _clean,
+    _finish,
+    _group_ids,
+    _ids,
+    _join,
+    _metadata_path,
+    _number,
+    _resolve_images,
+    _rows_values,
+    _sex_phrase,
+)
+
+__all__ = ["load_isic2020", "REQUIRED", "LAYOUT", "GROUPS", "METADATA_FILES"]
+
+SOURCE = "isic2020"
+METADATA_FILES = ("ISIC_2020_Training_GroundTruth.csv", "ISIC_2020_Training_GroundTruth_v2.csv", "train.csv")
+REQUIRED = ("image_name", "patient_id", "diagnosis")
+LAYOUT = (
+    "ROOT/ISIC_2020_Training_GroundTruth.csv (or ISIC_2020_Training_GroundTruth_v2.csv, or Kaggle's train.csv) "
+    "with columns image_name, patient_id, sex, age_approx, anatom_site_general_challenge, diagnosis, "
+    "benign_malignant, target, and the images <image_name>.jpg anywhere below ROOT (train/ or jpeg/train/)"
+)
+#: diagnosis -> diagnosis_group
+GROUPS: dict[str, str] = {
+    "nevus": "NEV",
+    "melanoma": "MEL",
+    "seborrheic keratosis": "SK",
+    "lichenoid keratosis": "SK",
+    "solar lentigo": "SK",
+    "lentigo NOS": "MISC",
+    "cafe-au-lait macule": "MISC",
+    "atypical melanocytic proliferation": "NEV",
+    "unknown": "UNK",
+}
+_ALIASES = {"café-au-lait macule": "cafe-au-lait macule", "cafe au lait macule": "cafe-au-lait macule"}
+_NAMES = {"unknown": "", "lentigo NOS": "lentigo"}
+_SITES = {
+    "head/neck": "on the head or neck",
+    "palms/soles": "on the palms or soles",
+    "oral/genital": "on the mouth or genitals",
+}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
+
+def _malignant(meta: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series | None]:
+    """``malignant`` (bool/None) and the parsed ``target`` column (Int64) when present."""
+    if "target" in meta.columns:
+        raw = _clean(meta["target"])
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & ~num.isin([0, 1])
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())
+            raise DermretrError(
+                f"{path}: column 'target' has malformed values at rows "
+                f"{_rows_values(rows, meta['target'].iloc[rows].tolist())} (0-based data rows); "
+                "expected 1 (malignant) or 0 (benign)"
+            )
+        target = num.astype("Int64")
+        return target.astype("boolean"), target
+    raw = _clean(meta["benign_malignant"])
+    key = raw.map(lambda v: v.lower() if isinstance(v, str) else v)
+    bad = raw.notna() & ~key.isin(["benign", "malignant"])
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
+        raise DermretrError(
+            f"{path}: column 'benign_malignant' has unknown values at rows "
+            f"{_rows_values(rows, meta['benign_malignant'].iloc[rows].tolist())} (0-based data rows); "
+            "allowed values: benign, malignant"
+        )
+    return key.map({"benign": False, "malignant": True}).astype("boolean"), None
+
+
+def _site_phrase(site: pd.Series) -> pd.Series:
+    def phrase(v):
+        if not isinstance(v, str) or v.lower() in ("unknown", "unk", "nan"):
+            return ""
+        v = v.lower()
+        return _SITES.get(v, "on the " + v.replace("/", " or ").replace("_", " "))
+
+    return _clean(site).map(phrase)
+
+
+def load_isic2020(
+    root: str | os.PathLike,
+    missing: str = "warn",
+    seed: int = 0,
+    metadata: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Load the ISIC 2020 training set into a validated case table.
+
+    Parameters
+    ----------
+    root : path
+        The folder holding the ground-truth CSV and the image folder.
+    missing : {"warn", "raise", "keep"}
+        Images listed but not found: drop those rows with one DataWarning,
+        raise DermretrError, or keep the rows (``image_path`` is then
+        ``ROOT/<image_name>.jpg``, where the image was expected).
+    seed : int
+        Seed of the patient-grouped split.
+    metadata : path, optional
+        The metadata file (relative to ``root`` or absolute; default: the
+        first of :data:`METADATA_FILES` present).
+
+    Returns
+    -------
+    DataFrame
+        A validated case table with every metadata column kept and a
+        ``descriptors`` column (see the module docstring).
+
+    Raises
+    ------
+    DermretrError
+        Metadata file or required columns missing, unknown ``diagnosis``,
+        malformed ``age_approx``/``target``/``benign_malignant``, image names
+        that are not bare file names, duplicate ``image_name``, missing images
+        with ``missing="raise"``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "ISIC_2020_Training_GroundTruth.csv").write_text(
+    ...     "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target\\n"
+    ...     "ISIC_2637011,IP_7279968,male,45.0,head/neck,unknown,benign,0\\n"
+    ...     "ISIC_0149568,IP_0962375,female,55.0,upper extremity,melanoma,malignant,1\\n")
+    >>> (root / "train").mkdir()
+    >>> for name in ("ISIC_2637011", "ISIC_0149568"):
+    ...     _ = (root / "train" / f"{name}.jpg").write_bytes(b"")
+    >>> cases = load_isic2020(root)
+    >>> cases["diagnosis_group"].tolist(), cases["malignant"].tolist()
+    (['UNK', 'MEL'], [False, True])
+    >>> cases["descriptors"].tolist()
+    ['on the head or neck; age 45; male', 'melanoma; on the upper extremity; age 55; female']
+    """
+    _check_missing_mode(missing)
+    root = Path(root).expanduser().absolute()
+    path = _metadata_path(root, metadata, METADATA_FILES)
+    meta = read_table(path, SOURCE, LAYOUT)
+    require_columns(meta, REQUIRED, path, LAYOUT)
+    if "target" not in meta.columns and "benign_malignant" not in meta.columns:
+        require_columns(meta, ["target", "benign_malignant"], path, LAYOUT + " (one of target, benign_malignant)")
+
+    diagnosis = _choices(meta, "diagnosis", list(GROUPS), path, aliases=_ALIASES)
+    case_id = _ids(meta, "image_name", path)
+    patient = _group_ids(meta, "patient_id", "img:" + case_id, path, SOURCE)
+    has_ext = case_id.str.lower().str.endswith(_IMAGE_SUFFIXES)
+    if has_ext.any():
+        names = case_id.where(has_ext, case_id + ".jpg")
+        case_id = case_id.where(~has_ext, case_id.str.replace(r"\.[A-Za-z]+$", "", regex=True))
+    else:
+        names = case_id + ".jpg"
+    malignant, target = _malignant(meta, path)
+    age = (_number(meta, "age_approx", path, 0, 130, what="an age in years")
+           if "age_approx" in meta.columns else None)
+
+    parts = [diagnosis.map(lambda d: _NAMES.get(d, d))]
+    if "anatom_site_general_challenge" in meta.columns:
+        parts.append(_site_phrase(meta["anatom_site_general_challenge"]))
+    if age is not None:
+        parts.append(_age_phrase(age))
+    if "sex" in meta.columns:
+        parts.append(_sex_phrase(meta["sex"]))
+
+    image_paths, found = _resolve_images(root, names, path, SOURCE, missing, _IMAGE_SUFFIXES)
+
+    cases = meta.drop(columns=["patient_id", "diagnosis"])
+    if age is not None:
+        cases["age_approx"] = age.to_numpy()
+    if target is not None:
+        cases["target"] = target.to_numpy()
+    cases.insert(0, "case_id", case_id.to_numpy())
+    cases.insert(1, "patient_id", patient.to_numpy())
+    cases.insert(2, "image_path", image_paths)
+    cases.insert(3, "diagnosis", diagnosis.to_numpy())
+    cases.insert(4, "diagnosis_group", diagnosis.map(GROUPS).to_numpy())
+    cases.insert(5, "malignant", malignant.to_numpy())
+    cases["descriptors"] = _join(parts)
+    return _finish(cases, found, missing, SOURCE, seed)
+
