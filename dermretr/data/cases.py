@@ -104,10 +104,11 @@ def _fail(column: str, bad: pd.Series, what: str, hint: str) -> None:
 
 def _as_string(df: pd.DataFrame, column: str) -> pd.Series:
     col = df[column]
-    is_text = col.map(lambda v: isinstance(v, (str, np.str_, int, np.integer))).astype(bool)
-    bad = col[col.notna().to_numpy() & ~is_text.to_numpy()]
-    if len(bad):
-        _fail(column, bad, "values are not text", "use strings")
+    if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty", "integer"):
+        is_text = col.map(lambda v: isinstance(v, (str, np.str_, int, np.integer))).astype(bool)
+        bad = col[col.notna().to_numpy() & ~is_text.to_numpy()]
+        if len(bad):
+            _fail(column, bad, "values are not text", "use strings")
     out = col.astype("string")
     if column in _NON_NULL:
         empty = out[out.isna() | (out.str.strip() == "")]
@@ -135,7 +136,8 @@ def _as_bool(df: pd.DataFrame, column: str) -> pd.Series:
         except (KeyError, TypeError):
             return "__bad__"
 
-    conv_col = col.map(conv)
+    uniques = {v: conv(v) for v in col.dropna().unique()}
+    conv_col = col.map(uniques).where(col.notna(), pd.NA)
     bad = col[conv_col.map(lambda v: isinstance(v, str))]
     if len(bad):
         _fail(column, bad, "values are not booleans", "use True/False (or 1/0), NA when unknown")
@@ -154,10 +156,10 @@ def _as_int_range(df: pd.DataFrame, column: str, lo: int, hi: int) -> pd.Series:
 def _as_criterion(df: pd.DataFrame, column: str) -> pd.Series:
     allowed = CRITERIA[column]
     col = df[column]
-    norm = col.map(
-        lambda v: pd.NA if v is None or (not isinstance(v, str) and pd.isna(v))
-        else " ".join(str(v).replace("_", " ").strip().lower().split())
-    )
+    if col.isna().all():
+        return pd.Categorical([pd.NA] * len(col), categories=list(allowed))
+    uniques = {v: " ".join(str(v).replace("_", " ").strip().lower().split()) for v in col.dropna().unique()}
+    norm = col.map(uniques).where(col.notna(), pd.NA)
     bad = col[norm.notna() & ~norm.isin(allowed)]
     if len(bad):
         _fail(column, bad, "unknown criterion values", f"allowed values: {', '.join(allowed)}")
