@@ -1,0 +1,165 @@
+"""Building blocks of the query side (and the target side's spatial masks).
+
+* :class:`GatedResidualCombiner` - dermretr's global composer: an element-wise
+  gate keeps what the text does not change in the reference image, and a
+  residual adds what it asks for (TIRG-style), from the image embedding and
+  the pooled text.
+* :class:`Clip4CirCombiner` - the CLIP4Cir combiner (Baldrati et al. 2022),
+  a baseline: a scalar mixing of image and text plus a learned residual.
+* :class:`SpatialMasks` - M learned spatial attention masks pooling the patch
+  tokens into M local vectors; on the query side the mask queries are
+  conditioned on the text (``text`` given), on the target side they are not.
+
+Examples
+--------
+>>> import torch
+>>> masks = SpatialMasks(token_dim=192, dim=128, n_masks=4, text_dim=128)
+>>> tokens = torch.randn(2, 64, 192)
+>>> local, attn = masks(tokens)                        # target side
+>>> tuple(local.shape), tuple(attn.shape)
+((2, 4, 128), (2, 4, 64))
+>>> local_q, _ = masks(tokens, text=torch.randn(2, 128))   # query side
+>>> bool(torch.allclose(attn.sum(-1), torch.ones(2, 4)))
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GatedResidualCombiner", "Clip4CirCombiner", "SpatialMasks"]
+
+
+class GatedResidualCombiner(nn.Module):
+    """Global composed query: ``q = g(x, t) * x + r(x, t)`` with an element-wise gate.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding dimension of image and text.
+    hidden : int
+        Width of the gate and residual MLPs.
+    dropout : float
+        Dropout inside the MLPs.
+    """
+
+    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        hidden = hidden or 2 * dim
+        self.gate = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.residual = nn.Sequential(
+            nn.Linear(2 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+        # start close to "keep the image": gate open, residual small
+        nn.init.constant_(self.gate[-1].bias, 2.0)
+        nn.init.normal_(self.residual[-1].weight, std=1e-3)
+        nn.init.zeros_(self.residual[-1].bias)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        joint = torch.cat([x, t], dim=-1)
+        return torch.sigmoid(self.gate(joint)) * x + self.residual(joint)
+
+
+class Clip4CirCombiner(nn.Module):
+    """The CLIP4Cir combiner: ``q = l * t + (1 - l) * x + MLP([x', t'])`` with a learned scalar ``l``.
+
+    Follows Baldrati et al., "Effective conditioned and composed image
+    retrieval combining CLIP-based features" (CVPR 2022): image and text are
+    projected, concatenated, and give both a dynamic scalar mixing weight and
+    a residual.
+    """
+
+    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        hidden = hidden or 4 * dim
+        self.text_proj = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.image_proj = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.combine = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.scalar = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        joint = torch.cat([self.image_proj(x), self.text_proj(t)], dim=-1)
+        lam = torch.sigmoid(self.scalar(joint))
+        return lam * t + (1 - lam) * x + self.combine(joint)
+
+
+class SpatialMasks(nn.Module):
+    """M spatial attention masks over patch tokens, pooled into M local vectors.
+
+    Mask ``m`` attends over the N patches with a softmax of
+    ``<q_m, k(token_n)>``; its local vector is the attention-weighted mean of
+    the projected tokens.  The M mask prototypes ``q_m`` are shared by both
+    sides: the target side uses them as they are (so targets are encoded
+    without any query), the query side shifts them by a function of the text
+    ("look at where the veil would be") and adds a text-driven residual to the
+    pooled vector ("... and it should look like a veil").
+
+    Parameters
+    ----------
+    token_dim : int
+        Width of the backbone's patch tokens.
+    dim : int
+        Output dimension (the joint embedding dimension).
+    n_masks : int
+        Number of masks M.
+    text_dim : int, optional
+        Dimension of the text embedding used on the query side.
+    init_proj : Tensor, optional
+        The backbone's own token projection (``token_dim x dim``) to start from.
+    """
+
+    def __init__(self, token_dim: int, dim: int, n_masks: int = 4, text_dim: int | None = None,
+                 init_proj: torch.Tensor | None = None):
+        super().__init__()
+        if n_masks < 1:
+            raise ValueError(f"n_masks must be at least 1, got {n_masks}")
+        self.n_masks = n_masks
+        self.dim = dim
+        self.value = nn.Linear(token_dim, dim, bias=False)
+        if init_proj is not None and tuple(init_proj.shape) == (token_dim, dim):
+            with torch.no_grad():
+                self.value.weight.copy_(init_proj.detach().T)
+        self.key = nn.Linear(token_dim, dim)
+        self.prototypes = nn.Parameter(torch.randn(n_masks, dim) / math.sqrt(dim))
+        self.temperature = nn.Parameter(torch.tensor(math.log(math.sqrt(dim))))
+        text_dim = text_dim or dim
+        self.text_shift = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, n_masks * dim))
+        self.text_residual = nn.Sequential(nn.Linear(text_dim + dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.text_shift[-1].weight)
+        nn.init.zeros_(self.text_shift[-1].bias)
+        nn.init.normal_(self.text_residual[-1].weight, std=1e-3)
+        nn.init.zeros_(self.text_residual[-1].bias)
+
+    def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None,
+                has_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local vectors ``[B, M, D]`` (not normalised) and masks ``[B, M, N]`` (rows sum to 1).
+
+        ``has_text`` (bool ``[B]``) switches the text conditioning off for rows
+        whose query text is empty: they are pooled like targets.
+        """
+        b = tokens.shape[0]
+        keys = self.key(tokens)  # B N D
+        values = self.value(tokens)  # B N D
+        queries = self.prototypes.unsqueeze(0).expand(b, -1, -1)  # B M D
+        t = None
+        if text is not None:
+            t = F.normalize(text, dim=-1)
+            shift = self.text_shift(t).view(b, self.n_masks, self.dim)
+            if has_text is not None:
+                shift = shift * has_text.view(b, 1, 1).to(shift.dtype)
+            queries = queries + shift
+        logits = torch.einsum("bmd,bnd->bmn", queries, keys) / self.temperature.exp()
+        attn = logits.softmax(dim=-1)
+        local = torch.einsum("bmn,bnd->bmd", attn, values)
+        if t is not None:
+            res = self.text_residual(torch.cat([t.unsqueeze(1).expand(-1, self.n_masks, -1), local], dim=-1))
+            if has_text is not None:
+                res = res * has_text.view(b, 1, 1).to(res.dtype)
+            local = local + res
+        return local, attn

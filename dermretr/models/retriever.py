@@ -1,0 +1,333 @@
+"""The retriever: composed queries against database images, and its baselines.
+
+Scoring
+-------
+``s = a * s_local + (1 - a) * s_global`` with ``a`` in [0, 1] (learned through
+a sigmoid, or fixed), leaning to local evidence by default (``a = 0.6``):
+
+* ``s_global`` - cosine of the composed query vector and the target's global
+  image embedding;
+* ``s_local`` - mean over the M masks of the cosine between the query's
+  text-conditioned local vector and the target's local vector.
+
+The target side never depends on the query, so a database is encoded once
+(:meth:`Retriever.encode_targets`) and searched with :func:`convex_score`.
+
+Kinds (one interface; ``KINDS``)
+--------------------------------
+``"image"``        image-only: the reference image embedding, text ignored
+``"text"``         text-only: the text embedding
+``"late_fusion"``  sum of the normalised image and text embeddings
+``"clip4cir"``     the CLIP4Cir combiner (baseline to beat)
+``"global"``       dermretr's gated residual composer, global only (a = 0)
+``"full"``         global + local (the dermretr model)
+
+Empty query text
+----------------
+An empty (or blank) text means "cases like this image": composed kinds use the
+reference image embedding as the global query and untouched (target-like)
+masks for the local one.  Text-only retrieval has nothing to search with and
+raises :class:`~dermretr.DermretrError`.
+
+Examples
+--------
+>>> import torch
+>>> from dermretr.models.backbones import create
+>>> r = Retriever(create("dermretr-tiny", device="cpu"), kind="full", n_masks=2)
+>>> q = r.encode_queries(torch.zeros(3, 3, 128, 128), ["blue-whitish veil", "", "irregular streaks"])
+>>> t = r.encode_targets(torch.zeros(5, 3, 128, 128))
+>>> q["global"].shape, q["local"].shape, convex_score(q, t, alpha=0.5)[0].shape
+((3, 128), (3, 2, 128), (3, 5))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._errors import DermretrError
+from .._io import atomic_path
+from ..data.images import load_rgb
+from .backbones import Backbone, create
+from .composer import Clip4CirCombiner, GatedResidualCombiner, SpatialMasks
+
+__all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT"]
+
+KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
+DEFAULT_ALPHA = 0.6
+CHECKPOINT_FORMAT = 1
+
+
+def _check_alpha(alpha: float) -> float:
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
+        raise DermretrError(f"alpha (the weight of local evidence) must be in [0, 1], got {alpha}")
+    return alpha
+
+
+def convex_score(queries: dict, targets: dict, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of every query against every target: ``(s, s_global, s_local)``, each ``[Q, T]``.
+
+    ``queries``/``targets`` are the dicts of :meth:`Retriever.encode_queries`
+    and :meth:`Retriever.encode_targets` (``"global"`` ``[n, D]``, ``"local"``
+    ``[n, M, D]`` or None, ``"alpha"``).  ``alpha`` overrides the model's weight
+    of local evidence; without local vectors ``s_local`` is zero and the score
+    is ``s_global`` whatever ``alpha``.
+
+    >>> q = {"global": np.eye(2, dtype=np.float32), "local": None, "alpha": 0.0}
+    >>> convex_score(q, q)[0].tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    s_global = queries["global"] @ targets["global"].T
+    ql, tl = queries.get("local"), targets.get("local")
+    if ql is None or tl is None:
+        return s_global, s_global, np.zeros_like(s_global)
+    a = _check_alpha(queries.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
+    s_local = np.einsum("qmd,tmd->qt", ql, tl, optimize=True) / ql.shape[1]
+    return a * s_local + (1 - a) * s_global, s_global, s_local
+
+
+class Retriever(nn.Module):
+    """Composed-query retriever over an open_clip backbone.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        From :func:`dermretr.models.backbones.create`.
+    kind : str
+        One of :data:`KINDS`.
+    n_masks : int
+        Number M of spatial masks (``kind="full"``).
+    alpha : float
+        Initial (or fixed) weight of local evidence, in [0, 1].
+    learn_alpha : bool
+        Learn ``alpha`` through a sigmoid (default) or keep it fixed.
+    freeze_backbone : bool
+        Keep the backbone's weights fixed (train only the heads).
+    """
+
+    def __init__(self, backbone: Backbone, kind: str = "full", n_masks: int = 4, alpha: float = DEFAULT_ALPHA,
+                 learn_alpha: bool = True, freeze_backbone: bool = False):
+        super().__init__()
+        if kind not in KINDS:
+            raise DermretrError(f"unknown retriever kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if not isinstance(n_masks, int) or n_masks < 1:
+            raise DermretrError(f"n_masks must be a positive integer, got {n_masks!r}")
+        alpha = _check_alpha(alpha)
+        self.backbone = backbone
+        self.encoder = backbone.model  # registered so that state_dict holds the backbone weights
+        self.kind = kind
+        self.n_masks = n_masks
+        self.learn_alpha = learn_alpha
+        self.freeze_backbone = freeze_backbone
+        dim = backbone.embed_dim
+        if kind == "clip4cir":
+            self.combiner = Clip4CirCombiner(dim)
+        elif kind in ("global", "full"):
+            self.combiner = GatedResidualCombiner(dim)
+        else:
+            self.combiner = None
+        self.masks = (
+            SpatialMasks(backbone.vision_width, dim, n_masks, text_dim=dim, init_proj=backbone.project_tokens())
+            if kind == "full" else None
+        )
+        a = min(max(alpha, 1e-4), 1 - 1e-4)
+        logit = torch.tensor(math.log(a / (1 - a)))
+        if learn_alpha and kind == "full":
+            self.alpha_logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("alpha_logit", logit if kind == "full" else torch.tensor(-math.inf))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if freeze_backbone:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ config
+
+    @property
+    def alpha(self) -> float:
+        """Current weight of local evidence (0 for kinds without local vectors)."""
+        return float(torch.sigmoid(self.alpha_logit.detach()))
+
+    @property
+    def uses_local(self) -> bool:
+        return self.masks is not None
+
+    def config(self) -> dict:
+        """What is needed to rebuild this retriever (saved with checkpoints)."""
+        return {
+            "backbone": self.backbone.name,
+            "image_size": self.backbone.image_size,
+            "kind": self.kind,
+            "n_masks": self.n_masks,
+            "learn_alpha": self.learn_alpha,
+            "freeze_backbone": self.freeze_backbone,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    # ------------------------------------------------------------------ features (torch, differentiable)
+
+    def _has_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([bool(t and str(t).strip()) for t in texts], device=self.device)
+
+    def target_features(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Normalised global ``[B, D]`` and local ``[B, M, D]`` target vectors, and the masks."""
+        g, tokens = self.backbone.encode_image(images)
+        out: dict[str, torch.Tensor | None] = {"global": F.normalize(g, dim=-1), "local": None, "attn": None,
+                                               "tokens": tokens}
+        if self.masks is not None:
+            local, attn = self.masks(tokens)
+            out["local"], out["attn"] = F.normalize(local, dim=-1), attn
+        return out
+
+    def query_features(self, images: torch.Tensor | None, texts: Sequence[str]) -> dict[str, torch.Tensor | None]:
+        """Normalised composed global ``[B, D]`` and local ``[B, M, D]`` query vectors, and the masks."""
+        has_text = self._has_text(texts)
+        out: dict[str, torch.Tensor | None] = {"local": None, "attn": None, "tokens": None}
+        if self.kind == "text":
+            if not bool(has_text.all()):
+                raise DermretrError("text-only retrieval needs a non-empty query text for every query")
+            t, _, _ = self.backbone.encode_text(self.backbone.tokenize(texts))
+            out["global"] = F.normalize(t, dim=-1)
+            return out
+        if images is None:
+            raise DermretrError(f"a {self.kind!r} retriever needs query images")
+        g, tokens = self.backbone.encode_image(images)
+        x = F.normalize(g, dim=-1)
+        out["tokens"] = tokens
+        if self.kind == "image":
+            out["global"] = x
+            return out
+        t, _, _ = self.backbone.encode_text(self.backbone.tokenize([t if t else "" for t in texts]))
+        t = F.normalize(t, dim=-1)
+        if self.kind == "late_fusion":
+            q = x + t
+        else:
+            q = self.combiner(x, t)
+        q = torch.where(has_text[:, None], q, x)  # empty text: "cases like this image"
+        out["global"] = F.normalize(q, dim=-1)
+        if self.masks is not None:
+            local, attn = self.masks(tokens, text=t, has_text=has_text)
+            out["local"], out["attn"] = F.normalize(local, dim=-1), attn
+        out["text"] = t
+        return out
+
+    def score(self, q: dict, t: dict, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(s, s_global, s_local)`` between query and target features, each ``[Bq, Bt]``."""
+        s_global = q["global"] @ t["global"].T
+        if q.get("local") is None or t.get("local") is None:
+            return s_global, s_global, torch.zeros_like(s_global)
+        a = torch.sigmoid(self.alpha_logit) if alpha is None else torch.tensor(_check_alpha(alpha))
+        s_local = torch.einsum("qmd,tmd->qt", q["local"], t["local"]) / q["local"].shape[1]
+        return a * s_local + (1 - a) * s_global, s_global, s_local
+
+    # ------------------------------------------------------------------ numpy encoding (no gradients)
+
+    def _to_batch(self, images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return images.to(self.device)
+        tensors = []
+        for img in images:
+            if not isinstance(img, Image.Image):
+                img = load_rgb(img)
+            tensors.append(self.backbone.preprocess(img))
+        return torch.stack(tensors).to(self.device)
+
+    def _encode(self, fn, n: int, batch_size: int, progress: bool, desc: str) -> dict:
+        if batch_size < 1:
+            raise DermretrError(f"batch_size must be at least 1, got {batch_size}")
+        was_training = self.training
+        self.eval()
+        parts: dict[str, list[np.ndarray]] = {"global": [], "local": []}
+        try:
+            with torch.inference_mode():
+                for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
+                    out = fn(start, min(n, start + batch_size))
+                    parts["global"].append(out["global"].float().cpu().numpy())
+                    if out.get("local") is not None:
+                        parts["local"].append(out["local"].float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        dim = self.backbone.embed_dim
+        result = {
+            "global": np.concatenate(parts["global"]) if parts["global"] else np.zeros((0, dim), np.float32),
+            "local": np.concatenate(parts["local"]) if parts["local"] else (
+                np.zeros((0, self.n_masks, dim), np.float32) if self.uses_local else None),
+            "alpha": self.alpha,
+        }
+        result["global"] = np.ascontiguousarray(result["global"], dtype=np.float32)
+        if result["local"] is not None:
+            result["local"] = np.ascontiguousarray(result["local"], dtype=np.float32)
+        return result
+
+    def encode_targets(self, images, batch_size: int = 64, progress: bool = False) -> dict:
+        """Encode database images: ``{"global": [n, D], "local": [n, M, D] or None, "alpha"}`` (float32).
+
+        ``images`` is a preprocessed tensor batch, or a sequence of PIL images or paths.
+        """
+        n = len(images)
+        return self._encode(lambda a, b: self.target_features(self._to_batch(images[a:b])), n, batch_size,
+                            progress, "Encoding targets")
+
+    def encode_queries(self, images, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> dict:
+        """Encode composed queries (image + text) like :meth:`encode_targets`.
+
+        For ``kind="text"`` ``images`` may be None.
+        """
+        texts = ["" if t is None else str(t) for t in texts]
+        if images is not None and len(images) != len(texts):
+            raise DermretrError(f"{len(images)} query images but {len(texts)} texts: give one text per image")
+        n = len(texts)
+        return self._encode(
+            lambda a, b: self.query_features(None if images is None else self._to_batch(images[a:b]), texts[a:b]),
+            n, batch_size, progress, "Encoding queries",
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write the weights and config atomically (loadable with ``weights_only=True``)."""
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config(), "state_dict": self.state_dict(),
+                   "extra": extra or {}}
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> Retriever:
+        """Rebuild a retriever saved with :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DermretrError(f"checkpoint not found: {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors have many types
+            raise DermretrError(f"cannot read checkpoint {path}: {exc}") from None
+        if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+            raise DermretrError(f"{path} is not a dermretr checkpoint (no config/state_dict)")
+        if payload.get("format", 0) > CHECKPOINT_FORMAT:
+            raise DermretrError(f"{path} was written by a newer dermretr (format {payload['format']}); upgrade")
+        cfg = payload["config"]
+        backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
+        model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
+                    freeze_backbone=cfg["freeze_backbone"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if missing or unexpected:
+            raise DermretrError(
+                f"checkpoint {path} does not fit its config: {len(missing)} missing and {len(unexpected)} "
+                f"unexpected weights (e.g. {(missing or unexpected)[:3]})"
+            )
+        return model.to(backbone.device)
