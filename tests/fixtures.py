@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
+
+from dermretr._errors import DataWarning, DermretrError
+from dermretr.data.cases import CASE_COLUMNS, validate_cases
+from dermretr.data.vocab import CRITERION_NAMES
 
 
 def write_image(path: Path, size: int = 24, mode: str = "RGB", seed: int = 0, fmt: str | None = None) -> Path:
@@ -52,3 +59,90 @@ def corrupt_files(folder: Path) -> dict[str, Path]:
     text.write_text("this is not an image\n")
     good.unlink()
     return {"truncated": truncated, "empty": empty, "text": text}
+
+
+def write_dataset(csv_path: Path, rows: Sequence[dict] | pd.DataFrame, columns: Sequence[str] | None = None,
+                  image: Callable[[int, dict], Path | Sequence[Path] | None] | None = None,
+                  image_rows: Collection[int] | None = None, **csv_options) -> None:
+    """Write a metadata CSV and tiny images for its rows, as a publisher's folder has them.
+
+    ``columns`` orders (and limits) the CSV columns; ``image(i, row)`` gives the
+    image path(s) of row ``i`` (None: no image); ``image_rows``, when given, are
+    the only rows whose images are written (the others are "missing").
+    ``csv_options`` go to :func:`write_csv`.
+    """
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
+    write_csv(csv_path, df, **csv_options)
+    if image is None:
+        return
+    for i, row in enumerate(df.to_dict("records")):
+        if image_rows is not None and i not in image_rows:
+            continue
+        paths = image(i, row)
+        for k, path in enumerate([paths] if isinstance(paths, Path) else paths or []):
+            write_image(path, size=8, seed=10 * i + k)
+
+
+def load_quietly(load: Callable[..., pd.DataFrame], *args, **kwargs) -> pd.DataFrame:
+    """Call a loader, failing the test on any DataWarning (nothing dropped, repaired or guessed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        return load(*args, **kwargs)
+
+
+def load_with_one_warning(load: Callable[..., pd.DataFrame], *args, match: str | None = None,
+                          **kwargs) -> tuple[pd.DataFrame, str]:
+    """Call a loader that must emit exactly one DataWarning (matching ``match``); return the table and message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = load(*args, **kwargs)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(messages) == 1, f"expected one DataWarning, got {messages}"
+    if match is not None:
+        assert re.search(match, messages[0]), f"{match!r} not in {messages[0]!r}"
+    return result, messages[0]
+
+
+def error_message(load: Callable[..., object], *args, **kwargs) -> str:
+    """The message of the DermretrError the call must raise."""
+    with pytest.raises(DermretrError) as err:
+        load(*args, **kwargs)
+    return str(err.value)
+
+
+def bad_value_error(load: Callable[..., object], write: Callable[[list[dict]], Path], rows: Sequence[dict],
+                    column: str, value: str, at: Sequence[int]) -> str:
+    """The loader's error for ``value`` put in ``column`` at rows ``at``; it must name the column and those rows.
+
+    ``write(rows)`` writes the dataset and returns its folder; the returned
+    message is for further checks (the allowed values, the file...).
+    """
+    rows = [dict(r) for r in rows]
+    for i in at:
+        rows[i][column] = value
+    message = error_message(load, write(rows))
+    assert_mentions(message, repr(column), *(f"{i} ({value!r})" for i in at))
+    return message
+
+
+def assert_mentions(message: str, *parts: str) -> None:
+    """Every one of ``parts`` appears in ``message``."""
+    missing = [p for p in parts if p not in message]
+    assert not missing, f"{missing} not in message {message!r}"
+
+
+def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bool = True) -> None:
+    """A validated case table of ``n`` rows from ``source`` (schema columns first, validation a no-op).
+
+    Publisher datasets carry no 7-point criteria, so those columns are NA; with
+    ``images_exist`` every image path is absolute and an existing file.
+    """
+    assert len(cases) == n
+    assert list(cases.columns[: len(CASE_COLUMNS)]) == list(CASE_COLUMNS)
+    pd.testing.assert_frame_equal(validate_cases(cases), cases)
+    assert cases["source"].eq(source).all()
+    for c in CRITERION_NAMES:
+        assert cases[c].isna().all(), c
+    if images_exist:
+        bad = [p for p in cases["image_path"] if not (Path(p).is_absolute() and Path(p).is_file())]
+        assert not bad, f"image paths not absolute existing files: {bad[:3]}"

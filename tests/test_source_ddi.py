@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_with_one_warning,
+                      write_dataset)
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_csv, write_image  # noqa: E402
-
-from dermretr._errors import DataWarning, DermretrError  # noqa: E402
-from dermretr.data import load  # noqa: E402
-from dermretr.data.cases import validate_cases  # noqa: E402
-from dermretr.data.sources.ddi import load_ddi  # noqa: E402
+from dermretr._errors import DermretrError
+from dermretr.data import load
+from dermretr.data.sources.ddi import load_ddi
 
 DISEASES = [("melanoma-in-situ", True), ("seborrheic-keratosis-irritated", False),
             ("basal-cell-carcinoma", True), ("verruca-vulgaris", False), ("epidermal-cyst", False)]
@@ -41,23 +37,20 @@ def _dataset(root: Path, rows=None, images=True, index_column=False, **csv_optio
     df = pd.DataFrame(rows)
     if index_column:  # as written by DataFrame.to_csv() with its index: ",DDI_ID,..."
         df.insert(0, "", [str(i) for i in range(len(df))])
-    write_csv(root / "ddi_metadata.csv", df, **csv_options)
-    if images:
-        for i, row in enumerate(rows):
-            folder = root / "images" if i % 3 else root  # beside the CSV or in images/
-            write_image(folder / row["DDI_file"], size=8, seed=i)
+
+    def image(i, row):  # beside the CSV or in images/
+        return (root / "images" if i % 3 else root) / row["DDI_file"]
+
+    write_dataset(root / "ddi_metadata.csv", df, image=image if images else None, **csv_options)
     return root
 
 
 def test_loads_publisher_layout_into_valid_case_table(tmp_path):
     root = _dataset(tmp_path / "ddi")
     cases = load_ddi(root)
-    assert len(cases) == 15
-    pd.testing.assert_frame_equal(validate_cases(cases), cases)
-    assert cases["source"].eq("ddi").all()
+    assert_case_table(cases, "ddi", 15)
     assert cases["case_id"].tolist()[:3] == ["ddi-1", "ddi-2", "ddi-3"]
     assert cases["patient_id"].tolist()[:3] == ["1", "2", "3"]
-    assert all(Path(p).is_absolute() and Path(p).is_file() for p in cases["image_path"])
     assert Path(cases.loc[0, "image_path"]).parent == root.resolve()
     assert Path(cases.loc[1, "image_path"]).parent == root.resolve() / "images"
     assert cases.loc[0, "diagnosis"] == "melanoma-in-situ"
@@ -89,10 +82,8 @@ def test_old_malignancy_column(tmp_path):
 
 def test_missing_required_columns_list_missing_and_found(tmp_path):
     _dataset(tmp_path / "a", rows=[{k: v for k, v in r.items() if k != "disease"} for r in _rows()], images=False)
-    with pytest.raises(DermretrError) as err:
-        load_ddi(tmp_path / "a")
-    msg = str(err.value)
-    assert "['disease']" in msg and "found columns" in msg and "DDI_file" in msg and "Expected layout" in msg
+    assert_mentions(error_message(load_ddi, tmp_path / "a"), "['disease']", "found columns", "DDI_file",
+                    "Expected layout")
     _dataset(tmp_path / "b", rows=[{k: v for k, v in r.items() if k != "malignant"} for r in _rows()], images=False)
     with pytest.raises(DermretrError, match=r"malignant.*malignancy\(malig=1\).*found columns"):
         load_ddi(tmp_path / "b")
@@ -103,14 +94,9 @@ def test_missing_required_columns_list_missing_and_found(tmp_path):
     ("malignant", "maybe", "True, False"),
 ])
 def test_unknown_values_name_rows_and_allowed_values(tmp_path, column, value, allowed):
-    rows = _rows()
-    rows[2][column] = value
-    rows[11][column] = value
-    _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_ddi(tmp_path)
-    msg = str(err.value)
-    assert column in msg and f"2 ({value!r})" in msg and f"11 ({value!r})" in msg and allowed in msg
+    msg = bad_value_error(load_ddi, lambda rows: _dataset(tmp_path, rows=rows, images=False), _rows(), column, value,
+                          [2, 11])
+    assert_mentions(msg, allowed)
 
 
 def test_repeated_ids_are_rejected(tmp_path):
@@ -132,22 +118,15 @@ def test_escaping_image_path_is_rejected_with_row(tmp_path, bad_path):
     rows = _rows()
     rows[4]["DDI_file"] = bad_path
     _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(DermretrError, match="row 4") as err:
-        load_ddi(tmp_path, missing="keep")
-    assert "ddi_metadata.csv" in str(err.value) and "escapes" in str(err.value)
+    assert_mentions(error_message(load_ddi, tmp_path, missing="keep"), "row 4", "ddi_metadata.csv", "escapes")
 
 
 def test_missing_images_warn_raise_keep(tmp_path):
     root = _dataset(tmp_path)
     (root / "000004.png").unlink()          # beside the CSV
     (root / "images" / "000005.png").unlink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cases = load_ddi(root)
-    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
-    assert len(data_warnings) == 1
-    msg = str(data_warnings[0].message)
-    assert "2 of 15" in msg and "000004.png" in msg and "000005.png" in msg
+    cases, msg = load_with_one_warning(load_ddi, root)
+    assert_mentions(msg, "2 of 15", "000004.png", "000005.png")
     assert len(cases) == 13 and not {"ddi-4", "ddi-5"} & set(cases["case_id"])
     with pytest.raises(DermretrError, match="2 of 15.*000004.png"):
         load_ddi(root, missing="raise")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pandas as pd
@@ -11,7 +12,7 @@ from dermretr._errors import DataWarning, DermretrError
 from dermretr.cli import main
 from dermretr.data import load
 from dermretr.data.vocab import CRITERION_NAMES, case_text
-from fixtures import write_csv, write_image
+from fixtures import write_csv, write_dataset
 
 DIAGNOSES = ["clark nevus", "melanoma (in situ)", "basal cell carcinoma", "seborrheic keratosis",
              "dermatofibroma", "reed or spitz nevus", "melanoma (more than 1.5 mm)", "blue nevus"]
@@ -40,14 +41,13 @@ def _rows(n=16, underscores=False, full=False):
     return rows
 
 
-def _make(root, n=16, splits=True, images=True, **kw):
-    rows = _rows(n, **{k: v for k, v in kw.items() if k in ("underscores", "full")})
-    write_csv(root / "meta" / "meta.csv", rows, **{k: v for k, v in kw.items() if k in ("bom", "crlf", "trailing_blank_lines")})
-    if images:
-        for i, r in enumerate(rows):
-            write_image(root / "images" / r["derm"], seed=i)
-            if "clinic" in r:
-                write_image(root / "images" / r["clinic"], seed=100 + i)
+def _make(root, n=16, splits=True, images=True, underscores=False, full=False, **csv_options):
+    rows = _rows(n, underscores=underscores, full=full)
+
+    def image(i, row):  # the dermoscopic image and, with the full columns, the clinical one
+        return [root / "images" / row[c] for c in ("derm", "clinic") if c in row]
+
+    write_dataset(root / "meta" / "meta.csv", rows, image=image if images else None, **csv_options)
     if splits:
         idx = list(range(n))
         write_csv(root / "meta" / "train_indexes.csv", {"indexes": idx[: n // 2]})
@@ -93,10 +93,11 @@ def test_case_mismatched_file_names_resolved_with_one_warning(tmp_path):
         p = tmp_path / "images" / r["derm"]
         p.rename(p.with_suffix(".JPG"))
     (tmp_path / "images" / "Fol1").rename(tmp_path / "images" / "FOL1")
-    with pytest.warns(DataWarning, match=r"(\d+) image path\(s\) matched files only when ignoring letter case") as rec:
+    pattern = r"^derm7pt: (\d+) image\(s\) named in .*meta\.csv matched files only when ignoring letter case"
+    with pytest.warns(DataWarning, match=pattern) as rec:
         cases = load("derm7pt", tmp_path)
     assert len([w for w in rec if issubclass(w.category, DataWarning)]) == 1
-    count = int(str(rec[0].message).split(": ")[1].split(" ")[0])
+    count = int(re.match(pattern, str(rec[0].message)).group(1))
     assert count == 3 + sum(1 for r in rows[3:] if r["derm"].startswith("Fol1/"))
     assert len(cases) == 16 and all(pd.Series(cases["image_path"]).map(lambda p: __import__("os").path.isfile(p)))
 
@@ -141,7 +142,8 @@ def test_unknown_values_name_rows_and_allowed_values(tmp_path):
     rows = _rows(3)
     rows[1]["diagnosis"] = "psoriasis"
     write_csv(tmp_path / "meta" / "meta.csv", rows)
-    with pytest.raises(DermretrError, match=r"unknown diagnosis at rows 1 \('psoriasis'\); allowed values: basal"):
+    with pytest.raises(DermretrError, match=r"'diagnosis' has unknown values at rows 1 \('psoriasis'\); "
+                                            r"allowed values: basal"):
         load("derm7pt", tmp_path)
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_with_one_warning,
+                      write_dataset, write_image)
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_csv, write_image  # noqa: E402
-
-from dermretr._errors import DataWarning, DermretrError  # noqa: E402
-from dermretr.data import load  # noqa: E402
-from dermretr.data.cases import validate_cases  # noqa: E402
-from dermretr.data.sources.fitzpatrick17k import load_fitzpatrick17k  # noqa: E402
+from dermretr._errors import DermretrError
+from dermretr.data import load
+from dermretr.data.sources.fitzpatrick17k import load_fitzpatrick17k
 
 COLUMNS = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
            "three_partition_label", "qc", "url", "url_alphanum"]
@@ -46,25 +42,21 @@ def _rows(n=12):
 
 def _dataset(root: Path, rows=None, images=True, **csv_options) -> Path:
     rows = _rows() if rows is None else rows
-    write_csv(root / "fitzpatrick17k.csv", pd.DataFrame(rows, columns=[c for c in COLUMNS if c in rows[0]]), **csv_options)
-    if images:
-        for i, row in enumerate(rows):
-            # downloads end up in varying sub-folders, sometimes with upper-case suffixes
-            folder = root / ("part_1" if i % 2 else "part_2/nested")
-            name = row["md5hash"] + (".JPG" if i == 5 else ".jpg")
-            write_image(folder / name, size=8, seed=i)
+
+    def image(i, row):  # downloads end up in varying sub-folders, sometimes with upper-case suffixes
+        return root / ("part_1" if i % 2 else "part_2/nested") / (row["md5hash"] + (".JPG" if i == 5 else ".jpg"))
+
+    write_dataset(root / "fitzpatrick17k.csv", rows, [c for c in COLUMNS if c in rows[0]],
+                  image if images else None, **csv_options)
     return root
 
 
 def test_loads_publisher_layout_into_valid_case_table(tmp_path):
     root = _dataset(tmp_path / "f17k")
     cases = load_fitzpatrick17k(root)
-    assert len(cases) == 12
-    pd.testing.assert_frame_equal(validate_cases(cases), cases)
-    assert cases["source"].eq("fitzpatrick17k").all()
+    assert_case_table(cases, "fitzpatrick17k", 12)
     assert cases["case_id"].tolist() == [f"{i:032x}" for i in range(12)]
     assert cases["patient_id"].equals(cases["case_id"])
-    assert all(Path(p).is_absolute() and Path(p).is_file() for p in cases["image_path"])
     assert Path(cases.loc[5, "image_path"]).name == f"{5:032x}.JPG"
     row = cases.loc[1]
     assert (row["diagnosis"], row["diagnosis_group"], bool(row["malignant"])) == \
@@ -94,12 +86,8 @@ def test_bom_crlf_and_trailing_blank_lines(tmp_path):
 
 def test_missing_required_column_lists_missing_and_found(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "nine_partition_label"} for r in _rows()]
-    _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_fitzpatrick17k(tmp_path)
-    msg = str(err.value)
-    assert "nine_partition_label" in msg and "found columns" in msg and "md5hash" in msg
-    assert "Expected layout" in msg
+    msg = error_message(load_fitzpatrick17k, _dataset(tmp_path, rows=rows, images=False))
+    assert_mentions(msg, "nine_partition_label", "found columns", "md5hash", "Expected layout")
 
 
 @pytest.mark.parametrize("column, value, allowed", [
@@ -109,14 +97,9 @@ def test_missing_required_column_lists_missing_and_found(tmp_path):
     ("nine_partition_label", "tumour", "benign melanocyte"),
 ])
 def test_unknown_values_name_rows_and_allowed_values(tmp_path, column, value, allowed):
-    rows = _rows()
-    rows[4][column] = value
-    rows[7][column] = value
-    _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_fitzpatrick17k(tmp_path)
-    msg = str(err.value)
-    assert column in msg and f"4 ({value!r})" in msg and f"7 ({value!r})" in msg and allowed in msg
+    msg = bad_value_error(load_fitzpatrick17k, lambda rows: _dataset(tmp_path, rows=rows, images=False), _rows(),
+                          column, value, [4, 7])
+    assert_mentions(msg, allowed)
 
 
 def test_root_without_metadata_names_the_file(tmp_path):
@@ -137,13 +120,8 @@ def _remove_two(root: Path) -> list[str]:
 def test_missing_images_warn_drops_with_one_warning(tmp_path):
     root = _dataset(tmp_path)
     gone = _remove_two(root)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cases = load_fitzpatrick17k(root)
-    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
-    assert len(data_warnings) == 1
-    msg = str(data_warnings[0].message)
-    assert "2 of 12" in msg and all(g in msg for g in gone)
+    cases, msg = load_with_one_warning(load_fitzpatrick17k, root)
+    assert_mentions(msg, "2 of 12", *gone)
     assert len(cases) == 10 and not set(gone) & set(cases["case_id"])
 
 

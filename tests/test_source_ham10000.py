@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixtures import write_csv, write_image
+from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_quietly,
+                      load_with_one_warning, write_csv, write_dataset, write_image)
 
-from dermretr._errors import DataWarning, DermretrError
+from dermretr._errors import DermretrError
 from dermretr.data import load
-from dermretr.data.cases import CASE_COLUMNS, validate_cases
 from dermretr.data.sources.ham10000 import load_ham10000
-from dermretr.data.vocab import CRITERION_NAMES
 
 HEADER = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset"]
 
@@ -40,24 +38,17 @@ ROWS = [
 
 def _dataset(root: Path, rows=ROWS, nested: bool = False, image_rows=None, **csv) -> Path:
     """Write HAM10000_metadata.csv and the images (over HAM10000_images_part_1/_2)."""
-    write_csv(root / "HAM10000_metadata.csv", pd.DataFrame(rows, columns=HEADER), **csv)
-    for i, row in enumerate(rows):
-        if image_rows is not None and i not in image_rows:
-            continue
+    def image(i, row):
         part = f"HAM10000_images_part_{i % 2 + 1}"
-        folder = root / part / part if nested else root / part
-        write_image(folder / f"{row['image_id']}.jpg", size=8, seed=i)
+        return (root / part / part if nested else root / part) / f"{row['image_id']}.jpg"
+
+    write_dataset(root / "HAM10000_metadata.csv", rows, HEADER, image, image_rows, **csv)
     return root
 
 
 def test_loads_a_valid_case_table(tmp_path):
-    root = _dataset(tmp_path / "ham")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        cases = load_ham10000(root)
-    assert list(cases.columns[: len(CASE_COLUMNS)]) == list(CASE_COLUMNS)
-    validate_cases(cases)
-    assert len(cases) == len(ROWS)
+    cases = load_quietly(load_ham10000, _dataset(tmp_path / "ham"))
+    assert_case_table(cases, "ham10000", len(ROWS))
     by_id = cases.set_index("case_id")
     assert by_id.index[0] == "ISIC_0027419"
     assert by_id["diagnosis"].tolist() == ["bkl", "bkl", "akiec", "nv", "nv", "mel", "bcc", "df", "vasc"]
@@ -66,11 +57,6 @@ def test_loads_a_valid_case_table(tmp_path):
     # no patient id in HAM10000: the lesion stands in for it
     assert (cases["patient_id"] == cases["lesion_id"]).all()
     assert cases["fitzpatrick"].isna().all() and cases["monk"].isna().all()
-    for c in CRITERION_NAMES:
-        assert cases[c].isna().all()
-    assert (cases["source"] == "ham10000").all()
-    for p in cases["image_path"]:
-        assert Path(p).is_absolute() and Path(p).is_file()
     d = by_id["descriptors"]
     assert d["ISIC_0027419"] == "benign keratosis; on the scalp; age 80; male; histopathology-confirmed"
     assert d["ISIC_0026769"] == "actinic keratosis or Bowen's disease; on the face; age 50; female; expert consensus"
@@ -91,19 +77,14 @@ def test_nested_and_case_mismatched_images_are_found(tmp_path):
     root = _dataset(tmp_path / "ham", nested=True)
     img = next(root.rglob("ISIC_0024306.jpg"))
     img.rename(img.with_name("ISIC_0024306.JPG"))
-    with pytest.warns(DataWarning, match=r"1 image\(s\).*letter case") as record:
-        cases = load_ham10000(root)
-    assert len([w for w in record if issubclass(w.category, DataWarning)]) == 1
+    cases, _ = load_with_one_warning(load_ham10000, root, match=r"1 image\(s\).*letter case")
     assert len(cases) == len(ROWS)
     path = cases.set_index("case_id").loc["ISIC_0024306", "image_path"]
     assert path.endswith("HAM10000_images_part_2/HAM10000_images_part_2/ISIC_0024306.JPG")
 
 
 def test_bom_crlf_and_trailing_blank_lines(tmp_path):
-    root = _dataset(tmp_path / "ham", bom=True, crlf=True, trailing_blank_lines=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        cases = load_ham10000(root)
+    cases = load_quietly(load_ham10000, _dataset(tmp_path / "ham", bom=True, crlf=True, trailing_blank_lines=2))
     assert len(cases) == len(ROWS)
     assert cases["case_id"].iloc[0] == "ISIC_0027419" and cases["dataset"].iloc[0] == "vidir_modern"
 
@@ -111,66 +92,43 @@ def test_bom_crlf_and_trailing_blank_lines(tmp_path):
 def test_missing_required_column_lists_missing_and_found(tmp_path):
     root = tmp_path / "ham"
     write_csv(root / "HAM10000_metadata.csv", pd.DataFrame(ROWS).drop(columns=["lesion_id", "dx"]))
-    with pytest.raises(DermretrError) as err:
-        load_ham10000(root)
-    msg = str(err.value)
-    assert "['lesion_id', 'dx']" in msg and "image_id" in msg and "found columns" in msg
-    assert "HAM10000_metadata.csv" in msg
+    msg = error_message(load_ham10000, root)
+    assert_mentions(msg, "['lesion_id', 'dx']", "image_id", "found columns", "HAM10000_metadata.csv")
 
 
 def test_unknown_diagnosis_names_rows_and_allowed_values(tmp_path):
-    rows = [dict(r) for r in ROWS]
-    rows[5]["dx"] = "scc"
-    root = _dataset(tmp_path / "ham", rows=rows)
-    with pytest.raises(DermretrError) as err:
-        load_ham10000(root)
-    msg = str(err.value)
-    assert "5 ('scc')" in msg and "akiec, bcc, bkl, df, mel, nv, vasc" in msg
+    msg = bad_value_error(load_ham10000, lambda rows: _dataset(tmp_path / "ham", rows=rows), ROWS, "dx", "scc", [5])
+    assert_mentions(msg, "akiec, bcc, bkl, df, mel, nv, vasc")
 
 
 def test_malformed_age_names_row_and_value(tmp_path):
-    rows = [dict(r) for r in ROWS]
-    rows[6]["age"] = "fifty"
-    root = _dataset(tmp_path / "ham", rows=rows)
-    with pytest.raises(DermretrError, match=r"'age'.*6 \('fifty'\)"):
-        load_ham10000(root)
+    bad_value_error(load_ham10000, lambda rows: _dataset(tmp_path / "ham", rows=rows), ROWS, "age", "fifty", [6])
 
 
 def test_missing_metadata_file_names_the_file(tmp_path):
     root = tmp_path / "ham"
     write_image(root / "HAM10000_images_part_1" / "ISIC_0000001.jpg", size=8)
-    with pytest.raises(DermretrError) as err:
-        load_ham10000(root)
-    assert str(root / "HAM10000_metadata.csv") in str(err.value)
+    assert_mentions(error_message(load_ham10000, root), str(root / "HAM10000_metadata.csv"))
 
 
 @pytest.mark.parametrize("name", ["../../secret", "/etc/passwd", "sub/ISIC_0000009"])
 def test_image_ids_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[3]["image_id"] = name
-    root = _dataset(tmp_path / "ham", rows=rows, image_rows={0, 1, 2, 4, 5, 6, 7, 8})
-    with pytest.raises(DermretrError) as err:
-        load_ham10000(root)
-    msg = str(err.value)
-    assert "HAM10000_metadata.csv" in msg and "row 3" in msg and name in msg
+    msg = error_message(load_ham10000, _dataset(tmp_path / "ham", rows=rows, image_rows={0, 1, 2, 4, 5, 6, 7, 8}))
+    assert_mentions(msg, "HAM10000_metadata.csv", "row 3", name)
 
 
 def test_missing_images_warn_raise_keep(tmp_path):
     root = _dataset(tmp_path / "ham", image_rows={0, 1, 2, 3, 4, 6, 7})  # rows 5 and 8 lack images
-    with pytest.warns(DataWarning) as record:
-        cases = load_ham10000(root)
-    data_warnings = [w for w in record if issubclass(w.category, DataWarning)]
-    assert len(data_warnings) == 1
-    msg = str(data_warnings[0].message)
-    assert "2 of 9" in msg and "ISIC_0024308.jpg" in msg and "ISIC_0024311.jpg" in msg
+    cases, msg = load_with_one_warning(load_ham10000, root)
+    assert_mentions(msg, "2 of 9", "ISIC_0024308.jpg", "ISIC_0024311.jpg")
     assert len(cases) == 7 and "ISIC_0024308" not in set(cases["case_id"])
 
     with pytest.raises(DermretrError, match=r"2 of 9.*ISIC_0024308\.jpg"):
         load_ham10000(root, missing="raise")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        kept = load_ham10000(root, missing="keep")
+    kept = load_quietly(load_ham10000, root, missing="keep")
     assert len(kept) == 9
     assert kept.set_index("case_id").loc["ISIC_0024311", "image_path"] == str(root.absolute() / "ISIC_0024311.jpg")
 

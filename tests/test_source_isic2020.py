@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import write_csv, write_image
+from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_quietly,
+                      load_with_one_warning, write_csv, write_dataset, write_image)
 
 from dermretr._errors import DataWarning, DermretrError
 from dermretr.data import load
-from dermretr.data.cases import CASE_COLUMNS, validate_cases
 from dermretr.data.sources.isic2020 import load_isic2020
-from dermretr.data.vocab import CRITERION_NAMES
 
 CSV = "ISIC_2020_Training_GroundTruth.csv"
 HEADER = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "diagnosis",
@@ -46,21 +44,14 @@ ROWS = [
 
 def _dataset(root: Path, rows=ROWS, folder: str = "train", image_rows=None, **csv) -> Path:
     """Write the ground-truth CSV and the images under ``folder``."""
-    write_csv(root / CSV, pd.DataFrame(rows, columns=HEADER), **csv)
-    for i, row in enumerate(rows):
-        if image_rows is None or i in image_rows:
-            write_image(root / folder / f"{row['image_name']}.jpg", size=8, seed=i)
+    write_dataset(root / CSV, rows, HEADER, lambda i, row: root / folder / f"{row['image_name']}.jpg", image_rows,
+                  **csv)
     return root
 
 
 def test_loads_a_valid_case_table(tmp_path):
-    root = _dataset(tmp_path / "isic")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        cases = load_isic2020(root)
-    assert list(cases.columns[: len(CASE_COLUMNS)]) == list(CASE_COLUMNS)
-    validate_cases(cases)
-    assert len(cases) == len(ROWS)
+    cases = load_quietly(load_isic2020, _dataset(tmp_path / "isic"))
+    assert_case_table(cases, "isic2020", len(ROWS))
     by_id = cases.set_index("case_id")
     assert by_id.index[:2].tolist() == ["ISIC_2637011", "ISIC_0015719"]
     assert by_id["diagnosis"].tolist() == [r["diagnosis"] for r in ROWS]
@@ -68,11 +59,6 @@ def test_loads_a_valid_case_table(tmp_path):
     assert by_id["malignant"].tolist() == [False, False, True, False, False, False, False, False, False]
     assert cases["patient_id"].iloc[0] == "IP_7279968"
     assert cases["fitzpatrick"].isna().all() and cases["monk"].isna().all()
-    for c in CRITERION_NAMES:
-        assert cases[c].isna().all()
-    assert (cases["source"] == "isic2020").all()
-    for p in cases["image_path"]:
-        assert Path(p).is_absolute() and Path(p).is_file()
     d = by_id["descriptors"]
     assert d["ISIC_2637011"] == "on the head or neck; age 45; male"
     assert d["ISIC_0015719"] == "nevus; on the upper extremity; age 45; female"
@@ -97,18 +83,13 @@ def test_nested_and_case_mismatched_images_are_found(tmp_path):
     root = _dataset(tmp_path / "isic", folder="jpeg/train")
     img = root / "jpeg" / "train" / "ISIC_0052212.jpg"
     img.rename(img.with_name("isic_0052212.JPG"))
-    with pytest.warns(DataWarning, match=r"1 image\(s\).*letter case") as record:
-        cases = load_isic2020(root)
-    assert len([w for w in record if issubclass(w.category, DataWarning)]) == 1
+    cases, _ = load_with_one_warning(load_isic2020, root, match=r"1 image\(s\).*letter case")
     assert len(cases) == len(ROWS)
     assert cases.set_index("case_id").loc["ISIC_0052212", "image_path"].endswith("jpeg/train/isic_0052212.JPG")
 
 
 def test_bom_crlf_and_trailing_blank_lines(tmp_path):
-    root = _dataset(tmp_path / "isic", bom=True, crlf=True, trailing_blank_lines=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        cases = load_isic2020(root)
+    cases = load_quietly(load_isic2020, _dataset(tmp_path / "isic", bom=True, crlf=True, trailing_blank_lines=4))
     assert len(cases) == len(ROWS) and cases["case_id"].iloc[0] == "ISIC_2637011"
     assert cases["target"].tolist()[2] == 1
 
@@ -124,10 +105,7 @@ def test_kaggle_train_csv_is_found(tmp_path):
 def test_missing_required_column_lists_missing_and_found(tmp_path):
     root = tmp_path / "isic"
     write_csv(root / CSV, pd.DataFrame(ROWS).drop(columns=["patient_id"]))
-    with pytest.raises(DermretrError) as err:
-        load_isic2020(root)
-    msg = str(err.value)
-    assert "['patient_id']" in msg and "image_name" in msg and "found columns" in msg and CSV in msg
+    assert_mentions(error_message(load_isic2020, root), "['patient_id']", "image_name", "found columns", CSV)
 
     write_csv(root / CSV, pd.DataFrame(ROWS).drop(columns=["target", "benign_malignant"]))
     with pytest.raises(DermretrError, match=r"\['target', 'benign_malignant'\]"):
@@ -135,52 +113,34 @@ def test_missing_required_column_lists_missing_and_found(tmp_path):
 
 
 def test_unknown_diagnosis_names_rows_and_allowed_values(tmp_path):
-    rows = [dict(r) for r in ROWS]
-    rows[7]["diagnosis"] = "basal cell carcinoma"
-    root = _dataset(tmp_path / "isic", rows=rows)
-    with pytest.raises(DermretrError) as err:
-        load_isic2020(root)
-    msg = str(err.value)
-    assert "7 ('basal cell carcinoma')" in msg and "nevus, melanoma" in msg and "unknown" in msg
+    msg = bad_value_error(load_isic2020, lambda rows: _dataset(tmp_path / "isic", rows=rows), ROWS, "diagnosis",
+                          "basal cell carcinoma", [7])
+    assert_mentions(msg, "nevus, melanoma", "unknown")
 
 
 @pytest.mark.parametrize("column, value", [("age_approx", "forty"), ("age_approx", "-5"), ("target", "2")])
 def test_malformed_values_name_row_and_value(tmp_path, column, value):
-    rows = [dict(r) for r in ROWS]
-    rows[4][column] = value
-    root = _dataset(tmp_path / "isic", rows=rows)
-    with pytest.raises(DermretrError) as err:
-        load_isic2020(root)
-    msg = str(err.value)
-    assert column in msg and f"4 ({value!r})" in msg
+    bad_value_error(load_isic2020, lambda rows: _dataset(tmp_path / "isic", rows=rows), ROWS, column, value, [4])
 
 
 def test_missing_metadata_file_names_the_file(tmp_path):
     root = tmp_path / "isic"
     (root / "train").mkdir(parents=True)
-    with pytest.raises(DermretrError) as err:
-        load_isic2020(root)
-    assert str(root / CSV) in str(err.value)
+    assert_mentions(error_message(load_isic2020, root), str(root / CSV))
 
 
 @pytest.mark.parametrize("name", ["../../secret", "/etc/passwd", "train/ISIC_0000001"])
 def test_image_names_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[2]["image_name"] = name
-    root = _dataset(tmp_path / "isic", rows=rows, image_rows={0, 1, 3, 4, 5, 6, 7, 8})
-    with pytest.raises(DermretrError) as err:
-        load_isic2020(root)
-    msg = str(err.value)
-    assert CSV in msg and "row 2" in msg and name in msg
+    msg = error_message(load_isic2020, _dataset(tmp_path / "isic", rows=rows, image_rows={0, 1, 3, 4, 5, 6, 7, 8}))
+    assert_mentions(msg, CSV, "row 2", name)
 
 
 def test_missing_images_warn_raise_keep(tmp_path):
     root = _dataset(tmp_path / "isic", image_rows={1, 2, 3, 4, 5, 6, 7, 8})  # row 0 lacks its image
-    with pytest.warns(DataWarning) as record:
-        cases = load_isic2020(root)
-    data_warnings = [w for w in record if issubclass(w.category, DataWarning)]
-    assert len(data_warnings) == 1
-    assert "1 of 9" in str(data_warnings[0].message) and "ISIC_2637011.jpg" in str(data_warnings[0].message)
+    cases, msg = load_with_one_warning(load_isic2020, root)
+    assert_mentions(msg, "1 of 9", "ISIC_2637011.jpg")
     assert len(cases) == 8 and "ISIC_2637011" not in set(cases["case_id"])
 
     with pytest.raises(DermretrError, match=r"1 of 9.*ISIC_2637011\.jpg"):

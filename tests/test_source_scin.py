@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_with_one_warning,
+                      write_csv, write_dataset)
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_csv, write_image  # noqa: E402
-
-from dermretr._errors import DataWarning, DermretrError  # noqa: E402
-from dermretr.data import load  # noqa: E402
-from dermretr.data.cases import validate_cases  # noqa: E402
-from dermretr.data.sources.scin import load_scin  # noqa: E402
+from dermretr._errors import DataWarning, DermretrError
+from dermretr.data import load
+from dermretr.data.sources.scin import load_scin
 
 # ids as SCIN writes them: large, often negative integers (beyond float precision)
 IDS = ["-1234567890123456789", "2968650902364227344", "-821110872479093372", "-9223372036854775807",
@@ -70,28 +66,24 @@ def _dataset(root: Path, cases=None, labels=None, images=True, **csv_options) ->
     default_cases, default_labels = _tables()
     cases = default_cases if cases is None else cases
     labels = default_labels if labels is None else labels
-    write_csv(root / "dataset" / "scin_cases.csv", cases, **csv_options)
+    def image(i, row):  # up to three per case
+        return [root / row[f"image_{n}_path"] for n in (1, 2, 3) if row.get(f"image_{n}_path")]
+
+    write_dataset(root / "dataset" / "scin_cases.csv", cases, image=image if images else None, **csv_options)
     write_csv(root / "dataset" / "scin_labels.csv", labels, **csv_options)
-    if images:
-        for k, row in enumerate(cases):
-            for n in (1, 2, 3):
-                if row.get(f"image_{n}_path"):
-                    write_image(root / row[f"image_{n}_path"], size=8, seed=10 * k + n)
     return root
 
 
 def test_loads_publisher_layout_one_row_per_image(tmp_path):
     root = _dataset(tmp_path / "scin")
     cases = load_scin(root)
-    assert len(cases) == 12
-    pd.testing.assert_frame_equal(validate_cases(cases), cases)
-    assert cases["source"].eq("scin").all() and cases["scin_source"].eq("SCIN").all()
+    assert_case_table(cases, "scin", 12)
+    assert cases["scin_source"].eq("SCIN").all()
     assert cases["case_id"].tolist()[:4] == [f"{IDS[0]}-1", f"{IDS[0]}-2", f"{IDS[0]}-3", f"{IDS[1]}-1"]
     assert cases["patient_id"].tolist()[:4] == [IDS[0]] * 3 + [IDS[1]]
     assert cases["scin_case_id"].tolist() == cases["patient_id"].tolist()
     assert cases["image_number"].tolist()[:4] == [1, 2, 3, 1]
     assert cases["shot_type"].tolist()[:3] == ["CLOSE_UP", "AT_AN_ANGLE", "AT_DISTANCE"]
-    assert all(Path(p).is_absolute() and Path(p).is_file() for p in cases["image_path"])
     by_case = cases.drop_duplicates("patient_id").set_index("patient_id")
     # highest weight (first on ties), else first listed, else "unlabeled"
     assert by_case["diagnosis"].to_dict() == {IDS[0]: "Eczema", IDS[1]: "Tinea", IDS[2]: "Insect Bite",
@@ -146,11 +138,8 @@ def test_missing_required_columns_list_missing_and_found(tmp_path):
     cases, labels = _tables()
     for row in cases:
         del row["image_1_path"]
-    _dataset(tmp_path / "a", cases, labels, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_scin(tmp_path / "a")
-    msg = str(err.value)
-    assert "scin_cases.csv" in msg and "['image_1_path']" in msg and "found columns" in msg and "image_2_path" in msg
+    msg = error_message(load_scin, _dataset(tmp_path / "a", cases, labels, images=False))
+    assert_mentions(msg, "scin_cases.csv", "['image_1_path']", "found columns", "image_2_path")
     cases, labels = _tables()
     labels = [{k: v for k, v in row.items() if k not in (NAMES_COLUMN, "weighted_skin_condition_label")}
               for row in labels]
@@ -166,15 +155,12 @@ def test_missing_required_columns_list_missing_and_found(tmp_path):
 ])
 def test_unknown_values_name_rows_and_allowed_values(tmp_path, where, column, value, allowed):
     cases, labels = _tables()
-    table = cases if where == "cases" else labels
-    table[1][column] = value
-    table[3][column] = value
-    _dataset(tmp_path, cases, labels, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_scin(tmp_path)
-    msg = str(err.value)
-    assert f"scin_{where}.csv" in msg and column in msg and allowed in msg
-    assert f"1 ({value!r})" in msg and f"3 ({value!r})" in msg
+    if where == "cases":
+        table, write = cases, lambda rows: _dataset(tmp_path, rows, labels, images=False)
+    else:
+        table, write = labels, lambda rows: _dataset(tmp_path, cases, rows, images=False)
+    msg = bad_value_error(load_scin, write, table, column, value, [1, 3])
+    assert_mentions(msg, f"scin_{where}.csv", allowed)
 
 
 @pytest.mark.parametrize("column, value", [
@@ -188,11 +174,8 @@ def test_malformed_literal_names_file_row_and_column(tmp_path, monkeypatch, colu
     monkeypatch.chdir(tmp_path)
     cases, labels = _tables()
     labels[2][column] = value
-    _dataset(tmp_path, cases, labels, images=False)
-    with pytest.raises(DermretrError) as err:
-        load_scin(tmp_path)
-    msg = str(err.value)
-    assert "scin_labels.csv" in msg and column in msg and "rows 2 (" in msg and "malformed" in msg
+    msg = error_message(load_scin, _dataset(tmp_path, cases, labels, images=False))
+    assert_mentions(msg, "scin_labels.csv", column, "rows 2 (", "malformed")
     assert not (tmp_path / "PWNED").exists()  # literal_eval, never eval
 
 
@@ -211,9 +194,7 @@ def test_escaping_image_path_is_rejected_with_row(tmp_path, bad_path):
     cases, labels = _tables()
     cases[2]["image_2_path"] = bad_path
     _dataset(tmp_path, cases, labels, images=False)
-    with pytest.raises(DermretrError, match="row 2") as err:
-        load_scin(tmp_path, missing="keep")
-    assert "scin_cases.csv" in str(err.value) and "escapes" in str(err.value)
+    assert_mentions(error_message(load_scin, tmp_path, missing="keep"), "row 2", "scin_cases.csv", "escapes")
 
 
 def test_missing_images_warn_raise_keep(tmp_path):
@@ -221,13 +202,8 @@ def test_missing_images_warn_raise_keep(tmp_path):
     gone = [root / "dataset" / "images" / f"{IDS[0]}_2.png", root / "dataset" / "images" / f"{IDS[5]}_1.png"]
     for p in gone:
         p.unlink()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cases = load_scin(root)
-    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
-    assert len(data_warnings) == 1
-    msg = str(data_warnings[0].message)
-    assert "2 of 12" in msg and all(p.name in msg for p in gone)
+    cases, msg = load_with_one_warning(load_scin, root)
+    assert_mentions(msg, "2 of 12", *(p.name for p in gone))
     assert len(cases) == 10 and f"{IDS[0]}-2" not in set(cases["case_id"])
     with pytest.raises(DermretrError, match="2 of 12"):
         load_scin(root, missing="raise")

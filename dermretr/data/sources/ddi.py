@@ -55,16 +55,20 @@ from typing import Literal
 import pandas as pd
 
 from ..._errors import DermretrError
-from ..cases import validate_cases
-from ..splits import group_split
-from ._common import describe_rows, read_table, require_columns, resolve_case_insensitive, safe_join
-from .fitzpatrick17k import (  # helpers shared by the loaders
-    _bad_values,
-    _check_missing_option,
-    _check_seed,
-    _empty_values,
-    _handle_missing,
-    _rename_collisions,
+from ._common import (
+    bad_values,
+    check_missing,
+    check_seed,
+    finish,
+    insert_case_columns,
+    join_phrases,
+    locate,
+    read_table,
+    rename_collisions,
+    require_columns,
+    required_text,
+    safe_join,
+    unique_ids,
 )
 
 __all__ = ["load_ddi", "REQUIRED", "LAYOUT", "SKIN_TONE_GROUPS"]
@@ -88,7 +92,7 @@ def _parse_malignant(meta: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = raw[norm.isna()]
     if len(bad):
         allowed = "True, False" if column == "malignant" else "1, 0"
-        raise _bad_values(path, column, bad, f"{allowed} (every image needs one)")
+        raise bad_values(path, column, bad, f"allowed values: {allowed} (every image needs one)")
     return norm.astype(bool)
 
 
@@ -104,8 +108,8 @@ def _parse_skin_tone(meta: pd.DataFrame, path: Path) -> pd.Series:
     codes = raw.map(code)
     bad = raw[codes.notna() & ~codes.isin(list(SKIN_TONE_GROUPS))]
     if len(bad):
-        raise _bad_values(path, "skin_tone", bad,
-                          "12 (Fitzpatrick I-II), 34 (III-IV), 56 (V-VI), or empty when unknown")
+        raise bad_values(path, "skin_tone", bad,
+                         "allowed values: 12 (Fitzpatrick I-II), 34 (III-IV), 56 (V-VI), or empty when unknown")
     return codes.map(SKIN_TONE_GROUPS, na_action="ignore")
 
 
@@ -152,8 +156,7 @@ def load_ddi(
     >>> cases.loc[0, "diagnosis_group"], bool(cases.loc[0, "malignant"]), cases.loc[0, "descriptors"]
     ('benign', False, 'verruca vulgaris; benign; Fitzpatrick type I-II skin')
     """
-    missing = _check_missing_option(missing)
-    seed = _check_seed(seed)
+    missing, seed = check_missing(missing), check_seed(seed)
     root = Path(root).expanduser().resolve()
     path = root / CSV_NAME
     meta = read_table(path, SOURCE, LAYOUT)
@@ -168,18 +171,9 @@ def load_ddi(
             f"{path}: missing required column(s) ['malignant'] (or the older {OLD_MALIGNANT!r}); "
             f"found columns {list(meta.columns)}. Expected layout: {LAYOUT}"
         )
-    for column, why in (("DDI_ID", "every image needs its id"), ("DDI_file", "every image needs its file name"),
-                        ("disease", "every image needs its disease")):
-        col = meta[column]
-        empty = col[col.isna() | (col.str.strip() == "")]
-        if len(empty):
-            raise _empty_values(path, column, empty, why)
-        meta[column] = col.str.strip()
-    ids = meta["DDI_ID"]
-    dup = ids[ids.duplicated(keep=False)]
-    if len(dup):
-        shown = describe_rows(f"{i} ({v!r})" for i, v in dup.items())
-        raise DermretrError(f"{path}: column 'DDI_ID' repeats values at rows {shown}; DDI ids must be unique")
+    meta["DDI_ID"] = ids = unique_ids(meta, "DDI_ID", path, "every image needs its id", "DDI ids must be unique")
+    meta["DDI_file"] = required_text(meta, "DDI_file", path, "every image needs its file name")
+    meta["disease"] = disease = required_text(meta, "disease", path, "every image needs its disease")
     malignant = _parse_malignant(meta, mal_col, path)
     tone = _parse_skin_tone(meta, path)
 
@@ -187,35 +181,17 @@ def load_ddi(
     image_paths: list[str] = []
     found: list[bool] = []
     for i, rel in enumerate(meta["DDI_file"]):
-        hit = None
-        for base in (root, images):
-            candidate = safe_join(base, rel, path, i)
-            if candidate.is_file():
-                hit = candidate
-                break
-        if hit is None:
-            rel_posix = str(rel).replace("\\", "/")
-            hit = resolve_case_insensitive(root, rel_posix) or resolve_case_insensitive(root, f"images/{rel_posix}")
-        expected = safe_join(images if images.is_dir() else root, rel, path, i)
+        in_root, hit = locate(root, [rel, f"images/{rel}"], path, i)
+        expected = safe_join(images, rel, path, i) if images.is_dir() else in_root
         found.append(hit is not None)
         image_paths.append(str(hit if hit is not None else expected))
 
-    disease = meta["disease"]
     group = malignant.map({True: "malignant", False: "benign"})
-    cases = _rename_collisions(meta, SOURCE)
-    cases.insert(0, "case_id", ("ddi-" + ids).to_numpy())
-    cases.insert(1, "patient_id", ids.to_numpy())
-    cases.insert(2, "image_path", image_paths)
-    cases.insert(3, "diagnosis", disease.to_numpy())
-    cases.insert(4, "diagnosis_group", group.to_numpy())
-    cases.insert(5, "malignant", malignant.to_numpy())
+    cases = insert_case_columns(rename_collisions(meta, SOURCE), case_id="ddi-" + ids, patient_id=ids,
+                                image_path=image_paths, diagnosis=disease, diagnosis_group=group,
+                                malignant=malignant)
     cases["skin_tone_group"] = tone.to_numpy()
-    cases["descriptors"] = [
-        "; ".join([" ".join(d.replace("-", " ").replace("_", " ").split()), g]
-                  + ([f"Fitzpatrick type {t} skin"] if isinstance(t, str) else []))
-        for d, g, t in zip(disease, group, tone)
-    ]
-    cases["split"] = group_split(cases, seed=seed).to_numpy()
-    cases["source"] = SOURCE
-    cases = _handle_missing(cases, found, missing, SOURCE, root)
-    return validate_cases(cases, copy=False)
+    words = disease.map(lambda d: " ".join(d.replace("-", " ").replace("_", " ").split()))
+    skin = tone.map(lambda t: f"Fitzpatrick type {t} skin" if isinstance(t, str) else "")
+    cases["descriptors"] = join_phrases([words, group, skin])
+    return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -22,30 +22,33 @@ True
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..._errors import DataWarning, DermretrError
-from ..cases import validate_cases
+from ..._errors import DermretrError
 from ..splits import group_split
 from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MALIGNANT_GROUPS, PHRASES
 from ._common import (
+    bad_values,
+    check_missing,
+    check_seed,
     describe_rows,
-    drop_missing_images,
+    empty_values,
+    finish,
+    insert_case_columns,
+    locate,
     read_table,
-    require_columns,
-    resolve_case_insensitive,
-    safe_join,
+    warn_case_mismatches,
 )
 
 __all__ = ["load_derm7pt", "REQUIRED", "LAYOUT"]
 
 REQUIRED = ("diagnosis", *CRITERION_NAMES, "derm")
 LAYOUT = "ROOT/meta/meta.csv with Derm7pt's columns and ROOT/images/<derm path>"
+_SPLIT_LAYOUT = "one column 'indexes' of zero-based row positions"
 _SPLIT_FILES = (("train", "train_indexes.csv"), ("val", "valid_indexes.csv"), ("test", "test_indexes.csv"))
 
 
@@ -53,11 +56,19 @@ def _norm(value: str) -> str:
     return " ".join(str(value).replace("_", " ").strip().lower().split())
 
 
+def _vocabulary(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: Path, required: bool) -> pd.Series:
+    """``column`` normalised (letter case, ``_`` and spaces forgiven); unknown (or, if required, empty) -> error."""
+    values = meta[column].map(lambda v: _norm(v) if isinstance(v, str) else v)
+    bad = ~values.isin(allowed) & (values.notna() | required)
+    if bad.any():
+        raise bad_values(path, column, meta[column][bad], f"allowed values: {', '.join(allowed)}")
+    return values
+
+
 def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
     split = pd.Series([None] * n, dtype=object)
     for name, path in files:
-        df = read_table(path, "split file", "one column 'indexes' of zero-based row positions")
-        require_columns(df, ["indexes"], path, "one column 'indexes' of zero-based row positions")
+        df = read_table(path, "split file", _SPLIT_LAYOUT, required=["indexes"])
         idx = pd.to_numeric(df["indexes"], errors="coerce")
         bad = idx.isna() | (idx < 0) | (idx >= n) | (idx % 1 != 0)
         if bad.any():
@@ -104,34 +115,20 @@ def load_derm7pt(
     DataFrame
         A validated case table; every column of ``meta.csv`` is kept.
     """
+    missing, seed = check_missing(missing), check_seed(seed)
     root = Path(root).expanduser()
     if image not in ("derm", "clinic"):
         raise DermretrError(f"image must be 'derm' or 'clinic', got {image!r}")
     path = root / "meta" / "meta.csv"
-    meta = read_table(path, "derm7pt", LAYOUT)
-    require_columns(meta, [c for c in REQUIRED if c != "derm"] + [image], path, LAYOUT)
+    meta = read_table(path, "derm7pt", LAYOUT, required=[c for c in REQUIRED if c != "derm"] + [image])
     n = len(meta)
-    diag = meta["diagnosis"].map(lambda v: _norm(v) if isinstance(v, str) else v)
-    bad = diag[~diag.isin(DIAGNOSES)]
-    if len(bad):
-        shown = describe_rows(f"{i} ({v!r})" for i, v in meta.loc[bad.index, "diagnosis"].items())
-        raise DermretrError(
-            f"{path}: unknown diagnosis at rows {shown}; "
-            f"allowed values: {', '.join(DIAGNOSES)}"
-        )
+    diag = _vocabulary(meta, "diagnosis", DIAGNOSES, path, required=True)
     for c in CRITERION_NAMES:
-        vals = meta[c].map(lambda v: _norm(v) if isinstance(v, str) else v)
-        wrong = vals[vals.notna() & ~vals.isin(CRITERIA[c])]
-        if len(wrong):
-            shown = describe_rows(f"{i} ({v!r})" for i, v in meta.loc[wrong.index, c].items())
-            raise DermretrError(
-                f"{path}: column {c!r} has unknown values at rows {shown}; allowed values: {', '.join(CRITERIA[c])}"
-            )
-        meta[c] = vals
+        meta[c] = _vocabulary(meta, c, CRITERIA[c], path, required=False)
     missing_img = meta[image].isna()
     if missing_img.any():
-        raise DermretrError(f"{path}: column {image!r} is empty at rows {describe_rows(np.flatnonzero(missing_img))}")
-    image_paths = _resolve_images(root / "images", meta[image].tolist(), path)
+        raise empty_values(path, image, meta[image][missing_img], "every case needs its image path")
+    image_paths, found = _resolve_images(root, meta[image].tolist(), path, source)
     if "case_id" in meta.columns and meta["case_id"].notna().all() and meta["case_id"].is_unique:
         case_id = meta["case_id"].astype(str)
     elif "case_num" in meta.columns and meta["case_num"].notna().all() and meta["case_num"].is_unique:
@@ -139,18 +136,12 @@ def load_derm7pt(
     else:
         case_id = pd.Series([f"{source}-{i}" for i in range(n)])
     patient = meta["patient_id"].astype(str) if "patient_id" in meta.columns else case_id
-    cases = meta.drop(columns=[c for c in ("case_id", "patient_id", "diagnosis", "split") if c in meta.columns])
-    cases.insert(0, "case_id", case_id.to_numpy())
-    cases.insert(1, "patient_id", patient.to_numpy())
-    cases.insert(2, "image_path", image_paths)
-    cases.insert(3, "diagnosis", diag.to_numpy())
     groups = diag.map(GROUP_OF_DIAGNOSIS)
-    cases.insert(4, "diagnosis_group", groups.to_numpy())
-    cases.insert(5, "malignant", groups.isin(MALIGNANT_GROUPS).to_numpy())
-    for col in ("fitzpatrick", "monk"):
-        if col in cases.columns:
-            cases[col] = pd.to_numeric(cases[col], errors="coerce")
-    for col in ("ita", "age", "seven_point_score", "case_num"):
+    cases = insert_case_columns(
+        meta.drop(columns=[c for c in ("case_id", "patient_id", "diagnosis", "split") if c in meta.columns]),
+        case_id=case_id, patient_id=patient, image_path=image_paths, diagnosis=diag, diagnosis_group=groups,
+        malignant=groups.isin(MALIGNANT_GROUPS))
+    for col in ("fitzpatrick", "monk", "ita", "age", "seven_point_score", "case_num"):
         if col in cases.columns:
             cases[col] = pd.to_numeric(cases[col], errors="coerce")
     if split_files is not None:
@@ -165,37 +156,27 @@ def load_derm7pt(
         if unassigned.any():
             split[unassigned] = group_split(cases[unassigned.to_numpy()], seed=seed).to_numpy()
     elif split_files is not None:
-        missing = [str(p) for _, p in files if not p.is_file()]
-        raise DermretrError(f"split file(s) not found: {missing}")
+        absent = [str(p) for _, p in files if not p.is_file()]
+        raise DermretrError(f"split file(s) not found: {absent}")
     else:
         split = group_split(cases, seed=seed)
-    cases["split"] = split.to_numpy()
-    cases["source"] = source
     cases["descriptors"] = [
         "; ".join(PHRASES[c][v][0] for c, v in row.items() if isinstance(v, str) and v != "absent")
         for row in meta[list(CRITERION_NAMES)].to_dict("records")
     ]
-    cases = drop_missing_images(cases, missing, path)
-    return validate_cases(cases, copy=False)
+    return finish(cases, found, missing, source=source, seed=seed, path=path, root=root, split=split)
 
 
-def _resolve_images(images: Path, rels: list[str], path: Path) -> list[str]:
-    """Absolute image paths; names differing only in letter case are resolved with one warning."""
-    out = []
+def _resolve_images(root: Path, rels: list[str], path: Path, source: str) -> tuple[list[str], list[bool]]:
+    """Image paths (under ``root/images``) and which exist; letter-case mismatches are resolved with one warning."""
+    images = root / "images"
+    out: list[str] = []
+    found: list[bool] = []
     repaired = 0
     for i, rel in enumerate(rels):
-        full = safe_join(images, rel, path, i)
-        if not full.is_file():
-            found = resolve_case_insensitive(images, str(rel).strip().replace("\\", "/"))
-            if found is not None:
-                full = found
-                repaired += 1
-        out.append(str(full))
-    if repaired:
-        warnings.warn(
-            f"{path}: {repaired} image path(s) matched files only when ignoring letter case "
-            "(e.g. '.JPG' vs '.jpg'); resolved them",
-            DataWarning,
-            stacklevel=3,
-        )
-    return out
+        expected, hit = locate(images, [rel], path, i)
+        repaired += hit is not None and hit != expected
+        found.append(hit is not None)
+        out.append(str(hit if hit is not None else expected))
+    warn_case_mismatches(repaired, source, path, stacklevel=3)  # the loader's caller
+    return out, found

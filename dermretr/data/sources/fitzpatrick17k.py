@@ -63,18 +63,28 @@ from __future__ import annotations
 
 import os
 import string
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from ..._errors import DataWarning, DermretrError
-from ..cases import CASE_COLUMNS, validate_cases
-from ..splits import group_split
-from ._common import FileIndex, describe_rows, read_table, require_columns, resolve_case_insensitive, safe_join
+from ..._errors import DermretrError
+from ._common import (
+    FileIndex,
+    bad_values,
+    check_missing,
+    check_seed,
+    describe_rows,
+    finish,
+    insert_case_columns,
+    join_phrases,
+    locate,
+    read_table,
+    rename_collisions,
+    required_text,
+)
 
 __all__ = ["load_fitzpatrick17k", "REQUIRED", "LAYOUT", "NINE_PARTITION", "THREE_PARTITION"]
 
@@ -104,66 +114,6 @@ THREE_PARTITION: tuple[str, ...] = ("non-neoplastic", "benign", "malignant")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 #: Fitzpatrick types as Roman numerals, as used in the text views.
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
-MISSING_OPTIONS = ("warn", "raise", "keep")
-_MAX_EXAMPLES = 5
-
-
-# -- helpers shared by the fitzpatrick17k, ddi and scin loaders -------------------------------
-
-
-def _check_missing_option(missing: object) -> str:
-    if not isinstance(missing, str) or missing not in MISSING_OPTIONS:
-        raise DermretrError(
-            f"missing must be one of {', '.join(repr(m) for m in MISSING_OPTIONS)} "
-            f"(drop rows with a warning, stop with an error, keep the rows), got {missing!r}"
-        )
-    return missing
-
-
-def _check_seed(seed: object) -> int:
-    """The split seed as an int (the CLI passes loader options as text)."""
-    try:
-        if isinstance(seed, bool) or float(seed) != int(float(seed)):
-            raise ValueError
-        return int(float(seed))
-    except (TypeError, ValueError, OverflowError):
-        raise DermretrError(f"seed must be an integer, got {seed!r}") from None
-
-
-def _handle_missing(cases: pd.DataFrame, found: Sequence[bool], missing: str, what: str,
-                    root: Path, hint: str = "") -> pd.DataFrame:
-    """Apply the ``missing`` policy to rows whose image file was not found."""
-    found = np.asarray(found, dtype=bool)
-    n_missing = int((~found).sum())
-    if n_missing == 0 or missing == "keep":
-        return cases
-    examples = ", ".join(cases["image_path"][~found].astype(str).tolist()[:_MAX_EXAMPLES])
-    more = ", ..." if n_missing > _MAX_EXAMPLES else ""
-    message = f"{what}: {n_missing} of {len(cases)} image(s) not found under {root} (e.g. {examples}{more})"
-    if missing == "raise":
-        raise DermretrError(f"{message}; {hint}add the images, or pass missing='warn' to drop those rows")
-    warnings.warn(f"{message}; dropped those rows", DataWarning, stacklevel=3)
-    return cases[found]
-
-
-def _rename_collisions(meta: pd.DataFrame, prefix: str, keep: Iterable[str] = ()) -> pd.DataFrame:
-    """Rename original columns that clash with schema columns to ``<prefix>_<name>``."""
-    keep = set(keep)
-    clash = {c: f"{prefix}_{c}" for c in meta.columns
-             if c not in keep and (c in CASE_COLUMNS or c == "descriptors")}
-    return meta.rename(columns=clash)
-
-
-def _bad_values(path: Path, column: str, bad: pd.Series, allowed: str) -> DermretrError:
-    shown = describe_rows(f"{i} ({v!r})" for i, v in bad.items())
-    return DermretrError(f"{path}: column {column!r} has unknown values at rows {shown}; allowed values: {allowed}")
-
-
-def _empty_values(path: Path, column: str, empty: pd.Series, why: str) -> DermretrError:
-    return DermretrError(f"{path}: column {column!r} is empty at rows {describe_rows(empty.index)}; {why}")
-
-
-# -- Fitzpatrick17k ---------------------------------------------------------------------------
 
 
 def _pattern_fields(pattern: object, columns: Sequence[str], path: Path) -> list[str]:
@@ -189,19 +139,17 @@ def _parse_fitzpatrick(meta: pd.DataFrame, path: Path) -> pd.Series:
     num = pd.to_numeric(raw.str.strip(), errors="coerce")
     ok = raw.isna() | num.isin([-1, 1, 2, 3, 4, 5, 6])
     if not ok.all():
-        raise _bad_values(path, "fitzpatrick_scale", raw[~ok], "1, 2, 3, 4, 5, 6, -1 (unknown), or empty")
+        raise bad_values(path, "fitzpatrick_scale", raw[~ok],
+                         "allowed values: 1, 2, 3, 4, 5, 6, -1 (unknown), or empty")
     return num.where(num > 0).astype("Int64")
 
 
 def _parse_partition(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: Path) -> pd.Series:
-    raw = meta[column]
-    empty = raw[raw.isna() | (raw.str.strip() == "")]
-    if len(empty):
-        raise _empty_values(path, column, empty, f"every image needs one of: {', '.join(allowed)}")
-    norm = raw.map(lambda v: " ".join(v.strip().lower().split()))
-    bad = raw[~norm.isin(allowed)]
+    text = required_text(meta, column, path, f"every image needs one of: {', '.join(allowed)}")
+    norm = text.map(lambda v: " ".join(v.lower().split()))
+    bad = meta[column][~norm.isin(allowed)]
     if len(bad):
-        raise _bad_values(path, column, bad, ", ".join(allowed))
+        raise bad_values(path, column, bad, f"allowed values: {', '.join(allowed)}")
     return norm
 
 
@@ -259,23 +207,14 @@ def load_fitzpatrick17k(
     >>> cases.loc[0, "diagnosis_group"], bool(cases.loc[0, "malignant"]), cases.loc[0, "descriptors"]
     ('inflammatory', False, 'psoriasis; inflammatory')
     """
-    missing = _check_missing_option(missing)
-    seed = _check_seed(seed)
+    missing, seed = check_missing(missing), check_seed(seed)
     root = Path(root).expanduser().resolve()
     path = root / CSV_NAME
-    meta = read_table(path, SOURCE, LAYOUT)
-    require_columns(meta, REQUIRED, path, LAYOUT)
+    meta = read_table(path, SOURCE, LAYOUT, required=REQUIRED)
     fields = _pattern_fields(pattern, list(meta.columns), path)
 
-    md5 = meta["md5hash"]
-    empty = md5[md5.isna() | (md5.str.strip() == "")]
-    if len(empty):
-        raise _empty_values(path, "md5hash", empty, "every image needs its md5hash")
-    md5 = md5.str.strip()
-    label = meta["label"]
-    empty = label[label.isna() | (label.str.strip() == "")]
-    if len(empty):
-        raise _empty_values(path, "label", empty, "every image needs its condition label")
+    md5 = required_text(meta, "md5hash", path, "every image needs its md5hash")
+    label = required_text(meta, "label", path, "every image needs its condition label")
     label = label.map(lambda v: " ".join(v.split()))
     fitzpatrick = _parse_fitzpatrick(meta, path)
     group = _parse_partition(meta, "nine_partition_label", NINE_PARTITION, path)
@@ -295,34 +234,21 @@ def load_fitzpatrick17k(
     index = None
     for i, name in enumerate(names):
         if "/" in name.replace("\\", "/"):
-            expected = safe_join(root, name, path, i)
-            hit = expected if expected.is_file() else resolve_case_insensitive(root, name.replace("\\", "/"))
+            expected, hit = locate(root, [name], path, i)
         else:
             if name in ("", ".", "..") or Path(name).name != name:
                 raise DermretrError(f"{path}, row {i}: image name {name!r} from pattern {pattern!r} is not a file name")
             if index is None:
                 suffixes = {Path(n).suffix.lower() for n in names if "/" not in n}
                 index = FileIndex(root, suffixes=None if "" in suffixes else suffixes | set(IMAGE_SUFFIXES))
-            expected = root / name
-            hit = index.find(name)
+            expected, hit = root / name, index.find(name)
         found.append(hit is not None)
         image_paths.append(str(hit if hit is not None else expected))
 
-    case_id = _unique_ids(md5)
-    cases = _rename_collisions(meta, SOURCE)
-    cases.insert(0, "case_id", case_id.to_numpy())
-    cases.insert(1, "patient_id", md5.to_numpy())
-    cases.insert(2, "image_path", image_paths)
-    cases.insert(3, "diagnosis", label.to_numpy())
-    cases.insert(4, "diagnosis_group", group.to_numpy())
-    cases.insert(5, "malignant", (three == "malignant").to_numpy())
-    cases.insert(6, "fitzpatrick", fitzpatrick.to_numpy())
-    cases["descriptors"] = [
-        "; ".join([lab, grp] + ([f"Fitzpatrick type {ROMAN[int(f)]} skin"] if pd.notna(f) else []))
-        for lab, grp, f in zip(label, group, fitzpatrick)
-    ]
-    cases["split"] = group_split(cases, seed=seed).to_numpy()
-    cases["source"] = SOURCE
-    cases = _handle_missing(cases, found, missing, SOURCE, root,
-                            hint=f"download them from the 'url' column and save them as {pattern!r}; ")
-    return validate_cases(cases, copy=False)
+    cases = insert_case_columns(
+        rename_collisions(meta, SOURCE), case_id=_unique_ids(md5), patient_id=md5, image_path=image_paths,
+        diagnosis=label, diagnosis_group=group, malignant=three == "malignant", fitzpatrick=fitzpatrick)
+    roman = fitzpatrick.map(lambda f: f"Fitzpatrick type {ROMAN[int(f)]} skin" if pd.notna(f) else "")
+    cases["descriptors"] = join_phrases([label, group, roman])
+    return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root,
+                  hint=f"download them from the 'url' column and save them as {pattern!r}; ")

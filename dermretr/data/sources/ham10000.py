@@ -58,24 +58,24 @@ A ``"; "``-joined string of short phrases, in this order:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
-from ._common import read_table, require_columns
-from .pad_ufes20 import (
-    _age_phrase,
-    _check_missing_mode,
-    _choices,
-    _clean,
-    _finish,
-    _group_ids,
-    _ids,
-    _join,
-    _metadata_path,
-    _number,
-    _resolve_images,
-    _sex_phrase,
+from ._common import (
+    check_missing,
+    check_seed,
+    clean_text,
+    find_by_name,
+    finish,
+    group_ids,
+    insert_case_columns,
+    join_phrases,
+    parse_choice,
+    parse_number,
+    read_metadata,
+    site_age_sex_phrases,
+    split_suffix,
+    unique_ids,
 )
 
 __all__ = ["load_ham10000", "REQUIRED", "LAYOUT", "GROUPS", "MALIGNANT", "DIAGNOSIS_NAMES"]
@@ -111,16 +111,6 @@ DX_TYPES: dict[str, str] = {
 }
 _SITES = {"acral": "on acral skin", "genital": "on the genitals"}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg")
-
-
-def _site_phrase(site: pd.Series) -> pd.Series:
-    def phrase(v):
-        if not isinstance(v, str) or v.lower() in ("unknown", "unk", "nan"):
-            return ""
-        v = v.lower().replace("_", " ")
-        return _SITES.get(v, f"on the {v}")
-
-    return _clean(site).map(phrase)
 
 
 def load_ham10000(
@@ -176,41 +166,27 @@ def load_ham10000(
     >>> cases.loc[0, "descriptors"]
     'benign keratosis; on the scalp; age 80; male; histopathology-confirmed'
     """
-    _check_missing_mode(missing)
-    root = Path(root).expanduser().absolute()
-    path = _metadata_path(root, metadata, (METADATA,))
-    meta = read_table(path, SOURCE, LAYOUT)
-    require_columns(meta, REQUIRED, path, LAYOUT)
+    missing, seed = check_missing(missing), check_seed(seed)
+    root, path, meta = read_metadata(root, metadata, (METADATA,), SOURCE, LAYOUT, required=REQUIRED)
 
-    diagnosis = _choices(meta, "dx", list(GROUPS), path)
-    case_id = _ids(meta, "image_id", path)
-    lesion = _group_ids(meta, "lesion_id", "img:" + case_id, path, SOURCE)
-    has_ext = case_id.str.lower().str.endswith(_IMAGE_SUFFIXES)
-    names = case_id.where(has_ext, case_id + ".jpg")
-    case_id = case_id.where(~has_ext, case_id.str.replace(r"\.[A-Za-z]+$", "", regex=True))
-    age = _number(meta, "age", path, 0, 130, what="an age in years") if "age" in meta.columns else None
+    diagnosis = parse_choice(meta, "dx", list(GROUPS), path)
+    image_id = unique_ids(meta, "image_id", path, "every image needs its id", "each image must be listed once")
+    lesion = group_ids(meta, "lesion_id", "img:" + image_id, path, SOURCE)
+    case_id, names = split_suffix(image_id, _IMAGE_SUFFIXES, ".jpg")
+    age = parse_number(meta, "age", path, 0, 130, what="an age in years") if "age" in meta.columns else None
 
     parts = [diagnosis.map(DIAGNOSIS_NAMES)]
-    if "localization" in meta.columns:
-        parts.append(_site_phrase(meta["localization"]))
-    if age is not None:
-        parts.append(_age_phrase(age))
-    if "sex" in meta.columns:
-        parts.append(_sex_phrase(meta["sex"]))
+    parts += site_age_sex_phrases(meta, "localization", age, "sex", _SITES)
     if "dx_type" in meta.columns:
-        parts.append(_clean(meta["dx_type"]).map(
+        parts.append(clean_text(meta["dx_type"]).map(
             lambda v: DX_TYPES.get(v.lower().replace("-", "_"), "") if isinstance(v, str) else ""))
 
-    image_paths, found = _resolve_images(root, names, path, SOURCE, missing, _IMAGE_SUFFIXES)
+    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
 
     cases = meta.copy()
     if age is not None:
         cases["age"] = age.to_numpy()
-    cases.insert(0, "case_id", case_id.to_numpy())
-    cases.insert(1, "patient_id", lesion.to_numpy())
-    cases.insert(2, "image_path", image_paths)
-    cases.insert(3, "diagnosis", diagnosis.to_numpy())
-    cases.insert(4, "diagnosis_group", diagnosis.map(GROUPS).to_numpy())
-    cases.insert(5, "malignant", diagnosis.map(MALIGNANT).astype(bool).to_numpy())
-    cases["descriptors"] = _join(parts)
-    return _finish(cases, found, missing, SOURCE, seed)
+    insert_case_columns(cases, case_id=case_id, patient_id=lesion, image_path=image_paths, diagnosis=diagnosis,
+                        diagnosis_group=diagnosis.map(GROUPS), malignant=diagnosis.map(MALIGNANT).astype(bool))
+    cases["descriptors"] = join_phrases(parts)
+    return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -65,25 +65,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..._errors import DermretrError
-from ._common import read_table, require_columns
-from .pad_ufes20 import (
-    _age_phrase,
-    _check_missing_mode,
-    _choices,
-    _clean,
-    _finish,
-    _group_ids,
-    _ids,
-    _join,
-    _metadata_path,
-    _number,
-    _resolve_images,
-    _rows_values,
-    _sex_phrase,
+from ._common import (
+    bad_values,
+    check_missing,
+    check_seed,
+    clean_text,
+    find_by_name,
+    finish,
+    group_ids,
+    insert_case_columns,
+    join_phrases,
+    parse_choice,
+    parse_number,
+    read_metadata,
+    require_columns,
+    site_age_sex_phrases,
+    split_suffix,
+    unique_ids,
 )
 
 __all__ = ["load_isic2020", "REQUIRED", "LAYOUT", "GROUPS", "METADATA_FILES"]
@@ -121,39 +121,20 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg")
 def _malignant(meta: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.Series | None]:
     """``malignant`` (bool/None) and the parsed ``target`` column (Int64) when present."""
     if "target" in meta.columns:
-        raw = _clean(meta["target"])
+        raw = clean_text(meta["target"])
         num = pd.to_numeric(raw, errors="coerce")
         bad = raw.notna() & ~num.isin([0, 1])
         if bad.any():
-            rows = np.flatnonzero(bad.to_numpy())
-            raise DermretrError(
-                f"{path}: column 'target' has malformed values at rows "
-                f"{_rows_values(rows, meta['target'].iloc[rows].tolist())} (0-based data rows); "
-                "expected 1 (malignant) or 0 (benign)"
-            )
+            raise bad_values(path, "target", meta["target"][bad], "expected 1 (malignant) or 0 (benign)",
+                             problem="malformed values")
         target = num.astype("Int64")
         return target.astype("boolean"), target
-    raw = _clean(meta["benign_malignant"])
+    raw = clean_text(meta["benign_malignant"])
     key = raw.map(lambda v: v.lower() if isinstance(v, str) else v)
     bad = raw.notna() & ~key.isin(["benign", "malignant"])
     if bad.any():
-        rows = np.flatnonzero(bad.to_numpy())
-        raise DermretrError(
-            f"{path}: column 'benign_malignant' has unknown values at rows "
-            f"{_rows_values(rows, meta['benign_malignant'].iloc[rows].tolist())} (0-based data rows); "
-            "allowed values: benign, malignant"
-        )
+        raise bad_values(path, "benign_malignant", meta["benign_malignant"][bad], "allowed values: benign, malignant")
     return key.map({"benign": False, "malignant": True}).astype("boolean"), None
-
-
-def _site_phrase(site: pd.Series) -> pd.Series:
-    def phrase(v):
-        if not isinstance(v, str) or v.lower() in ("unknown", "unk", "nan"):
-            return ""
-        v = v.lower()
-        return _SITES.get(v, "on the " + v.replace("/", " or ").replace("_", " "))
-
-    return _clean(site).map(phrase)
 
 
 def load_isic2020(
@@ -209,48 +190,30 @@ def load_isic2020(
     >>> cases["descriptors"].tolist()
     ['on the head or neck; age 45; male', 'melanoma; on the upper extremity; age 55; female']
     """
-    _check_missing_mode(missing)
-    root = Path(root).expanduser().absolute()
-    path = _metadata_path(root, metadata, METADATA_FILES)
-    meta = read_table(path, SOURCE, LAYOUT)
-    require_columns(meta, REQUIRED, path, LAYOUT)
+    missing, seed = check_missing(missing), check_seed(seed)
+    root, path, meta = read_metadata(root, metadata, METADATA_FILES, SOURCE, LAYOUT, required=REQUIRED)
     if "target" not in meta.columns and "benign_malignant" not in meta.columns:
         require_columns(meta, ["target", "benign_malignant"], path, LAYOUT + " (one of target, benign_malignant)")
 
-    diagnosis = _choices(meta, "diagnosis", list(GROUPS), path, aliases=_ALIASES)
-    case_id = _ids(meta, "image_name", path)
-    patient = _group_ids(meta, "patient_id", "img:" + case_id, path, SOURCE)
-    has_ext = case_id.str.lower().str.endswith(_IMAGE_SUFFIXES)
-    if has_ext.any():
-        names = case_id.where(has_ext, case_id + ".jpg")
-        case_id = case_id.where(~has_ext, case_id.str.replace(r"\.[A-Za-z]+$", "", regex=True))
-    else:
-        names = case_id + ".jpg"
+    diagnosis = parse_choice(meta, "diagnosis", list(GROUPS), path, aliases=_ALIASES)
+    image_name = unique_ids(meta, "image_name", path, "every image needs its name", "each image must be listed once")
+    patient = group_ids(meta, "patient_id", "img:" + image_name, path, SOURCE)
+    case_id, names = split_suffix(image_name, _IMAGE_SUFFIXES, ".jpg")
     malignant, target = _malignant(meta, path)
-    age = (_number(meta, "age_approx", path, 0, 130, what="an age in years")
+    age = (parse_number(meta, "age_approx", path, 0, 130, what="an age in years")
            if "age_approx" in meta.columns else None)
 
     parts = [diagnosis.map(lambda d: _NAMES.get(d, d))]
-    if "anatom_site_general_challenge" in meta.columns:
-        parts.append(_site_phrase(meta["anatom_site_general_challenge"]))
-    if age is not None:
-        parts.append(_age_phrase(age))
-    if "sex" in meta.columns:
-        parts.append(_sex_phrase(meta["sex"]))
+    parts += site_age_sex_phrases(meta, "anatom_site_general_challenge", age, "sex", _SITES)
 
-    image_paths, found = _resolve_images(root, names, path, SOURCE, missing, _IMAGE_SUFFIXES)
+    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
 
     cases = meta.drop(columns=["patient_id", "diagnosis"])
     if age is not None:
         cases["age_approx"] = age.to_numpy()
     if target is not None:
         cases["target"] = target.to_numpy()
-    cases.insert(0, "case_id", case_id.to_numpy())
-    cases.insert(1, "patient_id", patient.to_numpy())
-    cases.insert(2, "image_path", image_paths)
-    cases.insert(3, "diagnosis", diagnosis.to_numpy())
-    cases.insert(4, "diagnosis_group", diagnosis.map(GROUPS).to_numpy())
-    cases.insert(5, "malignant", malignant.to_numpy())
-    cases["descriptors"] = _join(parts)
-    return _finish(cases, found, missing, SOURCE, seed)
-
+    insert_case_columns(cases, case_id=case_id, patient_id=patient, image_path=image_paths, diagnosis=diagnosis,
+                        diagnosis_group=diagnosis.map(GROUPS), malignant=malignant)
+    cases["descriptors"] = join_phrases(parts)
+    return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -81,16 +81,18 @@ from typing import Literal
 import pandas as pd
 
 from ..._errors import DataWarning, DermretrError
-from ..cases import validate_cases
-from ..splits import group_split
-from ._common import describe_rows, read_table, require_columns, resolve_case_insensitive, safe_join
-from .fitzpatrick17k import (  # helpers shared by the loaders
-    _bad_values,
-    _check_missing_option,
-    _check_seed,
-    _empty_values,
-    _handle_missing,
-    _rename_collisions,
+from ._common import (
+    bad_values,
+    check_missing,
+    check_seed,
+    describe_rows,
+    finish,
+    insert_case_columns,
+    locate,
+    parse_number,
+    read_table,
+    rename_collisions,
+    unique_ids,
 )
 
 __all__ = ["load_scin", "LAYOUT", "UNLABELED", "CONDITION_COLUMNS"]
@@ -177,17 +179,8 @@ def _parse_fst(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     out = raw.map(conv)
     bad = raw[out.map(lambda v: isinstance(v, str))]
     if len(bad):
-        raise _bad_values(path, column, bad, _FST_ALLOWED)
+        raise bad_values(path, column, bad, f"allowed values: {_FST_ALLOWED}")
     return out.astype("Int64")
-
-
-def _parse_int_range(df: pd.DataFrame, column: str, lo: int, hi: int, path: Path) -> pd.Series:
-    raw = df[column]
-    num = pd.to_numeric(raw.map(_text), errors="coerce")
-    ok = raw.map(_text).isna() | (num.notna() & (num % 1 == 0) & (num >= lo) & (num <= hi))
-    if not ok.all():
-        raise _bad_values(path, column, raw[~ok], f"the integers {lo}..{hi}, or empty when unknown")
-    return num.astype("Int64")
 
 
 def _parse_literals(df: pd.DataFrame, column: str, kind: type, path: Path) -> list:
@@ -234,21 +227,11 @@ def _diagnosis(weights: dict, names: list) -> str:
 
 
 def _check_ids(df: pd.DataFrame, path: Path) -> pd.Series:
-    ids = df["case_id"]
-    empty = ids[ids.isna() | (ids.str.strip() == "")]
-    if len(empty):
-        raise _empty_values(path, "case_id", empty, "every case needs its id")
-    ids = ids.str.strip()
-    dup = ids[ids.duplicated(keep=False)]
-    if len(dup):
-        shown = describe_rows(f"{i} ({v!r})" for i, v in dup.items())
-        raise DermretrError(f"{path}: column 'case_id' repeats values at rows {shown}; case ids must be unique")
-    return ids
+    return unique_ids(df, "case_id", path, "every case needs its id", "case ids must be unique")
 
 
 def _read_labels(path: Path) -> pd.DataFrame:
-    labels = read_table(path, SOURCE, LAYOUT)
-    require_columns(labels, ["case_id"], path, LAYOUT)
+    labels = read_table(path, SOURCE, LAYOUT, required=["case_id"])
     names_col = next((c for c in CONDITION_COLUMNS if c in labels.columns), None)
     if names_col is None and WEIGHTED not in labels.columns:
         raise DermretrError(
@@ -272,7 +255,8 @@ def _read_labels(path: Path) -> pd.DataFrame:
         labels[CONSENSUS] = pd.array([pd.NA] * len(labels), dtype="Int64")
     for column in (MONK_US, MONK_INDIA):
         if column in labels.columns:
-            labels[column] = _parse_int_range(labels, column, 1, 10, path)
+            labels[column] = parse_number(labels, column, path, 1, 10, integer=True,
+                                          what="an integer").astype("Int64")
     return labels
 
 
@@ -344,15 +328,13 @@ def load_scin(
     >>> cases[["case_id", "patient_id", "diagnosis", "fitzpatrick", "monk"]].values.tolist()
     [['42-1', '42', 'Psoriasis', 2, 3], ['42-2', '42', 'Psoriasis', 2, 3]]
     """
-    missing = _check_missing_option(missing)
-    seed = _check_seed(seed)
+    missing, seed = check_missing(missing), check_seed(seed)
     root = Path(root).expanduser().resolve()
     meta_dir = root / "dataset"
     if not (meta_dir / CASES_CSV).is_file() and (root / CASES_CSV).is_file() and root.name == "dataset":
         meta_dir, root = root, root.parent
     cases_path, labels_path = meta_dir / CASES_CSV, meta_dir / LABELS_CSV
-    cases = read_table(cases_path, SOURCE, LAYOUT)
-    require_columns(cases, ["case_id", "image_1_path"], cases_path, LAYOUT)
+    cases = read_table(cases_path, SOURCE, LAYOUT, required=["case_id", "image_1_path"])
     cases["case_id"] = _check_ids(cases, cases_path)
     fitzpatrick = (_parse_fst(cases, SELF_FST, cases_path) if SELF_FST in cases.columns
                    else pd.Series(pd.NA, index=cases.index, dtype="Int64"))
@@ -376,8 +358,7 @@ def load_scin(
             if rel is None:
                 continue
             listed = True
-            expected = safe_join(root, rel, cases_path, i)
-            hit = expected if expected.is_file() else resolve_case_insensitive(root, rel.replace("\\", "/"))
+            expected, hit = locate(root, [rel], cases_path, i)
             rows.append(i)
             numbers.append(n)
             found.append(hit is not None)
@@ -390,25 +371,18 @@ def load_scin(
             f"(e.g. {', '.join(no_image[:5])})", DataWarning, stacklevel=2)
 
     scin_ids = merged["case_id"]
-    out = _rename_collisions(merged, SOURCE).iloc[rows].reset_index(drop=True)
+    out = rename_collisions(merged, SOURCE).iloc[rows].reset_index(drop=True)
     diagnosis = out.pop("__diagnosis")
     fitz = out.pop("__fitzpatrick")
     ids = scin_ids.iloc[rows].reset_index(drop=True)
-    out.insert(0, "case_id", (ids + "-" + pd.Series(numbers, dtype=str)).to_numpy())
-    out.insert(1, "patient_id", ids.to_numpy())
-    out.insert(2, "image_path", image_paths)
-    out.insert(3, "diagnosis", diagnosis.to_numpy())
-    out.insert(4, "diagnosis_group", diagnosis.to_numpy())
-    out.insert(5, "malignant", pd.array([pd.NA] * len(out), dtype="boolean"))
-    out.insert(6, "fitzpatrick", fitz.to_numpy())
-    out.insert(7, "monk", out[MONK_US].to_numpy() if MONK_US in out.columns else pd.NA)
+    insert_case_columns(
+        out, case_id=ids + "-" + pd.Series(numbers, dtype=str), patient_id=ids, image_path=image_paths,
+        diagnosis=diagnosis, diagnosis_group=diagnosis, malignant=pd.array([pd.NA] * len(out), dtype="boolean"),
+        fitzpatrick=fitz, monk=out[MONK_US].to_numpy() if MONK_US in out.columns else pd.NA)
     out["image_number"] = pd.array(numbers, dtype="Int64")
     out["shot_type"] = [
         _text(out.at[j, f"image_{n}_shot_type"]) if f"image_{n}_shot_type" in out.columns else None
         for j, n in enumerate(numbers)
     ]
     out["descriptors"] = [descriptors[i] for i in rows]
-    out["split"] = group_split(out, seed=seed).to_numpy()
-    out["source"] = SOURCE
-    out = _handle_missing(out, found, missing, SOURCE, root)
-    return validate_cases(out, copy=False)
+    return finish(out, found, missing, source=SOURCE, seed=seed, path=cases_path, root=root)
