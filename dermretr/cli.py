@@ -13,6 +13,8 @@ synth
 info
     Summarise a dataset given as SOURCE:PATH (cases, images found and
     missing, per diagnosis, per skin type, splits).
+train
+    Train a composed retriever (or a baseline) into a run folder.
 """
 
 from __future__ import annotations
@@ -85,7 +87,54 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("spec", help="SOURCE:PATH, e.g. derm7pt:~/data/release_v0 or synthetic:./dermsynth")
     info.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                       help="a loader option, e.g. -o image=clinic or -o pattern={md5hash}.jpg (repeatable)")
+    train = sub.add_parser("train", help="train a composed retriever or a baseline",
+                           description="Train on SOURCE:PATH; RUN_DIR gets config.json, metrics.jsonl, "
+                                       "checkpoints/{last,best}.pt and training_curve.png.")
+    train.add_argument("--data", required=True, help="SOURCE:PATH, e.g. synthetic:./dermsynth")
+    train.add_argument("--out", required=True, help="run folder (RUN_DIR)")
+    train.add_argument("--model", default="full",
+                       help="full (global+local, default), global, clip4cir, late_fusion, image or text")
+    train.add_argument("--backbone", default="dermretr-tiny",
+                       help="open_clip architecture, hf-hub:ORG/REPO or local-dir:PATH (default: dermretr-tiny)")
+    train.add_argument("--pretrained", default=None, help="open_clip pretrained tag or a local weights file")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--image-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--n-masks", type=int, default=4)
+    train.add_argument("--alpha", type=float, default=0.6, help="initial weight of local evidence (default 0.6)")
+    train.add_argument("--fixed-alpha", action="store_true", help="keep alpha fixed instead of learning it")
+    train.add_argument("--freeze-backbone", action="store_true", help="train only the heads")
+    train.add_argument("--patient-weight", type=float, default=0.0, help="SLIMP-style patient-level term")
+    train.add_argument("--word-region-weight", type=float, default=0.0, help="AFLoc-style word-region term")
+    train.add_argument("--no-modifications", action="store_true", help="ignore DermSynth's modification triplets")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, fit
+
+    config = TrainConfig(
+        data=args.data, out=args.out, model=args.model, backbone=args.backbone, pretrained=args.pretrained,
+        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
+        n_masks=args.n_masks, alpha=args.alpha, learn_alpha=not args.fixed_alpha,
+        freeze_backbone=args.freeze_backbone, patient_weight=args.patient_weight,
+        word_region_weight=args.word_region_weight, modifications=not args.no_modifications, seed=args.seed,
+        device=args.device, resume=args.resume, progress=not args.no_progress,
+    )
+    try:
+        result = fit(config)
+    except KeyboardInterrupt:
+        print("dermretr: training interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    best = result.best
+    print(f"best epoch {best.get('epoch')}: {best.get('metric')} = {best.get('value', float('nan')):.4f}; "
+          f"run in {result.run_dir}")
+    return 0
 
 
 def _options(pairs: Sequence[str]) -> dict[str, str]:
@@ -175,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermretr`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info}
+    commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info, "train": _cmd_train}
     try:
         return commands[args.command](args)
     except DermretrError as exc:

@@ -1,0 +1,225 @@
+"""Backbones (factory, weights-file and local-dir routes), retriever kinds, scoring and losses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from dermretr._errors import DermretrError
+from dermretr.models import backbones
+from dermretr.models.backbones import create
+from dermretr.models.losses import group_positives, multi_positive_infonce
+from dermretr.models.retriever import KINDS, Retriever, convex_score
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create("dermretr-tiny", device="cpu", image_size=64)
+
+
+def _images(n=3, size=64, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+def test_tiny_backbone_exposes_global_patch_and_token_features(tiny):
+    g, tokens = tiny.encode_image(_images())
+    assert tuple(g.shape) == (3, 128) and tuple(tokens.shape) == (3, 16, 192)
+    assert tiny.grid == (4, 4) and tiny.embed_dim == 128 and tiny.vision_width == 192
+    pooled, feats, mask = tiny.encode_text(tiny.tokenize(["atypical pigment network", ""]))
+    assert tuple(pooled.shape) == (2, 128) and feats.shape[:2] == (2, 64)
+    assert mask[0].sum() > mask[1].sum() >= 2  # start/end tokens only for the empty text
+    cfg = open_clip.get_model_config("dermretr-tiny")
+    assert cfg["vision_cfg"]["width"] == 192 and cfg["text_cfg"]["context_length"] == 64
+    assert "dermretr-small" in backbones.list_models()
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(DermretrError, match="did you mean dermretr-tiny"):
+        create("dermretr-tinny", device="cpu")
+    with pytest.raises(DermretrError, match="did you mean ViT-B-16"):
+        create("VIT-B-16", device="cpu")
+
+
+def test_image_size_must_fit_the_patch_size():
+    with pytest.raises(DermretrError, match="not divisible by the patch size 16.*e.g. 96"):
+        create("dermretr-tiny", device="cpu", image_size=100)
+
+
+def test_bad_pretrained_values(tmp_path):
+    with pytest.raises(DermretrError, match="unknown pretrained tag 'laion'"):
+        create("dermretr-tiny", pretrained="laion", device="cpu")
+    with pytest.raises(DermretrError, match="weights file not found"):
+        create("dermretr-tiny", pretrained=str(tmp_path / "missing.pt"), device="cpu")
+
+
+def test_weights_file_route_gives_identical_outputs(tiny, tmp_path):
+    path = tmp_path / "tiny_weights.pt"
+    torch.save(tiny.model.state_dict(), path)
+    again = create("dermretr-tiny", pretrained=str(path), device="cpu", image_size=64)
+    x = _images()
+    with torch.no_grad():
+        a, ta = tiny.encode_image(x)
+        b, tb = again.encode_image(x)
+        ea = tiny.model.encode_text(tiny.tokenize(["blue-whitish veil"]))
+        eb = again.model.encode_text(again.tokenize(["blue-whitish veil"]))
+    assert torch.equal(a, b) and torch.equal(ta, tb) and torch.equal(ea, eb)
+    fresh = create("dermretr-tiny", device="cpu", image_size=64)
+    with torch.no_grad():
+        assert not torch.equal(fresh.encode_image(x)[0], a)  # the file really mattered
+
+
+def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
+    small = create("dermretr-small", device="cpu")
+    path = tmp_path / "small.pt"
+    torch.save(small.model.state_dict(), path)
+    with pytest.raises(DermretrError, match="does not fit architecture 'dermretr-tiny'"):
+        create("dermretr-tiny", pretrained=str(path), device="cpu")
+
+
+def test_local_dir_route_like_a_downloaded_hub_repo(tiny, tmp_path):
+    folder = tmp_path / "DermLIP-like"
+    folder.mkdir()
+    cfg = {"model_cfg": open_clip.get_model_config("dermretr-tiny"),
+           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                              "std": [0.26862954, 0.26130258, 0.27577711]}}
+    cfg["model_cfg"]["vision_cfg"] = dict(cfg["model_cfg"]["vision_cfg"], image_size=64)
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg))
+    torch.save(tiny.model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    local = create(f"local-dir:{folder}", device="cpu")
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(local.encode_image(x)[0], tiny.encode_image(x)[0])
+
+
+def test_offline_hub_error_says_how_to_use_a_local_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Failed initial config/weights load from HF Hub org/model: Failed to download file")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    with pytest.raises(DermretrError, match="could not fetch weights.*pretrained='/path/.*local-dir:"):
+        create("hf-hub:redlessone/DermLIP_ViT-B-16", device="cpu")
+
+
+# --------------------------------------------------------------------------- retriever
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_encodes_through_one_interface(tiny, kind):
+    r = Retriever(tiny, kind=kind, n_masks=3)
+    texts = ["atypical pigment network", "irregular streaks", "hairpin vessels"]
+    q = r.encode_queries(None if kind == "text" else _images(), texts, batch_size=2)
+    t = r.encode_targets(_images(5, seed=1), batch_size=2)
+    assert q["global"].shape == (3, 128) and q["global"].dtype == np.float32
+    assert np.allclose(np.linalg.norm(q["global"], axis=1), 1, atol=1e-5)
+    if kind == "full":
+        assert q["local"].shape == (3, 3, 128) and t["local"].shape == (5, 3, 128)
+    else:
+        assert q["local"] is None and t["local"] is None
+    s, sg, sl = convex_score(q, t)
+    assert s.shape == (3, 5)
+    if kind != "full":
+        assert np.allclose(s, sg)
+
+
+def test_targets_do_not_depend_on_the_query_and_batching_does_not_matter(tiny):
+    r = Retriever(tiny, kind="full", n_masks=2)
+    imgs = _images(5, seed=2)
+    a = r.encode_targets(imgs, batch_size=5)
+    b = r.encode_targets(imgs, batch_size=2)
+    r.encode_queries(_images(2), ["blue-whitish veil", "dotted vessels"])
+    c = r.encode_targets(imgs, batch_size=3)
+    for key in ("global", "local"):
+        assert np.allclose(a[key], b[key], atol=1e-5) and np.allclose(a[key], c[key], atol=1e-5)
+
+
+def test_convex_score_weights_local_and_global(tiny):
+    r = Retriever(tiny, kind="full", n_masks=2, alpha=0.6)
+    q = r.encode_queries(_images(2), ["blue-whitish veil", "irregular dots and globules"])
+    t = r.encode_targets(_images(4, seed=3))
+    s, sg, sl = convex_score(q, t)
+    assert q["alpha"] == pytest.approx(0.6, abs=1e-4)
+    assert np.allclose(s, 0.6 * sl + 0.4 * sg, atol=1e-5)
+    assert np.allclose(convex_score(q, t, alpha=0.0)[0], sg) and np.allclose(convex_score(q, t, alpha=1.0)[0], sl)
+    with pytest.raises(DermretrError, match=r"must be in \[0, 1\]"):
+        convex_score(q, t, alpha=1.5)
+    with pytest.raises(DermretrError, match=r"must be in \[0, 1\]"):
+        Retriever(tiny, kind="full", alpha=-0.1)
+
+
+def test_empty_text_means_cases_like_this_image(tiny):
+    for kind in ("late_fusion", "clip4cir", "global", "full"):
+        r = Retriever(tiny, kind=kind, n_masks=2)
+        x = _images(2)
+        q = r.encode_queries(x, ["", "   "])
+        img = Retriever(tiny, kind="image").encode_queries(x, ["", ""])
+        assert np.allclose(q["global"], img["global"], atol=1e-5), kind
+        if kind == "full":  # empty-text local queries are pooled exactly like targets
+            assert np.allclose(q["local"], r.encode_targets(x)["local"], atol=1e-5)
+    with pytest.raises(DermretrError, match="text-only retrieval needs a non-empty query text"):
+        Retriever(tiny, kind="text").encode_queries(None, ["veil", ""])
+
+
+def test_text_changes_the_composed_query(tiny):
+    torch.manual_seed(1)
+    r = Retriever(tiny, kind="full", n_masks=2)
+    for p in r.combiner.residual[-1].parameters():  # make the (tiny-initialised) residual matter
+        torch.nn.init.normal_(p, std=0.2)
+    x = _images(1)
+    a = r.encode_queries(x, ["blue-whitish veil"])
+    b = r.encode_queries(x, ["arborizing vessels"])
+    assert not np.allclose(a["global"], b["global"], atol=1e-4)
+
+
+def test_retriever_bad_arguments(tiny):
+    with pytest.raises(DermretrError, match="unknown retriever kind 'fusion'"):
+        Retriever(tiny, kind="fusion")
+    with pytest.raises(DermretrError, match="n_masks must be a positive integer"):
+        Retriever(tiny, kind="full", n_masks=0)
+    r = Retriever(tiny, kind="global")
+    with pytest.raises(DermretrError, match="2 query images but 3 texts"):
+        r.encode_queries(_images(2), ["a", "b", "c"])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(3)
+    r = Retriever(create("dermretr-tiny", device="cpu"), kind="full", n_masks=2, alpha=0.7)
+    path = r.save(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)  # plain tensors and containers only
+    assert payload["config"]["kind"] == "full"
+    again = Retriever.load(path, device="cpu")
+    x = _images(2, size=128)
+    a, b = r.encode_queries(x, ["veil", "streaks"]), again.encode_queries(x, ["veil", "streaks"])
+    assert np.allclose(a["global"], b["global"]) and np.allclose(a["local"], b["local"])
+    assert again.alpha == pytest.approx(0.7, abs=1e-4)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DermretrError, match="cannot read checkpoint"):
+        Retriever.load(tmp_path / "junk.pt", device="cpu")
+    with pytest.raises(DermretrError, match="checkpoint not found"):
+        Retriever.load(tmp_path / "none.pt", device="cpu")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_infonce_rewards_ranking_positives_first():
+    pos, valid = group_positives(["MEL", "NEV", "MEL", "NEV"])
+    good = torch.where(pos, torch.tensor(5.0), torch.tensor(0.0))
+    bad = torch.where(pos, torch.tensor(0.0), torch.tensor(5.0))
+    assert multi_positive_infonce(good, pos, valid) < 0.1 < multi_positive_infonce(bad, pos, valid)
+
+
+def test_infonce_ignores_rows_without_positives_and_masked_pairs():
+    logits = torch.tensor([[9.0, 0.0], [0.0, 0.0]])
+    pos = torch.tensor([[False, True], [False, False]])
+    valid = torch.tensor([[False, True], [True, True]])  # the 9.0 pair is masked out
+    loss = multi_positive_infonce(logits, pos, valid, symmetric=False)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert float(multi_positive_infonce(logits, torch.zeros_like(pos), valid)) == 0.0

@@ -1,0 +1,105 @@
+"""Training: run folder contents, validation, resume after interruption, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dermretr._errors import DermretrError
+from dermretr.cli import main
+from dermretr.models.retriever import Retriever
+from dermretr.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from dermretr.data.synth import generate
+
+    root = generate(tmp_path_factory.mktemp("train") / "ds", n_cases=60, seed=4, image_size=64,
+                    modification_rate=0.5, workers=1, progress=False)
+    return f"synthetic:{root}"
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=data, out=str(out), epochs=2, batch_size=8, image_size=64, n_masks=2, progress=False,
+                device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_fit_writes_the_run_folder(small_data, tmp_path):
+    result = fit(_cfg(small_data, tmp_path / "run", patient_weight=0.5, word_region_weight=0.5))
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["model"] == "full"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    for key in ("loss", "combined", "global", "local", "modification", "patient", "word_region", "recall@1",
+                "map@10", "alpha"):
+        assert key in lines[0], key
+    assert 0 <= lines[-1]["recall@1"] <= 1
+    assert (run / "training_curve.png").stat().st_size > 1000
+    best = Retriever.load(run / "checkpoints" / "best.pt", device="cpu")
+    assert best.kind == "full" and best.n_masks == 2
+    assert result.best["epoch"] in (1, 2)
+    torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("kind", ["image", "text", "late_fusion", "clip4cir", "global"])
+def test_baselines_train_too(small_data, tmp_path, kind):
+    result = fit(_cfg(small_data, tmp_path / kind, model=kind, epochs=1))
+    assert result.retriever.kind == kind and "recall@1" in result.history[0]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(small_data, tmp_path):
+    straight = fit(_cfg(small_data, tmp_path / "a", epochs=2))
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(small_data, tmp_path / "b", epochs=2), on_epoch_end=stop)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = fit(_cfg(small_data, tmp_path / "b", epochs=2, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    a, b = straight.retriever.state_dict(), resumed.retriever.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_resume_refuses_a_different_config(small_data, tmp_path):
+    fit(_cfg(small_data, tmp_path / "run", epochs=1))
+    with pytest.raises(DermretrError, match=r"config differs \(lr: run has 0.0005, you asked 0.001\)"):
+        fit(_cfg(small_data, tmp_path / "run", epochs=2, lr=1e-3, resume=True))
+    with pytest.raises(DermretrError, match="already holds a run; pass --resume"):
+        fit(_cfg(small_data, tmp_path / "run", epochs=2))
+    with pytest.raises(DermretrError, match="cannot resume.*config.json not found"):
+        fit(_cfg(small_data, tmp_path / "new", resume=True))
+
+
+def test_bad_training_input(small_data, tmp_path):
+    with pytest.raises(DermretrError, match="batch size 500 is larger than the training set"):
+        fit(_cfg(small_data, tmp_path / "r1", batch_size=500))
+    with pytest.raises(DermretrError, match="unknown model 'bert'"):
+        fit(_cfg(small_data, tmp_path / "r2", model="bert"))
+    with pytest.raises(DermretrError, match="not divisible by the patch size"):
+        fit(_cfg(small_data, tmp_path / "r3", image_size=72))
+    with pytest.raises(DermretrError, match="select_metric"):
+        fit(replace(_cfg(small_data, tmp_path / "r4"), select_metric="accuracy"))
+
+
+def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
+    out = tmp_path / "cli_run"
+    args = ["train", "--data", small_data, "--out", str(out), "--epochs", "1", "--batch-size", "8",
+            "--image-size", "64", "--n-masks", "2", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert "best epoch 1" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--data", small_data, "--out", str(tmp_path / "x"), "--backbone", "dermretr-tyni",
+                 "--no-progress"]) == 2
+    assert "did you mean dermretr-tiny" in capsys.readouterr().err
