@@ -245,7 +245,7 @@ def create(
         )
     except DermretrError:
         raise
-    except (RuntimeError, OSError, ValueError, ImportError, KeyError) as exc:
+    except (RuntimeError, OSError, ValueError, ImportError, KeyError, AssertionError) as exc:
         text = f"{type(exc).__name__}: {exc}"
         remote = name.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained))
         if remote and any(w in text.lower() for w in ("connect", "resolve", "offline", "internet", "http",
