@@ -101,5 +101,5 @@ def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--data", small_data, "--out", str(tmp_path / "x"), "--backbone", "dermretr-tyni",
-                 "--no-progress"]) == 2
+                 "--batch-size", "8", "--no-progress"]) == 2
     assert "did you mean dermretr-tiny" in capsys.readouterr().err
