@@ -409,20 +409,20 @@ def _globules(g: _Geometry, rng: np.random.Generator, kind: str):
             x, y = g.point(a_, t_ + rng.normal(0, 0.015))
             c_dark.dot(x, y, r * rng.uniform(0.95, 1.05))
     else:
-        n = int(rng.integers(14, 32))
+        n = int(rng.integers(22, 40))
         centre_ang = rng.uniform(0, 2 * np.pi)
         cx, cy = g.point(centre_ang, rng.uniform(0.4, 0.65))
         for i in range(n):
             if i < n * 0.75:
                 for _ in range(10):  # keep the cluster inside the lesion
-                    x, y = cx + rng.normal(0, 0.1 * g.R), cy + rng.normal(0, 0.1 * g.R)
+                    x, y = cx + rng.normal(0, 0.14 * g.R), cy + rng.normal(0, 0.14 * g.R)
                     if g.t_at(x, y) < 0.85:
                         break
                 else:
                     x, y = cx, cy
             else:
                 x, y = g.point(rng.uniform(0, 2 * np.pi), rng.uniform(0.72, 0.88))
-            r = float(np.clip(rng.lognormal(np.log(0.013), 0.55), 0.006, 0.04))
+            r = float(np.clip(rng.lognormal(np.log(0.018), 0.5), 0.009, 0.045))
             (c_blue if rng.uniform() < 0.3 else c_dark).dot(x, y, r)
     dark, blue = c_dark.array(blur=0.3), c_blue.array(blur=0.3)
     mask = _dilate((dark + blue) > 0.2, max(1, g.size // 90))
