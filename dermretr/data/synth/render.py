@@ -400,7 +400,7 @@ def _globules(g: _Geometry, rng: np.random.Generator, kind: str):
     c_blue = _Canvas(g.size)
     if kind == "regular":
         n = int(rng.integers(14, 26))
-        r = rng.uniform(0.020, 0.026)
+        r = rng.uniform(0.024, 0.030)
         # evenly spread: golden-angle spiral inside t < 0.75
         k = np.arange(n) + 0.5
         rad = np.sqrt(k / n) * 0.72
@@ -687,13 +687,6 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
         )
         _blend(img, alpha, col)
         masks["pigment_network"] = region & g.mask
-    # --- dots and globules
-    if crit["dots_and_globules"] != "absent":
-        dk, bl, mask = _globules(g, _rng(spec.lesion_seed, 12), crit["dots_and_globules"])
-        col = _rgb([L - 38 * k, a + 6, b + 8])
-        _blend(img, dk * 0.92, col)
-        _blend(img, bl * 0.9, _rgb([L - 30 * k, -2.0, -14.0]))
-        masks["dots_and_globules"] = mask
     # --- streaks
     if crit["streaks"] != "absent":
         alpha, mask = _streaks(g, _rng(spec.lesion_seed, 13), crit["streaks"])
@@ -723,6 +716,15 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
         _blend(img, soft * 0.85, _rgb([veil_L, -3.0, -22.0]))
         _blend(img, soft * (0.22 + 0.05 * _noise(vrng, size, 10)), (0.92, 0.94, 0.97))
         masks["blue_whitish_veil"] = region
+    # --- dots and globules: drawn above the structureless areas (blotch, regression, veil) so that
+    # they are not hidden, darker than any blotch, with a faint light rim for contrast
+    if crit["dots_and_globules"] != "absent":
+        dk, bl, mask = _globules(g, _rng(spec.lesion_seed, 12), crit["dots_and_globules"])
+        rim = _soft((dk + bl) > 0.2, size / 90) - np.clip(dk + bl, 0, 1)
+        _blend(img, np.clip(rim, 0, 1) * 0.35, _rgb([min(90.0, L + 6), a, b]))
+        _blend(img, dk, _rgb([max(6.0, L - 55 * k), a + 4, b + 4]))
+        _blend(img, bl * 0.95, _rgb([max(20.0, L - 30 * k), -4.0, -24.0]))
+        masks["dots_and_globules"] = mask
     # --- vessels
     if crit["vascular_structures"] != "absent":
         reg = None
