@@ -264,12 +264,12 @@ def create(
     grid = tuple(getattr(visual, "grid_size", (0, 0)))
     img_size = getattr(visual, "image_size", image_size)
     img_size = int(img_size[0] if isinstance(img_size, (tuple, list)) else img_size)
-    with torch.no_grad():
-        _, tokens = Backbone.encode_image(
+    with torch.no_grad():  # one probe forward gives the embedding dimension and the token shape
+        pooled, tokens = Backbone.encode_image(
             Backbone(model, pre, train_pre, None, name, pretrained, 0, 0, grid, img_size),  # type: ignore[arg-type]
             torch.zeros(1, 3, img_size, img_size, device=dev),
         )
-        embed_dim = int(model.encode_image(torch.zeros(1, 3, img_size, img_size, device=dev)).shape[-1])
+    embed_dim = int(pooled.shape[-1])
     n = tokens.shape[1]
     if not grid or grid[0] * grid[1] != n:
         side = int(round(n**0.5))

@@ -49,8 +49,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy.spatial import cKDTree
 
 from ..._errors import DermretrError
+from ...color import ita as _ita
 from ...color import lab_to_rgb
-from ..vocab import CRITERION_NAMES, diagnosis_group, is_malignant, normalize_criteria
+from ..vocab import CRITERION_NAMES, is_malignant, normalize_criteria
 
 __all__ = [
     "Artifacts",
@@ -638,12 +639,9 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
         raise DermretrError(f"Fitzpatrick type must be 1..6, got {spec.fitzpatrick!r}")
     art = artifacts if artifacts is not None else Artifacts()
     crit = normalize_criteria(spec.criteria)
-    group = diagnosis_group(spec.diagnosis)
     malignant = is_malignant(spec.diagnosis)
     k = CONTRAST[spec.fitzpatrick]
     L, a, b = skin_lab(spec.fitzpatrick, spec.skin_seed)
-    from ...color import ita as _ita
-
     # --- skin with texture and skin lines
     g = _Geometry(size, _rng(spec.lesion_seed, 1), malignant)
     srng = _rng(spec.skin_seed, 1 + spec.lesion_seed % 997)
@@ -742,7 +740,6 @@ def render_case(spec: LesionSpec, size: int = 224, artifacts: Artifacts | None =
         masks["vascular_structures"] = mask
 
     _add_artifacts(img, g, _rng(spec.image_seed, 3), art)
-    del group, lrng
     out = (np.clip(img, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return Rendered(image=out, masks=masks, skin_lab=(L, a, b), ita=float(_ita(L, b)))
 
