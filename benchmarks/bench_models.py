@@ -18,35 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dermretr.data import load
 from dermretr.data.synth import generate
-from dermretr.evaluate import case_search, rank_metrics, summarize_metrics
-from dermretr.models.retriever import KINDS, convex_score
+from dermretr.evaluate import case_search, modify_search
+from dermretr.models.retriever import KINDS
 from dermretr.train import TrainConfig, fit
-
-
-def modification_recall(retriever, cases: pd.DataFrame, root: Path, split: str = "test") -> dict:
-    """Exact-target Recall@K of DermSynth triplets whose reference is in ``split`` (gallery: all cases)."""
-    mods = pd.read_csv(root / "meta" / "modifications.csv", keep_default_na=False)
-    ids = cases["case_id"].tolist()
-    pos = {c: i for i, c in enumerate(ids)}
-    in_split = set(cases.loc[cases["split"].astype(str) == split, "case_id"])
-    mods = mods[mods["reference_case_id"].isin(in_split)]
-    if retriever.kind == "text" or len(mods) == 0:
-        return {}
-    refs = [cases.at[pos[c], "image_path"] for c in mods["reference_case_id"]]
-    q = retriever.encode_queries(refs, mods["modification_text"].tolist())
-    g = retriever.encode_targets(cases["image_path"].tolist())
-    s, _, _ = convex_score(q, g)
-    rel = np.zeros_like(s, dtype=bool)
-    rel[np.arange(len(mods)), [pos[c] for c in mods["target_case_id"]]] = True
-    exclude = np.zeros_like(rel)
-    exclude[np.arange(len(mods)), [pos[c] for c in mods["reference_case_id"]]] = True
-    out = summarize_metrics(rank_metrics(s, rel, exclude, ks=(1, 5, 10)))
-    return {f"mod_{k}": v for k, v in out.items() if k.startswith("recall") or k == "n_queries"}
 
 
 def main() -> None:
@@ -83,7 +61,9 @@ def main() -> None:
         row = {"kind": kind, "epochs": cfg.epochs, "train_s": round(seconds, 1), "best_epoch": result.best["epoch"],
                "alpha": round(best.alpha, 3), **{k: round(v, 4) for k, v in summary.items() if k in (
                    "recall@1", "recall@5", "recall@10", "map@10", "ndcg@10", "mrr", "n_queries")}}
-        row.update({k: round(v, 4) for k, v in modification_recall(best, cases, root).items()})
+        # modification protocol: DermSynth triplets with a test reference, exact target, gallery = all cases
+        _, mod = modify_search(best, cases, root, split="test", ks=(1, 5, 10))
+        row.update({f"mod_{k}": round(v, 4) for k, v in mod.items() if k.startswith("recall") or k == "n_queries"})
         rows.append(row)
         print(json.dumps(row), flush=True)
 

@@ -1,4 +1,4 @@
-"""Retrieval metrics and evaluation protocols.
+"""Retrieval metrics, evaluation protocols and bootstrap confidence intervals.
 
 Metrics per query (binary relevance), at cut-off K:
 
@@ -8,10 +8,28 @@ Metrics per query (binary relevance), at cut-off K:
 * ``ndcg@K`` - normalised discounted cumulative gain at K;
 * ``mrr`` - reciprocal rank of the first relevant case (whole ranking).
 
+Queries without any relevant case are kept in the per-query tables but left
+out of every mean and confidence interval (``n_queries`` counts the others).
+
 Protocol "case" (:func:`case_search`): the query is a test case's image plus
 its descriptor text; the gallery is the train and val cases; relevant cases
 share the query's diagnosis group (or fine diagnosis); the query's own case
 and cases of the same patient are excluded from the ranking.
+
+Protocol "modify" (:func:`modify_search`): the query is a reference image plus
+a modification text.  With DermSynth's triplets (``meta/modifications.csv``)
+the only relevant case is the exact target, the gallery is every case but the
+reference (targets are the same patient's re-rendered lesion, so they stay).
+On datasets with 7-point criteria and no triplets, :func:`derive_triplets`
+asks for a criterion value the reference does not have; relevant are the
+train/val gallery cases with that value and the reference's diagnosis group;
+the reference's patient is excluded.
+
+:func:`evaluate_run` evaluates a run folder (``RUN_DIR/checkpoints/best.pt``)
+and returns per-query metrics plus records ``{"run", "method", "protocol",
+"metric", "k", "value", "ci_low", "ci_high", "n_queries"}`` with percentile
+bootstrap intervals (:func:`bootstrap_ci`); :func:`results_table` prints them,
+:func:`write_metrics` writes them as ``metrics.json``.
 
 Examples
 --------
@@ -25,21 +43,71 @@ Examples
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ._errors import DermretrError
-from .data.vocab import case_text
+from ._io import atomic_path
+from .data.vocab import CRITERIA, case_text, criteria_of, modification_text
 
-__all__ = ["rank_metrics", "summarize_metrics", "case_search", "METRICS"]
+__all__ = [
+    "rank_metrics",
+    "summarize_metrics",
+    "bootstrap_ci",
+    "case_search",
+    "modify_search",
+    "derive_triplets",
+    "load_triplets",
+    "evaluate_run",
+    "run_checkpoint",
+    "metric_records",
+    "per_class",
+    "results_table",
+    "write_metrics",
+    "METRICS",
+    "RECORD_METRICS",
+    "RECORD_KEYS",
+    "PROTOCOLS",
+    "TIES",
+    "QUERY_COLUMNS",
+]
 
+#: Metrics with a cut-off K (``mrr`` has none).
 METRICS = ("recall", "precision", "map", "ndcg")
+#: Metric names of the records (``metrics.json``).
+RECORD_METRICS = (*METRICS, "mrr")
+#: The keys of one record, in order.
+RECORD_KEYS = ("run", "method", "protocol", "metric", "k", "value", "ci_low", "ci_high", "n_queries")
+#: Evaluation protocols.
+PROTOCOLS = ("case", "modify")
+#: How equal scores are ordered (see :func:`rank_metrics`).
+TIES = ("stable", "pessimistic", "optimistic")
+#: Columns of the query case copied into per-query tables (for fairness slicing),
+#: followed by any of ``_OPTIONAL_QUERY_COLUMNS`` the table has.
+QUERY_COLUMNS = ("case_id", "patient_id", "diagnosis_group", "diagnosis", "fitzpatrick", "monk")
+_OPTIONAL_QUERY_COLUMNS = ("ita", "skin_tone_group", "sex", "age")
+_METRIC_RE = re.compile(r"^(recall|precision|map|ndcg)@(\d+)$|^mrr$")
+_RELEVANT = ("diagnosis_group", "diagnosis")
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(k) for k in ks)
+    except (TypeError, ValueError):
+        raise DermretrError(f"cut-offs K must be positive integers, got {ks!r}") from None
+    if not out or any(k < 1 for k in out) or any(float(k) != float(o) for k, o in zip(ks, out)):
+        raise DermretrError(f"cut-offs K must be positive integers, got {list(ks)!r}")
+    return tuple(dict.fromkeys(out))
 
 
 def rank_metrics(scores: np.ndarray, relevant: np.ndarray, exclude: np.ndarray | None = None,
-                 ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
+                 ks: Sequence[int] = (1, 5, 10), ties: str = "stable") -> pd.DataFrame:
     """Per-query metrics from a score matrix ``[Q, T]`` and a relevance matrix.
 
     Parameters
@@ -48,34 +116,64 @@ def rank_metrics(scores: np.ndarray, relevant: np.ndarray, exclude: np.ndarray |
         Higher is better.
     relevant : bool ndarray [Q, T]
     exclude : bool ndarray [Q, T], optional
-        Pairs removed from the ranking (the query's own case, same patient).
+        Pairs removed from the ranking (the query's own case, same patient);
+        they are neither retrieved nor counted as relevant.
     ks : ints
         Cut-offs.
+    ties : {"stable", "pessimistic", "optimistic"}
+        Order of equal scores: gallery order (default), relevant cases last
+        (no credit for a tie) or relevant cases first.
 
     Returns
     -------
     DataFrame
         One row per query: ``n_relevant``, ``recall@K``, ``precision@K``,
         ``map@K``, ``ndcg@K`` for each K, and ``mrr``.
+
+    Examples
+    --------
+    Two gallery cases tie with the best score; only the second is relevant:
+
+    >>> scores = np.array([[0.5, 0.9, 0.9, 0.1]])
+    >>> relevant = np.array([[False, False, True, True]])
+    >>> rank_metrics(scores, relevant, ks=(1,))["recall@1"].tolist()
+    [0.0]
+    >>> rank_metrics(scores, relevant, ks=(1,), ties="optimistic")["recall@1"].tolist()
+    [1.0]
+    >>> exclude = np.array([[False, True, False, False]])
+    >>> rank_metrics(scores, relevant, exclude, ks=(1,))[["recall@1", "mrr"]].to_numpy().tolist()
+    [[1.0, 1.0]]
     """
+    if ties not in TIES:
+        raise DermretrError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    ks = _check_ks(ks)
     scores = np.asarray(scores, dtype=np.float64)
     relevant = np.asarray(relevant, dtype=bool)
-    if scores.shape != relevant.shape:
-        raise DermretrError(f"scores {scores.shape} and relevance {relevant.shape} must have the same shape")
+    if scores.ndim != 2 or scores.shape != relevant.shape:
+        raise DermretrError(f"scores {scores.shape} and relevance {relevant.shape} must be matrices of one shape")
     if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        if exclude.shape != scores.shape:
+            raise DermretrError(f"exclude {exclude.shape} must have the shape of scores {scores.shape}")
         scores = np.where(exclude, -np.inf, scores)
         relevant = relevant & ~exclude
-    order = np.argsort(-scores, axis=1, kind="stable")
+    if ties == "stable":
+        order = np.argsort(-scores, axis=1, kind="stable")
+    else:  # lexsort: the last key is the primary one
+        second = relevant if ties == "pessimistic" else ~relevant
+        order = np.lexsort((second, -scores), axis=1)
     ranked = np.take_along_axis(relevant, order, axis=1)
     valid = np.isfinite(np.take_along_axis(scores, order, axis=1))
     ranked &= valid
     n_rel = relevant.sum(axis=1)
     out = {"n_relevant": n_rel}
-    positions = np.arange(1, scores.shape[1] + 1)
+    n_t = scores.shape[1]
+    positions = np.arange(1, n_t + 1)
     hits_cum = np.cumsum(ranked, axis=1)
     discounts = 1.0 / np.log2(positions + 1)
+    cum_disc = np.concatenate([[0.0], np.cumsum(discounts)])
     for k in ks:
-        k_eff = min(k, scores.shape[1])
+        k_eff = min(k, n_t)
         top = ranked[:, :k_eff]
         out[f"recall@{k}"] = top.any(axis=1).astype(float)
         out[f"precision@{k}"] = top.sum(axis=1) / k
@@ -83,35 +181,324 @@ def rank_metrics(scores: np.ndarray, relevant: np.ndarray, exclude: np.ndarray |
         denom = np.minimum(k, n_rel)
         out[f"map@{k}"] = np.where(denom > 0, (prec_at_i * top).sum(axis=1) / np.maximum(denom, 1), 0.0)
         dcg = (top * discounts[:k_eff]).sum(axis=1)
-        ideal = np.array([discounts[: min(int(r), k_eff)].sum() for r in n_rel])
+        ideal = cum_disc[np.minimum(n_rel, k_eff)]
         out[f"ndcg@{k}"] = np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), 0.0)
     first = np.where(ranked.any(axis=1), ranked.argmax(axis=1) + 1, 0)
     out["mrr"] = np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)
     return pd.DataFrame(out)
 
 
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if isinstance(c, str) and _METRIC_RE.match(c)]
+
+
+def _usable(per_query: pd.DataFrame) -> pd.DataFrame:
+    if "n_relevant" not in per_query.columns:
+        raise DermretrError("per-query metrics need an 'n_relevant' column (from rank_metrics)")
+    return per_query[per_query["n_relevant"].to_numpy() > 0]
+
+
 def summarize_metrics(per_query: pd.DataFrame) -> dict[str, float]:
     """Mean of each metric over queries that have at least one relevant case.
+
+    Only metric columns (``recall@K`` ... ``mrr``) are averaged; other columns
+    (the query's case columns) are ignored.
 
     >>> summarize_metrics(pd.DataFrame({"n_relevant": [1, 0], "recall@1": [1.0, 0.0]}))
     {'recall@1': 1.0, 'n_queries': 1}
     """
-    usable = per_query[per_query["n_relevant"] > 0]
-    out = {c: float(usable[c].mean()) for c in per_query.columns if c != "n_relevant" and len(usable)}
+    usable = _usable(per_query)
+    out = {c: float(usable[c].mean()) for c in _metric_columns(per_query) if len(usable)}
     out["n_queries"] = int(len(usable))
     return out
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise DermretrError(f"the number of bootstrap resamples must be a non-negative integer, got {n_boot!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise DermretrError(f"the confidence level must be between 0 and 1 (e.g. 0.95), got {level!r}")
+
+
+def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap confidence interval of the mean over queries.
+
+    Queries are resampled with replacement ``n_boot`` times (one index matrix
+    ``[n_boot, n_queries]``, drawn in blocks so memory stays small); the
+    interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    the resampled means.  The same seed gives the same interval, and the
+    columns of a 2-D input share the resamples (a paired bootstrap).
+
+    Parameters
+    ----------
+    per_query : array-like [n_queries] or [n_queries, n_metrics]
+        Per-query values (NaN-free).
+    n_boot : int
+        Number of resamples; 0 gives NaN bounds.
+    level : float
+        Coverage, in (0, 1).
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    (low, high)
+        Floats for 1-D input, arrays ``[n_metrics]`` for 2-D input; NaN
+        without queries or resamples.
+
+    Examples
+    --------
+    >>> low, high = bootstrap_ci(np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]), seed=1)
+    >>> bool(low < 0.625 < high), (low, high) == bootstrap_ci([0, 1, 1, 0, 1, 1, 1, 0], seed=1)
+    (True, True)
+    >>> bootstrap_ci([0.5])
+    (0.5, 0.5)
+    """
+    _check_boot(n_boot, level)
+    values = np.asarray(per_query, dtype=np.float64)
+    if values.ndim not in (1, 2):
+        raise DermretrError(f"per-query values must be 1-D or 2-D, got shape {values.shape}")
+    one_d = values.ndim == 1
+    if one_d:
+        values = values[:, None]
+    n_q, n_m = values.shape
+    if n_q == 0 or n_boot == 0:
+        low = high = np.full(n_m, np.nan)
+    else:
+        rng = np.random.default_rng(seed)
+        block = max(1, 2**18 // n_q)  # depends on n_q only: 1-D and 2-D calls resample alike
+        means = np.empty((n_boot, n_m))
+        for start in range(0, n_boot, block):
+            stop = min(n_boot, start + block)
+            idx = rng.integers(0, n_q, size=(stop - start, n_q))
+            means[start:stop] = values[idx].mean(axis=1)
+        alpha = (1.0 - float(level)) / 2.0
+        low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
+    if one_d:
+        return float(low[0]), float(high[0])
+    return low, high
+
+
+def _none_if_nan(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _split_metric(column: str) -> tuple[str, int | None]:
+    name, _, k = column.partition("@")
+    return name, (int(k) if k else None)
+
+
+def _metric_order(columns: Sequence[str]) -> list[str]:
+    def key(c):
+        name, k = _split_metric(c)
+        return RECORD_METRICS.index(name), k or 0
+
+    return sorted(columns, key=key)
+
+
+def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int) -> list[dict]:
+    """``metric, k, value, ci_low, ci_high, n_queries`` for every metric column."""
+    usable = _usable(per_query)
+    cols = _metric_order(_metric_columns(per_query))
+    values = usable[cols].to_numpy(dtype=np.float64) if cols else np.zeros((len(usable), 0))
+    low, high = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed)
+    means = values.mean(axis=0) if len(usable) else np.full(len(cols), np.nan)
+    rows = []
+    for j, c in enumerate(cols):
+        name, k = _split_metric(c)
+        rows.append({"metric": name, "k": k, "value": _none_if_nan(means[j]), "ci_low": _none_if_nan(low[j]),
+                     "ci_high": _none_if_nan(high[j]), "n_queries": int(len(usable))})
+    return rows
+
+
+def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str, n_boot: int = 1000,
+                   level: float = 0.95, seed: int = 0) -> list[dict]:
+    """The records of ``metrics.json`` from per-query metrics: mean, bootstrap CI and query count.
+
+    Parameters
+    ----------
+    per_query : DataFrame
+        From :func:`rank_metrics` (or a protocol); needs ``n_relevant``.
+        Queries without a relevant case are left out.
+    run, method, protocol : str
+        Copied into every record (``method`` is the retriever kind).
+    n_boot, level, seed
+        See :func:`bootstrap_ci`; ``n_boot=0`` gives null bounds.
+
+    Returns
+    -------
+    list of dict
+        One record per metric and cut-off with the keys :data:`RECORD_KEYS`;
+        ``k`` is None for ``mrr``, missing values are None (JSON null).
+
+    Examples
+    --------
+    >>> pq = rank_metrics(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]),
+    ...                   np.array([[True, False], [True, False], [False, False]]), ks=(1,))
+    >>> recs = metric_records(pq, "run-a", "full", "case", n_boot=200)
+    >>> [(r["metric"], r["k"], r["value"], r["n_queries"]) for r in recs]
+    [('recall', 1, 0.5, 2), ('precision', 1, 0.5, 2), ('map', 1, 0.5, 2), ('ndcg', 1, 0.5, 2), ('mrr', None, 0.75, 2)]
+    >>> list(recs[0]) == list(RECORD_KEYS)
+    True
+    """
+    return [{"run": str(run), "method": str(method), "protocol": str(protocol), **row}
+            for row in _metric_rows(per_query, n_boot, level, seed)]
+
+
+def per_class(per_query: pd.DataFrame, by: str = "diagnosis_group", n_boot: int = 1000, level: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+    """Metrics per value of a query column (diagnosis group, skin type ...), as a tidy table.
+
+    Parameters
+    ----------
+    per_query : DataFrame
+        Per-query metrics with the query's columns (from a protocol).
+    by : str
+        The column to group queries by; missing values form their own class.
+    n_boot, level, seed
+        Bootstrap CI within each class (see :func:`bootstrap_ci`).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``by, metric, k, value, ci_low, ci_high, n_queries``: one row per
+        class, metric and cut-off (``n_queries`` counts queries with a relevant case).
+
+    Examples
+    --------
+    >>> pq = pd.DataFrame({"diagnosis_group": ["MEL", "NEV", "MEL"], "n_relevant": [2, 1, 1],
+    ...                    "recall@1": [1.0, 0.0, 0.0], "mrr": [1.0, 0.5, 0.25]})
+    >>> per_class(pq, n_boot=0)[["diagnosis_group", "metric", "k", "value", "n_queries"]]
+      diagnosis_group  metric     k  value  n_queries
+    0             MEL  recall     1  0.500          2
+    1             MEL     mrr  <NA>  0.625          2
+    2             NEV  recall     1  0.000          1
+    3             NEV     mrr  <NA>  0.500          1
+    """
+    if by not in per_query.columns:
+        raise DermretrError(f"cannot group queries by {by!r}: no such column (columns: {list(per_query.columns)})")
+    rows = []
+    for value, group in per_query.groupby(by, dropna=False, sort=True, observed=True):
+        for row in _metric_rows(group, n_boot, level, seed):
+            rows.append({by: value, **row})
+    out = pd.DataFrame(rows, columns=[by, "metric", "k", "value", "ci_low", "ci_high", "n_queries"])
+    out["k"] = out["k"].astype("Int64")
+    for c in ("value", "ci_low", "ci_high"):
+        out[c] = out[c].astype(float)
+    return out
+
+
+def results_table(records: Sequence[dict], decimals: int = 3) -> pd.DataFrame:
+    """A wide table of records for printing: one row per run, one column per metric.
+
+    Cells read ``"value [ci_low, ci_high]"`` (the value alone without a CI).
+    Rows are indexed by run and method (and protocol when records mix
+    protocols); a last column gives the number of queries.
+
+    Examples
+    --------
+    >>> recs = [{"run": "a", "method": "full", "protocol": "case", "metric": "recall", "k": 1, "value": 0.512,
+    ...          "ci_low": 0.44, "ci_high": 0.58, "n_queries": 60},
+    ...         {"run": "a", "method": "full", "protocol": "case", "metric": "mrr", "k": None, "value": 0.6,
+    ...          "ci_low": None, "ci_high": None, "n_queries": 60}]
+    >>> results_table(recs).to_dict("records")
+    [{'recall@1': '0.512 [0.44, 0.58]', 'mrr': '0.600', 'queries': 60}]
+    """
+    if not records:
+        raise DermretrError("no evaluation records to tabulate")
+    protocols = list(dict.fromkeys(r["protocol"] for r in records))
+    index = ["run", "method"] + (["protocol"] if len(protocols) > 1 else [])
+    rows: dict[tuple, dict] = {}
+    columns: list[str] = []
+    for r in records:
+        col = r["metric"] if r.get("k") is None else f"{r['metric']}@{r['k']}"
+        if col not in columns:
+            columns.append(col)
+        key = tuple(r[i] for i in index)
+        row = rows.setdefault(key, {})
+        v, lo, hi = r.get("value"), r.get("ci_low"), r.get("ci_high")
+        if v is None:
+            cell = "n/a"
+        elif lo is None or hi is None:
+            cell = f"{v:.{decimals}f}"
+        else:
+            cell = f"{v:.{decimals}f} [{lo:.{max(decimals - 1, 1)}f}, {hi:.{max(decimals - 1, 1)}f}]"
+        row[col] = cell
+        row["queries"] = int(r.get("n_queries") or 0)
+    frame = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=index))
+    return frame[[c for c in _metric_order(columns)] + ["queries"]].fillna("")
+
+
+def write_metrics(records: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write records to a JSON file (a list of objects) atomically and return its path.
+
+    >>> import tempfile, pathlib
+    >>> p = write_metrics([{"run": "a", "metric": "mrr", "k": None, "value": 0.5}],
+    ...                   pathlib.Path(tempfile.mkdtemp()) / "metrics.json")
+    >>> json.loads(p.read_text())[0]["k"] is None
+    True
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DermretrError(f"--out {path} is a folder; give a file name such as {path / 'metrics.json'}")
+    clean = [{k: _none_if_nan(v) if isinstance(v, float) else v for k, v in r.items()} for r in records]
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def _query_columns(q: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in QUERY_COLUMNS if c in q.columns] + [c for c in _OPTIONAL_QUERY_COLUMNS if c in q.columns]
+    return q[cols].reset_index(drop=True)
+
+
+def _attach(query_info: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([query_info.reset_index(drop=True), metrics.reset_index(drop=True)], axis=1)
+
+
+def _gallery_splits(split: str, gallery_splits: Sequence[str] | None) -> tuple[str, ...]:
+    if gallery_splits is not None:
+        return tuple(gallery_splits)
+    if split == "test":
+        return ("train", "val")
+    if split == "val":
+        return ("train",)
+    raise DermretrError(f"queries must come from a held-out split (val or test), got {split!r}")
+
+
+def _check_split(cases: pd.DataFrame, split: str) -> pd.Series:
+    splits = cases["split"].astype(str)
+    if not (splits == split).any():
+        counts = ", ".join(f"{k} {v}" for k, v in splits.value_counts().sort_index().items()) or "no cases"
+        raise DermretrError(
+            f"the dataset has no cases in split {split!r} to query with ({counts}); evaluation needs a "
+            f"held-out {split} split"
+        )
+    return splits
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[:, None] == b[None, :]
 
 
 def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
                 gallery_splits: Sequence[str] = ("train", "val"), relevant: str = "diagnosis_group",
                 ks: Sequence[int] = (1, 5, 10), alpha: float | None = None, text_style: str = "terse",
-                batch_size: int = 64, progress: bool = False, gallery: dict | None = None
-                ) -> tuple[pd.DataFrame, dict[str, float]]:
+                batch_size: int = 64, progress: bool = False, gallery: dict | None = None,
+                queries: dict | None = None, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
     """The "case" protocol: test image + its descriptor text against the train+val gallery.
 
     Parameters
     ----------
     retriever : Retriever
+        Anything with ``encode_queries``/``encode_targets`` like
+        :class:`~dermretr.models.retriever.Retriever`.
     cases : DataFrame
         A validated case table.
     query_split, gallery_splits : str
@@ -122,15 +509,38 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
         Override the weight of local evidence.
     gallery : dict, optional
         Pre-computed ``encode_targets`` of the gallery rows (in table order).
+    queries : dict, optional
+        Pre-computed ``encode_queries`` of the query rows (in table order,
+        with their :func:`~dermretr.data.vocab.case_text`).
+    ties : {"stable", "pessimistic", "optimistic"}
+        Order of equal scores (see :func:`rank_metrics`).
 
     Returns
     -------
     (DataFrame, dict)
-        Per-query metrics (with ``case_id`` and the query's columns) and their means.
+        Per-query metrics (with the query's :data:`QUERY_COLUMNS`, and ``ita``
+        etc. when present) and their means over queries with a relevant case.
+
+    Examples
+    --------
+    A stand-in retriever whose embeddings are one-hot diagnosis groups:
+
+    >>> class OneHot:
+    ...     def encode(self, paths, *_, **__):
+    ...         return {"global": np.array([[p.startswith("M"), p.startswith("N")] for p in paths], float),
+    ...                 "local": None, "alpha": 0.0}
+    ...     encode_queries = encode_targets = encode
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("pqrs"),
+    ...     "image_path": ["M1", "N2", "M3", "N4"], "diagnosis": ["mel", "nev", "mel", "nev"],
+    ...     "diagnosis_group": ["MEL", "NEV", "MEL", "NEV"], "split": ["train", "train", "test", "test"],
+    ...     "fitzpatrick": [1, 2, 3, 4], "monk": pd.NA})
+    >>> per_query, summary = case_search(OneHot(), cases, ks=(1,))
+    >>> summary["recall@1"], per_query["case_id"].tolist()
+    (1.0, ['c', 'd'])
     """
     from .models.retriever import convex_score
 
-    if relevant not in ("diagnosis_group", "diagnosis"):
+    if relevant not in _RELEVANT:
         raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
     split = cases["split"].astype(str)
     q = cases[split == query_split].reset_index(drop=True)
@@ -140,18 +550,370 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
             f"case search needs queries in split {query_split!r} ({len(q)}) and a gallery in {list(gallery_splits)} "
             f"({len(g)})"
         )
-    texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
-    qe = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
+    if queries is None:
+        texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
+        qe = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
+    else:
+        qe = queries
     ge = gallery if gallery is not None else retriever.encode_targets(g["image_path"].tolist(),
                                                                        batch_size=batch_size, progress=progress)
+    if len(qe["global"]) != len(q) or len(ge["global"]) != len(g):
+        raise DermretrError(
+            f"pre-computed encodings do not fit: {len(qe['global'])} queries for {len(q)} query cases, "
+            f"{len(ge['global'])} targets for {len(g)} gallery cases"
+        )
     s, _, _ = convex_score(qe, ge, alpha=alpha)
-    rel = q[relevant].astype(str).to_numpy()[:, None] == g[relevant].astype(str).to_numpy()[None, :]
-    exclude = (q["case_id"].to_numpy()[:, None] == g["case_id"].to_numpy()[None, :]) | (
-        q["patient_id"].to_numpy()[:, None] == g["patient_id"].to_numpy()[None, :]
-    )
-    per_query = rank_metrics(s, rel, exclude, ks=ks)
-    per_query.insert(0, "case_id", q["case_id"].to_numpy())
-    for col in ("diagnosis_group", "diagnosis", "fitzpatrick", "monk"):
-        per_query[col] = q[col].to_numpy()
-    return per_query, summarize_metrics(per_query.drop(columns=["case_id", "diagnosis_group", "diagnosis",
-                                                                  "fitzpatrick", "monk"]))
+    labels_q, labels_g = q[relevant].astype(object).to_numpy(), g[relevant].astype(object).to_numpy()
+    rel = _same(labels_q.astype(str), labels_g.astype(str)) & pd.notna(labels_q)[:, None]
+    exclude = _same(q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy()) | _same(
+        q["patient_id"].astype(str).to_numpy(), g["patient_id"].astype(str).to_numpy())
+    per_query = _attach(_query_columns(q), rank_metrics(s, rel, exclude, ks=ks, ties=ties))
+    return per_query, summarize_metrics(per_query)
+
+
+def load_triplets(root: str | os.PathLike) -> pd.DataFrame | None:
+    """DermSynth's modification triplets of a dataset folder, or None when it has none.
+
+    Reads ``ROOT/meta/modifications.csv`` (``reference_case_id``,
+    ``modification_text``, ``target_case_id``, ``criterion``, ``from_value``,
+    ``to_value``...); ``root`` may also be the CSV file itself.
+
+    >>> import tempfile
+    >>> load_triplets(tempfile.mkdtemp()) is None
+    True
+    """
+    path = Path(root).expanduser()
+    file = path if path.is_file() else path / "meta" / "modifications.csv"
+    if not file.is_file():
+        return None
+    try:
+        mods = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DermretrError(f"cannot read modification triplets {file}: {exc}") from None
+    missing = [c for c in ("reference_case_id", "modification_text", "target_case_id") if c not in mods.columns]
+    if missing:
+        raise DermretrError(f"{file} lacks column(s) {missing}; found {list(mods.columns)}")
+    return mods
+
+
+def _known(value) -> bool:
+    return value is not None and not (not isinstance(value, str) and pd.isna(value)) and str(value) != ""
+
+
+def derive_triplets(cases: pd.DataFrame, split: str = "test", seed: int = 0, max_per_case: int = 1,
+                    gallery_splits: Sequence[str] | None = None) -> pd.DataFrame:
+    """Modification queries for a dataset with 7-point criteria but no triplets.
+
+    For each reference case of ``split`` with known criteria, in table order,
+    up to ``max_per_case`` different criteria are drawn (with a generator
+    seeded by ``seed``), each with a new value that differs from the
+    reference's and that some *eligible* gallery case has: one of
+    ``gallery_splits``, of the reference's diagnosis group and of another
+    patient.  Those eligible cases with the requested value are the relevant
+    ones (:func:`modify_search`), so every derived query has at least one.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        A validated case table.
+    split : str
+        The references' split.
+    seed : int
+        Same seed, same triplets.
+    max_per_case : int
+        Triplets per reference at most.
+    gallery_splits : strs, optional
+        Default: train and val for test references, train for val references.
+
+    Returns
+    -------
+    DataFrame
+        ``reference_case_id, modification_text, criterion, from_value, to_value``
+        (the text comes from :func:`~dermretr.data.vocab.modification_text`).
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": list("pqr"),
+    ...     "diagnosis_group": ["NEV"] * 3, "split": ["train", "val", "test"],
+    ...     "streaks": ["regular", "irregular", "absent"]})
+    >>> derive_triplets(cases)[["reference_case_id", "criterion", "from_value", "to_value"]].to_numpy().tolist()
+    [['c', 'streaks', 'absent', 'irregular']]
+    """
+    if isinstance(max_per_case, bool) or not isinstance(max_per_case, (int, np.integer)) or max_per_case < 1:
+        raise DermretrError(f"max_per_case must be a positive integer, got {max_per_case!r}")
+    columns = ["reference_case_id", "modification_text", "criterion", "from_value", "to_value"]
+    crit_cols = [c for c in CRITERIA if c in cases.columns and cases[c].notna().any()]
+    if not crit_cols:
+        raise DermretrError(
+            "the modify protocol needs modification triplets (DermSynth's meta/modifications.csv) or cases with "
+            "known 7-point criteria (e.g. derm7pt); this dataset has neither"
+        )
+    splits = cases["split"].astype(str)
+    gallery_splits = _gallery_splits(split, gallery_splits)
+    refs = cases[splits == split]
+    gal = cases[splits.isin(list(gallery_splits))]
+    g_group = gal["diagnosis_group"].astype(str).to_numpy()
+    g_patient = gal["patient_id"].astype(str).to_numpy()
+    g_values = {c: gal[c].astype(object).to_numpy() for c in crit_cols}
+    # values present per (group, criterion): value -> patients having it
+    present: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for c in crit_cols:
+        for grp, val, pat in zip(g_group, g_values[c], g_patient):
+            if _known(val):
+                present.setdefault((grp, c), {}).setdefault(str(val), set()).add(pat)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, ref in refs.iterrows():
+        known = criteria_of(ref)
+        grp, pat = str(ref["diagnosis_group"]), str(ref["patient_id"])
+        options = {}
+        for c in crit_cols:
+            if c not in known:
+                continue
+            values = [v for v in CRITERIA[c] if v != known[c]
+                      and (present.get((grp, c), {}).get(v, set()) - {pat})]
+            if values:
+                options[c] = values
+        if not options:
+            continue
+        names = list(options)
+        chosen = rng.permutation(len(names))[:max_per_case]
+        for j in sorted(chosen):
+            c = names[j]
+            new = options[c][int(rng.integers(len(options[c])))]
+            text_seed = int(rng.integers(2**31))
+            after = dict(known, **{c: new})
+            rows.append({"reference_case_id": str(ref["case_id"]),
+                         "modification_text": modification_text(known, after, seed=text_seed),
+                         "criterion": c, "from_value": known[c], "to_value": new})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "test",
+                  gallery_splits: Sequence[str] | None = None, ks: Sequence[int] = (1, 5, 10),
+                  alpha: float | None = None, seed: int = 0, max_per_case: int = 1, batch_size: int = 64,
+                  progress: bool = False, ties: str = "pessimistic") -> tuple[pd.DataFrame, dict[str, float]]:
+    """The "modify" protocol: reference image + modification text.
+
+    Parameters
+    ----------
+    retriever : Retriever
+        Anything with ``encode_queries``/``encode_targets``.
+    cases : DataFrame
+        A validated case table.
+    triplets : DataFrame, path or None
+        DermSynth-style triplets (``reference_case_id``, ``modification_text``,
+        ``target_case_id``), or a dataset folder holding
+        ``meta/modifications.csv``: relevant = the exact target; gallery =
+        every case except the reference.  Triplets without
+        ``target_case_id`` (from :func:`derive_triplets`), or None (or a
+        folder without the file) to derive them: relevant = gallery cases of
+        ``gallery_splits`` with the requested criterion value and the
+        reference's diagnosis group; the reference's patient is excluded.
+    split : str
+        References come from this split.
+    gallery_splits : strs, optional
+        Gallery of derived triplets (default: train+val for test references).
+    seed, max_per_case
+        Passed to :func:`derive_triplets`.
+    ties : {"pessimistic", "stable", "optimistic"}
+        Order of equal scores (see :func:`rank_metrics`).
+
+    Returns
+    -------
+    (DataFrame, dict)
+        Per-query metrics (the reference's :data:`QUERY_COLUMNS`, the triplet's
+        columns, ``n_relevant`` and the metrics) and their means.
+
+    Examples
+    --------
+    A stand-in retriever that maps a query straight onto its target:
+
+    >>> class Oracle:
+    ...     def encode_targets(self, paths, **_):
+    ...         return {"global": np.eye(3)[[int(p) for p in paths]], "local": None, "alpha": 0.0}
+    ...     def encode_queries(self, paths, texts, **_):
+    ...         return {"global": np.eye(3)[[int(t[-1]) for t in texts]], "local": None, "alpha": 0.0}
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": ["p", "p", "q"],
+    ...     "image_path": ["0", "1", "2"], "diagnosis": "x", "diagnosis_group": "X", "split": "test"})
+    >>> mods = pd.DataFrame({"reference_case_id": ["a", "b"], "modification_text": ["to 1", "to 0"],
+    ...                      "target_case_id": ["b", "a"]})
+    >>> per_query, summary = modify_search(Oracle(), cases, mods, ks=(1,))
+    >>> summary["recall@1"], per_query["n_relevant"].tolist()
+    (1.0, [1, 1])
+    """
+    from .models.retriever import convex_score
+
+    _check_split(cases, split)
+    if triplets is not None and not isinstance(triplets, pd.DataFrame):
+        triplets = load_triplets(triplets)
+    exact = triplets is not None and "target_case_id" in triplets.columns
+    if triplets is None:
+        triplets = derive_triplets(cases, split=split, seed=seed, max_per_case=max_per_case,
+                                   gallery_splits=gallery_splits)
+    needed = ("reference_case_id", "modification_text") + (() if exact else ("criterion", "to_value"))
+    missing = [c for c in needed if c not in triplets.columns]
+    if missing:
+        raise DermretrError(f"modification triplets lack column(s) {missing}; found {list(triplets.columns)}")
+    ids = cases["case_id"].astype(str).to_numpy()
+    pos = {cid: i for i, cid in enumerate(ids)}
+    splits = cases["split"].astype(str).to_numpy()
+    t = triplets.astype({"reference_case_id": str}).reset_index(drop=True)
+    keep = t["reference_case_id"].map(lambda c: c in pos and splits[pos[c]] == split).to_numpy(dtype=bool)
+    if exact:
+        t = t.astype({"target_case_id": str})
+        keep = keep & t["target_case_id"].isin(pos).to_numpy()
+    t = t[keep].reset_index(drop=True)
+    if len(t) == 0:
+        what = "modification triplets" if exact else "derivable modification queries (criteria changes)"
+        raise DermretrError(f"no {what} with a reference in split {split!r} and their cases in the dataset")
+    ref_idx = t["reference_case_id"].map(pos).to_numpy(dtype=int)
+    q = cases.iloc[ref_idx].reset_index(drop=True)
+    if exact:
+        g_idx = np.arange(len(cases))
+        rel = np.zeros((len(t), len(g_idx)), dtype=bool)
+        rel[np.arange(len(t)), t["target_case_id"].map(pos).to_numpy(dtype=int)] = True
+        exclude = np.zeros_like(rel)
+        exclude[np.arange(len(t)), ref_idx] = True
+    else:
+        g_idx = np.flatnonzero(np.isin(splits, list(_gallery_splits(split, gallery_splits))))
+        if len(g_idx) == 0:
+            raise DermretrError(f"the modify protocol needs gallery cases in {list(_gallery_splits(split, None))}")
+        g = cases.iloc[g_idx]
+        rel = _same(q["diagnosis_group"].astype(str).to_numpy(), g["diagnosis_group"].astype(str).to_numpy())
+        for c in t["criterion"].unique():
+            rows = (t["criterion"] == c).to_numpy()
+            gv = g[c].astype(object).to_numpy()
+            gv = np.array([str(v) if _known(v) else "\0" for v in gv], dtype=object)
+            rel[rows] &= _same(t.loc[rows, "to_value"].astype(str).to_numpy(), gv)
+        exclude = _same(q["patient_id"].astype(str).to_numpy(), g["patient_id"].astype(str).to_numpy()) | _same(
+            q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy())
+    gallery_paths = cases["image_path"].iloc[g_idx].tolist()
+    qe = retriever.encode_queries(q["image_path"].tolist(), t["modification_text"].tolist(), batch_size=batch_size,
+                                  progress=progress)
+    ge = retriever.encode_targets(gallery_paths, batch_size=batch_size, progress=progress)
+    s, _, _ = convex_score(qe, ge, alpha=alpha)
+    extra = [c for c in ("modification_text", "criterion", "from_value", "to_value", "target_case_id")
+             if c in t.columns]
+    info = pd.concat([_query_columns(q), t[extra]], axis=1)
+    per_query = _attach(info, rank_metrics(s, rel, exclude, ks=ks, ties=ties))
+    return per_query, summarize_metrics(per_query)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def run_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The best checkpoint of a run folder, ``RUN_DIR/checkpoints/best.pt``, checked to exist.
+
+    >>> import tempfile
+    >>> run_checkpoint(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: run folder ... has no checkpoint: .../checkpoints/best.pt not found ...
+    """
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise DermretrError(f"run folder {run} not found (train one with `dermretr train --out {run}`)")
+    ckpt = run / "checkpoints" / "best.pt"
+    if not ckpt.is_file():
+        raise DermretrError(
+            f"run folder {run} has no checkpoint: {ckpt} not found (is it a finished `dermretr train` run?)"
+        )
+    return ckpt
+
+
+def _load_data(data) -> tuple[pd.DataFrame, Path | None]:
+    if isinstance(data, pd.DataFrame):
+        return data, None
+    from .data import load, parse_spec
+
+    source, path = parse_spec(str(data))
+    root = Path(path).expanduser()
+    return load(source, root), root
+
+
+def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, triplets=None,
+                 split: str = "test", relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0, alpha: float | None = None,
+                 batch_size: int = 64, device: str = "auto", progress: bool = False, name: str | None = None,
+                 retriever=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Evaluate one run folder: per-query metrics and the records of ``metrics.json``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A ``dermretr train`` run; ``RUN_DIR/checkpoints/best.pt`` is loaded.
+    data : str or DataFrame
+        ``"SOURCE:PATH"`` (triplets are then read from ``PATH/meta/modifications.csv``
+        when it exists) or an already loaded case table.
+    protocol : {"case", "modify"}
+        See :func:`case_search` and :func:`modify_search`.
+    triplets : DataFrame or path, optional
+        Modification triplets for ``protocol="modify"`` (default: the data
+        folder's, else derived from the criteria).
+    split : str
+        The query split (``"test"``; ``"val"`` searches the train gallery).
+    relevant : {"diagnosis_group", "diagnosis"}
+        Relevance of the case protocol.
+    ks, n_boot, level, seed
+        Cut-offs and the bootstrap (``seed`` also derives triplets).
+    alpha, batch_size, device, progress
+        Scoring and encoding options.
+    name : str, optional
+        The run's name in the records (default: the folder's name).
+    retriever : Retriever, optional
+        Use this model instead of loading the checkpoint.
+
+    Returns
+    -------
+    (DataFrame, list of dict)
+        Per-query metrics (with ``run``, ``method`` and ``protocol`` columns
+        first) and the records of :func:`metric_records`.  Equal scores are
+        ranked pessimistically (relevant cases last).
+
+    Examples
+    --------
+    >>> evaluate_run("no/such/run", "synthetic:/nowhere")
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: run folder no/such/run not found (train one with `dermretr train --out no/such/run`)
+    """
+    if protocol not in PROTOCOLS:
+        raise DermretrError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
+    if relevant not in _RELEVANT:
+        raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
+    ks = _check_ks(ks)
+    _check_boot(n_boot, level)
+    ckpt = run_checkpoint(run_dir) if retriever is None else None
+    cases, root = _load_data(data)
+    _check_split(cases, split)
+    gallery_splits = _gallery_splits(split, None)
+    if protocol == "modify" and triplets is None:
+        triplets = load_triplets(root) if root is not None else None
+        if triplets is None:  # derive now: bad data fails before the model is loaded
+            triplets = derive_triplets(cases, split=split, seed=seed, gallery_splits=gallery_splits)
+            if len(triplets) == 0:
+                raise DermretrError(
+                    f"no modification queries can be derived: no {split} case has a known criterion value that "
+                    f"differs from a {'/'.join(gallery_splits)} case of its diagnosis group"
+                )
+    if retriever is None:
+        from .models.retriever import Retriever
+
+        retriever = Retriever.load(ckpt, device=device)
+    method = str(getattr(retriever, "kind", "unknown"))
+    run = name if name is not None else (Path(run_dir).expanduser().name or str(run_dir))
+    if protocol == "case":
+        per_query, _ = case_search(retriever, cases, query_split=split, gallery_splits=gallery_splits,
+                                   relevant=relevant, ks=ks, alpha=alpha, batch_size=batch_size, progress=progress,
+                                   ties="pessimistic")
+    else:
+        per_query, _ = modify_search(retriever, cases, triplets, split=split, gallery_splits=gallery_splits, ks=ks,
+                                     alpha=alpha, seed=seed, batch_size=batch_size, progress=progress,
+                                     ties="pessimistic")
+    records = metric_records(per_query, run, method, protocol, n_boot=n_boot, level=level, seed=seed)
+    per_query.insert(0, "protocol", protocol)
+    per_query.insert(0, "method", method)
+    per_query.insert(0, "run", run)
+    return per_query, records
