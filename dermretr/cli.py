@@ -15,6 +15,13 @@ info
     missing, per diagnosis, per skin type, splits).
 train
     Train a composed retriever (or a baseline) into a run folder.
+evaluate
+    Evaluate run folders on a dataset (protocol case or modify): one table
+    with bootstrap CIs across the runs, and metrics.json.
+index
+    Encode a dataset with a trained run and write a search index folder.
+search
+    Search an index with a reference image and descriptor text.
 """
 
 from __future__ import annotations
@@ -112,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--no-progress", action="store_true")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate run folders (baselines and the composed model) with bootstrap CIs",
+        description="Evaluate each RUN_DIR's checkpoints/best.pt on SOURCE:PATH, print one table across the runs "
+                    "(Recall/Precision/mAP/nDCG@K and MRR with 95%% bootstrap CIs) and write metrics.json.")
+    evaluate.add_argument("--run", nargs="+", required=True, metavar="RUN_DIR", help="run folder(s) to evaluate")
+    evaluate.add_argument("--data", required=True, help="SOURCE:PATH, e.g. synthetic:./dermsynth")
+    evaluate.add_argument("--protocol", choices=("case", "modify"), default="case",
+                          help="case: test image + its descriptor text; modify: reference image + modification "
+                               "text (default: case)")
+    evaluate.add_argument("--out", required=True, help="metrics file to write (JSON list of records)")
+    evaluate.add_argument("--relevant", choices=("diagnosis_group", "diagnosis"), default="diagnosis_group",
+                          help="case protocol: relevant = same diagnosis group or same fine diagnosis")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test", help="query split (default: test)")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default: 1 5 10)")
+    evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples, 0 for none (default: 1000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap and derived-triplet seed (default: 0)")
+    evaluate.add_argument("--per-query", default=None, metavar="CSV", help="also write per-query metrics here")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    evaluate.add_argument("--no-progress", action="store_true")
+    _add_index_commands(sub)
     return parser
 
 
@@ -220,11 +249,174 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import os
+
+    import pandas as pd
+
+    from ._io import atomic_path
+    from .data import load, parse_spec
+    from .evaluate import evaluate_run, load_triplets, results_table, run_checkpoint, write_metrics
+
+    source, path = parse_spec(args.data)
+    root = Path(os.path.expanduser(path))
+    for target in (args.out, args.per_query):
+        if target and Path(target).expanduser().is_dir():
+            raise DermretrError(f"output {target} is a folder; give a file name")
+    for run in args.run:
+        run_checkpoint(run)  # every run folder is checked before the long part
+    names = [Path(r).expanduser().name or str(r) for r in args.run]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in args.run]
+    if len(set(names)) < len(names):
+        raise DermretrError(f"the same run folder is given twice: {' '.join(args.run)}")
+    cases = load(source, root)
+    triplets = load_triplets(root) if args.protocol == "modify" else None
+    records, per_query = [], []
+    for run, name in zip(args.run, names):
+        pq, recs = evaluate_run(run, cases, args.protocol, triplets=triplets, split=args.split,
+                                relevant=args.relevant, ks=args.k, n_boot=args.n_boot, seed=args.seed,
+                                batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+                                name=name)
+        records += recs
+        per_query.append(pq)
+    what = {"case": f"{args.split} image + its descriptor text; relevant = same {args.relevant}",
+            "modify": "reference image + modification text; "
+                      + ("relevant = the exact target (DermSynth triplets)" if triplets is not None else
+                         "relevant = requested criterion value and same diagnosis group (derived)")}[args.protocol]
+    ci = f"95% bootstrap CI over queries, {args.n_boot} resamples" if args.n_boot else "no CI"
+    print(f"Protocol {args.protocol} on {args.data} ({what}; {ci})")
+    with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
+        table = results_table(records)  # one row per run; printed with one column per run to fit a terminal
+        table.index = [f"{run} ({method})" for run, method, *_ in table.index]
+        print(table.T.to_string())
+    out = write_metrics(records, args.out)
+    print(f"\nmetrics written to {out}")
+    if args.per_query:
+        target = Path(args.per_query).expanduser()
+        with atomic_path(target) as tmp:
+            pd.concat(per_query, ignore_index=True).to_csv(tmp, index=False)
+        print(f"per-query metrics written to {target}")
+    return 0
+
+
+_INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)
+
+
+def _add_index_commands(sub) -> None:
+    index = sub.add_parser("index", help="index a dataset for case search with a trained retriever",
+                           description="Encode every case of SOURCE:PATH with RUN_DIR's checkpoint and write a "
+                                       "search index folder (FAISS over global vectors, local vectors for exact "
+                                       "re-ranking, the case table and manifest.json).")
+    index.add_argument("--run", required=True, help="run folder of `dermretr train` (RUN_DIR)")
+    index.add_argument("--data", required=True, help="SOURCE:PATH of the cases to index")
+    index.add_argument("--out", required=True, help="index folder to write (INDEX_DIR)")
+    index.add_argument("--kind", choices=_INDEX_KINDS, default="flat",
+                       help="flat (exact), hnsw (graph), ivf (inverted lists) or ivfpq (compressed) (default: flat)")
+    index.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                       help="RUN_DIR/checkpoints/{best,last}.pt (default: best)")
+    index.add_argument("--batch-size", type=int, default=64)
+    index.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
+    index.add_argument("--no-progress", action="store_true")
+    search = sub.add_parser("search", help="search an index with a reference image and descriptor text",
+                            description="Composed case search: the reference image plus text against INDEX_DIR; "
+                                        "the retriever is rebuilt from the checkpoint recorded in the index.")
+    search.add_argument("--index", required=True, help="index folder written by `dermretr index`")
+    search.add_argument("--image", required=True, help="reference lesion image")
+    search.add_argument("--text", default="", help="descriptor or modification text (default: none)")
+    search.add_argument("-k", type=int, default=10, help="results (default: 10)")
+    search.add_argument("--alpha", type=float, default=None, help="override the weight of local evidence")
+    search.add_argument("--filter", action="append", default=[], metavar="COLUMN=V1,V2",
+                        help="keep cases whose COLUMN is one of the values, e.g. fitzpatrick=5,6 (repeatable)")
+    search.add_argument("--rerank", type=int, default=None, help="candidates re-scored exactly (default: 100)")
+    search.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        column, sep, values = pair.partition("=")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not column.strip() or not items:
+            raise DermretrError(f"filter {pair!r} must look like COLUMN=V1,V2 (e.g. fitzpatrick=5,6)")
+        out.setdefault(column.strip(), []).extend(items)
+    return out
+
+
+def _print_warnings(caught) -> None:
+    for w in caught:
+        print(f"dermretr: warning: {w.message}", file=sys.stderr)
+
+
+def _cmd_index(args) -> int:
+    import time
+    import warnings
+
+    from .data import load
+    from .index import CaseIndex
+    from .models.retriever import Retriever
+
+    run = Path(args.run).expanduser()
+    ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
+    if not ckpt.is_file():
+        raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
+    out = CaseIndex.check_output(args.out, overwrite=args.overwrite)  # before the long part
+    retriever = Retriever.load(ckpt, device=args.device)
+    cases = load(args.data)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = CaseIndex.build(retriever, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
+                                progress=not args.no_progress)
+        index.save(out, overwrite=args.overwrite)
+    _print_warnings(caught)
+    m = index.manifest
+    local = f"{m['n_masks']} local vectors each, alpha {m['alpha']:.2f}" if m["n_masks"] else "global vectors only"
+    print(f"indexed {len(index)} cases ({m['kind']}, dim {m['dim']}, {local}) from {ckpt} in "
+          f"{time.perf_counter() - start:.1f} s -> {out}")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import warnings
+
+    import pandas as pd
+
+    from .index import CaseIndex
+
+    filters = _filters(args.filter)
+    index = CaseIndex.open(args.index, device=args.device)
+    if args.rerank is not None:
+        if args.rerank < 1:
+            raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
+        index.rerank = args.rerank
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = index.search(args.image, args.text, k=args.k, alpha=args.alpha, filters=filters)
+    _print_warnings(caught)
+    if args.text.strip() and hits.attrs.get("descriptors") == {}:
+        print("dermretr: note: no 7-point checklist descriptor recognised in the text; it is used as free text",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(json.loads(hits.to_json(orient="records")), indent=2))
+    elif len(hits) == 0:
+        print("no results")
+    else:
+        with pd.option_context("display.width", 200, "display.max_colwidth", 40):
+            print(hits[["rank", "case_id", "diagnosis", "score", "s_global", "s_local"]]
+                  .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermretr`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info, "train": _cmd_train}
+    commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info, "train": _cmd_train,
+                "evaluate": _cmd_evaluate}
+    commands.update(index=_cmd_index, search=_cmd_search)
     try:
         return commands[args.command](args)
     except DermretrError as exc:
