@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patient-weight", type=float, default=0.0, help="SLIMP-style patient-level term")
     train.add_argument("--word-region-weight", type=float, default=0.0, help="AFLoc-style word-region term")
     train.add_argument("--no-modifications", action="store_true", help="ignore DermSynth's modification triplets")
+    train.add_argument("--balance-by", default="diagnosis_group",
+                       help="columns whose combinations are sampled equally often, e.g. diagnosis_group,fitzpatrick "
+                            "(default: diagnosis_group)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -152,8 +155,9 @@ def _cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
         n_masks=args.n_masks, alpha=args.alpha, learn_alpha=not args.fixed_alpha,
         freeze_backbone=args.freeze_backbone, patient_weight=args.patient_weight,
-        word_region_weight=args.word_region_weight, modifications=not args.no_modifications, seed=args.seed,
-        device=args.device, resume=args.resume, progress=not args.no_progress,
+        word_region_weight=args.word_region_weight, modifications=not args.no_modifications,
+        balance_by=args.balance_by, seed=args.seed, device=args.device, resume=args.resume,
+        progress=not args.no_progress,
     )
     try:
         result = fit(config)

@@ -12,7 +12,9 @@ on a case table (``TrainConfig.data`` is a ``SOURCE:PATH`` spec):
 * class-balanced sampling, mild augmentation (crops, flips, small colour
   jitter), mixed precision on CUDA, fixed seeds;
 * each epoch: a progress bar with the loss, validation Recall@K / mAP@K with
-  the case protocol, the best checkpoint by ``select_metric``.
+  the case protocol, the best checkpoint by ``select_metric``; for the full
+  model also the target masks' entropy (fraction of uniform) and overlap, to
+  see masks collapsing onto one map.
 
 RUN_DIR holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (written atomically,
@@ -60,6 +62,7 @@ from .data.images import load_rgb
 from .data.vocab import TEXT_STYLES, case_text
 from .evaluate import case_search
 from .models.backbones import create
+from .models.composer import SpatialMasks
 from .models.losses import RetrievalLoss, group_positives
 from .models.retriever import DEFAULT_ALPHA, KINDS, Retriever
 
@@ -90,11 +93,16 @@ class TrainConfig:
     n_masks : int
         Spatial masks M (``model="full"``).
     alpha : float
-        Initial weight of local evidence; ``learn_alpha`` learns it.
+        Initial weight of local evidence; ``learn_alpha`` learns it, ``alpha_lr_mult`` times faster than
+        the rest (no weight decay on it, on biases, norms or the temperature).
     freeze_backbone : bool
         Train only the heads.
     balanced : bool
-        Class-balanced sampling over diagnosis groups.
+        Balanced sampling over the strata of ``balance_by``.
+    balance_by : str
+        Comma-separated case-table columns whose value combinations are sampled equally often
+        (default ``diagnosis_group``; ``diagnosis_group,fitzpatrick`` also balances skin types, a
+        fairness mitigation).  Unknown values form their own stratum.
     augment : bool
         Mild augmentation.
     modifications : bool
@@ -124,8 +132,10 @@ class TrainConfig:
     n_masks: int = 4
     alpha: float = DEFAULT_ALPHA
     learn_alpha: bool = True
+    alpha_lr_mult: float = 20.0
     freeze_backbone: bool = False
     balanced: bool = True
+    balance_by: str = "diagnosis_group"
     augment: bool = True
     modifications: bool = True
     patient_weight: float = 0.0
@@ -231,6 +241,17 @@ def _read_triplets(data: str, cases: pd.DataFrame) -> pd.DataFrame:
                          "text": mods["modification_text"].to_numpy()})
 
 
+def _balance_weights(cases: pd.DataFrame, balance_by: str) -> torch.Tensor:
+    """Sampling weight of each case: ``1 / size`` of its stratum (its combination of ``balance_by`` values)."""
+    columns = [c.strip() for c in balance_by.split(",") if c.strip()]
+    missing = [c for c in columns if c not in cases.columns]
+    if not columns or missing:
+        raise DermretrError(f"balance_by {balance_by!r}: column(s) {missing or columns} not in the case table; "
+                            f"use columns such as diagnosis_group or diagnosis_group,fitzpatrick")
+    strata = cases[columns].astype("string").fillna("<unknown>").agg("|".join, axis=1)
+    return torch.tensor((1.0 / strata.map(strata.value_counts())).to_numpy(dtype=float), dtype=torch.double)
+
+
 def _check_resume(run: Path, cfg: TrainConfig) -> dict:
     saved_file = run / "config.json"
     if not saved_file.is_file():
@@ -293,15 +314,14 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     train_cases = cases.iloc[train_idx].reset_index(drop=True)
     pairs = _Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
-    counts = pd.Series(groups).value_counts()
-    weights = torch.tensor([1.0 / counts[g] for g in groups], dtype=torch.double)
+    weights = _balance_weights(train_cases, config.balance_by)
     triplets = _read_triplets(config.data, cases) if config.modifications else None
     if triplets is not None:
         train_set = set(train_idx.tolist())
         triplets = triplets[triplets["ref"].isin(train_set) & triplets["tgt"].isin(train_set)].reset_index(drop=True)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups_, params = _param_groups(model, config)
+    optimizer = torch.optim.AdamW(groups_, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_idx) // config.batch_size
     total = steps_per_epoch * config.epochs
     warmup = max(1, min(50, total // 10))
@@ -387,13 +407,19 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
+            if t.get("attn") is not None:  # are the target masks distinct and focused? (collapse check)
+                stats = SpatialMasks.statistics(t["attn"])
+                sums["mask_entropy"] = sums.get("mask_entropy", 0.0) + stats["entropy_fraction"]
+                sums["mask_overlap"] = sums.get("mask_overlap", 0.0) + stats["overlap"]
             bar.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}")
         record = {"epoch": epoch, **{k: v / max(1, n_steps) for k, v in sums.items()},
                   "lr": optimizer.param_groups[0]["lr"], "alpha": model.alpha,
                   "train_seconds": round(time.perf_counter() - t0, 2)}
         if has_val:
+            # the gallery (training images) is encoded from the images already in memory
+            gallery = model.encode_targets([images[i] for i in train_idx], batch_size=max(config.batch_size, 64))
             _, summary = case_search(model, cases, query_split="val", gallery_splits=("train",),
-                                     batch_size=max(config.batch_size, 64))
+                                     batch_size=max(config.batch_size, 64), gallery=gallery)
             record.update({k: v for k, v in summary.items() if k != "n_queries"})
         history.append(record)
         metric = record.get(config.select_metric, -record["loss"])
@@ -411,6 +437,27 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
         if on_epoch_end is not None:
             on_epoch_end(record)
     return TrainResult(retriever=model, history=history, best=best, run_dir=run)
+
+
+def _param_groups(model: Retriever, config: TrainConfig) -> tuple[list[dict], list[torch.nn.Parameter]]:
+    """AdamW groups: weight decay on matrices only (not on biases, norms, prototypes, temperatures); the
+    local-evidence weight ``alpha`` learns ``alpha_lr_mult`` times faster (a single logit barely moves at
+    the backbone's rate, so without it ``alpha`` would stay where it started)."""
+    decay, no_decay, fast = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name == "alpha_logit":
+            fast.append(p)
+        elif p.ndim < 2 or name.endswith("prototypes") or name in ("logit_scale",) or "positional" in name \
+                or name.endswith("class_embedding"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": 0.0, "lr": config.lr * config.alpha_lr_mult})
+    return [g for g in groups if g["params"]], decay + no_decay + fast
 
 
 def _word_region(model: Retriever, q: dict, t: dict, texts: list[str], config: TrainConfig):

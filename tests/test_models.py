@@ -223,3 +223,22 @@ def test_infonce_ignores_rows_without_positives_and_masked_pairs():
     loss = multi_positive_infonce(logits, pos, valid, symmetric=False)
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
     assert float(multi_positive_infonce(logits, torch.zeros_like(pos), valid)) == 0.0
+
+
+def test_masks_compete_so_they_cannot_collapse_onto_one_map():
+    from dermretr.models.composer import SpatialMasks
+
+    torch.manual_seed(0)
+    masks = SpatialMasks(token_dim=48, dim=32, n_masks=4)
+    tokens = torch.randn(6, 16, 48)
+    _, attn = masks(tokens)
+    assert torch.allclose(attn.sum(-1), torch.ones(6, 4), atol=1e-5)
+    stats = SpatialMasks.statistics(attn)
+    assert stats["overlap"] < 0.9 and stats["entropy_fraction"] < 0.97
+    # identical prototypes are the collapsed state: every mask the same map, overlap 1
+    with torch.no_grad():
+        masks.prototypes.copy_(masks.prototypes[:1].expand(4, -1))
+    _, same = masks(tokens)
+    assert SpatialMasks.statistics(same)["overlap"] == pytest.approx(1.0, abs=1e-5)
+    # the statistics themselves: disjoint masks overlap 0, uniform masks have entropy fraction 1
+    assert SpatialMasks.statistics(torch.full((1, 2, 8), 1 / 8))["entropy_fraction"] == pytest.approx(1.0)

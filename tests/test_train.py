@@ -103,3 +103,28 @@ def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
     assert main(["train", "--data", small_data, "--out", str(tmp_path / "x"), "--backbone", "dermretr-tyni",
                  "--batch-size", "8", "--no-progress"]) == 2
     assert "did you mean dermretr-tiny" in capsys.readouterr().err
+
+
+def test_optimizer_groups_and_balanced_sampling_weights():
+    import pandas as pd
+
+    from dermretr.models.backbones import create
+    from dermretr.train import _balance_weights, _param_groups
+
+    model = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
+    cfg = TrainConfig(data="synthetic:x", out="x", lr=1e-3, alpha_lr_mult=20.0)
+    groups, params = _param_groups(model, cfg)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(model.alpha_logit)]["lr"] == pytest.approx(0.02)
+    assert by_id[id(model.logit_scale)]["weight_decay"] == 0.0
+    assert by_id[id(model.masks.prototypes)]["weight_decay"] == 0.0
+    assert "weight_decay" not in by_id[id(model.masks.value.weight)]  # matrices take the default decay
+    assert len(params) == sum(p.requires_grad for p in model.parameters())
+
+    cases = pd.DataFrame({"diagnosis_group": ["MEL", "MEL", "MEL", "NEV"], "fitzpatrick": [1, 1, 6, pd.NA]})
+    w = _balance_weights(cases, "diagnosis_group").numpy()
+    assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])  # each group's weights sum to 1
+    w2 = _balance_weights(cases, "diagnosis_group, fitzpatrick").numpy()
+    assert w2.tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])  # unknown skin type is its own stratum
+    with pytest.raises(DermretrError, match="balance_by 'skin'.*not in the case table"):
+        _balance_weights(cases, "skin")

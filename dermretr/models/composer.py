@@ -92,9 +92,16 @@ class Clip4CirCombiner(nn.Module):
 class SpatialMasks(nn.Module):
     """M spatial attention masks over patch tokens, pooled into M local vectors.
 
-    Mask ``m`` attends over the N patches with a softmax of
-    ``<q_m, k(token_n)>``; its local vector is the attention-weighted mean of
-    the projected tokens.  The M mask prototypes ``q_m`` are shared by both
+    Mask ``m`` attends over the N patches through the cosine of its
+    prototype ``q_m`` and the patch keys ``k(token_n)``, scaled by a learned
+    sharpness.  The masks *compete* for patches (slot-attention style): each
+    patch shares its weight among the M masks (softmax over masks), and each
+    mask's weights are then normalised over the patches.  Without this
+    competition the masks drift to the same near-uniform map and every local
+    vector becomes one more global average (measured on DermSynth: attention
+    entropy 4.14 of a possible 4.16 nats, mask overlap 0.98).  The local
+    vector of mask ``m`` is the attention-weighted mean of the projected
+    tokens.  The M mask prototypes ``q_m`` are shared by both
     sides: the target side uses them as they are (so targets are encoded
     without any query), the query side shifts them by a function of the text
     ("look at where the veil would be") and adds a text-driven residual to the
@@ -125,9 +132,9 @@ class SpatialMasks(nn.Module):
         if init_proj is not None and tuple(init_proj.shape) == (token_dim, dim):
             with torch.no_grad():
                 self.value.weight.copy_(init_proj.detach().T)
-        self.key = nn.Linear(token_dim, dim)
-        self.prototypes = nn.Parameter(torch.randn(n_masks, dim) / math.sqrt(dim))
-        self.temperature = nn.Parameter(torch.tensor(math.log(math.sqrt(dim))))
+        self.key = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
+        self.prototypes = nn.Parameter(torch.randn(n_masks, dim))
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         text_dim = text_dim or dim
         self.text_shift = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, n_masks * dim))
         self.text_residual = nn.Sequential(nn.Linear(text_dim + dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -154,8 +161,9 @@ class SpatialMasks(nn.Module):
             if has_text is not None:
                 shift = shift * has_text.view(b, 1, 1).to(shift.dtype)
             queries = queries + shift
-        logits = torch.einsum("bmd,bnd->bmn", queries, keys) / self.temperature.exp()
-        attn = logits.softmax(dim=-1)
+        logits = torch.einsum("bmd,bnd->bmn", F.normalize(queries, dim=-1), F.normalize(keys, dim=-1))
+        attn = (logits * self.log_sharpness.clamp(max=math.log(100.0)).exp()).softmax(dim=1)  # masks compete
+        attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-8)  # ... then pool over patches
         local = torch.einsum("bmn,bnd->bmd", attn, values)
         if t is not None:
             res = self.text_residual(torch.cat([t.unsqueeze(1).expand(-1, self.n_masks, -1), local], dim=-1))
@@ -163,3 +171,22 @@ class SpatialMasks(nn.Module):
                 res = res * has_text.view(b, 1, 1).to(res.dtype)
             local = local + res
         return local, attn
+
+    @staticmethod
+    def statistics(attn: torch.Tensor) -> dict[str, float]:
+        """How spread and how distinct the masks are: mean entropy (nats, ``log N`` = uniform), the
+        entropy's fraction of ``log N``, and the mean overlap of two different masks (Bhattacharyya
+        coefficient, 1 = identical maps, 0 = disjoint).
+
+        >>> attn = torch.eye(4).repeat(2, 1, 1)          # 2 images, 4 masks on 4 different patches
+        >>> SpatialMasks.statistics(attn)["overlap"]
+        0.0
+        """
+        attn = attn.detach().float()
+        n, m = attn.shape[-1], attn.shape[-2]
+        entropy = -(attn * attn.clamp_min(1e-12).log()).sum(-1).mean()
+        bc = torch.einsum("bmn,bkn->bmk", attn.sqrt(), attn.sqrt())
+        off = ~torch.eye(m, dtype=torch.bool, device=attn.device)
+        overlap = bc[:, off].mean() if m > 1 else torch.tensor(float("nan"))
+        return {"entropy": float(entropy), "entropy_fraction": float(entropy / math.log(n)) if n > 1 else 0.0,
+                "overlap": float(overlap)}
