@@ -6,8 +6,10 @@ Errors caused by input (bad values, unusable paths) are printed as one line
 Commands
 --------
 demo
-    The main job, end to end with what exists now: generate a DermSynth
-    dataset, print its summary tables and write a contact sheet.
+    The main job, end to end: generate DermSynth, train the composed model
+    and its baselines, evaluate (case and modify protocols, with CIs), build
+    an index, run an example query and write report.html (``--fast``: under
+    2 minutes).
 synth
     Generate a DermSynth dataset folder (Derm7pt layout).
 info
@@ -22,6 +24,11 @@ index
     Encode a dataset with a trained run and write a search index folder.
 search
     Search an index with a reference image and descriptor text.
+fairness
+    Slice a run's retrieval quality by skin tone (Fitzpatrick, pairs, Monk,
+    labelled or estimated ITA): per-group metrics with CIs, the gap and its
+    p-value, exposure of skin tones in the top-k, optionally against a
+    baseline run; CSV tables and figures.
 """
 
 from __future__ import annotations
@@ -63,10 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the main job end to end on DermSynth data",
-                          description="Generate a DermSynth dataset, print its summary and write a contact sheet.")
+                          description="Generate DermSynth, train the composed model and its baselines, evaluate "
+                                      "both protocols, build an index, and write report.html.")
     demo.add_argument("--out", default="dermretr-demo", help="output folder (default: ./dermretr-demo)")
-    demo.add_argument("--n-cases", type=int, default=300, help="DermSynth cases (default: 300)")
-    demo.add_argument("--image-size", type=int, default=128, help="image side in px (default: 128)")
+    demo.add_argument("--fast", action="store_true",
+                      help="a small, quick version (160 cases, 64 px, 3 epochs; under 2 minutes)")
+    demo.add_argument("--n-cases", type=int, default=None, help="DermSynth cases (default: 500, fast: 160)")
+    demo.add_argument("--image-size", type=int, default=None, help="image side in px (default: 96, fast: 64)")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 12, fast: 3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -144,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--no-progress", action="store_true")
     _add_index_commands(sub)
+    _add_fairness_command(sub)
     return parser
 
 
@@ -226,30 +238,34 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from ._io import save_figure
-    from .data import load
-    from .data.synth import generate
-    from .viz import contact_sheet
+    import pandas as pd
 
-    out = Path(args.out).expanduser()
-    data = out / "dermsynth"
-    params_file = data / "meta" / "dermsynth.json"
-    wanted = {"n_cases": args.n_cases, "seed": args.seed, "image_size": args.image_size}
-    if params_file.is_file() and all(json.loads(params_file.read_text()).get(k) == v for k, v in wanted.items()):
-        print(f"Reusing the DermSynth dataset in {data}")
-    else:
-        if data.exists() and any(data.iterdir()) and not params_file.is_file():
-            raise DermretrError(f"{data} exists and is not a DermSynth folder; choose another --out")
-        print(f"Generating {args.n_cases} DermSynth cases ({args.image_size} px) in {data} ...")
-        generate(data, n_cases=args.n_cases, seed=args.seed, image_size=args.image_size,
-                 workers=args.workers, overwrite=True, progress=not args.no_progress)
-    cases = load("synthetic", data)
+    from .data import load
+    from .demo import demo_settings, run_demo
+
+    settings = demo_settings(fast=args.fast, n_cases=args.n_cases, image_size=args.image_size,
+                             epochs=args.epochs, seed=args.seed, workers=args.workers)
+    mode = "fast" if args.fast else "full"
+    print(f"dermretr demo ({mode}): {settings.n_cases} DermSynth cases, {settings.image_size} px, "
+          f"{settings.epochs} epochs for each of {', '.join(settings.kinds)}")
+    result = run_demo(args.out, settings, progress=not args.no_progress)
+    cases = load("synthetic", result.out / "dermsynth")
     print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")
     _print_summary(cases)
-    sheet = save_figure(contact_sheet(cases, by="diagnosis_group", per_group=6, seed=args.seed,
-                                      title="DermSynth: example cases per diagnosis group"),
-                        out / "contact_sheet.png")
-    print(f"\nContact sheet written to {sheet}")
+    shown = [c for c in ("recall@1", "recall@10", "map@10", "mrr", "queries") if c in result.table.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print("\nResults on the test split (95% bootstrap CIs)\n" + result.table[shown].to_string())
+        if result.fairness:
+            print("\nComposed model by skin type (Fitzpatrick pairs)\n" + result.fairness["slices"].to_string())
+    print("\nExample composed query, top results:")
+    cols = [c for c in ("rank", "case_id", "diagnosis", "fitzpatrick", "score", "s_global", "s_local")
+            if c in result.example.columns]
+    print(result.example[cols].to_string(index=False))
+    total = sum(result.seconds.values())
+    print(f"\nContact sheet written to {result.out / 'contact_sheet.png'}")
+    print(f"Metrics written to {result.metrics}")
+    print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+    print(f"Report written to {result.report} ({total:.0f} s)")
     return 0
 
 
@@ -414,6 +430,85 @@ def _cmd_search(args) -> int:
     return 0
 
 
+_GROUPINGS = ("fitzpatrick", "fitzpatrick_pairs", "monk", "ita_category", "ita_category_estimated",
+              "fitzpatrick_estimated")  # dermretr.fairness.GROUPINGS (not imported: fairlearn loads slowly)
+
+
+def _add_fairness_command(sub) -> None:
+    fair = sub.add_parser(
+        "fairness", help="slice a run's retrieval quality by skin tone, with CIs, gaps and exposure",
+        description="Evaluate RUN_DIR on SOURCE:PATH and report each skin-tone group's metrics with bootstrap CIs, "
+                    "the overall value, the gap (max - min, with CI and permutation p-value) and ratio, and the "
+                    "skin tones of the retrieved top-k against the gallery's. Writes CSV tables and PNG figures.")
+    fair.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder of `dermretr train`")
+    fair.add_argument("--data", required=True, help="SOURCE:PATH, e.g. synthetic:./dermsynth")
+    fair.add_argument("--by", choices=_GROUPINGS, default="fitzpatrick",
+                      help="skin-tone grouping; *_estimated ones come from the pixels (default: fitzpatrick)")
+    fair.add_argument("--protocol", choices=("case", "modify"), default="case", help="(default: case)")
+    fair.add_argument("--metrics", nargs="+", default=["recall@1", "map@10"],
+                      help="metrics to slice (default: recall@1 map@10)")
+    fair.add_argument("--out", default=None, help="folder for tables and figures (default: RUN_DIR/fairness)")
+    fair.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                      help="a run to compare against (e.g. before a mitigation): paired per-group differences")
+    fair.add_argument("--estimate-ita", action="store_true",
+                      help="also estimate skin tone from the pixels (ITA) and, with labels, report its confusion")
+    fair.add_argument("--min-group", type=int, default=20, help="flag groups with fewer queries (default: 20)")
+    fair.add_argument("--exposure-k", type=int, default=10, help="top-k of the exposure, 0 for none (default: 10)")
+    fair.add_argument("--split", choices=("test", "val"), default="test", help="query split (default: test)")
+    fair.add_argument("--n-boot", type=int, default=1000,
+                      help="bootstrap resamples and permutations, 0 for none (default: 1000)")
+    fair.add_argument("--seed", type=int, default=0)
+    fair.add_argument("--batch-size", type=int, default=64)
+    fair.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    fair.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_fairness(args) -> int:
+    import warnings
+
+    import pandas as pd
+
+    from .fairness import GROUPING_TITLES, format_slices, run_fairness
+
+    out = Path(args.out).expanduser() if args.out else Path(args.run).expanduser() / "fairness"
+    if out.exists() and not out.is_dir():
+        raise DermretrError(f"--out {out} is a file; give a folder")
+    if args.min_group < 1:
+        raise DermretrError(f"--min-group must be at least 1, got {args.min_group}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_fairness(args.run, args.data, by=args.by, protocol=args.protocol, metrics=args.metrics,
+                              split=args.split, n_boot=args.n_boot, min_group=args.min_group,
+                              estimate=args.estimate_ita, exposure_k=args.exposure_k, baseline=args.baseline,
+                              seed=args.seed, batch_size=args.batch_size, device=args.device,
+                              progress=not args.no_progress)
+    _print_warnings(caught)
+    files = report.save(out)  # before printing: output piped into `head` still leaves the files
+    title = GROUPING_TITLES[args.by]
+    ci = f"95% bootstrap CI, {args.n_boot} resamples" if args.n_boot else "no CI"
+    print(f"{report.run} ({report.method}), protocol {args.protocol} on {args.data}: {title}"
+          f"{' (estimated from pixels)' if args.by.endswith('_estimated') else ''}; {ci}; "
+          f"* = fewer than {args.min_group} queries")
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 80):
+        print(format_slices(report.slices).to_string())
+        if report.exposure is not None:
+            e = report.exposure
+            print(f"\nExposure: skin tones of the top-{e.attrs['k']} retrieved cases vs the gallery "
+                  "(drift = mean retrieved tone - gallery's, on the scale's positions; < 0: towards lighter skin)")
+            shown = e.set_index("group")
+            print(shown.drop(columns=["drift_low", "drift_high"]).to_string(float_format=lambda v: f"{v:.2f}"))
+        if report.confusion is not None:
+            a = report.confusion.attrs
+            print(f"\nEstimated vs labelled skin type (n={a['n']}): exact {a['exact']:.1%}, "
+                  f"within one type {a['within_one']:.1%}\n{report.confusion.to_string()}")
+        if report.comparison is not None:
+            c = report.comparison
+            print(f"\n{report.names[1]} vs {report.names[0]} (after - before, paired over the same queries):")
+            print(c.drop(columns=["kind", "small"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{len(files)} files written to {out}: {', '.join(f.name for f in files)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermretr`` command; returns the exit code."""
     parser = build_parser()
@@ -421,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info, "train": _cmd_train,
                 "evaluate": _cmd_evaluate}
     commands.update(index=_cmd_index, search=_cmd_search)
+    commands.update(fairness=_cmd_fairness)
     try:
         return commands[args.command](args)
     except DermretrError as exc:

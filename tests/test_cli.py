@@ -12,29 +12,52 @@ from PIL import Image
 from dermretr.cli import main
 
 
-def test_demo_generates_prints_summary_and_writes_contact_sheet(tmp_path, capsys):
+def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
+    import json
+
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--n-cases", "40", "--image-size", "64", "--workers", "1", "--no-progress"])
-    assert rc == 0
+    args = ["demo", "--out", str(out), "--fast", "--n-cases", "80", "--epochs", "1", "--workers", "1", "--no-progress"]
+    assert main(args) == 0
     text = capsys.readouterr().out
-    for heading in ("Cases per diagnosis", "Cases per criterion value", "Cases per Fitzpatrick skin type", "Splits"):
+    for heading in ("Cases per diagnosis", "Cases per criterion value", "Cases per Fitzpatrick skin type", "Splits",
+                    "Results on the test split", "Example composed query", "by skin type (Fitzpatrick pairs)"):
         assert heading in text
     assert "blue_whitish_veil" in text and "VI" in text
-    sheet = out / "contact_sheet.png"
-    with Image.open(sheet) as img:
+    with Image.open(out / "contact_sheet.png") as img:
         assert img.size[0] > 300 and img.size[1] > 300
-    assert len(pd.read_csv(out / "dermsynth" / "meta" / "meta.csv")) == 40
-    # a second run reuses the dataset
-    assert main(["demo", "--out", str(out), "--n-cases", "40", "--image-size", "64", "--no-progress"]) == 0
+    assert len(pd.read_csv(out / "dermsynth" / "meta" / "meta.csv")) == 80
+    records = json.loads((out / "metrics.json").read_text())
+    assert {r["method"] for r in records} == {"full", "global", "clip4cir", "late_fusion", "image", "text"}
+    assert {r["protocol"] for r in records} == {"case", "modify"}
+    assert set(records[0]) == {"run", "method", "protocol", "metric", "k", "value", "ci_low", "ci_high", "n_queries"}
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in records if r["ci_low"] is not None)
+    report = (out / "report.html").read_text()
+    for figure in ("contact_sheet.png", "training_curves.png", "results.png", "example_query.png",
+                   "skin_tone_slices.png", "skin_tone_mitigation.png"):
+        assert f'src="{figure}"' in report
+        with Image.open(out / figure) as img:
+            low, high = img.convert("L").getextrema()
+            assert img.size[0] > 300 and high - low > 100  # not blank
+    assert "<table" in report and "modify" in report and "III-IV" in report
+    assert (out / "runs" / "full-balanced" / "checkpoints" / "best.pt").is_file()
+    assert json.loads((out / "index" / "manifest.json").read_text())["count"] == 80
+    per_query = pd.read_csv(out / "per_query.csv")
+    assert set(per_query["method"]) == {"full", "global", "clip4cir", "late_fusion", "image", "text"}
+    # a second run reuses the dataset and the finished runs
+    mtime = (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    assert main(args) == 0
     assert "Reusing" in capsys.readouterr().out
+    assert (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns == mtime
 
 
-def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
+def test_demo_refuses_a_foreign_folder_and_too_few_cases(tmp_path, capsys):
     (tmp_path / "dermsynth").mkdir()
     (tmp_path / "dermsynth" / "thesis.docx").write_text("do not delete")
-    assert main(["demo", "--out", str(tmp_path), "--n-cases", "10", "--no-progress"]) == 2
+    assert main(["demo", "--out", str(tmp_path), "--fast", "--no-progress"]) == 2
     assert "not a DermSynth folder" in capsys.readouterr().err
     assert (tmp_path / "dermsynth" / "thesis.docx").exists()
+    assert main(["demo", "--out", str(tmp_path / "x"), "--n-cases", "10", "--no-progress"]) == 2
+    assert "at least 60 cases" in capsys.readouterr().err
 
 
 def test_synth_writes_the_requested_dataset(tmp_path, capsys):
