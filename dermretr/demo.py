@@ -310,12 +310,16 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     t0 = time.perf_counter()
     records: list[dict] = []
     per_query = []
-    for protocol in ("case", "modify"):
-        for kind in s.kinds:
-            pq, recs = evaluate_run(out / "runs" / kind, cases, protocol, triplets=data if protocol == "modify"
-                                    else None, n_boot=s.n_boot, seed=s.seed, device="cpu", name=kind)
+    for kind in s.kinds:
+        run = out / "runs" / kind
+        model = Retriever.load(run / "checkpoints" / "best.pt", device="cpu")  # loaded once for both protocols
+        for protocol in ("case", "modify"):
+            pq, recs = evaluate_run(run, cases, protocol, triplets=data if protocol == "modify" else None,
+                                    n_boot=s.n_boot, seed=s.seed, device="cpu", name=kind, retriever=model)
             records += recs
             per_query.append(pq)
+    order = {"case": 0, "modify": 1}
+    records.sort(key=lambda r: order[r["protocol"]])  # one protocol after the other in tables
     metrics = write_metrics(records, out / "metrics.json")
     with atomic_path(out / "per_query.csv") as tmp:
         pd.concat(per_query, ignore_index=True).to_csv(tmp, index=False)

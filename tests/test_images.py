@@ -90,3 +90,15 @@ def test_dataset_bad_arguments(tmp_path):
         ImageDataset(_cases([]), on_error="ignore")
     with pytest.raises(DermretrError, match="no 'image_path' column"):
         ImageDataset(pd.DataFrame({"case_id": ["a"]}))
+
+
+def test_a_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dermretr.data.images import ImageReadError, load_rgb
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px is then "more than twice" the limit
+    with pytest.raises(ImageReadError, match=r"big\.png is too large to open safely.*downscale it first"):
+        load_rgb(path)

@@ -90,6 +90,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageReadError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path} is not an image file PIL can read") from None
+    except Image.DecompressionBombError as exc:  # a decompression bomb, or a truly huge scan
+        raise ImageReadError(f"{path} is too large to open safely ({exc}); downscale it first") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise ImageReadError(f"cannot decode image {path}: {exc}") from None
 
