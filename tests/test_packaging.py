@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -70,3 +71,15 @@ def test_readme_quickstart_runs_the_demo():
     readme = (ROOT / "README.md").read_text()
     assert "dermretr demo" in readme and "jupyter lab notebooks/" in readme
     assert "mybinder.org" in readme and "colab.research.google.com" in readme
+
+
+def test_binder_environment_is_the_root_one_without_the_editable_install():
+    root = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    binder = yaml.safe_load((ROOT / "binder" / "environment.yml").read_text())["dependencies"]
+
+    def strip(deps):
+        return [{"pip": [p for p in d["pip"] if not p.startswith("-e")]} if isinstance(d, dict) else d for d in deps]
+
+    assert strip(root) == binder, "binder/environment.yml must list exactly environment.yml's packages"
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "pip install --no-deps" in post and os.access(ROOT / "binder" / "postBuild", os.X_OK)
