@@ -333,7 +333,9 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     index = CaseIndex.build(full, cases, kind="flat", checkpoint=ckpt, progress=progress)
     index.save(out / "index", overwrite=True)
     row, text, target = _example_query(cases, data, s.seed)
-    example = index.search(row["image_path"], text, k=8)
+    example = index.search(row["image_path"], text, k=9)  # the reference itself is in the index: leave it out
+    example = example[example["case_id"] != row["case_id"]].head(8).reset_index(drop=True)
+    example["rank"] = range(1, len(example) + 1)
     title = (f"Reference {row['case_id']} + modification text; green frame: the exact target" if target else
              f"Reference {row['case_id']} + its descriptors; green frame: same diagnosis group")
     save_figure(gallery(row["image_path"], text, example, relevant=target,
