@@ -778,9 +778,14 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
     else:
         g_idx = np.flatnonzero(np.isin(splits, list(_gallery_splits(split, gallery_splits))))
         if len(g_idx) == 0:
-            raise DermretrError(f"the modify protocol needs gallery cases in {list(_gallery_splits(split, None))}")
+            raise DermretrError(
+                f"the modify protocol needs gallery cases in {list(_gallery_splits(split, gallery_splits))}")
         g = cases.iloc[g_idx]
         rel = _same(q["diagnosis_group"].astype(str).to_numpy(), g["diagnosis_group"].astype(str).to_numpy())
+        unknown = sorted(set(t["criterion"].astype(str)) - (set(CRITERIA) & set(cases.columns)))
+        if unknown:
+            raise DermretrError(f"modification triplets name criteria {unknown} that are not 7-point criteria "
+                                f"columns of the case table; use one of {sorted(set(CRITERIA) & set(cases.columns))}")
         for c in t["criterion"].unique():
             rows = (t["criterion"] == c).to_numpy()
             gv = g[c].astype(object).to_numpy()

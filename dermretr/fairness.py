@@ -1064,7 +1064,8 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
     g_mean = float(g_known.mean()) if len(g_known) else np.nan
     g_share = {lv: float((g_tone == lv).mean()) for lv in levels}
     r_pos = np.array([position.get(t, np.nan) for t in r_tone])
-    frame = pd.DataFrame({"q": qids, "q_tone": q_tone, "r_pos": r_pos, "same": r_tone == q_tone})
+    same = np.where((q_tone == UNKNOWN) | (r_tone == UNKNOWN), np.nan, (r_tone == q_tone).astype(float))
+    frame = pd.DataFrame({"q": qids, "q_tone": q_tone, "r_pos": r_pos, "same": same})
     per_query = frame.groupby("q", sort=False).agg(q_tone=("q_tone", "first"), r_pos=("r_pos", "mean"),
                                                     same=("same", "mean"))
     with_levels = [lv for lv in levels if lv != UNKNOWN or (g_tone == UNKNOWN).any() or (r_tone == UNKNOWN).any()]
@@ -1076,9 +1077,9 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
         known = r_pos[mask_rows]
         known = known[np.isfinite(known)]
         out["mean_tone"] = float(known.mean()) if len(known) else np.nan
-        out["drift"] = out["mean_tone"] - g_mean
         vals = per_query.loc[q_mask, "r_pos"].to_numpy(dtype=float)
         vals = vals[np.isfinite(vals)] - g_mean
+        out["drift"] = float(vals.mean()) if len(vals) else np.nan  # the mean over queries, like its CI
         out["drift_low"], out["drift_high"] = bootstrap_ci(vals, n_boot=n_boot, level=ci, seed=seed)
         out["same_tone"] = float(per_query.loc[q_mask, "same"].mean()) if q_mask.any() else np.nan
         out["same_tone_expected"] = expected

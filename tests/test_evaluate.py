@@ -365,6 +365,9 @@ def test_protocols_refuse_unusable_data(synth_cases, runs):
         evaluate_run(runs[0], synth_cases, relevant="malignant")
     with pytest.raises(DermretrError, match="has no checkpoint"):
         evaluate_run(runs[0].parent, synth_cases)
+    bad = derive_triplets(synth_cases, split="test", seed=1).head(2).assign(criterion="veil")
+    with pytest.raises(DermretrError, match=r"criteria \['veil'\] that are not 7-point criteria"):
+        evaluate_run(runs[0], synth_cases, "modify", triplets=bad)
 
 
 # ----------------------------------------------------------------------------- run folders and the CLI

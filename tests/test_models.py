@@ -204,6 +204,20 @@ def test_save_and_load_round_trip(tmp_path):
         Retriever.load(tmp_path / "junk.pt", device="cpu")
     with pytest.raises(DermretrError, match="checkpoint not found"):
         Retriever.load(tmp_path / "none.pt", device="cpu")
+    payload["format"] = 1  # a full model saved before the masks changed
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(DermretrError, match="older dermretr whose spatial masks have since changed"):
+        Retriever.load(tmp_path / "old.pt", device="cpu")
+
+
+def test_a_single_mask_attends_over_patches_instead_of_averaging():
+    from dermretr.models.composer import SpatialMasks
+
+    torch.manual_seed(1)
+    masks = SpatialMasks(token_dim=48, dim=32, n_masks=1)
+    _, attn = masks(torch.randn(3, 16, 48))
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 1), atol=1e-5)
+    assert SpatialMasks.statistics(attn)["entropy_fraction"] < 0.95  # not the uniform map
 
 
 # --------------------------------------------------------------------------- losses

@@ -162,8 +162,12 @@ class SpatialMasks(nn.Module):
                 shift = shift * has_text.view(b, 1, 1).to(shift.dtype)
             queries = queries + shift
         logits = torch.einsum("bmd,bnd->bmn", F.normalize(queries, dim=-1), F.normalize(keys, dim=-1))
-        attn = (logits * self.log_sharpness.clamp(max=math.log(100.0)).exp()).softmax(dim=1)  # masks compete
-        attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-8)  # ... then pool over patches
+        logits = logits * self.log_sharpness.clamp(max=math.log(100.0)).exp()
+        if self.n_masks == 1:  # a single mask has nothing to compete with: a plain softmax over the patches
+            attn = logits.softmax(dim=-1)
+        else:
+            attn = logits.softmax(dim=1)  # masks compete for each patch ...
+            attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-8)  # ... then pool over patches
         local = torch.einsum("bmn,bnd->bmd", attn, values)
         if t is not None:
             res = self.text_residual(torch.cat([t.unsqueeze(1).expand(-1, self.n_masks, -1), local], dim=-1))

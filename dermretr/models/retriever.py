@@ -64,7 +64,7 @@ __all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FO
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 DEFAULT_ALPHA = 0.6
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: competing cosine masks (format-1 full models had other mask weights)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -321,6 +321,9 @@ class Retriever(nn.Module):
         if payload.get("format", 0) > CHECKPOINT_FORMAT:
             raise DermretrError(f"{path} was written by a newer dermretr (format {payload['format']}); upgrade")
         cfg = payload["config"]
+        if payload.get("format", 0) < 2 and cfg.get("kind") == "full":
+            raise DermretrError(f"{path} is a full model from an older dermretr whose spatial masks have since "
+                                "changed (checkpoint format 1); retrain it with `dermretr train`")
         backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
         model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
                     freeze_backbone=cfg["freeze_backbone"])
