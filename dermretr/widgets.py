@@ -82,6 +82,7 @@ from PIL import Image
 from ._errors import DermretrError, VocabularyError
 from .data.images import ImageReadError, load_rgb
 from .data.vocab import ABSENT, CRITERIA, case_text, criteria_of, modification_text, normalize_value, parse_text
+from .viz import _fmt  # the captions read like the gallery's
 
 __all__ = ["QueryBuilder", "decode_image", "UNKNOWN", "SKIN_TYPES"]
 
@@ -123,18 +124,6 @@ def _figure_output(fig, dpi: int = 90) -> dict:
 
 def _html_output(text: str) -> dict:
     return {"output_type": "display_data", "metadata": {}, "data": {"text/html": text, "text/plain": text}}
-
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    try:
-        if value is None or pd.isna(value):
-            return "?"
-    except (TypeError, ValueError):
-        pass
-    try:
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _skin(value: Any) -> str:
