@@ -61,6 +61,7 @@ __all__ = [
     "summarize_metrics",
     "bootstrap_ci",
     "case_search",
+    "case_scores",
     "modify_search",
     "derive_triplets",
     "load_triplets",
@@ -538,10 +539,40 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
     >>> summary["recall@1"], per_query["case_id"].tolist()
     (1.0, ['c', 'd'])
     """
-    from .models.retriever import convex_score
-
     if relevant not in _RELEVANT:
         raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
+    q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha, text_style=text_style,
+                                   batch_size=batch_size, progress=progress, queries=queries, gallery=gallery)
+    labels_q, labels_g = q[relevant].astype(object).to_numpy(), g[relevant].astype(object).to_numpy()
+    rel = _same(labels_q.astype(str), labels_g.astype(str)) & pd.notna(labels_q)[:, None]
+    per_query = _attach(_query_columns(q), rank_metrics(s, rel, exclude, ks=ks, ties=ties))
+    return per_query, summarize_metrics(per_query)
+
+
+def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
+                gallery_splits: Sequence[str] = ("train", "val"), alpha: float | None = None,
+                text_style: str = "terse", batch_size: int = 64, progress: bool = False,
+                queries: dict | None = None, gallery: dict | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Queries, gallery, scores ``[Q, G]`` and excluded pairs of the "case" protocol.
+
+    The one place that decides what the protocol compares: a query is a
+    ``query_split`` case's image plus its descriptor text, the gallery is
+    ``gallery_splits``, and a query's own case and every case of its patient
+    are excluded.  :func:`case_search` and
+    :func:`dermretr.fairness.retrieve_topk` build on it.
+
+    >>> class Same:
+    ...     def encode_queries(self, paths, texts, **_): return {"global": np.ones((len(paths), 2)), "local": None}
+    ...     encode_targets = lambda self, paths, **_: {"global": np.ones((len(paths), 2)), "local": None}
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": list("ppq"), "image_path": list("xyz"),
+    ...                       "diagnosis": "x", "diagnosis_group": "X", "split": ["train", "train", "test"]})
+    >>> q, g, s, exclude = case_scores(Same(), cases)
+    >>> s.shape, exclude.tolist()
+    ((1, 2), [[False, False]])
+    """
+    from .models.retriever import convex_score
+
     split = cases["split"].astype(str)
     q = cases[split == query_split].reset_index(drop=True)
     g = cases[split.isin(list(gallery_splits))].reset_index(drop=True)
@@ -552,23 +583,18 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
         )
     if queries is None:
         texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
-        qe = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
-    else:
-        qe = queries
-    ge = gallery if gallery is not None else retriever.encode_targets(g["image_path"].tolist(),
-                                                                       batch_size=batch_size, progress=progress)
-    if len(qe["global"]) != len(q) or len(ge["global"]) != len(g):
+        queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
+    if gallery is None:
+        gallery = retriever.encode_targets(g["image_path"].tolist(), batch_size=batch_size, progress=progress)
+    if len(queries["global"]) != len(q) or len(gallery["global"]) != len(g):
         raise DermretrError(
-            f"pre-computed encodings do not fit: {len(qe['global'])} queries for {len(q)} query cases, "
-            f"{len(ge['global'])} targets for {len(g)} gallery cases"
+            f"pre-computed encodings do not fit: {len(queries['global'])} queries for {len(q)} query cases, "
+            f"{len(gallery['global'])} targets for {len(g)} gallery cases"
         )
-    s, _, _ = convex_score(qe, ge, alpha=alpha)
-    labels_q, labels_g = q[relevant].astype(object).to_numpy(), g[relevant].astype(object).to_numpy()
-    rel = _same(labels_q.astype(str), labels_g.astype(str)) & pd.notna(labels_q)[:, None]
+    s, _, _ = convex_score(queries, gallery, alpha=alpha)
     exclude = _same(q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy()) | _same(
         q["patient_id"].astype(str).to_numpy(), g["patient_id"].astype(str).to_numpy())
-    per_query = _attach(_query_columns(q), rank_metrics(s, rel, exclude, ks=ks, ties=ties))
-    return per_query, summarize_metrics(per_query)
+    return q, g, np.asarray(s), exclude
 
 
 def load_triplets(root: str | os.PathLike) -> pd.DataFrame | None:

@@ -56,7 +56,7 @@ from matplotlib.figure import Figure
 
 from ._errors import DataWarning, DermretrError
 from .color import ITA_CATEGORIES, ita, ita_category, lab_to_rgb, rgb_to_lab
-from .evaluate import _check_boot, _metric_columns, bootstrap_ci
+from .evaluate import _check_boot, _metric_columns, bootstrap_ci, case_scores
 
 __all__ = [
     "GROUPINGS",
@@ -934,29 +934,12 @@ def retrieve_topk(retriever, cases: pd.DataFrame, k: int = 10, query_split: str 
     >>> retrieve_topk(OneHot(), cases, k=1)[["query_case_id", "rank", "case_id"]].to_numpy().tolist()
     [['c', 1, 'a'], ['d', 1, 'b']]
     """
-    from .data.vocab import case_text
-    from .models.retriever import convex_score
-
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise DermretrError(f"k must be a positive integer, got {k!r}")
-    split = pd.Series(_text(cases["split"]), index=cases.index)
-    q = cases[(split == query_split).to_numpy()].reset_index(drop=True)
-    g = cases[split.isin(list(gallery_splits)).to_numpy()].reset_index(drop=True)
-    if len(q) == 0 or len(g) == 0:
-        raise DermretrError(f"retrieval needs queries in split {query_split!r} ({len(q)}) and a gallery in "
-                            f"{list(gallery_splits)} ({len(g)})")
-    if queries is None:
-        texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
-        queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
-    if gallery is None:
-        gallery = retriever.encode_targets(g["image_path"].tolist(), batch_size=batch_size, progress=progress)
-    if len(queries["global"]) != len(q) or len(gallery["global"]) != len(g):
-        raise DermretrError(f"pre-computed encodings do not fit: {len(queries['global'])} queries for {len(q)} query "
-                            f"cases, {len(gallery['global'])} targets for {len(g)} gallery cases")
-    s, _, _ = convex_score(queries, gallery, alpha=alpha)
+    q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha, text_style=text_style,
+                                   batch_size=batch_size, progress=progress, queries=queries, gallery=gallery)
     s = np.asarray(s, dtype=np.float64)
     qid, gid = _text(q["case_id"]), _text(g["case_id"])
-    exclude = (qid[:, None] == gid[None, :]) | (_text(q["patient_id"])[:, None] == _text(g["patient_id"])[None, :])
     s = np.where(exclude, -np.inf, s)
     kk = min(int(k), s.shape[1])
     order = np.argsort(-s, axis=1, kind="stable")[:, :kk]
