@@ -327,7 +327,7 @@ class PairScore(nn.Module):
         with torch.no_grad():
             q = retriever.query_features(refs, self.texts)
             t = retriever.target_features(tgts)
-            s, sg, sl = (torch.diagonal(x).float().cpu().numpy() for x in retriever.score(q, t, alpha))
+            s, sg, sl = (x.float().cpu().numpy() for x in retriever.score(q, t, alpha, paired=True))
         self.scores = {"score": s, "global": sg, "local": sl}
         keep = ("global", "local")
         self._fixed = {k: (None if v is None else v.detach()) for k, v in (t if side != "target" else q).items()
@@ -363,33 +363,10 @@ class PairScore(nn.Module):
         elif self.side == "reference":
             q, t = r.query_features(inputs, [self.texts[i] for i in idx.tolist()]), fixed
         else:
-            with _given_tokens(r.backbone, inputs):
-                q = r.query_features(self.query_pixels[idx], [self.texts[i] for i in idx.tolist()])
+            q = r.query_features(self.query_pixels[idx], [self.texts[i] for i in idx.tolist()], text_tokens=inputs)
             t = fixed
-        s, sg, sl = r.score(q, t, self.alpha)
-        out = {"score": s, "global": sg, "local": sl}[self.which]
-        return torch.diagonal(out)
-
-
-@contextlib.contextmanager
-def _given_tokens(backbone, tokens: torch.Tensor) -> Iterator[None]:
-    """Make ``backbone.tokenize`` return ``tokens`` (so the retriever's own text path runs on them)."""
-    had = "tokenize" in vars(backbone)
-    previous = vars(backbone).get("tokenize")
-
-    def tokenize(texts: Sequence[str]) -> torch.Tensor:
-        if len(texts) != tokens.shape[0]:
-            raise RuntimeError(f"{len(texts)} texts for {tokens.shape[0]} token rows")
-        return tokens
-
-    backbone.tokenize = tokenize
-    try:
-        yield
-    finally:
-        if had:
-            backbone.tokenize = previous
-        else:
-            del backbone.tokenize
+        s, sg, sl = r.score(q, t, self.alpha, paired=True)
+        return {"score": s, "global": sg, "local": sl}[self.which]
 
 
 class _GridTap(nn.Module):

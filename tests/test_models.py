@@ -178,6 +178,54 @@ def test_text_changes_the_composed_query(tiny):
     assert not np.allclose(a["global"], b["global"], atol=1e-4)
 
 
+def test_text_reaches_the_local_query_whatever_the_scale_of_regions_and_prototypes():
+    """The text's say in the local query must not shrink as pooled vectors or prototypes grow.
+
+    A trained model once had prototypes and pooled vectors of norm ~11 beside a
+    text shift of norm 0.18: its local queries were at cosine 0.998 to their
+    text-free selves, an image-only score.
+    """
+    from dermretr.models.composer import SpatialMasks
+
+    torch.manual_seed(0)
+    masks = SpatialMasks(token_dim=48, dim=32, n_masks=3, text_dim=32)
+    with torch.no_grad():  # make the (tiny-initialised) text paths matter
+        for layer in (masks.text_shift[-1], masks.local_residual[-1]):
+            torch.nn.init.normal_(layer.weight, std=0.2)
+    tokens, texts = torch.randn(2, 16, 48), torch.randn(2, 32)
+
+    def query(tokens):
+        local, attn = masks(tokens, text=texts)
+        return torch.nn.functional.normalize(local, dim=-1), attn
+
+    base, base_attn = query(tokens)
+    plain, plain_attn = masks(tokens)
+    change = 1 - torch.nn.functional.cosine_similarity(base, plain, dim=-1)
+    assert float(change.min()) > 0.01 and float((base_attn - plain_attn).abs().max()) > 0.01
+    with torch.no_grad():
+        masks.value.weight.mul_(100.0)  # pooled vectors 100 times longer
+        masks.prototypes.mul_(100.0)  # prototypes 100 times longer
+    scaled, scaled_attn = query(tokens)
+    assert torch.allclose(scaled, base, atol=1e-5) and torch.allclose(scaled_attn, base_attn, atol=1e-5)
+
+
+def test_paired_scores_and_given_tokens_match_the_plain_paths(tiny):
+    torch.manual_seed(2)
+    r = Retriever(tiny, kind="full", n_masks=2).eval()
+    texts = ["blue-whitish veil", "irregular streaks", ""]
+    with torch.no_grad():
+        q = r.query_features(_images(3), texts)
+        given = r.query_features(_images(3), texts, text_tokens=tiny.tokenize(texts))
+        t = r.target_features(_images(3, seed=5))
+        for a, b in zip(r.score(q, t, paired=True), r.score(q, t)):
+            assert torch.allclose(a, torch.diagonal(b), atol=1e-6)
+    assert torch.allclose(q["global"], given["global"]) and torch.allclose(q["local"], given["local"])
+    with pytest.raises(DermretrError, match="2 token rows for 3 texts"):
+        r.query_features(_images(3), texts, text_tokens=tiny.tokenize(texts[:2]))
+    with pytest.raises(DermretrError, match="paired scores need as many queries as targets, got 3 and 2"):
+        r.score(q, {k: v[:2] for k, v in t.items() if k in ("global", "local")}, paired=True)
+
+
 def test_retriever_bad_arguments(tiny):
     with pytest.raises(DermretrError, match="unknown retriever kind 'fusion'"):
         Retriever(tiny, kind="fusion")
@@ -204,10 +252,11 @@ def test_save_and_load_round_trip(tmp_path):
         Retriever.load(tmp_path / "junk.pt", device="cpu")
     with pytest.raises(DermretrError, match="checkpoint not found"):
         Retriever.load(tmp_path / "none.pt", device="cpu")
-    payload["format"] = 1  # a full model saved before the masks changed
-    torch.save(payload, tmp_path / "old.pt")
-    with pytest.raises(DermretrError, match="older dermretr whose spatial masks have since changed"):
-        Retriever.load(tmp_path / "old.pt", device="cpu")
+    for old in (1, 2):  # full models saved before the masks (1) or the local text composition (2) changed
+        payload["format"] = old
+        torch.save(payload, tmp_path / "old.pt")
+        with pytest.raises(DermretrError, match=f"spatial masks have since changed \\(checkpoint format {old}\\)"):
+            Retriever.load(tmp_path / "old.pt", device="cpu")
 
 
 def test_a_single_mask_attends_over_patches_instead_of_averaging():

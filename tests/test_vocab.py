@@ -83,6 +83,7 @@ def test_no_two_phrases_are_confusable_in_pairs():
         ("linear irregular vessels", "vascular_structures", "linear irregular"),
         ("vessels within regression", "vascular_structures", "within regression"),
         ("blue-whitish veil", "blue_whitish_veil", "present"),
+        ("a veil", "blue_whitish_veil", "present"),
         ("blue-grey and white regression areas", "regression_structures", "combinations"),
         ("peppering", "regression_structures", "blue areas"),
         ("white scar-like regression areas", "regression_structures", "white areas"),

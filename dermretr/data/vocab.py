@@ -353,6 +353,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "blue-white veil",
             "bluish-white veil",
             "blue-white structures",
+            "veil",  # in dermoscopy a veil is always the blue-whitish one
         ),
     },
     "vascular_structures": {

@@ -101,11 +101,17 @@ class SpatialMasks(nn.Module):
     vector becomes one more global average (measured on DermSynth: attention
     entropy 4.14 of a possible 4.16 nats, mask overlap 0.98).  The local
     vector of mask ``m`` is the attention-weighted mean of the projected
-    tokens.  The M mask prototypes ``q_m`` are shared by both
-    sides: the target side uses them as they are (so targets are encoded
-    without any query), the query side shifts them by a function of the text
-    ("look at where the veil would be") and adds a text-driven residual to the
-    pooled vector ("... and it should look like a veil").
+    tokens.  The M mask prototypes ``q_m`` are shared by both sides: the
+    target side uses them as they are (so targets are encoded without any
+    query).  The query side conditions both steps on the text, at the scale of
+    what it changes: the unit-norm prototypes are shifted by a function of the
+    text ("look at where the veil would be"), and each mask's unit-norm pooled
+    vector is composed with the text by a per-mask gated residual, like the
+    global :class:`GatedResidualCombiner` ("... and it should look like a
+    veil").  Without the scale matching the text is drowned: with raw
+    prototypes (norm ~11) and raw pooled vectors (norm ~11) a trained model
+    had text shifts of norm 0.18 and query local vectors at cosine 0.998 to
+    their text-free selves, so ``s_local`` was an image-only score.
 
     Parameters
     ----------
@@ -133,15 +139,20 @@ class SpatialMasks(nn.Module):
             with torch.no_grad():
                 self.value.weight.copy_(init_proj.detach().T)
         self.key = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, dim))
-        self.prototypes = nn.Parameter(torch.randn(n_masks, dim))
+        # unit norm, as used: with Adam the parameters' scale sets how fast a mask's direction can move
+        self.prototypes = nn.Parameter(F.normalize(torch.randn(n_masks, dim), dim=-1))
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         text_dim = text_dim or dim
         self.text_shift = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, n_masks * dim))
-        self.text_residual = nn.Sequential(nn.Linear(text_dim + dim, dim), nn.GELU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.text_shift[-1].weight)
         nn.init.zeros_(self.text_shift[-1].bias)
-        nn.init.normal_(self.text_residual[-1].weight, std=1e-3)
-        nn.init.zeros_(self.text_residual[-1].bias)
+        # per-mask composition of the pooled vector with the text: input [x_m, t, mask m's prototype]
+        hidden = 2 * dim
+        self.local_gate = nn.Sequential(nn.Linear(2 * dim + text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.local_residual = nn.Sequential(nn.Linear(2 * dim + text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        nn.init.constant_(self.local_gate[-1].bias, 2.0)  # start close to "keep the region": gate open ...
+        nn.init.normal_(self.local_residual[-1].weight, std=1e-3)  # ... residual small
+        nn.init.zeros_(self.local_residual[-1].bias)
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None,
                 has_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,14 +164,14 @@ class SpatialMasks(nn.Module):
         b = tokens.shape[0]
         keys = self.key(tokens)  # B N D
         values = self.value(tokens)  # B N D
-        queries = self.prototypes.unsqueeze(0).expand(b, -1, -1)  # B M D
+        protos = F.normalize(self.prototypes, dim=-1)
+        queries = protos.unsqueeze(0).expand(b, -1, -1)  # B M D
+        on = None if has_text is None else has_text.view(b, 1, 1).to(keys.dtype)
         t = None
         if text is not None:
             t = F.normalize(text, dim=-1)
             shift = self.text_shift(t).view(b, self.n_masks, self.dim)
-            if has_text is not None:
-                shift = shift * has_text.view(b, 1, 1).to(shift.dtype)
-            queries = queries + shift
+            queries = queries + (shift if on is None else shift * on)
         logits = torch.einsum("bmd,bnd->bmn", F.normalize(queries, dim=-1), F.normalize(keys, dim=-1))
         logits = logits * self.log_sharpness.clamp(max=math.log(100.0)).exp()
         if self.n_masks == 1:  # a single mask has nothing to compete with: a plain softmax over the patches
@@ -170,10 +181,11 @@ class SpatialMasks(nn.Module):
             attn = attn / attn.sum(dim=-1, keepdim=True).clamp_min(1e-8)  # ... then pool over patches
         local = torch.einsum("bmn,bnd->bmd", attn, values)
         if t is not None:
-            res = self.text_residual(torch.cat([t.unsqueeze(1).expand(-1, self.n_masks, -1), local], dim=-1))
-            if has_text is not None:
-                res = res * has_text.view(b, 1, 1).to(res.dtype)
-            local = local + res
+            x = F.normalize(local, dim=-1)
+            joint = torch.cat([x, t.unsqueeze(1).expand(-1, self.n_masks, -1),
+                               protos.unsqueeze(0).expand(b, -1, -1)], dim=-1)
+            composed = torch.sigmoid(self.local_gate(joint)) * x + self.local_residual(joint)
+            local = composed if on is None else on * composed + (1 - on) * x
         return local, attn
 
     @staticmethod

@@ -64,7 +64,7 @@ __all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FO
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 DEFAULT_ALPHA = 0.6
-CHECKPOINT_FORMAT = 2  # 2: competing cosine masks (format-1 full models had other mask weights)
+CHECKPOINT_FORMAT = 3  # 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query
 
 
 def _check_alpha(alpha: float) -> float:
@@ -192,14 +192,26 @@ class Retriever(nn.Module):
             out["local"], out["attn"] = F.normalize(local, dim=-1), attn
         return out
 
-    def query_features(self, images: torch.Tensor | None, texts: Sequence[str]) -> dict[str, torch.Tensor | None]:
-        """Normalised composed global ``[B, D]`` and local ``[B, M, D]`` query vectors, and the masks."""
+    def query_features(self, images: torch.Tensor | None, texts: Sequence[str],
+                       text_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        """Normalised composed global ``[B, D]`` and local ``[B, M, D]`` query vectors, and the masks.
+
+        ``text_tokens`` (``[B, context]``, optional) are the texts already tokenised, e.g. the inputs
+        that text attribution varies; ``texts`` still decides which queries have a text.
+        """
         has_text = self._has_text(texts)
+        if text_tokens is not None and text_tokens.shape[0] != len(texts):
+            raise DermretrError(f"{text_tokens.shape[0]} token rows for {len(texts)} texts: give one row per text")
+
+        def tokenized() -> torch.Tensor:
+            if text_tokens is not None:
+                return text_tokens
+            return self.backbone.tokenize([t if t else "" for t in texts])
         out: dict[str, torch.Tensor | None] = {"local": None, "attn": None, "tokens": None}
         if self.kind == "text":
             if not bool(has_text.all()):
                 raise DermretrError("text-only retrieval needs a non-empty query text for every query")
-            t, _, _ = self.backbone.encode_text(self.backbone.tokenize(texts))
+            t, _, _ = self.backbone.encode_text(tokenized())
             out["global"] = F.normalize(t, dim=-1)
             return out
         if images is None:
@@ -210,7 +222,7 @@ class Retriever(nn.Module):
         if self.kind == "image":
             out["global"] = x
             return out
-        t, _, _ = self.backbone.encode_text(self.backbone.tokenize([t if t else "" for t in texts]))
+        t, _, _ = self.backbone.encode_text(tokenized())
         t = F.normalize(t, dim=-1)
         if self.kind == "late_fusion":
             q = x + t
@@ -224,13 +236,21 @@ class Retriever(nn.Module):
         out["text"] = t
         return out
 
-    def score(self, q: dict, t: dict, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(s, s_global, s_local)`` between query and target features, each ``[Bq, Bt]``."""
-        s_global = q["global"] @ t["global"].T
+    def score(self, q: dict, t: dict, alpha: float | None = None,
+              paired: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(s, s_global, s_local)`` between query and target features, each ``[Bq, Bt]``.
+
+        With ``paired=True`` query ``i`` is scored against target ``i`` only (each ``[B]``).
+        """
+        if paired and q["global"].shape[0] != t["global"].shape[0]:
+            raise DermretrError(f"paired scores need as many queries as targets, got {q['global'].shape[0]} "
+                                f"and {t['global'].shape[0]}")
+        s_global = (q["global"] * t["global"]).sum(-1) if paired else q["global"] @ t["global"].T
         if q.get("local") is None or t.get("local") is None:
             return s_global, s_global, torch.zeros_like(s_global)
         a = torch.sigmoid(self.alpha_logit) if alpha is None else torch.tensor(_check_alpha(alpha))
-        s_local = torch.einsum("qmd,tmd->qt", q["local"], t["local"]) / q["local"].shape[1]
+        pattern = "bmd,bmd->b" if paired else "qmd,tmd->qt"
+        s_local = torch.einsum(pattern, q["local"], t["local"]) / q["local"].shape[1]
         return a * s_local + (1 - a) * s_global, s_global, s_local
 
     # ------------------------------------------------------------------ numpy encoding (no gradients)
@@ -321,9 +341,10 @@ class Retriever(nn.Module):
         if payload.get("format", 0) > CHECKPOINT_FORMAT:
             raise DermretrError(f"{path} was written by a newer dermretr (format {payload['format']}); upgrade")
         cfg = payload["config"]
-        if payload.get("format", 0) < 2 and cfg.get("kind") == "full":
+        if payload.get("format", 0) < 3 and cfg.get("kind") == "full":
             raise DermretrError(f"{path} is a full model from an older dermretr whose spatial masks have since "
-                                "changed (checkpoint format 1); retrain it with `dermretr train`")
+                                f"changed (checkpoint format {payload.get('format', 0)}); retrain it with "
+                                "`dermretr train`")
         backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
         model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
                     freeze_backbone=cfg["freeze_backbone"])
