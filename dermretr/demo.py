@@ -73,7 +73,7 @@ class DemoResult:
 
 
 def demo_settings(fast: bool = False, **overrides) -> DemoSettings:
-    """Default settings: about 5 minutes on 2 CPU cores, or under 2 with ``fast=True``.
+    """Default settings: about 9 minutes on 2 CPU cores, or under 2 with ``fast=True``.
 
     >>> demo_settings(n_cases=300).n_cases
     300
@@ -234,6 +234,10 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its descriptor text; "
         "relevant = gallery cases of the same diagnosis group (own case and same patient excluded). "
         "<b>modify</b>: reference image + modification text; relevant = the exact target.</p>"
+        "<p>This is a small, quick run: a few hundred training cases and a few minutes of CPU. At this size the "
+        "full model, which has the most to learn, can be behind the simpler ones on case search, and "
+        "differences whose CIs overlap are noise. <code>python benchmarks/bench_models.py --seeds 0 1 2</code> "
+        "compares the methods on 1,000 cases over three training seeds, with paired differences.</p>"
         + table.to_html(border=0) + f'<p><img src="{figures["results"]}" width="900"></p>',
         f'<h2>Training</h2><p><img src="{figures["curves"]}" width="900"></p>',
         f"<h2>An example composed query</h2><p>Reference case {html.escape(example_case)} + "
