@@ -60,6 +60,7 @@ __all__ = [
     "rank_metrics",
     "summarize_metrics",
     "bootstrap_ci",
+    "paired_difference",
     "case_search",
     "case_scores",
     "modify_search",
@@ -281,6 +282,147 @@ def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int =
     if one_d:
         return float(low[0]), float(high[0])
     return low, high
+
+
+# ----------------------------------------------------------------------------- comparing two runs
+
+
+def _text(series: pd.Series) -> np.ndarray:
+    return np.array(["" if (v is None or (not isinstance(v, str) and pd.isna(v))) else str(v)
+                     for v in series.astype(object)], dtype=object)
+
+
+def _check_per_query(per_query, what: str = "per-query table") -> pd.DataFrame:
+    if not isinstance(per_query, pd.DataFrame):
+        raise DermretrError(f"the {what} must be a DataFrame (from dermretr.evaluate), got {type(per_query).__name__}")
+    missing = [c for c in ("case_id", "n_relevant") if c not in per_query.columns]
+    if missing:
+        raise DermretrError(f"the {what} lacks column(s) {missing}: use the per-query metrics of "
+                            "dermretr.evaluate (case_search, modify_search, evaluate_run)")
+    if len(per_query) == 0:
+        raise DermretrError(f"the {what} has no queries")
+    if "run" in per_query.columns and per_query["run"].nunique(dropna=False) > 1:
+        runs = ", ".join(map(str, per_query["run"].unique()[:5]))
+        raise DermretrError(f"the {what} mixes several runs ({runs}); slice one run at a time, e.g. "
+                            "per_query[per_query['run'] == NAME]")
+    return per_query
+
+
+def _check_metrics(per_query: pd.DataFrame, metrics) -> tuple[str, ...]:
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metrics:
+        raise DermretrError("give at least one metric, e.g. metrics=('recall@1', 'map@10')")
+    available = _metric_columns(per_query)
+    missing = [m for m in metrics if m not in available]
+    if missing:
+        raise DermretrError(f"metric(s) {missing} not in the per-query table; it has {', '.join(available) or 'none'}"
+                            " (evaluate with the cut-offs you need, e.g. --k 1 5 10)")
+    return tuple(dict.fromkeys(metrics))
+
+
+def _pair(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame) -> np.ndarray:
+    """Row of ``per_query_b`` for every row of ``per_query_a`` (same query), refusing unpaired tables."""
+    keys = ["case_id"] + [c for c in ("modification_text", "target_case_id", "criterion", "to_value")
+                          if c in per_query_a.columns and c in per_query_b.columns]
+
+    def key(t):
+        return pd.Series(["\x1f".join(parts) for parts in zip(*(_text(t[c]) for c in keys))])
+
+    ka, kb = key(per_query_a), key(per_query_b)
+    for k, name in ((ka, "first"), (kb, "second")):
+        if k.duplicated().any():
+            raise DermretrError(f"the {name} per-query table has the same query twice "
+                                f"({k[k.duplicated()].iloc[0].split(chr(31))[0]!r}); cannot pair queries")
+    only_a, only_b = ~ka.isin(kb).to_numpy(), ~kb.isin(ka).to_numpy()
+    if only_a.any() or only_b.any():
+        raise DermretrError(
+            f"the two per-query tables cover different queries ({int(only_a.sum())} only in the first, "
+            f"{int(only_b.sum())} only in the second, of {len(ka)} and {len(kb)}); compare runs evaluated on the "
+            "same data, split and protocol"
+        )
+    rows = pd.Series(np.arange(len(kb)), index=kb.to_numpy()).reindex(ka.to_numpy()).to_numpy()
+    na = per_query_a["n_relevant"].to_numpy()
+    nb = per_query_b["n_relevant"].to_numpy()[rows]
+    if (na != nb).any():
+        raise DermretrError(f"the two per-query tables disagree on the relevant cases of {int((na != nb).sum())} "
+                            "queries (another relevance, gallery or dataset version?); compare like with like")
+    return rows
+
+
+def _sign_flip_p(d: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """Two-sided p-values ``[n_metrics]`` of a paired sign-flip permutation test of per-query differences ``d``
+    ``[n_queries, n_metrics]`` (H0: the two runs are exchangeable on every query)."""
+    obs = np.abs(d.mean(axis=0))
+    tol = 1e-12 * np.maximum(1.0, obs)
+    exceed = np.zeros(d.shape[1])
+    n = len(d)
+    block = max(1, 2**20 // max(n, 1))
+    for start in range(0, n_perm, block):
+        k = min(n_perm, start + block) - start
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(k, n))
+        exceed += (np.abs(signs @ d / n) >= obs - tol).sum(axis=0)
+    return (1.0 + exceed) / (1.0 + n_perm)
+
+
+def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
+                      metrics: Sequence[str] = ("recall@1", "map@10"), n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> pd.DataFrame:
+    """Run a minus run b on the same queries, one row per metric.
+
+    Queries are paired by case (and modification, for the modify protocol);
+    tables that cover different queries or disagree on relevance are refused.
+    Queries without a relevant case are left out.  Each row gives both means,
+    the mean per-query difference ``a - b`` with a percentile bootstrap CI
+    (the metrics share the resamples) and the two-sided p-value of a paired
+    sign-flip permutation test with ``n_boot`` permutations.
+
+    Parameters
+    ----------
+    per_query_a, per_query_b : DataFrame
+        Per-query metrics of two runs (:func:`case_search`, :func:`modify_search`, :func:`evaluate_run`).
+    metrics : sequence of str
+        Metric columns, e.g. ``("recall@1", "map@10")``.
+    n_boot : int
+        Bootstrap resamples and permutations (0: no CI, no p-value).
+    level : float
+        Coverage of the CI.
+    seed : int
+        Seed of resampling and permutations.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by metric: ``n_queries, mean_a, mean_b, difference, ci_low, ci_high, p_value``.
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"case_id": list("abcdef"), "n_relevant": 1, "recall@1": [1.0, 1, 1, 1, 1, 0]})
+    >>> b = a.assign(**{"recall@1": [0.0, 1, 0, 1, 0, 0]})[::-1]          # any row order
+    >>> t = paired_difference(a, b, metrics=["recall@1"], n_boot=500)
+    >>> t.loc["recall@1", ["mean_a", "mean_b", "difference"]].tolist()
+    [0.8333333333333334, 0.3333333333333333, 0.5]
+    """
+    per_query_a = _check_per_query(per_query_a, "first per-query table")
+    per_query_b = _check_per_query(per_query_b, "second per-query table")
+    metrics = _check_metrics(per_query_a, metrics)
+    _check_metrics(per_query_b, metrics)
+    _check_boot(n_boot, level)
+    rows_b = _pair(per_query_a, per_query_b)
+    usable = per_query_a["n_relevant"].to_numpy() > 0
+    if not usable.any():
+        raise DermretrError("no query has a relevant case: nothing to compare")
+    a = per_query_a.loc[usable, list(metrics)].to_numpy(dtype=np.float64)
+    b = per_query_b.iloc[rows_b[usable]][list(metrics)].to_numpy(dtype=np.float64)
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise DermretrError("the per-query tables have missing metric values; evaluate both runs again")
+    d = a - b
+    low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
+    p = _sign_flip_p(d, n_boot, np.random.default_rng(seed)) if n_boot else np.full(len(metrics), np.nan)
+    out = pd.DataFrame({"n_queries": len(d), "mean_a": a.mean(axis=0), "mean_b": b.mean(axis=0),
+                        "difference": d.mean(axis=0), "ci_low": low, "ci_high": high, "p_value": p},
+                       index=pd.Index(metrics, name="metric"))
+    out.attrs.update({"level": level, "n_boot": n_boot})
+    return out
 
 
 def _none_if_nan(x) -> float | None:

@@ -56,7 +56,8 @@ from matplotlib.figure import Figure
 
 from ._errors import DataWarning, DermretrError
 from .color import ITA_CATEGORIES, ita, ita_category, lab_to_rgb, rgb_to_lab
-from .evaluate import _check_boot, _metric_columns, bootstrap_ci, case_scores
+from .evaluate import (_check_boot, _check_metrics, _check_per_query, _pair, _sign_flip_p,
+                       _text, bootstrap_ci, case_scores)
 
 __all__ = [
     "GROUPINGS",
@@ -259,39 +260,6 @@ def skin_tone_groups(cases: pd.DataFrame, by: str = "fitzpatrick", *, _noun: str
 
 
 # ----------------------------------------------------------------------------- per-query tables
-
-
-def _text(series: pd.Series) -> np.ndarray:
-    return np.array(["" if (v is None or (not isinstance(v, str) and pd.isna(v))) else str(v)
-                     for v in series.astype(object)], dtype=object)
-
-
-def _check_per_query(per_query, what: str = "per-query table") -> pd.DataFrame:
-    if not isinstance(per_query, pd.DataFrame):
-        raise DermretrError(f"the {what} must be a DataFrame (from dermretr.evaluate), got {type(per_query).__name__}")
-    missing = [c for c in ("case_id", "n_relevant") if c not in per_query.columns]
-    if missing:
-        raise DermretrError(f"the {what} lacks column(s) {missing}: use the per-query metrics of "
-                            "dermretr.evaluate (case_search, modify_search, evaluate_run)")
-    if len(per_query) == 0:
-        raise DermretrError(f"the {what} has no queries")
-    if "run" in per_query.columns and per_query["run"].nunique(dropna=False) > 1:
-        runs = ", ".join(map(str, per_query["run"].unique()[:5]))
-        raise DermretrError(f"the {what} mixes several runs ({runs}); slice one run at a time, e.g. "
-                            "per_query[per_query['run'] == NAME]")
-    return per_query
-
-
-def _check_metrics(per_query: pd.DataFrame, metrics) -> tuple[str, ...]:
-    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    if not metrics:
-        raise DermretrError("give at least one metric, e.g. metrics=('recall@1', 'map@10')")
-    available = _metric_columns(per_query)
-    missing = [m for m in metrics if m not in available]
-    if missing:
-        raise DermretrError(f"metric(s) {missing} not in the per-query table; it has {', '.join(available) or 'none'}"
-                            " (evaluate with the cut-offs you need, e.g. --k 1 5 10)")
-    return tuple(dict.fromkeys(metrics))
 
 
 def _check_same_data(per_query: pd.DataFrame, cases: pd.DataFrame) -> pd.Series:
@@ -706,35 +674,6 @@ def format_slices(table: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- before / after
 
 
-def _pair(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame) -> np.ndarray:
-    """Row of ``per_query_b`` for every row of ``per_query_a`` (same query), refusing unpaired tables."""
-    keys = ["case_id"] + [c for c in ("modification_text", "target_case_id", "criterion", "to_value")
-                          if c in per_query_a.columns and c in per_query_b.columns]
-
-    def key(t):
-        return pd.Series(["\x1f".join(parts) for parts in zip(*(_text(t[c]) for c in keys))])
-
-    ka, kb = key(per_query_a), key(per_query_b)
-    for k, name in ((ka, "first"), (kb, "second")):
-        if k.duplicated().any():
-            raise DermretrError(f"the {name} per-query table has the same query twice "
-                                f"({k[k.duplicated()].iloc[0].split(chr(31))[0]!r}); cannot pair queries")
-    only_a, only_b = ~ka.isin(kb).to_numpy(), ~kb.isin(ka).to_numpy()
-    if only_a.any() or only_b.any():
-        raise DermretrError(
-            f"the two per-query tables cover different queries ({int(only_a.sum())} only in the first, "
-            f"{int(only_b.sum())} only in the second, of {len(ka)} and {len(kb)}); compare runs evaluated on the "
-            "same data, split and protocol"
-        )
-    rows = pd.Series(np.arange(len(kb)), index=kb.to_numpy()).reindex(ka.to_numpy()).to_numpy()
-    na = per_query_a["n_relevant"].to_numpy()
-    nb = per_query_b["n_relevant"].to_numpy()[rows]
-    if (na != nb).any():
-        raise DermretrError(f"the two per-query tables disagree on the relevant cases of {int((na != nb).sum())} "
-                            "queries (another relevance, gallery or dataset version?); compare like with like")
-    return rows
-
-
 def compare_runs(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame, cases: pd.DataFrame | None = None,
                  by: str = "fitzpatrick", metrics: Sequence[str] = ("recall@1", "map@10"), n_boot: int = 1000,
                  ci: float = 0.95, min_group: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -807,16 +746,7 @@ def compare_runs(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame, cases: pd
         low, high = bootstrap_ci(d[idx], n_boot=n_boot, level=ci, seed=seed)
         if not n_boot:
             return low, high, np.full(len(metrics), np.nan)
-        obs = np.abs(d[idx].mean(axis=0))
-        tol = 1e-12 * np.maximum(1.0, obs)
-        exceed = np.zeros(len(metrics))
-        n = int(idx.sum())
-        block = max(1, 2**20 // max(n, 1))
-        for start in range(0, n_boot, block):
-            k = min(n_boot, start + block) - start
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(k, n))
-            exceed += (np.abs(signs @ d[idx] / n) >= obs - tol).sum(axis=0)
-        return low, high, (1.0 + exceed) / (1.0 + n_boot)
+        return low, high, _sign_flip_p(d[idx], n_boot, rng)
 
     group_rows = []
     for i, g in enumerate(levels):

@@ -15,7 +15,8 @@ from dermretr._errors import DermretrError
 from dermretr.cli import main
 from dermretr.data.vocab import CRITERIA, parse_modification
 from dermretr.evaluate import (RECORD_KEYS, bootstrap_ci, case_search, derive_triplets, evaluate_run,
-                               load_triplets, metric_records, modify_search, per_class, rank_metrics,
+                               load_triplets, metric_records, modify_search, paired_difference, per_class,
+                               rank_metrics,
                                results_table, summarize_metrics, write_metrics)
 
 L2 = math.log2
@@ -453,3 +454,30 @@ def test_cli_evaluate_bad_input(synth_root, runs, tmp_path, capsys):
                  "--out", str(tmp_path / "m.json"), "--no-progress"]) == 2
     assert "needs modification triplets" in _one_line_error(capsys)
     assert not (tmp_path / "m.json").exists()
+
+
+def test_paired_difference_pairs_queries_and_tests_the_gap():
+    rng = np.random.default_rng(0)
+    n = 80
+    a = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "n_relevant": 1,
+                      "recall@1": (rng.random(n) < 0.7).astype(float), "map@10": rng.random(n)})
+    a.loc[0, "n_relevant"] = 0  # no relevant case: left out
+    b = a.assign(**{"recall@1": np.where(np.arange(n) % 3 == 0, 0.0, a["recall@1"]), "map@10": a["map@10"] - 0.1 + rng.normal(0, 0.05, n)})
+    shuffled = b.sample(frac=1.0, random_state=1)  # pairing is by query, not by row
+    t = paired_difference(a, shuffled, n_boot=2000, seed=3)
+    keep = a["n_relevant"] > 0
+    want = (a.loc[keep, ["recall@1", "map@10"]] - b.loc[keep, ["recall@1", "map@10"]]).mean()
+    assert t["n_queries"].tolist() == [n - 1, n - 1]
+    assert np.allclose(t["difference"], want.to_numpy())
+    assert np.allclose(t["mean_a"] - t["mean_b"], t["difference"])
+    assert (t["ci_low"] <= t["difference"]).all() and (t["difference"] <= t["ci_high"]).all()
+    assert t.loc["map@10", "p_value"] < 0.01 and t.loc["map@10", "ci_low"] > 0.05
+    same = paired_difference(a, a, n_boot=500)
+    assert (same["difference"] == 0).all() and (same["p_value"] == 1.0).all()
+    assert paired_difference(a, b, n_boot=0)["p_value"].isna().all()
+    with pytest.raises(DermretrError, match="cover different queries"):
+        paired_difference(a, b.iloc[1:])
+    with pytest.raises(DermretrError, match=r"metric\(s\) \['mrr'\] not in the per-query table"):
+        paired_difference(a, b, metrics=["mrr"])
+    with pytest.raises(DermretrError, match="must be a DataFrame"):
+        paired_difference(a.to_numpy(), b)
