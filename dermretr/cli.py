@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dermretr`` command."""
     parser = _Parser(prog="dermretr", description="Composed vision-language retrieval of skin-lesion cases.")
     parser.add_argument("--version", action="version", version=f"dermretr {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an internal error (also DERMRETR_DEBUG=1; any position)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the main job end to end on DermSynth data",
@@ -274,15 +277,18 @@ def _cmd_evaluate(args) -> int:
 
     import pandas as pd
 
-    from ._io import atomic_path
+    from ._io import atomic_path, claim_file
     from .data import load, parse_spec
-    from .evaluate import evaluate_run, load_triplets, results_table, run_checkpoint, write_metrics
+    from .evaluate import (evaluate_run, is_metrics_file, is_per_query_file, load_triplets, results_table,
+                           run_checkpoint, write_metrics)
 
     source, path = parse_spec(args.data)
     root = Path(os.path.expanduser(path))
-    for target in (args.out, args.per_query):
-        if target and Path(target).expanduser().is_dir():
-            raise DermretrError(f"output {target} is a folder; give a file name")
+    out = claim_file(args.out, option="--out", recognise=is_metrics_file)  # before the long part
+    per_query_out = (claim_file(args.per_query, option="--per-query", recognise=is_per_query_file)
+                     if args.per_query else None)
+    if per_query_out is not None and per_query_out == out:
+        raise DermretrError("--out and --per-query name the same file; give two names")
     for run in args.run:
         run_checkpoint(run)  # every run folder is checked before the long part
     names = [Path(r).expanduser().name or str(r) for r in args.run]
@@ -310,13 +316,12 @@ def _cmd_evaluate(args) -> int:
         table = results_table(records)  # one row per run; printed with one column per run to fit a terminal
         table.index = [f"{run} ({method})" for run, method, *_ in table.index]
         print(table.T.to_string())
-    out = write_metrics(records, args.out)
+    out = write_metrics(records, out)
     print(f"\nmetrics written to {out}")
-    if args.per_query:
-        target = Path(args.per_query).expanduser()
-        with atomic_path(target) as tmp:
+    if per_query_out is not None:
+        with atomic_path(per_query_out) as tmp:
             pd.concat(per_query, ignore_index=True).to_csv(tmp, index=False)
-        print(f"per-query metrics written to {target}")
+        print(f"per-query metrics written to {per_query_out}")
     return 0
 
 
@@ -365,15 +370,8 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _print_warnings(caught) -> None:
-    for w in caught:
-        print(f"dermretr: warning: {w.message}", file=sys.stderr)
-
-
 def _cmd_index(args) -> int:
     import time
-    import warnings
-
     from .data import load
     from .index import CaseIndex
     from .models.retriever import Retriever
@@ -386,12 +384,9 @@ def _cmd_index(args) -> int:
     retriever = Retriever.load(ckpt, device=args.device)
     cases = load(args.data)
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        index = CaseIndex.build(retriever, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
-                                progress=not args.no_progress)
-        index.save(out, overwrite=args.overwrite)
-    _print_warnings(caught)
+    index = CaseIndex.build(retriever, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
+                            progress=not args.no_progress)
+    index.save(out, overwrite=args.overwrite)
     m = index.manifest
     local = f"{m['n_masks']} local vectors each, alpha {m['alpha']:.2f}" if m["n_masks"] else "global vectors only"
     print(f"indexed {len(index)} cases ({m['kind']}, dim {m['dim']}, {local}) from {ckpt} in "
@@ -400,8 +395,6 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    import warnings
-
     import pandas as pd
 
     from .index import CaseIndex
@@ -412,10 +405,7 @@ def _cmd_search(args) -> int:
         if args.rerank < 1:
             raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
         index.rerank = args.rerank
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        hits = index.search(args.image, args.text, k=args.k, alpha=args.alpha, filters=filters)
-    _print_warnings(caught)
+    hits = index.search(args.image, args.text, k=args.k, alpha=args.alpha, filters=filters)
     if args.text.strip() and hits.attrs.get("descriptors") == {}:
         print("dermretr: note: no 7-point checklist descriptor recognised in the text; it is used as free text",
               file=sys.stderr)
@@ -464,25 +454,21 @@ def _add_fairness_command(sub) -> None:
 
 
 def _cmd_fairness(args) -> int:
-    import warnings
-
     import pandas as pd
 
-    from .fairness import GROUPING_TITLES, format_slices, run_fairness
+    from .fairness import GROUPING_TITLES, format_slices, is_fairness_folder, run_fairness
+
+    from ._io import claim_dir
 
     out = Path(args.out).expanduser() if args.out else Path(args.run).expanduser() / "fairness"
-    if out.exists() and not out.is_dir():
-        raise DermretrError(f"--out {out} is a file; give a folder")
+    out = claim_dir(out, "fairness", recognise=is_fairness_folder, create=False)  # checked before the long part
     if args.min_group < 1:
         raise DermretrError(f"--min-group must be at least 1, got {args.min_group}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report = run_fairness(args.run, args.data, by=args.by, protocol=args.protocol, metrics=args.metrics,
-                              split=args.split, n_boot=args.n_boot, min_group=args.min_group,
-                              estimate=args.estimate_ita, exposure_k=args.exposure_k, baseline=args.baseline,
-                              seed=args.seed, batch_size=args.batch_size, device=args.device,
-                              progress=not args.no_progress)
-    _print_warnings(caught)
+    report = run_fairness(args.run, args.data, by=args.by, protocol=args.protocol, metrics=args.metrics,
+                          split=args.split, n_boot=args.n_boot, min_group=args.min_group,
+                          estimate=args.estimate_ita, exposure_k=args.exposure_k, baseline=args.baseline,
+                          seed=args.seed, batch_size=args.batch_size, device=args.device,
+                          progress=not args.no_progress)
     files = report.save(out)  # before printing: output piped into `head` still leaves the files
     title = GROUPING_TITLES[args.by]
     ci = f"95% bootstrap CI, {args.n_boot} resamples" if args.n_boot else "no CI"
@@ -509,25 +495,76 @@ def _cmd_fairness(args) -> int:
     return 0
 
 
+def _debug_requested(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("DERMRETR_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``dermretr: warning: ...`` line on stderr, never a source line."""
+    text = " ".join(str(message).split())
+    print(f"dermretr: warning: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``dermretr`` command; returns the exit code."""
+    """Run the ``dermretr`` command; returns the exit code.
+
+    Errors caused by input or the environment (:class:`DermretrError`, and file
+    system faults such as a full disk) print one line and return 2.  Any other
+    exception is a bug: one line ``dermretr: internal error: ...`` and code 1,
+    unless ``--debug`` or ``DERMRETR_DEBUG=1`` asks for the traceback (the
+    exception is then raised as it is, which is also how the test suite runs).
+    """
+    import warnings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"demo": _cmd_demo, "synth": _cmd_synth, "info": _cmd_info, "train": _cmd_train,
                 "evaluate": _cmd_evaluate}
     commands.update(index=_cmd_index, search=_cmd_search)
     commands.update(fairness=_cmd_fairness)
-    try:
-        return commands[args.command](args)
-    except DermretrError as exc:
-        print(f"dermretr: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head` and closed early
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("dermretr: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        from ._errors import DataWarning
+        from ._io import StaleTemporaryWarning
+
+        for category in (DataWarning, StaleTemporaryWarning):
+            warnings.simplefilter("always", category)
+        try:
+            return commands[args.command](args)
+        except DermretrError as exc:
+            print(f"dermretr: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # output piped into `head` and closed early
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print("dermretr: interrupted", file=sys.stderr)
+            return 130
+        except OSError as exc:  # a fault of the environment (disk full, permissions, a vanished file)
+            if debug:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"dermretr: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            if debug:
+                raise
+            print("dermretr: error: out of memory; use smaller data, images or batches (--batch-size)",
+                  file=sys.stderr)
+            return 2
+        except Exception as exc:  # a bug: one line for the user, the traceback on request
+            if debug:
+                raise
+            print(f"dermretr: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the "
+                  "traceback, and please report it)", file=sys.stderr)
+            return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

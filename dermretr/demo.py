@@ -33,7 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ._errors import DermretrError
-from ._io import atomic_path, save_figure
+from ._io import atomic_path, claim_dir, owner_kind, save_figure
 from .models.retriever import KINDS
 
 __all__ = ["DemoSettings", "DemoResult", "demo_settings", "run_demo", "results_figure", "curves_figure"]
@@ -166,6 +166,22 @@ def _dataset(out: Path, s: DemoSettings, progress: bool, log: Callable[[str], No
     return data
 
 
+_DEMO_ENTRIES = {"dermsynth", "runs", "index", "metrics.json", "per_query.csv", "report.html"}
+
+
+def _legacy_demo(path: Path) -> bool:
+    """A demo folder written before folders were marked: only the demo's own entries."""
+    names = [p.name for p in path.iterdir() if not p.name.startswith(".")]
+    return bool(names) and all(n in _DEMO_ENTRIES or n.endswith(".png") for n in names) and (
+        (path / "dermsynth" / "meta" / "dermsynth.json").is_file() or (path / "runs").is_dir())
+
+
+def _legacy_run(path: Path) -> bool:
+    """A run folder written before folders were marked: config.json, metrics and checkpoints only."""
+    names = {p.name for p in path.iterdir() if not p.name.startswith(".")}
+    return names <= {"config.json", "metrics.jsonl", "checkpoints", "training_curve.png"} and "config.json" in names
+
+
 def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) -> list[dict]:
     from .train import TrainConfig, fit
 
@@ -180,8 +196,11 @@ def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) ->
         history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         if same and history and history[-1]["epoch"] == s.epochs:
             return history
-    if run.exists():
-        shutil.rmtree(run)  # an unfinished or different run of the demo's own folder
+    if run.exists():  # an unfinished or different run: replaced only when dermretr wrote it
+        if any(run.iterdir()) and owner_kind(run) != "run" and not _legacy_run(run):
+            raise DermretrError(f"{run} holds files that dermretr did not write; move them away or choose "
+                                "another --out (nothing was changed)")
+        shutil.rmtree(run)
     return fit(config).history
 
 
@@ -289,9 +308,7 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     from .viz import contact_sheet, gallery
 
     s = settings or demo_settings()
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DermretrError(f"--out {out} is a file; give a folder")
+    out = claim_dir(out, "demo", recognise=_legacy_demo)  # a folder of the user's is refused, never emptied
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data = _dataset(out, s, progress, log)

@@ -65,6 +65,7 @@ __all__ = [
     "UNKNOWN",
     "ITA_FITZPATRICK",
     "skin_tone_groups",
+    "is_fairness_folder",
     "slice_metrics",
     "format_slices",
     "compare_runs",
@@ -1598,11 +1599,9 @@ class FairnessReport:
         (case protocol), ``skin_tone_estimated.csv`` and ``ita_confusion.csv/.png``
         (estimated skin tone), ``comparison_<by>.csv/.png`` (with a baseline).
         """
-        from ._io import atomic_path, save_figure
+        from ._io import atomic_path, claim_dir, save_figure
 
-        out = Path(out).expanduser()
-        if out.exists() and not out.is_dir():
-            raise DermretrError(f"output {out} is a file; give a folder")
+        out = claim_dir(out, "fairness", recognise=is_fairness_folder)  # never writes into a folder of the user's
         written: list[Path] = []
 
         def csv(frame: pd.DataFrame, name: str, index: bool = False) -> None:
@@ -1631,6 +1630,26 @@ class FairnessReport:
             csv(self.comparison, f"comparison_{self.by}.csv")
             png(plot_comparison(self.comparison, names=self.names), f"comparison_{self.by}.png")
         return written
+
+
+_OUTPUT_FILES = re.compile(r"^(fairness_\w+|exposure_\w+|comparison_\w+|ita_confusion)\.(csv|png)$"
+                           r"|^(per_query|skin_tone_estimated)\.csv$")
+
+
+def is_fairness_folder(path: str | os.PathLike) -> bool:
+    """Whether the folder holds only what :meth:`FairnessReport.save` writes (a folder of an older version).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "fairness_fitzpatrick.csv").write_text("group")
+    >>> is_fairness_folder(d)
+    True
+    >>> _ = (d / "notes.txt").write_text("mine")
+    >>> is_fairness_folder(d)
+    False
+    """
+    names = [p.name for p in Path(path).iterdir() if not p.name.startswith(".")]
+    return bool(names) and all(_OUTPUT_FILES.match(n) for n in names)
 
 
 def run_fairness(run_dir: str | os.PathLike, data, by: str = "fitzpatrick", protocol: str = "case",

@@ -25,3 +25,8 @@ def synth_cases(synth_root):
     from dermretr.data import load
 
     return load("synthetic", synth_root)
+
+
+# Internal errors propagate with their traceback inside the test suite (the CLI's one-line
+# "internal error" wrapper must never hide a bug from a test); tests of the wrapper unset it.
+os.environ["DERMRETR_DEBUG"] = "1"

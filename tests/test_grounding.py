@@ -26,7 +26,6 @@ vascular_structures     0.55 .. 0.70         0.59 .. 0.71
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -50,13 +49,11 @@ def uniform_report(tmp_path_factory):
     from dermretr.data import load
     from dermretr.data.synth import generate
 
-    t0 = time.perf_counter()
     root = generate(tmp_path_factory.mktemp("grounding") / "ds", n_cases=N_CASES, seed=SEED,
                     image_size=IMAGE_SIZE, priors="uniform", workers=2, progress=False)
     cases = load("synthetic", root)
     report = grounding_report(cases, image_size=IMAGE_SIZE, epochs=EPOCHS, seed=SEED, device="cpu",
                               progress=False)
-    report.attrs["elapsed_s"] = time.perf_counter() - t0
     return cases, report
 
 
@@ -96,8 +93,6 @@ def test_report_is_consistent(uniform_report):
         assert np.isclose(row["chance"], 1 / int((table.sum(axis=1) > 0).sum()))
         truth = test.loc[pred.index, crit].astype(str)
         assert np.isclose((pred[crit] == truth).mean(), row["accuracy"])
-    # the whole check (generation included) stays cheap enough for the default test run
-    assert report.attrs["elapsed_s"] < 600
 
 
 # --------------------------------------------------------------------------- small and fast

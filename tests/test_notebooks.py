@@ -16,7 +16,6 @@ import ast
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -41,7 +40,7 @@ LESSONS = (
     "05_skin_tone_fairness",
     "06_real_data_and_pretrained_backbones",
 )
-#: Wall-clock limit of one notebook in fast mode (the target is well under 5 minutes; this catches runaways).
+#: Per-cell timeout in fast mode: a guard against hangs, far above normal (speed is measured in benchmarks/).
 FAST_LIMIT_S = 600
 
 _DETAILS = re.compile(r"<details>\s*<summary>\s*Solutions?\s*</summary>(.*?)</details>", re.S | re.I)
@@ -231,15 +230,12 @@ def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
     assert KernelSpecManager().get_kernel_spec(kernel_name).argv[0] == sys.executable
     source = tmp_path / f"{name}.ipynb"
     nbformat.write(_with_solutions(_read(name)), source)
-    start = time.perf_counter()
     executed = papermill.execute_notebook(
         str(source), str(tmp_path / f"{name}.out.ipynb"),
         parameters={"FAST": True, "DATA": f"synthetic:{tmp_path / 'dermsynth'}", "SEED": 0},
         kernel_name=kernel_name, cwd=str(tmp_path), progress_bar=False, log_output=False,
         start_timeout=300, execution_timeout=FAST_LIMIT_S,
     )
-    seconds = time.perf_counter() - start
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
-    assert seconds < FAST_LIMIT_S, f"{name} took {seconds:.0f} s in fast mode (budget: well under 300 s)"

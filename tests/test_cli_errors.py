@@ -1,0 +1,207 @@
+"""The CLI's promise on faults: one line, the right exit code, nothing of the user's touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from dermretr import cli
+from dermretr._errors import DataWarning
+from dermretr.cli import main
+
+
+def _one_line(err: str) -> str:
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# ----------------------------------------------------------------------------- internal errors
+
+
+def test_internal_error_is_one_line_exit_1_and_debug_shows_it(monkeypatch, capsys):
+    def broken(args):
+        raise ValueError("a bug\nover two lines")
+
+    monkeypatch.setattr(cli, "_cmd_info", broken)
+    monkeypatch.delenv("DERMRETR_DEBUG", raising=False)
+    assert main(["info", "synthetic:/nowhere"]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert err.startswith("dermretr: internal error: ValueError: a bug over two lines")
+    assert "--debug" in err
+    with pytest.raises(ValueError, match="a bug"):  # --debug anywhere on the line
+        main(["info", "synthetic:/nowhere", "--debug"])
+    with pytest.raises(ValueError, match="a bug"):
+        main(["--debug", "info", "synthetic:/nowhere"])
+    monkeypatch.setenv("DERMRETR_DEBUG", "1")
+    with pytest.raises(ValueError, match="a bug"):
+        main(["info", "synthetic:/nowhere"])
+    monkeypatch.setenv("DERMRETR_DEBUG", "0")
+    assert main(["info", "synthetic:/nowhere"]) == 1
+
+
+def test_internal_error_in_a_real_process(tmp_path):
+    """A subprocess with a command that crashes: one line on stderr, exit code 1; --debug gives the traceback."""
+    code = ("import sys, dermretr.cli as c\n"
+            "def boom(args): raise KeyError('x')\n"
+            "c._cmd_info = boom\n"
+            "sys.exit(c.main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "DERMRETR_DEBUG"}
+    proc = subprocess.run([sys.executable, "-c", code, "info", "synthetic:x"], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 1
+    assert _one_line(proc.stderr).startswith("dermretr: internal error: KeyError")
+    proc = subprocess.run([sys.executable, "-c", code, "info", "synthetic:x", "--debug"], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("exc, message", [
+    (OSError(28, "No space left on device", "/data/run/x.pt"), "No space left on device"),
+    (PermissionError(13, "Permission denied", "/data/x"), "Permission denied"),
+    (MemoryError(), "out of memory"),
+])
+def test_environment_faults_are_one_line_exit_2(monkeypatch, capsys, exc, message):
+    def failing(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "_cmd_info", failing)
+    monkeypatch.delenv("DERMRETR_DEBUG", raising=False)
+    assert main(["info", "synthetic:/nowhere"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert err.startswith("dermretr: error:") and message in err
+
+
+def test_warnings_are_one_dermretr_line_without_source(monkeypatch, capsys):
+    def warns(args):
+        warnings.warn("3 images missing in /data/meta.csv", DataWarning, stacklevel=1)
+        warnings.warn("3 images missing in /data/meta.csv", DataWarning, stacklevel=1)  # every time, not once
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_info", warns)
+    assert main(["info", "synthetic:/nowhere"]) == 0
+    err = capsys.readouterr().err
+    assert err == "dermretr: warning: 3 images missing in /data/meta.csv\n" * 2
+
+
+def test_missing_images_warning_from_a_real_loader(synth_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(synth_root, root)
+    first = sorted(p for p in (root / "images").rglob("*") if p.is_file())[0]
+    first.unlink()
+    # train loads the data (dropping the missing image with a warning), then stops at the batch size
+    assert main(["train", "--data", f"synthetic:{root}", "--out", str(tmp_path / "run"), "--batch-size", "100000",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 2 and lines[0].startswith("dermretr: warning: ") and first.name in lines[0], err
+    assert lines[1].startswith("dermretr: error: batch size 100000")
+    assert "warnings.warn" not in err and ".py:" not in err
+
+
+# ----------------------------------------------------------------------------- never touch a user's files
+
+
+def _user_folder(path):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "thesis.docx").write_text("do not delete")
+    return path
+
+
+def _untouched(path):
+    assert (path / "thesis.docx").read_text() == "do not delete"
+
+
+def test_synth_overwrite_never_replaces_a_user_folder(tmp_path, capsys, monkeypatch):
+    out = _user_folder(tmp_path / "mine")
+    assert main(["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress",
+                 "--overwrite", "--workers", "1"]) == 2
+    assert "thesis.docx" in _one_line(capsys.readouterr().err)
+    _untouched(out)
+    monkeypatch.chdir(out)  # --out . with --overwrite: the current folder
+    assert main(["synth", "--out", ".", "--n-cases", "3", "--image-size", "64", "--no-progress", "--overwrite",
+                 "--workers", "1"]) == 2
+    _one_line(capsys.readouterr().err)
+    _untouched(out)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
+
+
+def test_demo_refuses_a_user_folder_and_a_users_run_folder(tmp_path, capsys):
+    from dermretr import demo
+    from dermretr._errors import DermretrError
+
+    out = _user_folder(tmp_path / "mine")
+    assert main(["demo", "--out", str(out), "--fast", "--no-progress"]) == 2
+    assert "thesis.docx" in _one_line(capsys.readouterr().err)
+    _untouched(out)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
+    # a runs/<method> folder holding the user's files inside a demo folder is never removed
+    run = _user_folder(tmp_path / "demo" / "runs" / "full")
+    settings = demo.demo_settings(fast=True)
+    with pytest.raises(DermretrError, match="did not write"):
+        demo._train("full", tmp_path / "data", run, settings, progress=False)
+    _untouched(run)
+
+
+def test_train_refuses_a_user_folder_and_a_file(synth_root, tmp_path, capsys):
+    out = _user_folder(tmp_path / "mine")
+    assert main(["train", "--data", f"synthetic:{synth_root}", "--out", str(out), "--no-progress"]) == 2
+    assert "thesis.docx" in _one_line(capsys.readouterr().err)
+    _untouched(out)
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--data", "synthetic:/nowhere", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    _one_line(capsys.readouterr().err)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_evaluate_refuses_to_replace_a_users_file_before_any_work(tmp_path, capsys):
+    mine = tmp_path / "results.json"
+    mine.write_text(json.dumps({"my": "settings"}))
+    assert main(["evaluate", "--run", str(tmp_path / "no-run"), "--data", "synthetic:/nowhere", "--out",
+                 str(mine)]) == 2
+    assert "not a file dermretr wrote" in _one_line(capsys.readouterr().err)
+    assert json.loads(mine.read_text()) == {"my": "settings"}
+    table = tmp_path / "table.csv"
+    table.write_text("patient,age\n1,40\n")
+    assert main(["evaluate", "--run", str(tmp_path / "no-run"), "--data", "synthetic:/nowhere", "--out",
+                 str(tmp_path / "m.json"), "--per-query", str(table)]) == 2
+    assert "--per-query" in _one_line(capsys.readouterr().err)
+    assert table.read_text() == "patient,age\n1,40\n"
+    assert main(["evaluate", "--run", str(tmp_path / "no-run"), "--data", "synthetic:/nowhere", "--out",
+                 str(tmp_path / "m.json"), "--per-query", str(tmp_path / "m.json")]) == 2
+    assert "same file" in _one_line(capsys.readouterr().err)
+
+
+def test_evaluate_replaces_its_own_metrics_file(tmp_path):
+    from dermretr.evaluate import write_metrics
+
+    target = tmp_path / "metrics.json"
+    write_metrics([{"run": "a", "metric": "mrr", "k": None, "value": 0.5}], target)
+    write_metrics([{"run": "a", "metric": "mrr", "k": None, "value": 0.7}], target)
+    assert json.loads(target.read_text())[0]["value"] == 0.7
+
+
+def test_fairness_refuses_a_user_folder_before_any_work(tmp_path, capsys):
+    out = _user_folder(tmp_path / "mine")
+    assert main(["fairness", "--run", str(tmp_path / "no-run"), "--data", "synthetic:/nowhere", "--out",
+                 str(out)]) == 2
+    assert "thesis.docx" in _one_line(capsys.readouterr().err)
+    _untouched(out)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
+
+
+def test_index_refuses_a_user_folder(tmp_path, capsys):
+    out = _user_folder(tmp_path / "mine")
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"")
+    assert main(["index", "--run", str(tmp_path / "run"), "--data", "synthetic:/nowhere", "--out", str(out),
+                 "--overwrite"]) == 2
+    _one_line(capsys.readouterr().err)
+    _untouched(out)
