@@ -174,7 +174,10 @@ def _swap_in(tmp: Path, target: Path) -> None:
             os.replace(old, target)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # the target was a link: the link goes, what it pointed to is not ours to remove
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -53,6 +53,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _seed(text: str) -> int:
+    """A seed: a non-negative integer (what numpy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number such as 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: seeds are whole numbers >= 0")
+    return value
+
+
 def _artifacts(text: str):
     from .data.synth import Artifacts
 
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-cases", type=int, default=None, help="DermSynth cases (default: 500, fast: 160)")
     demo.add_argument("--image-size", type=int, default=None, help="image side in px (default: 96, fast: 64)")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 12, fast: 3)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -90,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "ground-truth masks, patient splits and modification triplets.")
     synth.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     synth.add_argument("--n-cases", type=int, default=1000, help="number of cases (default: 1000)")
-    synth.add_argument("--seed", type=int, default=0, help="master seed: same seed, same bytes (default: 0)")
+    synth.add_argument("--seed", type=_seed, default=0, help="master seed: same seed, same bytes (default: 0)")
     synth.add_argument("--image-size", type=int, default=224, help="image side in px, >= 64 (default: 224)")
     synth.add_argument("--priors", choices=("clinical", "uniform"), default="clinical",
                        help="criteria driven by the diagnosis (clinical) or drawn uniformly (default: clinical)")
@@ -132,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--balance-by", default="diagnosis_group",
                        help="columns whose combinations are sampled equally often, e.g. diagnosis_group,fitzpatrick "
                             "(default: diagnosis_group)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--no-progress", action="store_true")
@@ -152,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "val"), default="test", help="query split (default: test)")
     evaluate.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default: 1 5 10)")
     evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples, 0 for none (default: 1000)")
-    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap and derived-triplet seed (default: 0)")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="bootstrap and derived-triplet seed (default: 0)")
     evaluate.add_argument("--per-query", default=None, metavar="CSV", help="also write per-query metrics here")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -447,7 +458,7 @@ def _add_fairness_command(sub) -> None:
     fair.add_argument("--split", choices=("test", "val"), default="test", help="query split (default: test)")
     fair.add_argument("--n-boot", type=int, default=1000,
                       help="bootstrap resamples and permutations, 0 for none (default: 1000)")
-    fair.add_argument("--seed", type=int, default=0)
+    fair.add_argument("--seed", type=_seed, default=0)
     fair.add_argument("--batch-size", type=int, default=64)
     fair.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     fair.add_argument("--no-progress", action="store_true")

@@ -151,16 +151,17 @@ def results_figure(records: list[dict], metrics: tuple[str, ...] = ("recall@1", 
 
 def _dataset(out: Path, s: DemoSettings, progress: bool, log: Callable[[str], None]) -> Path:
     from .data.synth import generate
+    from .data.synth.dataset import is_dermsynth
 
     data = out / "dermsynth"
-    params_file = data / "meta" / "dermsynth.json"
     wanted = {"n_cases": s.n_cases, "seed": s.seed, "image_size": s.image_size}
-    if params_file.is_file() and all(json.loads(params_file.read_text()).get(k) == v for k, v in wanted.items()):
-        log(f"Reusing the DermSynth dataset in {data}")
-        return data
-    if data.exists() and any(data.iterdir()) and not params_file.is_file():
-        raise DermretrError(f"{data} exists and is not a DermSynth folder; choose another --out")
+    if is_dermsynth(data):
+        params = json.loads((data / "meta" / "dermsynth.json").read_text())
+        if all(params.get(k) == v for k, v in wanted.items()):
+            log(f"Reusing the DermSynth dataset in {data}")
+            return data
     log(f"Generating {s.n_cases} DermSynth cases ({s.image_size} px) in {data} ...")
+    # replaces only a DermSynth dataset; any other non-empty folder is refused with its content named
     generate(data, n_cases=s.n_cases, seed=s.seed, image_size=s.image_size, workers=s.workers, overwrite=True,
              progress=progress)
     return data

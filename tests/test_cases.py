@@ -53,7 +53,7 @@ def test_values_are_coerced_to_canonical_forms():
 @pytest.mark.parametrize(
     "override, column, fragment",
     [
-        ({"case_id": ["a", "b", "a", "c"]}, "case_id", "rows 0 ('a'), 2 ('a')"),
+        ({"case_id": ["a", "b", "a", "c"]}, "case_id", "'a' (rows 0, 2)"),
         ({"patient_id": ["p", None, "q", "r"]}, "patient_id", "row 1"),
         ({"split": ["train", "training", "val", "test"]}, "split", "row 1 ('training')"),
         ({"fitzpatrick": [1, 7, 2, 0]}, "fitzpatrick", "rows 1 (7), 3 (0)"),

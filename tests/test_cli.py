@@ -54,8 +54,9 @@ def test_demo_refuses_a_foreign_folder_and_too_few_cases(tmp_path, capsys):
     (tmp_path / "dermsynth").mkdir()
     (tmp_path / "dermsynth" / "thesis.docx").write_text("do not delete")
     assert main(["demo", "--out", str(tmp_path), "--fast", "--no-progress"]) == 2
-    assert "not a DermSynth folder" in capsys.readouterr().err
+    assert "dermretr did not write (dermsynth)" in capsys.readouterr().err
     assert (tmp_path / "dermsynth" / "thesis.docx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dermsynth"]
     assert main(["demo", "--out", str(tmp_path / "x"), "--n-cases", "10", "--no-progress"]) == 2
     assert "at least 60 cases" in capsys.readouterr().err
 
@@ -92,16 +93,21 @@ def test_synth_bad_values_one_line_exit_2(tmp_path, capsys, args, message):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_synth_existing_folder_refused_then_overwritten(tmp_path, capsys):
+def test_synth_existing_folder_refused_and_only_a_dataset_overwritten(tmp_path, capsys):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "notes.txt").write_text("keep")
-    assert main(["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress"]) == 2
+    args = ["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress", "--workers", "1"]
+    assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (out / "notes.txt").exists()
-    assert main(["synth", "--out", str(out), "--n-cases", "3", "--image-size", "64", "--no-progress",
-                 "--overwrite", "--workers", "1"]) == 0
-    assert not (out / "notes.txt").exists()
+    assert main([*args, "--overwrite"]) == 2  # --overwrite never replaces a folder that is not a DermSynth dataset
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep"
+    data = tmp_path / "data"
+    args[2] = str(data)
+    assert main(args) == 0
+    assert main([*args[:4], "5", *args[5:], "--overwrite"]) == 0  # a DermSynth dataset is replaced
+    assert len(pd.read_csv(data / "meta" / "meta.csv")) == 5
 
 
 def test_synth_unwritable_folder(tmp_path, capsys):

@@ -205,3 +205,24 @@ def test_index_refuses_a_user_folder(tmp_path, capsys):
                  "--overwrite"]) == 2
     _one_line(capsys.readouterr().err)
     _untouched(out)
+
+
+@pytest.mark.parametrize("command", [["synth", "--out", "x"], ["demo"], ["train", "--data", "synthetic:x", "--out", "x"],
+                                     ["evaluate", "--run", "r", "--data", "synthetic:x", "--out", "m.json"],
+                                     ["fairness", "--run", "r", "--data", "synthetic:x"]])
+def test_negative_or_text_seed_is_a_usage_error(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    for seed in ("-1", "abc"):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--seed", seed])
+        assert exc.value.code == 2
+        assert "invalid seed" in _one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_run_checks_the_seed_before_any_work():
+    from dermretr._errors import DermretrError
+    from dermretr.evaluate import evaluate_run
+
+    with pytest.raises(DermretrError, match="seed must be a whole number"):
+        evaluate_run("no/such/run", "synthetic:/nowhere", seed=-1)

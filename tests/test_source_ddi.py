@@ -9,7 +9,7 @@ import pytest
 from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_with_one_warning,
                       write_dataset)
 
-from dermretr._errors import DermretrError
+from dermretr._errors import CaseTableError, DermretrError
 from dermretr.data import load
 from dermretr.data.sources.ddi import load_ddi
 
@@ -103,7 +103,7 @@ def test_repeated_ids_are_rejected(tmp_path):
     rows = _rows()
     rows[6]["DDI_ID"] = rows[1]["DDI_ID"]
     _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(DermretrError, match=r"DDI_ID.*rows 1 \('2'\), 6 \('2'\)"):
+    with pytest.raises(CaseTableError, match=r"ddi_metadata.csv: column 'DDI_ID' repeats 1 value: '2' \(rows 1, 6\)"):
         load_ddi(tmp_path)
 
 

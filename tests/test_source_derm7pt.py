@@ -185,7 +185,7 @@ def test_info_command_counts_found_and_missing(tmp_path, capsys):
     assert main(["info", f"derm7pt:{tmp_path}", "-o", "image=xray"]) == 2
     assert "image must be 'derm' or 'clinic'" in capsys.readouterr().err
     assert main(["info", f"derm7pt:{tmp_path / 'nope'}"]) == 2
-    assert "looked for" in capsys.readouterr().err
+    assert f"dataset folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     assert main(["info", "nosuch:/x"]) == 2
     assert "unknown data source" in capsys.readouterr().err
     assert main(["info", f"derm7pt:{tmp_path}", "-o", "colour"]) == 2

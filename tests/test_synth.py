@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -257,25 +258,133 @@ def test_render_rejects_tiny_images_and_bad_types():
         ({"image_size": 63}, "at least 64"),
         ({"priors": "flat"}, "priors must be one of"),
         ({"modification_rate": 1.5}, "modification rate"),
+        ({"modification_rate": "half"}, "modification rate"),
+        ({"seed": [1]}, "seed must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"workers": True}, "workers must be"),
+        ({"n_cases": "10"}, "positive integer"),
+        ({"artifacts": "none"}, "artifacts must be"),
+        ({"out": None}, "must be a path"),
+        ({"out": ""}, "must be a path"),
     ],
 )
 def test_bad_arguments_write_nothing(tmp_path, kwargs, message):
-    args = dict(n_cases=5, image_size=64, workers=1, progress=False) | kwargs
+    args = dict(out=tmp_path / "out", n_cases=5, image_size=64, workers=1, progress=False) | kwargs
     with pytest.raises(DermretrError, match=message):
-        generate(tmp_path / "out", **args)
+        generate(**args)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_non_empty_output_refused_unless_overwrite(tmp_path):
+def _gen(out, **kwargs):
+    return generate(out, **(dict(n_cases=4, image_size=64, workers=1, progress=False) | kwargs))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_user_folder_is_refused_even_with_overwrite(tmp_path, overwrite):
     out = tmp_path / "out"
-    out.mkdir()
+    (out / "sub").mkdir(parents=True)
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(OutputError, match="not empty.*--overwrite"):
-        generate(out, n_cases=4, image_size=64, workers=1, progress=False)
-    assert (out / "keep.txt").read_text() == "precious"
-    generate(out, n_cases=4, image_size=64, workers=1, progress=False, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "meta" / "meta.csv").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folders left
+    (out / "sub" / "thesis.docx").write_text("years of work")
+    before = _digest(out)
+    with pytest.raises(OutputError) as err:
+        _gen(out, overwrite=overwrite)
+    message = str(err.value)
+    assert str(out) in message and "keep.txt" in message and "not a DermSynth dataset" in message
+    assert "--overwrite" in message and "\n" not in message
+    assert _digest(out) == before and sorted(p.name for p in out.iterdir()) == ["keep.txt", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or lock left beside it
+
+
+@pytest.mark.parametrize("where", [".", "parent"])
+def test_the_current_folder_and_its_parents_are_never_replaced(tmp_path, monkeypatch, where):
+    cwd = tmp_path / "project" / "work"
+    cwd.mkdir(parents=True)
+    (cwd / "notes.txt").write_text("mine")
+    monkeypatch.chdir(cwd)
+    out = Path(".") if where == "." else Path("..")
+    before = _digest(tmp_path)
+    with pytest.raises(OutputError, match="current folder"):
+        _gen(out, overwrite=True)
+    assert _digest(tmp_path) == before and Path.cwd() == cwd.resolve()
+    # even when the current folder is itself a DermSynth dataset: replacing it would pull it from under the user
+    ds = _gen(tmp_path / "ds")
+    monkeypatch.chdir(ds)
+    before = _digest(ds)
+    with pytest.raises(OutputError, match="current folder"):
+        _gen(Path("."), overwrite=True)
+    assert _digest(ds) == before
+
+
+def test_an_existing_dermsynth_dataset_needs_overwrite_and_is_then_replaced(tmp_path):
+    out = _gen(tmp_path / "ds", seed=1)
+    before = _digest(out)
+    with pytest.raises(OutputError, match="already holds a DermSynth dataset.*--overwrite"):
+        _gen(out, seed=2)
+    assert _digest(out) == before
+    _gen(out, seed=2, n_cases=5, overwrite=True)
+    assert len(pd.read_csv(out / "meta" / "meta.csv")) == 5 and _digest(out) != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary folders or lock left
+
+
+def test_a_dermsynth_dataset_holding_user_files_is_not_replaced(tmp_path):
+    out = _gen(tmp_path / "ds")
+    (out / "runs").mkdir()
+    (out / "runs" / "model.pt").write_text("a trained model")
+    (out / "meta" / "my_labels.csv").write_text("a,b\n")
+    before = _digest(out)
+    with pytest.raises(OutputError, match=r"also holds files it did not write \(meta/my_labels.csv, runs\)"):
+        _gen(out, overwrite=True)
+    assert _digest(out) == before
+
+
+def test_a_link_to_a_dermsynth_dataset_replaces_its_target(tmp_path):
+    target = _gen(tmp_path / "real", seed=1)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    _gen(link, seed=2, overwrite=True)
+    assert link.is_symlink() and json.loads((target / "meta" / "dermsynth.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_an_empty_folder_is_written(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    _gen(out)
+    assert (out / "meta" / "dermsynth.json").is_file()
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_output_follows_the_umask(tmp_path, mask, file_mode, dir_mode):
+    old = os.umask(mask)
+    try:
+        out = _gen(tmp_path / "ds")
+    finally:
+        os.umask(old)
+    dirs = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 4 + 4 + 6 and len(dirs) >= 6
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(file_mode)}
+    assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {oct(dir_mode)}
+
+
+def test_a_second_writer_of_the_same_folder_gets_a_clear_error(tmp_path):
+    from dermretr._io import exclusive
+
+    out = tmp_path / "ds"
+    with exclusive(out, "--out"):  # as another dermretr process writing it would hold it
+        with pytest.raises(OutputError, match="being written by another dermretr process"):
+            _gen(out)
+    assert not out.exists()
+
+
+def test_stale_temporaries_of_a_killed_run_are_cleaned(tmp_path):
+    from dermretr._io import StaleTemporaryWarning
+
+    stale = tmp_path / ".ds.dermretr-999999999-abcd1234.new"  # a run killed with kill -9
+    (stale / "images").mkdir(parents=True)
+    with pytest.warns(StaleTemporaryWarning):
+        _gen(tmp_path / "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path):

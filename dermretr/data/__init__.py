@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
 import pandas as pd
@@ -57,25 +58,43 @@ def _loader(source: str):
     return getattr(importlib.import_module(f"{__name__}.sources.{module}"), func)
 
 
+def _check_source(source: object, spec: object = None) -> str:
+    where = f" in {spec!r}" if spec is not None else ""
+    if not isinstance(source, str):
+        raise DermretrError(f"the data source must be a string, one of {', '.join(SOURCES)}; got "
+                            f"{type(source).__name__} {source!r}")
+    name = source.strip().lower()
+    if not name:
+        raise DermretrError(f"data spec {spec!r} has no source before ':'; it must look like SOURCE:PATH, for "
+                            f"instance synthetic:./dermsynth; sources: {', '.join(SOURCES)}")
+    if name not in SOURCES:
+        raise DermretrError(f"unknown data source {name!r}{where}; sources: {', '.join(SOURCES)}")
+    return name
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"SOURCE:PATH"`` into its parts, checking the source name.
 
     >>> parse_spec("derm7pt:/data/release_v0")
     ('derm7pt', '/data/release_v0')
+    >>> parse_spec("derm7pt")
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: data spec 'derm7pt' must look like SOURCE:PATH, ...
     """
-    source, sep, path = str(spec).partition(":")
-    if not sep or not path:
+    if isinstance(spec, os.PathLike) or not isinstance(spec, str):
+        raise DermretrError(f"a data spec must be a string SOURCE:PATH, for instance synthetic:./dermsynth, got "
+                            f"{type(spec).__name__} {spec!r}; sources: {', '.join(SOURCES)}")
+    source, sep, path = spec.partition(":")
+    if not sep or not path.strip():
         raise DermretrError(
-            f"data spec {spec!r} must look like SOURCE:PATH, for instance synthetic:./dermsynth; "
-            f"sources: {', '.join(SOURCES)}"
+            f"data spec {spec!r} must look like SOURCE:PATH, for instance synthetic:./dermsynth"
+            f"{' (the path after the colon is missing)' if sep else ''}; sources: {', '.join(SOURCES)}"
         )
-    source = source.strip().lower()
-    if source not in SOURCES:
-        raise DermretrError(f"unknown data source {source!r} in {spec!r}; sources: {', '.join(SOURCES)}")
-    return source, path
+    return _check_source(source, spec), path
 
 
-def load(source: str, root: str | os.PathLike | None = None, **options) -> pd.DataFrame:
+def load(source: str, root: str | os.PathLike | None = None, /, **options) -> pd.DataFrame:
     """Load a dataset into a validated case table.
 
     Parameters
@@ -86,11 +105,35 @@ def load(source: str, root: str | os.PathLike | None = None, **options) -> pd.Da
     root : path, optional
         The dataset folder, exactly as its publisher distributes it.
     **options
-        Passed to the source's loader.
+        Passed to the source's loader (see its documentation); an option the
+        loader does not take is an error listing those it does.  ``source``
+        and ``root`` are positional, so a loader option may be called
+        ``source`` too (``load("derm7pt", root, source="my-copy")``).
+
+    Raises
+    ------
+    DermretrError
+        A bad source, spec, root or option (of an unknown name or a wrong
+        type), and every error of the loader (missing or malformed files...).
+
+    Examples
+    --------
+    >>> load("derm7pt", "/data", colour="red")
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: unknown option 'colour' for data source 'derm7pt'; its options: image, ...
     """
     if root is None:
         source, root = parse_spec(source)
-    source = str(source).lower()
-    if source not in SOURCES:
-        raise DermretrError(f"unknown data source {source!r}; sources: {', '.join(SOURCES)}")
-    return _loader(source)(root, **options)
+    source = _check_source(source)
+    if isinstance(root, bytes) or not isinstance(root, (str, os.PathLike)):
+        raise DermretrError(f"the dataset folder (root) of {source!r} must be a path (str or os.PathLike), got "
+                            f"{type(root).__name__} {root!r}")
+    loader = _loader(source)
+    known = [name for name, p in inspect.signature(loader).parameters.items()
+             if name != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise DermretrError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                            f"for data source {source!r}; its options: {', '.join(known) or 'none'}")
+    return loader(root, **options)

@@ -17,7 +17,7 @@ diagnosis_group     string                       coarse group; Derm7pt's BCC/NEV
                                                  for dermoscopy, documented per source else
 malignant           boolean (nullable)           True, False or NA
 pigment_network ..  category (7 columns)         the 7-point criteria, NA when unknown
-fitzpatrick         Int64 in 1..6 or NA          Fitzpatrick skin type
+fitzpatrick         Int64 in 1..6 or NA          Fitzpatrick skin type (I..VI accepted)
 monk                Int64 in 1..10 or NA         Monk skin tone
 split               category train/val/test
 source              string                       the loader that produced the row
@@ -144,12 +144,24 @@ def _as_bool(df: pd.DataFrame, column: str) -> pd.Series:
     return conv_col.astype("boolean")
 
 
-def _as_int_range(df: pd.DataFrame, column: str, lo: int, hi: int) -> pd.Series:
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6}
+
+
+def _as_int_range(df: pd.DataFrame, column: str, lo: int, hi: int, roman: bool = False) -> pd.Series:
     col = df[column]
-    num = pd.to_numeric(col, errors="coerce")
+    allowed = f"{lo}..{hi} (or I..VI)" if roman else f"{lo}..{hi}"
+    booleans = col.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
+    if booleans.any():
+        _fail(column, col[booleans], "values are booleans, not integers", f"use {allowed}, NA when unknown")
+    values = col
+    if roman:  # Fitzpatrick types are often written I..VI
+        values = col.map(lambda v: _ROMAN.get(v.strip().lower(), v) if isinstance(v, str) else v)
+    num = pd.to_numeric(values, errors="coerce")
+    if isinstance(num, pd.Series) and num.dtype == object:
+        num = num.astype(float)
     bad = col[(col.notna() & num.isna()) | (num.notna() & ((num % 1 != 0) | (num < lo) | (num > hi)))]
     if len(bad):
-        _fail(column, bad, f"values outside the integers {lo}..{hi}", f"use {lo}..{hi}, NA when unknown")
+        _fail(column, bad, f"values outside the integers {allowed}", f"use {allowed}, NA when unknown")
     return num.astype("Int64")
 
 
@@ -199,7 +211,7 @@ def validate_cases(df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     >>> validate_cases(bad)
     Traceback (most recent call last):
     ...
-    dermretr._errors.CaseTableError: case table column 'case_id': duplicate values at rows 0 ('a'), 1 ('a'); case ids must be unique
+    dermretr._errors.CaseTableError: case table column 'case_id' repeats 1 id: 'a' (rows 0, 1); case ids must be unique ...
     """
     if not isinstance(df, pd.DataFrame):
         raise CaseTableError(f"a case table must be a pandas DataFrame, got {type(df).__name__}")
@@ -220,7 +232,14 @@ def validate_cases(df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
         out[column] = _as_string(out, column)
     dups = out["case_id"][out["case_id"].duplicated(keep=False)]
     if len(dups):
-        _fail("case_id", dups, "duplicate values", "case ids must be unique")
+        rows = dups.groupby(dups, sort=False).groups
+        shown = "; ".join(f"{str(cid)!r} ({_rows(list(index)[:4])}{' ...' if len(index) > 4 else ''})"
+                          for cid, index in list(rows.items())[:5])
+        more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+        raise CaseTableError(
+            f"case table column 'case_id' repeats {len(rows)} id{'s' if len(rows) > 1 else ''}: {shown}{more}; "
+            "case ids must be unique (one row per image): give every row its own id"
+        )
     split = out["split"].map(lambda v: v.strip().lower() if isinstance(v, str) else v)
     bad = out["split"][~split.isin(SPLITS)]
     if len(bad):
@@ -229,7 +248,7 @@ def validate_cases(df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     out["malignant"] = _as_bool(out, "malignant")
     for column in CRITERION_NAMES:
         out[column] = _as_criterion(out, column)
-    out["fitzpatrick"] = _as_int_range(out, "fitzpatrick", 1, 6)
+    out["fitzpatrick"] = _as_int_range(out, "fitzpatrick", 1, 6, roman=True)
     out["monk"] = _as_int_range(out, "monk", 1, 10)
     extra = [c for c in out.columns if c not in CASE_COLUMNS]
     return out[list(CASE_COLUMNS) + extra]

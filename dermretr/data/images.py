@@ -2,8 +2,22 @@
 
 Every image becomes 8-bit RGB: EXIF orientation is applied; L, LA, P, RGBA,
 CMYK, I;16 (16-bit) and float images are converted.  A file that cannot be
-decoded (truncated, empty, not an image) raises :class:`ImageReadError`
-naming the file, or is skipped under ``on_error="skip"`` with a report.
+decoded (truncated, empty, not an image, a folder) raises
+:class:`ImageReadError` naming the file, or is skipped under
+``on_error="skip"`` with a report.
+
+Large images are handled without large memory:
+
+* an image of more than :data:`MAX_PIXELS` pixels (40 megapixels, e.g.
+  8000 x 5000) is refused from its header, before anything is decoded, with
+  an error naming the file, its size and the limit (downscale it first);
+  PIL's own, higher limit (about 89 megapixels) is never reached;
+* an image whose long side is at least twice :data:`MAX_SIDE` (2048 px) is
+  reduced on load by an integer factor, to a long side of at least
+  ``MAX_SIDE``: JPEG files are decoded directly at 1/2, 1/4 or 1/8 scale
+  (``draft``), other formats are reduced right after decoding.  Every model
+  works at a few hundred pixels, so nothing is lost; pass ``max_side=None``
+  to :func:`load_rgb` for the full resolution.
 
 Examples
 --------
@@ -34,9 +48,14 @@ from tqdm.auto import tqdm
 
 from .._errors import DataWarning, DermretrError
 
-__all__ = ["load_rgb", "ImageDataset", "ImageReadError", "ON_ERROR"]
+__all__ = ["load_rgb", "ImageDataset", "ImageReadError", "ON_ERROR", "MAX_PIXELS", "MAX_SIDE"]
 
 ON_ERROR = ("raise", "skip")
+#: Images with more pixels than this are refused (from the header, before decoding): 40 megapixels,
+#: about 120 MB once decoded as RGB.  PIL's own limit (``Image.MAX_IMAGE_PIXELS``) is higher.
+MAX_PIXELS = 40_000_000
+#: Images whose long side is at least twice this are reduced on load to a long side of at least this.
+MAX_SIDE = 2048
 
 
 class ImageReadError(DermretrError, OSError):
@@ -59,13 +78,55 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def _check_size(path: str, size: tuple[int, int], limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageReadError(
+            f"image {path} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), more than the "
+            f"{limit / 1e6:g} megapixels dermretr reads (MAX_PIXELS); downscale it first, e.g. to at most "
+            f"{_fit_side(size, limit)} px on its long side"
+        )
+
+
+def _fit_side(size: tuple[int, int], limit: int) -> int:
+    """The long side a ``size`` image may have, keeping its aspect, to fit in ``limit`` pixels."""
+    width, height = size
+    scale = (limit / max(width * height, 1)) ** 0.5
+    return max(1, int(max(width, height) * scale))
+
+
+def _reduce(img: Image.Image, max_side: int | None) -> Image.Image:
+    """``img`` reduced by the largest integer factor keeping its long side at least ``max_side``."""
+    if max_side is None:
+        return img
+    factor = max(img.size) // max_side
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # modes reduce() does not take (1, P, I;16): reduced after the conversion
+        return img
+
+
+def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.Image:
     """Open an image as 8-bit RGB with its EXIF orientation applied.
+
+    Parameters
+    ----------
+    path : path
+        The image file.
+    max_side : int or None
+        Reduce an image whose long side is at least twice ``max_side`` by an
+        integer factor, to a long side of at least ``max_side`` (JPEG files are
+        decoded at that scale directly).  Default :data:`MAX_SIDE`; ``None``
+        keeps the full resolution.
 
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, truncated or not an image.
+        If the file is missing, a folder, empty, truncated or not an image, or
+        has more than :data:`MAX_PIXELS` pixels (checked from the header,
+        before decoding).
 
     Examples
     --------
@@ -76,24 +137,57 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     >>> img.mode, img.getpixel((0, 0))
     ('RGB', (255, 255, 255))
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ImageReadError(f"an image path must be a file path (str or os.PathLike), got {type(path).__name__} "
+                             f"{path!r}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
+                                 or max_side < 1):
+        raise DermretrError(f"max_side must be a positive integer or None, got {max_side!r}")
     path = os.fspath(path)
     try:
+        if os.path.isdir(path):
+            raise ImageReadError(f"image path {path} is a folder, not an image file")
         if os.path.getsize(path) == 0:
             raise ImageReadError(f"image file {path} is empty (0 bytes)")
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # the size is checked below against a lower limit than PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            _check_size(path, img.size, MAX_PIXELS)  # from the header: nothing is decoded yet
+            if max_side is not None and max(img.size) // max_side >= 2 and img.format == "JPEG":
+                factor = max(img.size) // max_side
+                img.draft(None, (max(1, img.width // factor), max(1, img.height // factor)))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            img = _reduce(img, max_side)
+            img = _exif_transpose(img, path)
+            return _reduce(_to_rgb(img), max_side)
     except ImageReadError:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"image path {path} is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(f"cannot read image {path}: permission denied; make the file readable") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path} is not an image file PIL can read") from None
-    except Image.DecompressionBombError as exc:  # a decompression bomb, or a truly huge scan
-        raise ImageReadError(f"{path} is too large to open safely ({exc}); downscale it first") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+    except Image.DecompressionBombError as exc:  # PIL's own limit, when set lower than MAX_PIXELS
+        raise ImageReadError(f"{path} is too large to open safely ({exc}); dermretr reads at most "
+                             f"{MAX_PIXELS / 1e6:g} megapixels (MAX_PIXELS): downscale it first") from None
+    except MemoryError:
+        raise ImageReadError(f"not enough memory to decode image {path}; downscale it first") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise ImageReadError(f"cannot decode image {path}: {exc}") from None
+
+
+def _exif_transpose(img: Image.Image, path: str) -> Image.Image:
+    """Apply the EXIF orientation; a corrupt EXIF block leaves the image as stored, with a DataWarning."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF raises many types; the pixels are still good
+        warnings.warn(f"{path}: its EXIF orientation could not be read ({type(exc).__name__}: {exc}); "
+                      "the image is used as stored", DataWarning, stacklevel=3)
+        return img.copy()  # the caller closes the file's image
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -132,8 +226,14 @@ class ImageDataset(torch.utils.data.Dataset):
         on_error: str = "raise",
         progress: bool = True,
     ):
-        if on_error not in ON_ERROR:
+        if not isinstance(on_error, str) or on_error not in ON_ERROR:
             raise DermretrError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not isinstance(cases, pd.DataFrame):
+            raise DermretrError(f"cases must be a case table (a pandas DataFrame from dermretr.data.load), "
+                                f"got {type(cases).__name__}")
+        if preprocess is not None and not callable(preprocess):
+            raise DermretrError(f"preprocess must be a function of a PIL image (or None), got "
+                                f"{type(preprocess).__name__}")
         for col in ("image_path", "case_id"):
             if col not in cases.columns:
                 raise DermretrError(f"the case table has no {col!r} column; load it with dermretr.data.load")
@@ -157,10 +257,10 @@ class ImageDataset(torch.utils.data.Dataset):
         if bad:
             self.report = pd.DataFrame([b[1:] for b in bad], columns=["case_id", "image_path", "error"])
             self.indices = np.setdiff1d(self.indices, [b[0] for b in bad])
-            examples = "; ".join(f"{b[1]} ({b[3]})" for b in bad[:3])
+            examples = "; ".join(f"case {b[1]!r}: {b[3]}" for b in bad[:3])
             warnings.warn(
-                f"skipped {len(bad)} unreadable image(s) of {len(paths)}: {examples}"
-                f"{' ...' if len(bad) > 3 else ''} (see ImageDataset.report)",
+                f"skipped {len(bad)} unreadable image(s) of the {len(paths)} in the case table, e.g. {examples}"
+                f"{' ...' if len(bad) > 3 else ''} (ImageDataset.report lists them all)",
                 DataWarning,
                 stacklevel=3,
             )

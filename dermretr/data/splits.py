@@ -63,11 +63,18 @@ def group_split(
     >>> sorted(group_split(df, fractions=(0.6, 0.2, 0.2)).value_counts().items())
     [('test', 2), ('train', 6), ('val', 2)]
     """
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise DermretrError(
-            f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}"
-        )
+    if not isinstance(cases, pd.DataFrame):
+        raise DermretrError(f"cases must be a case table (a pandas DataFrame), got {type(cases).__name__}")
+    given = fractions
+    try:
+        fractions = np.asarray(fractions, dtype=float)
+    except (TypeError, ValueError):
+        fractions = np.full(1, np.nan)
+    if (fractions.shape != (3,) or not np.isfinite(fractions).all() or (fractions < 0).any()
+            or not np.isclose(fractions.sum(), 1.0)):
+        raise DermretrError(f"split fractions must be three non-negative numbers summing to 1, got {given!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DermretrError(f"the split seed must be a non-negative integer, got {seed!r}")
     for col in (by, stratify):
         if col is not None and col not in cases.columns:
             raise DermretrError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..._errors import DataWarning, DermretrError
+from ..._errors import CaseTableError, DataWarning, DermretrError
 from ..cases import CASE_COLUMNS, validate_cases
 from ..splits import group_split
 
@@ -26,6 +26,9 @@ __all__ = [
     "UNKNOWN_TEXT",
     "check_missing",
     "check_seed",
+    "check_path",
+    "check_text",
+    "dataset_root",
     "read_metadata",
     "read_table",
     "require_columns",
@@ -36,10 +39,13 @@ __all__ = [
     "clean_text",
     "required_text",
     "unique_ids",
+    "check_unique",
     "group_ids",
     "parse_choice",
     "parse_number",
     "parse_flag",
+    "parse_fitzpatrick",
+    "FITZPATRICK_SPELLINGS",
     "rename_collisions",
     "join_phrases",
     "age_phrases",
@@ -84,11 +90,43 @@ def check_missing(missing: object) -> str:
 def check_seed(seed: object) -> int:
     """The split seed as an int (the CLI passes loader options as text)."""
     try:
-        if isinstance(seed, bool) or float(seed) != int(float(seed)):
+        if isinstance(seed, bool) or float(seed) != int(float(seed)) or float(seed) < 0:
             raise ValueError
         return int(float(seed))
     except (TypeError, ValueError, OverflowError):
-        raise DermretrError(f"seed must be an integer, got {seed!r}") from None
+        raise DermretrError(f"seed must be an integer >= 0, got {seed!r}") from None
+
+
+def check_path(value: object, name: str) -> Path:
+    """A path option (``str`` or ``os.PathLike``) as a Path, ``~`` expanded; anything else -> error."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text.strip():
+            return Path(text).expanduser()
+    raise DermretrError(f"{name} must be a path (a non-empty str or os.PathLike), got {type(value).__name__} "
+                        f"{value!r}")
+
+
+def check_text(value: object, name: str) -> str:
+    """A non-empty text option."""
+    if not isinstance(value, str) or not value.strip():
+        raise DermretrError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r}")
+    return value.strip()
+
+
+def dataset_root(root: object, what: str, layout: str) -> Path:
+    """The dataset folder as an absolute Path; not a path, missing, or a file -> error naming it.
+
+    ``what`` is the source name, ``layout`` what the folder should hold.
+    """
+    path = check_path(root, f"{what}: the dataset folder (root)").absolute()
+    if not path.exists():
+        raise DermretrError(f"{what}: dataset folder {path} does not exist; pass the folder that holds the "
+                            f"dataset. Expected layout: {layout}")
+    if not path.is_dir():
+        raise DermretrError(f"{what}: {path} is a file, not a dataset folder; pass the folder that holds it. "
+                            f"Expected layout: {layout}")
+    return path
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -102,40 +140,64 @@ def read_metadata(root: str | os.PathLike, metadata: str | os.PathLike | None, d
     first of ``defaults`` that exists (the first when none does, so that the
     error names it); it is read with :func:`read_table`.
     """
-    root = Path(root).expanduser().absolute()
+    root = dataset_root(root, what, layout)
     if metadata is not None:
-        path = root / Path(metadata).expanduser()
+        path = root / check_path(metadata, "metadata")
     else:
         path = next((root / name for name in defaults if (root / name).is_file()), root / defaults[0])
     return root, path, read_table(path, what, layout, required)
 
 
-def read_table(path: Path, what: str, layout: str, required: Iterable[str] = ()) -> pd.DataFrame:
+def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
+               allow_empty: bool = False) -> pd.DataFrame:
     """Read a metadata CSV (BOM, Windows line endings and blank lines tolerated).
 
     Every cell is read as text (``dtype=str``) so that nothing is guessed or
     evaluated; callers convert the columns they need.  The ``required``
-    columns are checked with :func:`require_columns`.
+    columns are checked with :func:`require_columns`.  A file that is missing,
+    a folder, unreadable, not UTF-8, not CSV, empty (no header) or, unless
+    ``allow_empty``, without any data row raises a DermretrError naming it.
     """
+    if path.is_dir():
+        raise DermretrError(f"{what}: {path} is a folder, not a metadata file. Expected layout: {layout}")
     if not path.is_file():
         raise DermretrError(f"{what}: metadata file not found: looked for {path}. Expected layout: {layout}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                          skip_blank_lines=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DermretrError(f"{what}: cannot parse {path}: {exc}") from None
+    except pd.errors.EmptyDataError:
+        raise DermretrError(f"{what}: {path} is empty (no header line and no rows); it should be a CSV file with "
+                            f"a header line. Expected layout: {layout}") from None
+    except UnicodeDecodeError as exc:
+        raise DermretrError(f"{what}: {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+                            f"{exc.start}); save it as UTF-8 (in Excel: 'CSV UTF-8')") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DermretrError(f"{what}: cannot parse {path} as CSV: {reason}") from None
+    except OSError as exc:
+        raise DermretrError(f"{what}: cannot read {path}: {exc.strerror or exc}; check that the file is "
+                            "readable") from None
     df.columns = [str(c).strip() for c in df.columns]
     require_columns(df, required, path, layout)
-    return df.dropna(how="all").reset_index(drop=True)
+    df = df.dropna(how="all").reset_index(drop=True)
+    if len(df) == 0 and not allow_empty:
+        raise DermretrError(f"{what}: {path} has a header but no rows: there is nothing to load. Expected layout: "
+                            f"{layout}")
+    return df
 
 
 def require_columns(df: pd.DataFrame, required: Iterable[str], path: Path, layout: str) -> None:
     """Raise naming the missing columns, the columns found and the expected layout."""
     missing = [c for c in required if c not in df.columns]
     if missing:
+        hint = ""
+        if len(df.columns) == 1:
+            sep = next((s for s in (";", "\t", "|") if s in str(df.columns[0])), None)
+            if sep is not None:
+                hint = f" The file seems to separate its columns with {sep!r}: save it with commas."
         raise DermretrError(
             f"{path}: missing required column(s) {missing}; found columns {list(df.columns)}. "
-            f"Expected layout: {layout}"
+            f"Expected layout: {layout}.{hint}"
         )
 
 
@@ -187,11 +249,28 @@ def required_text(meta: pd.DataFrame, column: str, path: Path, why: str) -> pd.S
 def unique_ids(meta: pd.DataFrame, column: str, path: Path, why_empty: str, why_unique: str) -> pd.Series:
     """A non-empty, unique identifier column (stripped); errors name the rows and values."""
     ids = required_text(meta, column, path, why_empty)
-    dup = ids.duplicated(keep=False)
-    if dup.any():
-        raise DermretrError(f"{path}: column {column!r} repeats values at rows {describe_values(ids[dup])}; "
-                            f"{why_unique}")
+    check_unique(ids, column, path, why_unique)
     return ids
+
+
+def check_unique(ids: pd.Series, column: str, path: Path, why: str) -> None:
+    """Repeated values of ``ids`` (read from ``column`` of ``path``) -> a CaseTableError.
+
+    The message names up to five repeated values with their (0-based data) rows.
+
+    >>> check_unique(pd.Series(["a", "b", "a"]), "image_id", Path("meta.csv"), "each image must be listed once")
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.CaseTableError: meta.csv: column 'image_id' repeats 1 value: 'a' (rows 0, 2); each image ...
+    """
+    dup = ids[ids.duplicated(keep=False)]
+    if not len(dup):
+        return
+    rows = dup.groupby(dup.astype(str), sort=False).groups
+    shown = "; ".join(f"{key!r} (rows {describe_rows(list(index), 4)})" for key, index in list(rows.items())[:5])
+    more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+    raise CaseTableError(f"{path}: column {column!r} repeats {len(rows)} value{'s' if len(rows) > 1 else ''}: "
+                         f"{shown}{more}; {why}")
 
 
 def group_ids(meta: pd.DataFrame, column: str, fallback: pd.Series, path: Path, what: str,
@@ -205,7 +284,7 @@ def group_ids(meta: pd.DataFrame, column: str, fallback: pd.Series, path: Path, 
     if empty.any():
         rows = np.flatnonzero(empty.to_numpy())
         warnings.warn(
-            f"{what}: {path.name} has an empty {column!r} at {len(rows)} row(s) ({describe_rows(rows, 5)}); "
+            f"{what}: {path} has an empty {column!r} at {len(rows)} row(s) ({describe_rows(rows, 5)}); "
             "each of those images is treated as its own group for the split",
             DataWarning, stacklevel=stacklevel + 1,
         )
@@ -232,10 +311,11 @@ def parse_number(meta: pd.DataFrame, column: str, path: Path, lo: float, hi: flo
     """``column`` as float (NA when empty); malformed or out-of-range values -> error with rows."""
     raw = clean_text(meta[column])
     num = pd.to_numeric(raw, errors="coerce").astype(float)
-    bad = raw.notna() & (num.isna() | (num < lo) | (num > hi) | (integer & (num % 1 != 0)))
+    bad = raw.notna() & (num.isna() | ~np.isfinite(num) | (num < lo) | (num > hi) | (integer & (num % 1 != 0)))
     if bad.any():
+        where = f" in {lo:g}..{hi:g}" if np.isfinite(lo) and np.isfinite(hi) else ""
         raise bad_values(path, column, meta[column][bad],
-                         f"expected {what} in {lo:g}..{hi:g}, or an empty cell when unknown",
+                         f"expected {what}{where}, or an empty cell when unknown",
                          problem="malformed values")
     return num
 
@@ -248,6 +328,56 @@ def parse_flag(meta: pd.DataFrame, column: str, path: Path) -> pd.Series:
     if bad.any():
         raise bad_values(path, column, meta[column][bad], "allowed values: True, False, UNK (or empty)")
     return out
+
+
+#: The spellings of a Fitzpatrick skin type that :func:`parse_fitzpatrick` reads (letter case and
+#: spaces forgiven): an integer 1..6 (also ``2.0``), a Roman numeral I..VI, either after ``type`` or
+#: ``FST`` (``type II``, ``FST2``); empty, ``unknown``, ``NA`` (and the other :data:`UNKNOWN_TEXT`) mean unknown.
+FITZPATRICK_SPELLINGS = "1-6 or I-VI (also written 'type II' or 'FST2'), or empty / 'unknown' when not recorded"
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6}
+
+
+def _fitzpatrick_value(value: object) -> object:
+    """1..6, None (unknown) or the string ``"bad"``."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value == value:
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    key = " ".join(value.strip().lower().split())
+    if key in UNKNOWN_TEXT:
+        return None
+    for prefix in ("fitzpatrick type ", "fitzpatrick ", "type ", "fst ", "fst"):
+        if key.startswith(prefix):
+            key = key[len(prefix):].strip()
+            break
+    if key in _ROMAN:
+        return _ROMAN[key]
+    try:
+        number = float(key)
+    except ValueError:
+        return "bad"
+    return int(number) if number.is_integer() and 1 <= number <= 6 else "bad"
+
+
+def parse_fitzpatrick(meta: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """A Fitzpatrick skin type column as Int64 1..6 (NA when unknown); other values -> error.
+
+    Spellings: see :data:`FITZPATRICK_SPELLINGS`.
+
+    >>> parse_fitzpatrick(pd.DataFrame({"f": ["2", "IV", "type vi", "", "unknown"]}), "f", Path("m.csv")).tolist()
+    [2, 4, 6, <NA>, <NA>]
+    >>> parse_fitzpatrick(pd.DataFrame({"f": ["2", "seven"]}), "f", Path("m.csv"))
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: m.csv: column 'f' has unknown Fitzpatrick skin types at rows 1 ('seven'); ...
+    """
+    raw = meta[column]
+    out = raw.map(_fitzpatrick_value)
+    bad = out.map(lambda v: isinstance(v, str)).astype(bool)
+    if bad.any():
+        raise bad_values(path, column, raw[bad], f"allowed values: {FITZPATRICK_SPELLINGS}",
+                         problem="unknown Fitzpatrick skin types")
+    return pd.Series(pd.array(out.tolist(), dtype="Int64"), index=raw.index)
 
 
 def rename_collisions(meta: pd.DataFrame, prefix: str, keep: Iterable[str] = ()) -> pd.DataFrame:

@@ -59,6 +59,7 @@ from ._common import (
     bad_values,
     check_missing,
     check_seed,
+    dataset_root,
     finish,
     insert_case_columns,
     join_phrases,
@@ -157,7 +158,7 @@ def load_ddi(
     ('benign', False, 'verruca vulgaris; benign; Fitzpatrick type I-II skin')
     """
     missing, seed = check_missing(missing), check_seed(seed)
-    root = Path(root).expanduser().resolve()
+    root = dataset_root(root, SOURCE, LAYOUT).resolve()
     path = root / CSV_NAME
     meta = read_table(path, SOURCE, LAYOUT)
     meta = meta.drop(columns=[c for c in meta.columns if re.fullmatch(r"Unnamed: \d+", c)])

@@ -8,6 +8,15 @@ own patient.  Paths in ``derm``/``clinic`` are relative to ``images/``; the
 official release mixes letter case (".JPG"/".jpg", "NEL"/"Nel"), so a path
 that is missing exactly is resolved case-insensitively, with one warning.
 
+Case ids: the table's own ``case_id`` column when every row has one (DermSynth
+and user tables; repeated ids are an error, never renumbered: modification
+triplets refer to them), else ``<source>-<case_num>`` (the official release's
+``case_id`` column is mostly empty), else ``<source>-<row>``.
+Optional columns ``fitzpatrick`` (1-6 or I-VI, see
+:data:`~dermretr.data.sources._common.FITZPATRICK_SPELLINGS`), ``monk``,
+``age``, ``ita`` and ``seven_point_score`` are parsed; a malformed value is an
+error naming the row, an empty cell means unknown.
+
 Examples
 --------
 >>> import tempfile, pathlib
@@ -34,13 +43,22 @@ from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MA
 from ._common import (
     bad_values,
     check_missing,
+    check_path,
     check_seed,
+    check_text,
+    check_unique,
+    dataset_root,
     describe_rows,
     empty_values,
     finish,
+    group_ids,
     insert_case_columns,
     locate,
+    parse_fitzpatrick,
+    parse_number,
     read_table,
+    required_text,
+    unique_ids,
     warn_case_mismatches,
 )
 
@@ -68,7 +86,7 @@ def _vocabulary(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: P
 def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
     split = pd.Series([None] * n, dtype=object)
     for name, path in files:
-        df = read_table(path, "split file", _SPLIT_LAYOUT, required=["indexes"])
+        df = read_table(path, "split file", _SPLIT_LAYOUT, required=["indexes"], allow_empty=True)
         idx = pd.to_numeric(df["indexes"], errors="coerce")
         bad = idx.isna() | (idx < 0) | (idx >= n) | (idx % 1 != 0)
         if bad.any():
@@ -81,6 +99,52 @@ def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
             raise DermretrError(f"{path}: rows {describe_rows(clash)} of meta.csv are already in another split")
         split[idx.to_numpy()] = name
     return split
+
+
+def _case_ids(meta: pd.DataFrame, path: Path, source: str) -> pd.Series:
+    """The case ids: the table's ``case_id`` when every row has one, else ``<source>-<case_num>``, else rows.
+
+    A complete ``case_id`` column (DermSynth, user tables) is used as it is and
+    must be unique: modification triplets and results refer to those ids, so
+    they are never renumbered.  The official Derm7pt release has a ``case_id``
+    column that is mostly empty; it is then ignored for ``case_num``.  A
+    DermSynth folder (``source="synthetic"``) always has a complete one.
+    """
+    why = "case ids must be unique: modification triplets and results refer to them"
+    if "case_id" in meta.columns:
+        given = meta["case_id"].map(lambda v: v.strip() if isinstance(v, str) else v)
+        given = given.where(given.notna() & (given != ""), None)
+        if given.notna().all() or source == "synthetic":
+            return unique_ids(meta, "case_id", path, "every case needs its id", why)
+    if "case_num" in meta.columns:
+        num = required_text(meta, "case_num", path, "every case needs its number")
+        check_unique(num, "case_num", path, why)
+        return source + "-" + num
+    return pd.Series([f"{source}-{i}" for i in range(len(meta))], dtype=object)
+
+
+def _split_file_paths(split_files: object) -> list[tuple[str, Path]] | None:
+    """The three split files (a sequence of paths, or one string of three comma-separated paths)."""
+    if split_files is None:
+        return None
+    if isinstance(split_files, str):
+        split_files = [p.strip() for p in split_files.split(",")]
+    if isinstance(split_files, os.PathLike) or not isinstance(split_files, Sequence) or len(split_files) != 3:
+        raise DermretrError("split_files needs three paths: train, validation and test index files "
+                            f"(a list, or one string 'TRAIN,VAL,TEST'), got {split_files!r}")
+    return [(name, check_path(p, f"split_files[{i}]")) for i, (name, p) in
+            enumerate(zip(("train", "val", "test"), split_files))]
+
+
+_NUMBERS = {  # optional numeric columns: malformed values are an error, empty cells NA
+    "fitzpatrick": parse_fitzpatrick,
+    "monk": lambda m, c, p: parse_number(m, c, p, 1, 10, integer=True, what="a Monk skin tone").astype("Int64"),
+    "age": lambda m, c, p: parse_number(m, c, p, 0, 130, what="an age in years"),
+    "ita": lambda m, c, p: parse_number(m, c, p, -180, 180, what="an ITA angle in degrees"),
+    "seven_point_score": lambda m, c, p: parse_number(m, c, p, -np.inf, np.inf, integer=True,
+                                                      what="an integer 7-point score"),
+    "case_num": lambda m, c, p: parse_number(m, c, p, -np.inf, np.inf, integer=True, what="an integer"),
+}
 
 
 def load_derm7pt(
@@ -100,8 +164,9 @@ def load_derm7pt(
     image : {"derm", "clinic"}
         Which image of each case to use.
     split_files : three paths, optional
-        Train, validation and test index files (default: the official
-        ``meta/*_indexes.csv``; when absent, a stratified split is made).
+        Train, validation and test index files, as a list or one string
+        ``"TRAIN,VAL,TEST"`` (default: the official ``meta/*_indexes.csv``;
+        when absent, a stratified split is made).
     source : str
         Value of the ``source`` column.
     seed : int
@@ -114,13 +179,25 @@ def load_derm7pt(
     -------
     DataFrame
         A validated case table; every column of ``meta.csv`` is kept.
+
+    Raises
+    ------
+    DermretrError
+        The folder or ``meta/meta.csv`` is missing, empty, not UTF-8 or lacks
+        a required column; unknown diagnoses or criterion values; malformed
+        ``fitzpatrick`` (1-6, I-VI), ``monk``, ``age``, ``ita`` or score
+        values; a repeated ``case_id`` or ``case_num`` (a
+        :class:`~dermretr._errors.CaseTableError`: ids are never renumbered);
+        image paths escaping ``root``; missing images with ``missing="raise"``.
     """
     missing, seed = check_missing(missing), check_seed(seed)
-    root = Path(root).expanduser()
-    if image not in ("derm", "clinic"):
+    source = check_text(source, "source")
+    if not isinstance(image, str) or image not in ("derm", "clinic"):
         raise DermretrError(f"image must be 'derm' or 'clinic', got {image!r}")
+    files = _split_file_paths(split_files)
+    root = dataset_root(root, source, LAYOUT)
     path = root / "meta" / "meta.csv"
-    meta = read_table(path, "derm7pt", LAYOUT, required=[c for c in REQUIRED if c != "derm"] + [image])
+    meta = read_table(path, source, LAYOUT, required=[c for c in REQUIRED if c != "derm"] + [image])
     n = len(meta)
     diag = _vocabulary(meta, "diagnosis", DIAGNOSES, path, required=True)
     for c in CRITERION_NAMES:
@@ -128,27 +205,19 @@ def load_derm7pt(
     missing_img = meta[image].isna()
     if missing_img.any():
         raise empty_values(path, image, meta[image][missing_img], "every case needs its image path")
+    numbers = {c: parse(meta, c, path) for c, parse in _NUMBERS.items() if c in meta.columns}
+    case_id = _case_ids(meta, path, source)
     image_paths, found = _resolve_images(root, meta[image].tolist(), path, source)
-    if "case_id" in meta.columns and meta["case_id"].notna().all() and meta["case_id"].is_unique:
-        case_id = meta["case_id"].astype(str)
-    elif "case_num" in meta.columns and meta["case_num"].notna().all() and meta["case_num"].is_unique:
-        case_id = source + "-" + meta["case_num"].astype(str)
-    else:
-        case_id = pd.Series([f"{source}-{i}" for i in range(n)])
-    patient = meta["patient_id"].astype(str) if "patient_id" in meta.columns else case_id
+    patient = (group_ids(meta, "patient_id", case_id, path, source, stacklevel=2)
+               if "patient_id" in meta.columns else case_id)
     groups = diag.map(GROUP_OF_DIAGNOSIS)
     cases = insert_case_columns(
         meta.drop(columns=[c for c in ("case_id", "patient_id", "diagnosis", "split") if c in meta.columns]),
         case_id=case_id, patient_id=patient, image_path=image_paths, diagnosis=diag, diagnosis_group=groups,
         malignant=groups.isin(MALIGNANT_GROUPS))
-    for col in ("fitzpatrick", "monk", "ita", "age", "seven_point_score", "case_num"):
-        if col in cases.columns:
-            cases[col] = pd.to_numeric(cases[col], errors="coerce")
-    if split_files is not None:
-        if len(split_files) != 3:
-            raise DermretrError("split_files needs three paths: train, validation and test index files")
-        files = list(zip(("train", "val", "test"), (Path(p) for p in split_files)))
-    else:
+    for col, values in numbers.items():
+        cases[col] = values.to_numpy()
+    if files is None:
         files = [(s, root / "meta" / f) for s, f in _SPLIT_FILES]
     if all(p.is_file() for _, p in files):
         split = _read_split_files(files, n)
@@ -157,7 +226,8 @@ def load_derm7pt(
             split[unassigned] = group_split(cases[unassigned.to_numpy()], seed=seed).to_numpy()
     elif split_files is not None:
         absent = [str(p) for _, p in files if not p.is_file()]
-        raise DermretrError(f"split file(s) not found: {absent}")
+        raise DermretrError(f"split file(s) not found: {absent}; split_files are the train, validation and test "
+                            "index files")
     else:
         split = group_split(cases, seed=seed)
     cases["descriptors"] = [

@@ -76,6 +76,7 @@ from ._common import (
     bad_values,
     check_missing,
     check_seed,
+    dataset_root,
     describe_rows,
     finish,
     insert_case_columns,
@@ -120,10 +121,16 @@ def _pattern_fields(pattern: object, columns: Sequence[str], path: Path) -> list
     if not isinstance(pattern, str) or not pattern.strip():
         raise DermretrError(f"pattern must be a non-empty string such as '{{md5hash}}.jpg', got {pattern!r}")
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(pattern) if f is not None]
     except ValueError as exc:
         raise DermretrError(f"pattern {pattern!r} is not a valid file-name pattern ({exc}); "
                             "write column names in braces, e.g. '{md5hash}.jpg'") from None
+    fancy = [f"{{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for f, spec, conv in parsed
+             if spec or conv]
+    if fancy:
+        raise DermretrError(f"pattern {pattern!r} uses format options ({', '.join(fancy)}); write plain column "
+                            "names in braces, e.g. '{md5hash}.jpg'")
+    fields = [f for f, _, _ in parsed]
     if not fields:
         raise DermretrError(f"pattern {pattern!r} names no column; write column names in braces, "
                             "e.g. '{md5hash}.jpg'")
@@ -208,7 +215,7 @@ def load_fitzpatrick17k(
     ('inflammatory', False, 'psoriasis; inflammatory')
     """
     missing, seed = check_missing(missing), check_seed(seed)
-    root = Path(root).expanduser().resolve()
+    root = dataset_root(root, SOURCE, LAYOUT).resolve()
     path = root / CSV_NAME
     meta = read_table(path, SOURCE, LAYOUT, required=REQUIRED)
     fields = _pattern_fields(pattern, list(meta.columns), path)

@@ -64,6 +64,7 @@ import pandas as pd
 from ._common import (
     check_missing,
     check_seed,
+    check_unique,
     clean_text,
     find_by_name,
     finish,
@@ -173,6 +174,7 @@ def load_ham10000(
     image_id = unique_ids(meta, "image_id", path, "every image needs its id", "each image must be listed once")
     lesion = group_ids(meta, "lesion_id", "img:" + image_id, path, SOURCE)
     case_id, names = split_suffix(image_id, _IMAGE_SUFFIXES, ".jpg")
+    check_unique(case_id, "image_id", path, "an image is listed twice, with and without its .jpg suffix")
     age = parse_number(meta, "age", path, 0, 130, what="an age in years") if "age" in meta.columns else None
 
     parts = [diagnosis.map(DIAGNOSIS_NAMES)]

@@ -71,6 +71,7 @@ from ._common import (
     bad_values,
     check_missing,
     check_seed,
+    check_unique,
     clean_text,
     find_by_name,
     finish,
@@ -199,6 +200,7 @@ def load_isic2020(
     image_name = unique_ids(meta, "image_name", path, "every image needs its name", "each image must be listed once")
     patient = group_ids(meta, "patient_id", "img:" + image_name, path, SOURCE)
     case_id, names = split_suffix(image_name, _IMAGE_SUFFIXES, ".jpg")
+    check_unique(case_id, "image_name", path, "an image is listed twice, with and without its .jpg suffix")
     malignant, target = _malignant(meta, path)
     age = (parse_number(meta, "age_approx", path, 0, 130, what="an age in years")
            if "age_approx" in meta.columns else None)

@@ -72,6 +72,7 @@ import pandas as pd
 from ._common import (
     check_missing,
     check_seed,
+    check_unique,
     find_by_name,
     finish,
     group_ids,
@@ -177,6 +178,8 @@ def load_pad_ufes20(
     diagnosis = parse_choice(meta, "diagnostic", list(GROUPS), path)
     names = unique_ids(meta, "img_id", path, "every image needs its file name", "each image must be listed once")
     case_id = names.str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
+    check_unique(case_id, "img_id", path, "case ids are the file names without their extension, so two images "
+                 "may not differ only by it")
     patient = group_ids(meta, "patient_id", "img:" + case_id, path, SOURCE)
     fitz = (parse_number(meta, "fitspatrick", path, 1, 6, integer=True, what="a Fitzpatrick type")
             if "fitspatrick" in meta.columns else pd.Series(np.nan, index=meta.index))

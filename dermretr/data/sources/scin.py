@@ -85,6 +85,7 @@ from ._common import (
     bad_values,
     check_missing,
     check_seed,
+    dataset_root,
     describe_rows,
     finish,
     insert_case_columns,
@@ -329,7 +330,7 @@ def load_scin(
     [['42-1', '42', 'Psoriasis', 2, 3], ['42-2', '42', 'Psoriasis', 2, 3]]
     """
     missing, seed = check_missing(missing), check_seed(seed)
-    root = Path(root).expanduser().resolve()
+    root = dataset_root(root, SOURCE, LAYOUT).resolve()
     meta_dir = root / "dataset"
     if not (meta_dir / CASES_CSV).is_file() and (root / CASES_CSV).is_file() and root.name == "dataset":
         meta_dir, root = root, root.parent

@@ -9,12 +9,13 @@ Derm7pt metadata columns.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import pandas as pd
 
 from ..._errors import DermretrError
+from ._common import dataset_root
 from .derm7pt import load_derm7pt
+
+LAYOUT = "a folder written by `dermretr synth --out DIR` (meta/meta.csv, meta/dermsynth.json, images/, masks/)"
 
 __all__ = ["load_synthetic"]
 
@@ -32,7 +33,7 @@ def load_synthetic(root: str | os.PathLike, missing: str = "warn", seed: int = 0
     >>> cases["source"].unique().tolist(), int(cases["fitzpatrick"].notna().sum())
     (['synthetic'], 6)
     """
-    root = Path(root).expanduser()
+    root = dataset_root(root, "synthetic", LAYOUT)
     if not (root / "meta" / "dermsynth.json").is_file():
         raise DermretrError(
             f"{root} is not a DermSynth folder: {root / 'meta' / 'dermsynth.json'} not found "

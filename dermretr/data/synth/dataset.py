@@ -34,8 +34,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -46,13 +45,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..._errors import DermretrError, OutputError
+from ..._io import atomic_dir, exclusive
 from ...color import ita as _ita
 from ..splits import group_split
 from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSIS_GROUPS, diagnosis_group, modification_text, seven_point_score
 from .priors import DIAGNOSIS_WEIGHTS, FITZPATRICK_WEIGHTS, GROUP_WEIGHTS, criterion_prior
 from .render import Artifacts, LesionSpec, encode_masks, render_case, skin_lab
 
-__all__ = ["generate", "plan_cases", "FORMAT_VERSION", "MIN_IMAGE_SIZE"]
+__all__ = ["generate", "plan_cases", "is_dermsynth", "FORMAT_VERSION", "MIN_IMAGE_SIZE"]
 
 FORMAT_VERSION = 1
 MIN_IMAGE_SIZE = 64
@@ -138,10 +138,9 @@ def plan_cases(
     >>> len(rows), bool(rows["case_id"].is_unique)
     (50, True)
     """
-    if priors not in PRIORS:
-        raise DermretrError(f"priors must be one of {PRIORS}, got {priors!r}")
-    if not 0.0 <= modification_rate <= 1.0:
-        raise DermretrError(f"modification rate must be in [0, 1], got {modification_rate}")
+    if not _is_int(n_cases) or n_cases < 0:
+        raise DermretrError(f"the number of cases must be a non-negative integer, got {n_cases!r}")
+    _check_args(max(int(n_cases), 1), MIN_IMAGE_SIZE, None, seed, priors, modification_rate)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     rows: list[dict] = []
     mods: list[dict] = []
@@ -236,47 +235,124 @@ def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
         yield items[i : i + n]
 
 
-def _check_args(n_cases, image_size, workers) -> None:
-    if not isinstance(n_cases, (int, np.integer)) or isinstance(n_cases, bool) or n_cases <= 0:
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_args(n_cases, image_size, workers, seed=0, priors="clinical", modification_rate=0.25,
+                artifacts=None) -> None:
+    if not _is_int(n_cases) or n_cases <= 0:
         raise DermretrError(f"the number of cases must be a positive integer, got {n_cases!r}")
-    if not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
+    if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise DermretrError(f"the image size must be an integer of at least {MIN_IMAGE_SIZE} px, got {image_size!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    if workers is not None and (not _is_int(workers) or workers < 1):
         raise DermretrError(f"workers must be a positive integer, got {workers!r}")
+    if not _is_int(seed) or seed < 0:
+        raise DermretrError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(priors, str) or priors not in PRIORS:
+        raise DermretrError(f"priors must be one of {PRIORS}, got {priors!r}")
+    if (isinstance(modification_rate, bool) or not isinstance(modification_rate, (int, float, np.number))
+            or not 0.0 <= modification_rate <= 1.0):
+        raise DermretrError(f"modification rate must be a number in [0, 1], got {modification_rate!r}")
+    if artifacts is not None and not isinstance(artifacts, Artifacts):
+        raise DermretrError(f"artifacts must be an Artifacts(...) object or None, got {type(artifacts).__name__}")
 
 
-def _prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` and return a fresh temporary folder beside it."""
+#: What :func:`generate` writes (and so may replace with ``overwrite``): top-level entries and meta files.
+_OWN_ENTRIES = frozenset({"meta", "images", "masks"})
+_OWN_META = frozenset({"meta.csv", "train_indexes.csv", "valid_indexes.csv", "test_indexes.csv",
+                       "modifications.csv", "dermsynth.json"})
+_OWN_FILE = re.compile(r"^ds\d+\.(?:jpg|png)$")
+_SHARD_DIR = re.compile(r"^s\d{3,}$")
+#: Files the operating system drops into folders a user browsed (harmless to replace).
+_SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+_TEMPORARY = re.compile(r"^\..+\.dermretr-(?:\d+-[A-Za-z0-9_]+\.(?:tmp|new|old|lock)|lock)$")
+
+
+def is_dermsynth(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a DermSynth dataset folder (it holds the ``meta/dermsynth.json`` generate writes)."""
+    try:
+        params = json.loads((Path(path) / "meta" / "dermsynth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(params, dict) and params.get("generator") == "dermretr.data.synth"
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """Entries of the DermSynth folder ``out`` that :func:`generate` did not write (relative paths)."""
+    foreign: list[str] = []
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in _SYSTEM_FILES or _TEMPORARY.match(name):
+            continue
+        if name not in _OWN_ENTRIES or entry.is_symlink() or not entry.is_dir():
+            foreign.append(name)
+        elif name == "meta":
+            foreign += [f"meta/{p.name}" for p in sorted(entry.iterdir())
+                        if p.name not in _OWN_META and p.name not in _SYSTEM_FILES]
+        else:
+            for shard in sorted(entry.iterdir()):
+                if shard.name in _SYSTEM_FILES:
+                    continue
+                if not _SHARD_DIR.match(shard.name) or shard.is_symlink() or not shard.is_dir():
+                    foreign.append(f"{name}/{shard.name}")
+                    continue
+                foreign += [f"{name}/{shard.name}/{f.name}" for f in sorted(shard.iterdir())
+                            if not _OWN_FILE.match(f.name) and f.name not in _SYSTEM_FILES]
+        if len(foreign) > 3:
+            break
+    return foreign
+
+
+def _shown(names: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that generate may not write; nothing is changed.
+
+    Accepted: a missing or empty folder, or (with ``overwrite``) a DermSynth
+    dataset holding only what generate writes.  Refused: a file; a folder with
+    anything else in it, whatever ``overwrite`` says; the current working
+    folder or one above it (it would be swapped away under the user's feet).
+    """
     for parent in out.parents:
-        if parent.exists():
+        if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
                 raise OutputError(f"cannot write to {out}: {parent} is a file, not a folder; choose another --out")
             break
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"output folder {out} exists and is not empty; choose another --out or pass --overwrite")
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a folder; choose another --out (nothing was changed)")
+    if not out.exists():
+        return
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out.parent}: {exc.strerror or exc}; choose a writable --out") from None
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder to ``out``, replacing an old one only at the end."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, old / "data")
-    try:
-        os.rename(tmp, out)
+        cwd = Path.cwd().resolve()
     except OSError:
-        if old is not None:  # put the previous dataset back
-            os.rename(old / "data", out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        cwd = None
+    real = out.resolve()
+    if cwd is not None and (real == cwd or real in cwd.parents):
+        raise OutputError(f"--out {out} is the current folder{' (or one above it)' if real != cwd else ''}; "
+                          "DermSynth replaces its whole output folder, so choose a new folder, e.g. "
+                          f"--out {out / 'dermsynth'} (nothing was changed)")
+    try:
+        content = sorted(p.name for p in out.iterdir() if not _TEMPORARY.match(p.name))
+        if not content:
+            return
+        dataset = is_dermsynth(out)
+        foreign = _foreign_entries(out) if dataset else content
+    except OSError as exc:
+        raise OutputError(f"cannot read the output folder {out}: {exc.strerror or exc}; choose another --out") \
+            from None
+    if not dataset:
+        raise OutputError(f"output folder {out} is not empty and is not a DermSynth dataset (it holds "
+                          f"{_shown(content)}); choose a new or empty folder for --out (--overwrite only replaces "
+                          "a DermSynth dataset; nothing was changed)")
+    if foreign:
+        raise OutputError(f"output folder {out} is a DermSynth dataset but also holds files it did not write "
+                          f"({_shown(foreign)}); move them out or choose another --out (nothing was changed)")
+    if not overwrite:
+        raise OutputError(f"output folder {out} already holds a DermSynth dataset; pass --overwrite "
+                          "(overwrite=True) to replace it, or choose another --out")
 
 
 def generate(
@@ -296,12 +372,20 @@ def generate(
     Everything is written into a temporary folder beside ``out`` and renamed at
     the end, so an interrupted or failed run leaves nothing half-written (and
     an existing dataset is only replaced, with ``overwrite=True``, once the new
-    one is complete).
+    one is complete).  Files and folders follow the process umask; a second
+    process writing the same ``out`` at the same time gets an error.
+
+    Only a folder that is itself a DermSynth dataset (it holds
+    ``meta/dermsynth.json``, and nothing generate did not write) is ever
+    replaced.  Any other non-empty folder, the current working folder and the
+    folders above it are refused with an :class:`~dermretr._errors.OutputError`
+    naming the folder and some of what it holds, whatever ``overwrite`` says;
+    nothing is changed then.
 
     Parameters
     ----------
     out : path
-        Output folder; must not exist or be empty unless ``overwrite``.
+        Output folder: missing, empty, or (with ``overwrite``) a DermSynth dataset.
     n_cases : int
         Number of images (cases) including modification variants.
     seed : int
@@ -317,7 +401,7 @@ def generate(
     workers : int, optional
         Processes used to render (default: the CPU count, at most 8).
     overwrite : bool
-        Replace an existing non-empty folder.
+        Replace an existing DermSynth dataset (never any other folder).
     progress : bool
         Show a progress bar.
 
@@ -334,43 +418,53 @@ def generate(
     >>> len(pd.read_csv(root / "meta" / "meta.csv"))
     8
     """
-    _check_args(n_cases, image_size, workers)
+    _check_args(n_cases, image_size, workers, seed, priors, modification_rate, artifacts)
     art = artifacts if artifacts is not None else Artifacts()
-    out = Path(out).expanduser().absolute()
+    out = _check_out(out)
+    _check_output(out, overwrite)  # before planning: a refused --out fails at once
     rows, mods = plan_cases(int(n_cases), seed=seed, priors=priors, modification_rate=modification_rate)
-    tmp = _prepare_output(out, overwrite)
-    try:
-        rows["shard"] = [f"s{i // _SHARD:03d}" for i in range(len(rows))]
-        rows["derm"] = rows["shard"] + "/" + rows["case_id"] + ".jpg"
-        rows["mask_file"] = rows["shard"] + "/" + rows["case_id"] + ".png"
-        for sub in ("images", "masks"):
-            for shard in rows["shard"].unique():
-                (tmp / sub / shard).mkdir(parents=True, exist_ok=True)
-        (tmp / "meta").mkdir()
-        records = rows.to_dict("records")
-        n_workers = workers or min(os.cpu_count() or 1, 8)
-        chunk = max(4, min(32, len(records) // (n_workers * 4) or 4))
-        tasks = [(list(c), int(image_size), {n: getattr(art, n) for n in Artifacts.names()}, str(tmp))
-                 for c in _chunks(records, chunk)]
-        with tqdm(total=len(records), desc="DermSynth", unit="case", disable=not progress) as bar:
-            if n_workers == 1 or len(records) < 64:
-                for task in tasks:
-                    bar.update(_render_chunk(task))
-            else:
-                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-                with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context(method)) as pool:
-                    for done in pool.map(_render_chunk, tasks):
-                        bar.update(done)
-        _write_meta(tmp, rows, mods, dict(
-            format_version=FORMAT_VERSION, generator="dermretr.data.synth", n_cases=int(n_cases), seed=int(seed),
-            image_size=int(image_size), priors=priors, modification_rate=float(modification_rate),
-            artifacts=art.enabled(),
-        ))
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with exclusive(out, "--out"):
+        _check_output(out, overwrite)  # again, now that no other dermretr process can write it
+        with atomic_dir(out) as tmp:
+            rows["shard"] = [f"s{i // _SHARD:03d}" for i in range(len(rows))]
+            rows["derm"] = rows["shard"] + "/" + rows["case_id"] + ".jpg"
+            rows["mask_file"] = rows["shard"] + "/" + rows["case_id"] + ".png"
+            for sub in ("images", "masks"):
+                for shard in rows["shard"].unique():
+                    (tmp / sub / shard).mkdir(parents=True, exist_ok=True)
+            (tmp / "meta").mkdir()
+            records = rows.to_dict("records")
+            n_workers = workers or min(os.cpu_count() or 1, 8)
+            chunk = max(4, min(32, len(records) // (n_workers * 4) or 4))
+            tasks = [(list(c), int(image_size), {n: getattr(art, n) for n in Artifacts.names()}, str(tmp))
+                     for c in _chunks(records, chunk)]
+            with tqdm(total=len(records), desc="DermSynth", unit="case", disable=not progress) as bar:
+                if n_workers == 1 or len(records) < 64:
+                    for task in tasks:
+                        bar.update(_render_chunk(task))
+                else:
+                    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                    with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context(method)) as pool:
+                        for done in pool.map(_render_chunk, tasks):
+                            bar.update(done)
+            _write_meta(tmp, rows, mods, dict(
+                format_version=FORMAT_VERSION, generator="dermretr.data.synth", n_cases=int(n_cases),
+                seed=int(seed), image_size=int(image_size), priors=priors,
+                modification_rate=float(modification_rate), artifacts=art.enabled(),
+            ))
     return out
+
+
+def _check_out(out: object) -> Path:
+    """``out`` as an absolute Path (``~`` expanded); anything but a non-empty path is an error."""
+    if isinstance(out, (str, os.PathLike)) and not isinstance(out, bytes):
+        text = os.fspath(out)
+        if isinstance(text, str) and text.strip():
+            path = Path(text).expanduser().absolute()
+            # a link to a folder: its target is what the user means (replacing the link would leave it behind)
+            return path.resolve() if path.is_symlink() and path.is_dir() else path
+    raise DermretrError(f"the output folder (out) must be a path (a non-empty str or os.PathLike), got "
+                        f"{type(out).__name__} {out!r}")
 
 
 def _write_meta(root: Path, rows: pd.DataFrame, mods: pd.DataFrame, params: dict) -> None:
