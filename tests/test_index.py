@@ -330,7 +330,12 @@ def test_format_errors(tmp_path):
         CaseIndex.load(tmp_path / "nothing")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     np.save(folder / "local.npy", np.zeros((30, 2, 24), np.float16))
-    with pytest.raises(DermretrError, match="damaged: its files do not match manifest.json"):
+    with pytest.raises(DermretrError, match="damaged: local.npy has 3008 bytes but 4448 were written"):
+        CaseIndex.load(folder)
+    manifest.pop("files")  # a manifest without file sizes: the array itself is checked
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DermretrError, match=r"damaged: local.npy holds a float16 array of shape \(30, 2, 24\), "
+                                            r"manifest.json says float16 \(30, 3, 24\)"):
         CaseIndex.load(folder)
 
 
