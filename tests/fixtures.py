@@ -131,18 +131,20 @@ def assert_mentions(message: str, *parts: str) -> None:
     assert not missing, f"{missing} not in message {message!r}"
 
 
-def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bool = True) -> None:
+def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bool = True,
+                      criteria: Collection[str] = ()) -> None:
     """A validated case table of ``n`` rows from ``source`` (schema columns first, validation a no-op).
 
-    Publisher datasets carry no 7-point criteria, so those columns are NA; with
-    ``images_exist`` every image path is absolute and an existing file.
+    Most publisher datasets carry no 7-point criteria, so those columns are NA
+    except the ``criteria`` the source grades (PH2); with ``images_exist``
+    every image path is absolute and an existing file.
     """
     assert len(cases) == n
     assert list(cases.columns[: len(CASE_COLUMNS)]) == list(CASE_COLUMNS)
     pd.testing.assert_frame_equal(validate_cases(cases), cases)
     assert cases["source"].eq(source).all()
     for c in CRITERION_NAMES:
-        assert cases[c].isna().all(), c
+        assert cases[c].notna().any() if c in criteria else cases[c].isna().all(), c
     if images_exist:
         bad = [p for p in cases["image_path"] if not (Path(p).is_absolute() and Path(p).is_file())]
         assert not bad, f"image paths not absolute existing files: {bad[:3]}"

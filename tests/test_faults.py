@@ -8,6 +8,7 @@ and that the next run removes every temporary the killed one left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -222,19 +223,28 @@ def test_concurrent_index_saves_exactly_one_wins(tmp_path):
 # ----------------------------------------------------------------------------- a full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1.5 MB tmpfs (skipped where this machine does not let the tests mount one)."""
-    mount = tmp_path / "disk"
+@contextlib.contextmanager
+def _tmpfs(mount: Path, options: str, why: str):
+    """A tmpfs mounted at ``mount`` for the block (the test is skipped where this machine does not allow it)."""
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
+                              text=True)
+    except FileNotFoundError:
+        pytest.skip(f"cannot mount a tmpfs here {why} (no mount command)")
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({proc.stderr.strip() or 'not root'})")
+        pytest.skip(f"cannot mount a tmpfs here {why} ({proc.stderr.strip() or 'not root'})")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs to fill."""
+    with _tmpfs(tmp_path / "disk", "size=1536k", "to fill a disk") as mount:
+        yield mount
 
 
 def test_disk_full_while_training_is_one_line_and_leaves_no_temporary(synth_root, small_disk, capsys):
@@ -291,13 +301,7 @@ def test_unwritable_folder_is_one_line(tmp_path, capsys):
 def test_read_only_disk_is_one_line(tmp_path, capsys):
     from dermretr.cli import main
 
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.strip() or 'not root'})")
-    try:
+    with _tmpfs(tmp_path / "ro", "size=1m,ro", "read-only") as mount:
         for args in (["synth", "--out", str(mount / "ds"), "--n-cases", "3", "--image-size", "64", "--no-progress"],
                      ["train", "--data", "synthetic:/nowhere", "--out", str(mount / "run"), "--no-progress"],
                      ["evaluate", "--run", str(tmp_path), "--data", "synthetic:/nowhere", "--out",
@@ -307,8 +311,6 @@ def test_read_only_disk_is_one_line(tmp_path, capsys):
             assert main(args) == 2, args
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith("dermretr: error:"), (args, err)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 # ----------------------------------------------------------------------------- permissions

@@ -2,8 +2,8 @@
 
 ``load(source, root)`` and the string form ``"SOURCE:PATH"`` (used by the CLI)
 return a validated case table.  Sources: ``derm7pt``, ``pad-ufes-20``,
-``fitzpatrick17k``, ``ddi``, ``scin``, ``ham10000``, ``isic2020`` and
-``synthetic`` (a DermSynth folder).  Nothing is ever downloaded: each loader
+``fitzpatrick17k``, ``ddi``, ``scin``, ``ham10000``, ``isic2020``, ``ph2``
+and ``synthetic`` (a DermSynth folder).  Nothing is ever downloaded: each loader
 reads the folder exactly as its publisher distributes it.
 
 Examples
@@ -49,6 +49,7 @@ SOURCES: dict[str, str] = {
     "scin": "scin:load_scin",
     "ham10000": "ham10000:load_ham10000",
     "isic2020": "isic2020:load_isic2020",
+    "ph2": "ph2:load_ph2",
     "synthetic": "synthetic:load_synthetic",
 }
 

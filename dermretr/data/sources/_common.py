@@ -56,6 +56,7 @@ __all__ = [
     "FileIndex",
     "resolve_case_insensitive",
     "locate",
+    "locate_all",
     "check_image_names",
     "split_suffix",
     "find_by_name",
@@ -539,6 +540,25 @@ def locate(root: Path, rels: Sequence[str], path: Path, row: int) -> tuple[Path,
         if hit is not None:
             return candidates[0], hit
     return candidates[0], None
+
+
+def locate_all(root: Path, rels: Sequence[str], path: Path) -> tuple[list[str], list[bool], int]:
+    """Find the file of every row, given by a path relative to ``root`` (row ``i`` of ``path``).
+
+    Returns the paths (the file found, else where it was expected), which were
+    found, and how many were found only when ignoring letter case (pass that
+    count to :func:`warn_case_mismatches`).  Paths escaping ``root`` are
+    refused (see :func:`locate`).
+    """
+    out: list[str] = []
+    found: list[bool] = []
+    repaired = 0
+    for i, rel in enumerate(rels):
+        expected, hit = locate(root, [rel], path, i)
+        repaired += hit is not None and hit != expected
+        found.append(hit is not None)
+        out.append(str(hit if hit is not None else expected))
+    return out, found, repaired
 
 
 def check_image_names(names: pd.Series, root: Path, path: Path) -> None:

@@ -53,7 +53,7 @@ from ._common import (
     finish,
     group_ids,
     insert_case_columns,
-    locate,
+    locate_all,
     parse_fitzpatrick,
     parse_number,
     read_table,
@@ -207,7 +207,8 @@ def load_derm7pt(
         raise empty_values(path, image, meta[image][missing_img], "every case needs its image path")
     numbers = {c: parse(meta, c, path) for c, parse in _NUMBERS.items() if c in meta.columns}
     case_id = _case_ids(meta, path, source)
-    image_paths, found = _resolve_images(root, meta[image].tolist(), path, source)
+    image_paths, found, repaired = locate_all(root / "images", meta[image].tolist(), path)
+    warn_case_mismatches(repaired, source, path)
     patient = (group_ids(meta, "patient_id", case_id, path, source, stacklevel=2)
                if "patient_id" in meta.columns else case_id)
     groups = diag.map(GROUP_OF_DIAGNOSIS)
@@ -236,17 +237,3 @@ def load_derm7pt(
     ]
     return finish(cases, found, missing, source=source, seed=seed, path=path, root=root, split=split)
 
-
-def _resolve_images(root: Path, rels: list[str], path: Path, source: str) -> tuple[list[str], list[bool]]:
-    """Image paths (under ``root/images``) and which exist; letter-case mismatches are resolved with one warning."""
-    images = root / "images"
-    out: list[str] = []
-    found: list[bool] = []
-    repaired = 0
-    for i, rel in enumerate(rels):
-        expected, hit = locate(images, [rel], path, i)
-        repaired += hit is not None and hit != expected
-        found.append(hit is not None)
-        out.append(str(hit if hit is not None else expected))
-    warn_case_mismatches(repaired, source, path, stacklevel=3)  # the loader's caller
-    return out, found
