@@ -22,6 +22,32 @@ loadable with ``weights_only=True``) and ``training_curve.png``.  A run
 interrupted at any point continues with ``resume=True`` from the last
 completed epoch, with the same result as an uninterrupted run on CPU.
 
+Run folder safety
+-----------------
+* RUN_DIR must be new, empty, or a run folder dermretr wrote (marked with
+  ``.dermretr.json``; older runs are recognised by their ``config.json``); a
+  folder of the user's is refused, never emptied, and a file is refused.  It is
+  checked (and made) before the data is loaded, so an unwritable place fails at
+  once.  While :func:`fit` runs, RUN_DIR is locked: a second training into it
+  gets a clear error instead of racing the first.  Temporaries left by a killed
+  run are removed (with a warning) when the next one starts.
+* A folder holding a completed epoch (``checkpoints/last.pt``, ``best.pt`` or
+  ``metrics.jsonl``) is only continued with ``resume=True``; one whose first
+  epoch never finished (a crash, a full disk) is simply started again.
+* A failed write (a full disk...) is an :class:`~dermretr.OutputError` naming
+  the file; the previous ``last.pt``/``best.pt`` are left as they were.
+
+Write order and the invariant after a kill
+------------------------------------------
+Each epoch writes, each file atomically: ``last.pt`` first (weights,
+optimiser, history and the best record), then ``metrics.jsonl``, then
+``best.pt`` when the epoch improved the best, then the figure.  So ``last.pt``
+is always the newest and the reference: ``metrics.jsonl`` and ``best.pt`` are
+never newer than it, and at most one step behind.  On ``resume=True`` that step
+is repaired from ``last.pt``: ``metrics.jsonl`` is rewritten from its history
+when it differs, and when its best record names its own epoch but ``best.pt``
+holds another (or is missing), ``best.pt`` is written from its weights.
+
 Examples
 --------
 >>> import tempfile, pathlib
@@ -31,8 +57,8 @@ Examples
 >>> cfg = TrainConfig(data=f"synthetic:{root}", out=str(tmp / "run"), epochs=1, batch_size=8,
 ...                   image_size=64, progress=False)
 >>> result = fit(cfg)
->>> sorted(p.name for p in (tmp / "run").iterdir())
-['checkpoints', 'config.json', 'metrics.jsonl', 'training_curve.png']
+>>> sorted(p.name for p in (tmp / "run").iterdir())  # .dermretr.json marks the folder as dermretr's
+['.dermretr.json', 'checkpoints', 'config.json', 'metrics.jsonl', 'training_curve.png']
 """
 
 from __future__ import annotations
@@ -40,8 +66,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+import os
 import random
+import re
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,21 +86,34 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from ._device import resolve_device
-from ._errors import DermretrError
-from ._io import atomic_path, save_figure
+from ._errors import DermretrError, OutputError
+from ._io import OWNER_FILE, atomic_path, claim_dir, clean_stale, exclusive, os_error, save_figure
 from .data import load, parse_spec
 from .data.images import load_rgb
 from .data.vocab import TEXT_STYLES, case_text
 from .evaluate import case_search
-from .models.backbones import create
+from .models.backbones import create, read_weights, weights_mismatch
 from .models.composer import SpatialMasks
 from .models.losses import RetrievalLoss, group_positives
-from .models.retriever import DEFAULT_ALPHA, KINDS, Retriever
+from .models.retriever import CHECKPOINT_FORMAT, DEFAULT_ALPHA, KINDS, Retriever, save_checkpoint
 
-__all__ = ["TrainConfig", "fit", "TrainResult", "RESUME_KEYS_FREE"]
+__all__ = ["TrainConfig", "fit", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict", "read_run_config"]
 
-#: Config keys that may differ when resuming (everything else must match the run).
-RESUME_KEYS_FREE = ("epochs", "resume", "progress", "device", "num_workers")
+#: Config keys that may differ when resuming (everything else must match the run; ``out`` may differ
+#: because a run folder may be moved or named another way).
+RESUME_KEYS_FREE = ("epochs", "resume", "progress", "device", "num_workers", "out")
+
+#: ``select_metric``: a metric at a positive cut-off, or MRR.
+_METRIC_RE = re.compile(r"^(?:(?:recall|precision|map|ndcg)@([1-9][0-9]*)|mrr)$")
+_DEVICE_RE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
+_STR_FIELDS = ("data", "out", "model", "backbone", "balance_by", "select_metric", "device")
+_BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "balanced", "augment", "modifications", "resume", "progress")
+#: integer fields and their least value
+_INT_FIELDS = {"epochs": 1, "batch_size": 2, "image_size": 1, "n_masks": 1, "seed": 0, "num_workers": 0}
+#: float fields: (least value, whether the least value itself is allowed, greatest value or None)
+_FLOAT_FIELDS = {"lr": (0.0, False, None), "weight_decay": (0.0, True, None), "alpha": (0.0, True, 1.0),
+                 "alpha_lr_mult": (0.0, False, None), "patient_weight": (0.0, True, None),
+                 "word_region_weight": (0.0, True, None)}
 
 
 @dataclass
@@ -149,22 +193,53 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
-        """Raise :class:`DermretrError` for values that cannot work."""
+        """Raise :class:`DermretrError` for values that cannot work (of a wrong type, out of range, not finite)."""
+        for name in _STR_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise DermretrError(f"{name} must be a non-empty string, got {value!r}")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise DermretrError(f"pretrained must be a pretrained tag or the path of a weights file (a string) or "
+                                f"None, got {self.pretrained!r}")
         if self.model not in KINDS:
             raise DermretrError(f"unknown model {self.model!r}; choose from {', '.join(KINDS)}")
-        for name in ("epochs", "batch_size", "image_size", "n_masks"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise DermretrError(f"{name} must be a positive integer, got {v!r}")
-        if self.batch_size < 2:
-            raise DermretrError("batch_size must be at least 2: the other cases in a batch are the negatives")
-        if not 0 <= self.alpha <= 1:
-            raise DermretrError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.lr <= 0:
-            raise DermretrError(f"lr must be positive, got {self.lr}")
-        metric = self.select_metric.split("@")[0]
-        if metric not in ("recall", "precision", "map", "ndcg", "mrr"):
-            raise DermretrError(f"select_metric {self.select_metric!r} is not a retrieval metric (e.g. map@10)")
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise DermretrError(f"{name} must be True or False, got {value!r}")
+        for name, least in _INT_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise DermretrError(f"{name} must be an integer, got {value!r}")
+            if value < least:
+                if name == "batch_size":
+                    raise DermretrError(f"batch_size must be at least 2, got {value!r}: the other cases in a batch "
+                                        "are the negatives")
+                raise DermretrError(f"{name} must be {'a positive integer' if least else 'an integer >= 0'}, "
+                                    f"got {value!r}")
+        if self.seed >= 2**32:
+            raise DermretrError(f"seed must be below 2**32, got {self.seed!r}")
+        for name, (least, inclusive, greatest) in _FLOAT_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise DermretrError(f"{name} must be a number, got {value!r}")
+            ok = math.isfinite(value) and (value >= least if inclusive else value > least) and (
+                greatest is None or value <= greatest)
+            if not ok:
+                want = (f"in [{least:g}, {greatest:g}]" if greatest is not None
+                        else f"{'>=' if inclusive else '>'} {least:g}")
+                raise DermretrError(f"{name} must be a finite number {want}, got {value!r}")
+        if not _METRIC_RE.match(self.select_metric):
+            raise DermretrError(f"select_metric {self.select_metric!r} is not a retrieval metric: use recall@K, "
+                                "precision@K, map@K or ndcg@K with K a positive integer (e.g. map@10), or mrr")
+        if not _DEVICE_RE.match(self.device):
+            raise DermretrError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+        if not isinstance(self.extra, dict):
+            raise DermretrError(f"extra must be a dict, got {self.extra!r}")
+        try:
+            json.dumps(self.extra, default=_plain)
+        except (TypeError, ValueError) as exc:
+            raise DermretrError(f"extra must hold JSON values only (it is saved in config.json): {exc}") from None
 
 
 @dataclass
@@ -252,18 +327,84 @@ def _balance_weights(cases: pd.DataFrame, balance_by: str) -> torch.Tensor:
     return torch.tensor((1.0 / strata.map(strata.value_counts())).to_numpy(dtype=float), dtype=torch.double)
 
 
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false",
+               type(None): "null"}
+
+
+def read_run_config(file: str | os.PathLike) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run's ``config.json``, checked; a DermretrError naming the file."""
+    file = Path(file)
+    restore = "restore it, or start a new run in another --out"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DermretrError(f"{file} not found") from None
+    except UnicodeDecodeError:
+        raise DermretrError(f"{file} is not a text file, so not the run's config.json; {restore}") from None
+    except OSError as exc:
+        raise DermretrError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        where = f" ({exc.msg}, line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DermretrError(f"{file} is not valid JSON{where}; it should hold the run's training options as dermretr "
+                            f"wrote them: {restore}") from None
+    if not isinstance(values, dict):
+        raise DermretrError(f"{file} holds {_JSON_TYPES.get(type(values), 'a JSON value')}, not an object of "
+                            f"training options; {restore}")
+    return config_from_dict(values, source=file)
+
+
 def _check_resume(run: Path, cfg: TrainConfig) -> dict:
     saved_file = run / "config.json"
     if not saved_file.is_file():
         raise DermretrError(f"cannot resume: {saved_file} not found (start the run without --resume)")
-    saved = json.loads(saved_file.read_text())
+    saved = asdict(read_run_config(saved_file))
     now = asdict(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_KEYS_FREE and saved.get(k) != now.get(k))
+    diff = sorted(k for k in now if k not in RESUME_KEYS_FREE and saved.get(k) != now.get(k))
     if diff:
         details = ", ".join(f"{k}: run has {saved.get(k)!r}, you asked {now.get(k)!r}" for k in diff)
         raise DermretrError(f"cannot resume {run}: the config differs ({details}); use the same settings "
                             "or another --out")
     return saved
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A run folder of an older dermretr (no ownership marker): its config.json names a model and a backbone."""
+    try:
+        values = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(values, dict) and "model" in values and "backbone" in values
+
+
+def _completed(run: Path) -> str | None:
+    """What in ``run`` shows that an epoch was completed (None when nothing does)."""
+    for rel in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"):
+        file = run / rel
+        try:
+            if file.exists() and (rel != "metrics.jsonl" or file.stat().st_size > 0):
+                return rel
+        except OSError:
+            return rel
+    return None
+
+
+def _check_writable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``: an OutputError now rather than after the first epoch."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".write-check.dermretr-{os.getpid()}-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise os_error(exc, folder) from None
+
+
+def _plain(value):
+    """JSON form of numpy scalars in a config (``json.dumps(default=...)``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _curve(history: list[dict], metric: str) -> Figure:
@@ -287,12 +428,49 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     (it may raise, e.g. to stop a run early; the run resumes from there).
     """
     config.check()
-    run = Path(config.out).expanduser()
+    run = Path(config.out).expanduser().absolute()
+    claim_dir(run, "run", option="--out", recognise=_is_run_folder, create=False)  # a file, a user's folder: refused
+    with exclusive(run, "--out"):
+        created = not run.exists()
+        try:
+            return _fit(config, run, on_epoch_end)
+        except BaseException:
+            if created:  # nothing of the run was written: leave no empty folder behind
+                try:
+                    if {p.name for p in run.iterdir()} <= {OWNER_FILE}:
+                        (run / OWNER_FILE).unlink(missing_ok=True)
+                        run.rmdir()
+                except OSError:
+                    pass
+            raise
+
+
+def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
+    claim_dir(run, "run", option="--out", recognise=_is_run_folder)
+    _check_writable(run)
+    ckpt_dir = run / "checkpoints"
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise OutputError(f"{ckpt_dir} is a file, not a folder; choose another --out")
+    if ckpt_dir.is_dir():
+        _check_writable(ckpt_dir)
+    clean_stale(run)
+    clean_stale(ckpt_dir)
     if config.resume:
         _check_resume(run, config)
-    elif (run / "config.json").exists():
-        raise DermretrError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+        if not (ckpt_dir / "last.pt").exists() and (ckpt_dir / "best.pt").exists():
+            raise DermretrError(f"cannot resume {run}: checkpoints/last.pt is missing (only best.pt is there), so "
+                                "training cannot continue; choose another --out (best.pt is kept)")
+    else:
+        done = _completed(run)
+        if done is not None:
+            raise DermretrError(f"{run} already holds a run; pass --resume to continue it or choose another --out "
+                                f"(it has {done})")
     device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DermretrError(f"device {config.device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s) "
+                            f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DermretrError(f"device {config.device!r} asked for, but MPS is not available here; use 'auto' or 'cpu'")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -305,16 +483,16 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
         raise DermretrError(f"batch size {config.batch_size} is larger than the training set ({len(train_idx)} "
                             f"cases); use --batch-size {len(train_idx)} or less")
     has_val = bool((cases["split"].astype(str) == "val").any())
+    train_cases = cases.iloc[train_idx].reset_index(drop=True)
+    weights = _balance_weights(train_cases, config.balance_by)  # a bad column fails before the slow part
 
     backbone = create(config.backbone, pretrained=config.pretrained, device=device, image_size=config.image_size)
     model = Retriever(backbone, kind=config.model, n_masks=config.n_masks, alpha=config.alpha,
                       learn_alpha=config.learn_alpha, freeze_backbone=config.freeze_backbone).to(device)
     base_tf, aug_tf = _transforms(backbone, backbone.image_size, config.augment)
     images = _cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress)
-    train_cases = cases.iloc[train_idx].reset_index(drop=True)
     pairs = _Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
-    weights = _balance_weights(train_cases, config.balance_by)
     triplets = _read_triplets(config.data, cases) if config.modifications else None
     if triplets is not None:
         train_set = set(train_idx.tolist())
@@ -332,23 +510,17 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    ks = sorted({1, 5, 10} | {int(m[1]) for m in [_METRIC_RE.match(config.select_metric)] if m and m[1]})
 
     history: list[dict] = []
     best: dict = {}
     start_epoch = 1
-    ckpt_dir = run / "checkpoints"
-    if config.resume and (ckpt_dir / "last.pt").is_file():
-        state = torch.load(ckpt_dir / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history = json.loads(state["history"])
-        best = json.loads(state["best"])
-        start_epoch = int(state["epoch"]) + 1
-    run.mkdir(parents=True, exist_ok=True)
+    if config.resume and (ckpt_dir / "last.pt").exists():  # read_weights says what is wrong with it
+        done, history, best = _read_state(ckpt_dir / "last.pt", model, optimizer, scheduler, scaler)
+        start_epoch = done + 1
+        _repair(run, model, done, history, best, config.select_metric)
     with atomic_path(run / "config.json") as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True, default=_plain) + "\n")
 
     def views(idx: list[int]) -> torch.Tensor:
         tf = aug_tf or base_tf
@@ -418,25 +590,31 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
         if has_val:
             # the gallery (training images) is encoded from the images already in memory
             gallery = model.encode_targets([images[i] for i in train_idx], batch_size=max(config.batch_size, 64))
-            _, summary = case_search(model, cases, query_split="val", gallery_splits=("train",),
+            _, summary = case_search(model, cases, query_split="val", gallery_splits=("train",), ks=ks,
                                      batch_size=max(config.batch_size, 64), gallery=gallery)
             record.update({k: v for k, v in summary.items() if k != "n_queries"})
         history.append(record)
-        metric = record.get(config.select_metric, -record["loss"])
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if not best or metric > best["value"]:
-            best = {"epoch": epoch, "metric": config.select_metric if has_val else "-loss", "value": metric}
-            model.save(ckpt_dir / "best.pt", extra={"epoch": epoch, "metric": best["metric"], "value": metric})
+        name = config.select_metric if config.select_metric in record else "-loss"  # no usable validation: loss
+        metric = record[name] if name in record else -record["loss"]
+        improved = not best or metric > best["value"] or (math.isnan(best["value"]) and not math.isnan(metric))
+        if improved:
+            best = {"epoch": epoch, "metric": name, "value": metric}
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, ckpt_dir) from None
+        # last.pt first: it is the reference a resumed run repairs the others from (see the module docstring)
         _write_state(ckpt_dir / "last.pt", model, optimizer, scheduler, scaler, epoch, history, best)
-        with atomic_path(run / "metrics.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-        save_figure(_curve(history, config.select_metric), run / "training_curve.png")
+        _write_metrics(run, history)
+        if improved:
+            _write_best(model, ckpt_dir / "best.pt", best)
+        _write_curve(run, history, config.select_metric)
         if config.progress:
             shown = ", ".join(f"{k} {record[k]:.3f}" for k in ("loss", "recall@1", "map@10") if k in record)
             tqdm.write(f"epoch {epoch}/{config.epochs}: {shown} ({record['train_seconds']:.0f} s)")
         if on_epoch_end is not None:
             on_epoch_end(record)
-    return TrainResult(retriever=model, history=history, best=best, run_dir=run)
+    return TrainResult(retriever=model, history=history, best=best, run_dir=Path(config.out).expanduser())
 
 
 def _param_groups(model: Retriever, config: TrainConfig) -> tuple[list[dict], list[torch.nn.Parameter]]:
@@ -481,6 +659,7 @@ def _word_region(model: Retriever, q: dict, t: dict, texts: list[str], config: T
 
 def _write_state(path: Path, model, optimizer, scheduler, scaler, epoch: int, history: list, best: dict) -> None:
     state = {
+        "format": CHECKPOINT_FORMAT,  # so that Retriever.load reads last.pt too
         "state_dict": model.state_dict(),
         "config": model.config(),
         "optimizer": optimizer.state_dict(),
@@ -490,15 +669,126 @@ def _write_state(path: Path, model, optimizer, scheduler, scaler, epoch: int, hi
         "history": json.dumps(history),
         "best": json.dumps(best),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_checkpoint(state, path)
 
 
-def config_from_dict(values: dict) -> TrainConfig:
-    """A :class:`TrainConfig` from a dict (e.g. a run's config.json), rejecting unknown keys."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+def _metrics_text(history: list[dict]) -> str:
+    return "".join(json.dumps(h) + "\n" for h in history)
+
+
+def _write_metrics(run: Path, history: list[dict]) -> None:
+    with atomic_path(run / "metrics.jsonl") as tmp:
+        tmp.write_text(_metrics_text(history))
+
+
+def _write_best(model: Retriever, path: Path, best: dict) -> None:
+    model.save(path, extra={"epoch": best["epoch"], "metric": best["metric"], "value": best["value"]})
+
+
+def _write_curve(run: Path, history: list[dict], metric: str) -> None:
+    save_figure(_curve(history, metric), run / "training_curve.png")
+
+
+_STATE_KEYS = ("state_dict", "optimizer", "scheduler", "scaler", "epoch", "history", "best")
+
+
+def _read_state(path: Path, model, optimizer, scheduler, scaler) -> tuple[int, list[dict], dict]:
+    """Load ``last.pt`` into the model and the optimiser etc.; its epoch, history and best record."""
+    expected = "a training checkpoint (checkpoints/last.pt written by `dermretr train`)"
+
+    def fail(reason: str) -> DermretrError:
+        return DermretrError(f"cannot resume from {path}: {reason}; expected {expected} (use another --out to start "
+                             "a new run)")
+
+    state = read_weights(path, expected)
+    if not isinstance(state, dict):
+        raise fail(f"it holds a {type(state).__name__}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise fail(f"it lacks {', '.join(missing)}")
+    if not isinstance(state["state_dict"], dict):
+        raise fail("its state_dict is not a dict of weights")
+    problem = weights_mismatch(model, state["state_dict"])
+    if problem:
+        raise fail(f"its weights do not fit this run's model: {problem}")
+    try:
+        epoch = int(state["epoch"])
+        history = json.loads(state["history"])
+        best = json.loads(state["best"])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history) \
+                or not isinstance(best, dict) or epoch < 1 or [h.get("epoch") for h in history] != list(
+                    range(1, epoch + 1)):
+            raise ValueError("history and epoch do not agree")
+    except (TypeError, ValueError) as exc:
+        raise fail(f"its epoch, history or best record is damaged ({exc})") from None
+    model.load_state_dict(state["state_dict"], strict=True)
+    for name, part in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        try:
+            part.load_state_dict(state[name])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise fail(f"its {name} state does not fit this run ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from None
+    return epoch, history, best
+
+
+def _best_epoch(path: Path) -> int | None:
+    """The epoch a ``best.pt`` holds (None when it is missing or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return int(payload["extra"]["epoch"])
+    except Exception:  # missing, damaged or foreign: treated as not holding the best epoch
+        return None
+
+
+def _repair(run: Path, model: Retriever, epoch: int, history: list[dict], best: dict, metric: str) -> None:
+    """Bring ``metrics.jsonl`` and ``best.pt`` up to ``last.pt`` (its ``epoch``, history and best record)
+    after a run was killed between its writes (see the module docstring)."""
+    file = run / "metrics.jsonl"
+    try:
+        current = file.read_text(encoding="utf-8") if file.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    stale = current != _metrics_text(history)
+    if stale:
+        _write_metrics(run, history)
+    curve = run / "training_curve.png"
+    try:
+        old_curve = curve.stat().st_mtime_ns < (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    except OSError:
+        old_curve = True
+    if history and (stale or old_curve):
+        _write_curve(run, history, metric)
+    best_file = run / "checkpoints" / "best.pt"
+    if best and _best_epoch(best_file) != best.get("epoch"):
+        if best.get("epoch") == epoch:
+            _write_best(model, best_file, best)
+        else:
+            warnings.warn(f"{best_file} does not hold epoch {best.get('epoch')}, the best one recorded in last.pt "
+                          "(was it removed or replaced?); it is written again when an epoch improves on "
+                          f"{best.get('metric')} = {best.get('value')}", UserWarning, stacklevel=3)
+
+
+def config_from_dict(values: dict, source: str | os.PathLike | None = None) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a dict (e.g. a run's config.json, named by ``source`` in errors),
+    rejecting unknown keys, missing required ones and bad values."""
+    where = f"{source}: " if source is not None else ""
+    if not isinstance(values, dict):
+        raise DermretrError(f"{where}training options must be a dict, got {type(values).__name__}")
+    fields = dataclasses.fields(TrainConfig)
+    known = {f.name for f in fields}
+    unknown = sorted(map(str, set(values) - known))
     if unknown:
-        raise DermretrError(f"unknown training option(s) {unknown}; known: {', '.join(sorted(known))}")
-    return TrainConfig(**values)
-
+        raise DermretrError(f"{where}unknown training option(s) {unknown}; known: {', '.join(sorted(known))}")
+    required = [f.name for f in fields if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in values]
+    if missing:
+        raise DermretrError(f"{where}missing training option(s) {missing}")
+    config = TrainConfig(**values)
+    try:
+        config.check()
+    except DermretrError as exc:
+        raise DermretrError(f"{where}{exc}") from None
+    return config

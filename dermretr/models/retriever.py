@@ -42,6 +42,7 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Sequence
@@ -55,12 +56,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._errors import DermretrError
-from .._io import atomic_path
+from .._io import atomic_path, os_error
 from ..data.images import load_rgb
-from .backbones import Backbone, create
+from .backbones import Backbone, create, read_weights, weights_mismatch
 from .composer import Clip4CirCombiner, GatedResidualCombiner, SpatialMasks
 
-__all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT"]
+__all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint"]
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 DEFAULT_ALPHA = 0.6
@@ -318,40 +319,108 @@ class Retriever(nn.Module):
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write the weights and config atomically (loadable with ``weights_only=True``)."""
+        """Write the weights and config atomically (loadable with ``weights_only=True``).
+
+        A failed write (a full disk...) raises :class:`~dermretr.OutputError` naming ``path``
+        and leaves the previous file, if any, as it was.
+        """
         payload = {"format": CHECKPOINT_FORMAT, "config": self.config(), "state_dict": self.state_dict(),
                    "extra": extra or {}}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return path
+        return save_checkpoint(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> Retriever:
-        """Rebuild a retriever saved with :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
+        """Rebuild a retriever saved with :meth:`save` (or from a training run's ``last.pt``).
+
+        Anything that is not such a checkpoint (another file, another model's weights, a
+        damaged config) raises :class:`~dermretr.DermretrError` naming the file.
+        """
+        path = Path(path).expanduser()
+        if not path.exists():
             raise DermretrError(f"checkpoint not found: {path}")
+        payload = read_weights(path, _EXPECTED)
+        cfg, state = _checkpoint_parts(payload, path)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors have many types
-            raise DermretrError(f"cannot read checkpoint {path}: {exc}") from None
-        if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-            raise DermretrError(f"{path} is not a dermretr checkpoint (no config/state_dict)")
-        if payload.get("format", 0) > CHECKPOINT_FORMAT:
-            raise DermretrError(f"{path} was written by a newer dermretr (format {payload['format']}); upgrade")
-        cfg = payload["config"]
-        if payload.get("format", 0) < 3 and cfg.get("kind") == "full":
-            raise DermretrError(f"{path} is a full model from an older dermretr whose spatial masks have since "
-                                f"changed (checkpoint format {payload.get('format', 0)}); retrain it with "
-                                "`dermretr train`")
-        backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
+            backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
+        except DermretrError as exc:  # e.g. a backbone unknown here, or a device not available
+            raise DermretrError(f"cannot load {path} (backbone {cfg['backbone']!r}): {exc}") from None
         model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
                     freeze_backbone=cfg["freeze_backbone"])
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-        if missing or unexpected:
-            raise DermretrError(
-                f"checkpoint {path} does not fit its config: {len(missing)} missing and {len(unexpected)} "
-                f"unexpected weights (e.g. {(missing or unexpected)[:3]})"
-            )
+        problem = weights_mismatch(model, state)
+        if problem:
+            shown = ", ".join(f"{k} {cfg[k]!r}" for k in ("backbone", "kind", "n_masks"))
+            raise DermretrError(f"cannot load {path}: its weights do not fit its config ({shown}): {problem}; "
+                                f"expected {_EXPECTED}")
+        model.load_state_dict(state, strict=True)
         return model.to(backbone.device)
+
+
+_EXPECTED = "a dermretr checkpoint (RUN_DIR/checkpoints/best.pt written by `dermretr train`)"
+#: Required entries of a checkpoint's config and their types.
+_CONFIG_TYPES = {"backbone": str, "kind": str, "n_masks": int, "learn_alpha": bool, "freeze_backbone": bool}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
+    """The config and state dict of a checkpoint's ``payload``, checked; a DermretrError naming ``path``."""
+    def fail(reason: str) -> DermretrError:
+        return DermretrError(f"cannot load {path}: {reason}; expected {_EXPECTED}")
+
+    if not isinstance(payload, dict):
+        raise fail(f"it holds a {type(payload).__name__}, not a checkpoint")
+    if "config" not in payload or "state_dict" not in payload:
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            raise fail("it holds bare weights without dermretr's config (backbone weights go to --pretrained)")
+        raise fail("it is not a dermretr checkpoint (no config/state_dict)")
+    fmt = payload.get("format", 0)
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise fail(f"its format {fmt!r} is not a checkpoint format number")
+    if fmt > CHECKPOINT_FORMAT:
+        raise DermretrError(f"{path} was written by a newer dermretr (format {fmt}); upgrade")
+    cfg, state = payload["config"], payload["state_dict"]
+    if not isinstance(cfg, dict):
+        raise fail(f"its config is a {type(cfg).__name__}, not a dict")
+    if not isinstance(state, dict):
+        raise fail(f"its state_dict is a {type(state).__name__}, not a dict of weights")
+    missing = [k for k in _CONFIG_TYPES if k not in cfg]
+    if missing:
+        raise fail(f"its config lacks {', '.join(map(repr, missing))} (it has {sorted(map(str, cfg)) or 'nothing'})")
+    for key, kind in _CONFIG_TYPES.items():
+        value = cfg[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise fail(f"its config has {key}={value!r}, not {_TYPE_NAMES[kind]}")
+    if cfg["kind"] not in KINDS:
+        raise fail(f"its config has kind={cfg['kind']!r}, not one of {', '.join(KINDS)}")
+    if cfg["n_masks"] < 1:
+        raise fail(f"its config has n_masks={cfg['n_masks']!r}, not a positive integer")
+    size = cfg.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise fail(f"its config has image_size={size!r}, not a positive integer")
+    if fmt < 3 and cfg["kind"] == "full":
+        raise DermretrError(f"{path} is a full model from an older dermretr whose spatial masks have since "
+                            f"changed (checkpoint format {fmt}); retrain it with `dermretr train`")
+    return cfg, state
+
+
+def _write_failed(exc: BaseException) -> bool:
+    """Is ``exc`` torch.save's way of saying a write failed (a full disk...)?"""
+    text = str(exc)
+    return any(w in text for w in ("PytorchStreamWriter", "file write failed", "enforce fail", "unexpected pos"))
+
+
+def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+    """``torch.save(payload)`` atomically to ``path``; a failed write is an :class:`~dermretr.OutputError`.
+
+    torch reports a full disk as a ``RuntimeError`` ("PytorchStreamWriter failed writing
+    file ..."); it becomes an OutputError naming ``path`` with the "free disk space" hint.
+    The temporary is removed and a previous ``path`` is left as it was.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:
+            if _write_failed(exc):
+                raise os_error(OSError(errno.ENOSPC, "writing failed, the disk may be full"), path) from None
+            raise
+    return path
