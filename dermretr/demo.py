@@ -124,6 +124,8 @@ def results_figure(records: list[dict], metrics: tuple[str, ...] = ("recall@1", 
     1
     """
     frame = pd.DataFrame(records)
+    if "average" in frame.columns:  # micro bars only (records also carry macro averages)
+        frame = frame[frame["average"].fillna("micro") == "micro"].copy()
     frame["name"] = [f"{m}@{int(k)}" if pd.notna(k) else m for m, k in zip(frame["metric"], frame["k"])]
     frame = frame[frame["name"].isin(metrics)]
     panels = [(p, m) for p in dict.fromkeys(frame["protocol"]) for m in metrics
@@ -177,10 +179,15 @@ def _legacy_demo(path: Path) -> bool:
         (path / "dermsynth" / "meta" / "dermsynth.json").is_file() or (path / "runs").is_dir())
 
 
-def _legacy_run(path: Path) -> bool:
-    """A run folder written before folders were marked: config.json, metrics and checkpoints only."""
-    names = {p.name for p in path.iterdir() if not p.name.startswith(".")}
-    return names <= {"config.json", "metrics.jsonl", "checkpoints", "training_curve.png"} and "config.json" in names
+_RUN_ENTRIES = {"config.json", "metrics.jsonl", "checkpoints", "training_curve.png", ".dermretr.json"}
+
+
+def _replaceable_run(run: Path) -> bool:
+    """A run folder that dermretr wrote and that holds nothing else (so removing it loses nothing of the user's)."""
+    from .train import is_run_folder
+
+    names = {p.name for p in run.iterdir()}
+    return (owner_kind(run) == "run" or is_run_folder(run)) and names <= _RUN_ENTRIES
 
 
 def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) -> list[dict]:
@@ -198,7 +205,7 @@ def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) ->
         if same and history and history[-1]["epoch"] == s.epochs:
             return history
     if run.exists():  # an unfinished or different run: replaced only when dermretr wrote it
-        if any(run.iterdir()) and owner_kind(run) != "run" and not _legacy_run(run):
+        if any(run.iterdir()) and not _replaceable_run(run):
             raise DermretrError(f"{run} holds files that dermretr did not write; move them away or choose "
                                 "another --out (nothing was changed)")
         shutil.rmtree(run)

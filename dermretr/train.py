@@ -369,7 +369,7 @@ def _check_resume(run: Path, cfg: TrainConfig) -> dict:
     return saved
 
 
-def _is_run_folder(path: Path) -> bool:
+def is_run_folder(path: Path) -> bool:
     """A run folder of an older dermretr (no ownership marker): its config.json names a model and a backbone."""
     try:
         values = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -429,7 +429,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     """
     config.check()
     run = Path(config.out).expanduser().absolute()
-    claim_dir(run, "run", option="--out", recognise=_is_run_folder, create=False)  # a file, a user's folder: refused
+    claim_dir(run, "run", option="--out", recognise=is_run_folder, create=False)  # a file, a user's folder: refused
     with exclusive(run, "--out"):
         created = not run.exists()
         try:
@@ -446,7 +446,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
 
 
 def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
-    claim_dir(run, "run", option="--out", recognise=_is_run_folder)
+    claim_dir(run, "run", option="--out", recognise=is_run_folder)
     _check_writable(run)
     ckpt_dir = run / "checkpoints"
     if ckpt_dir.exists() and not ckpt_dir.is_dir():

@@ -147,6 +147,12 @@ def test_demo_refuses_a_user_folder_and_a_users_run_folder(tmp_path, capsys):
     with pytest.raises(DermretrError, match="did not write"):
         demo._train("full", tmp_path / "data", run, settings, progress=False)
     _untouched(run)
+    # a run folder dermretr wrote, to which the user added a file, is not removed either
+    (run / ".dermretr.json").write_text('{"kind": "run"}')
+    (run / "config.json").write_text('{"model": "full", "backbone": "dermretr-tiny"}')
+    with pytest.raises(DermretrError, match="did not write"):
+        demo._train("full", tmp_path / "data", run, settings, progress=False)
+    _untouched(run)
 
 
 def test_train_refuses_a_user_folder_and_a_file(synth_root, tmp_path, capsys):
