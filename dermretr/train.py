@@ -421,19 +421,30 @@ def _curve(history: list[dict], metric: str) -> Figure:
     return fig
 
 
-def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
+def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None, *,
+        cases: pd.DataFrame | None = None) -> TrainResult:
     """Train a retriever as described by ``config``; see the module docstring.
 
     ``on_epoch_end(record)`` is called after each epoch's checkpoint is written
     (it may raise, e.g. to stop a run early; the run resumes from there).
+    ``cases`` replaces the table loaded from ``config.data`` (validated here), for
+    splits that a benchmark makes itself, such as the folds of a cross-validation;
+    ``config.data`` still names where the cases come from (and DermSynth's
+    modification triplets).
     """
     config.check()
+    if cases is not None:
+        from .data.cases import validate_cases
+
+        if not isinstance(cases, pd.DataFrame):
+            raise DermretrError(f"cases must be a case table (pandas DataFrame), got {type(cases).__name__}")
+        cases = validate_cases(cases)
     run = Path(config.out).expanduser().absolute()
     claim_dir(run, "run", option="--out", recognise=is_run_folder, create=False)  # a file, a user's folder: refused
     with exclusive(run, "--out"):
         created = not run.exists()
         try:
-            return _fit(config, run, on_epoch_end)
+            return _fit(config, run, on_epoch_end, cases)
         except BaseException:
             if created:  # nothing of the run was written: leave no empty folder behind
                 try:
@@ -445,7 +456,8 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
             raise
 
 
-def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
+def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None,
+         cases: pd.DataFrame | None = None) -> TrainResult:
     claim_dir(run, "run", option="--out", recognise=is_run_folder)
     _check_writable(run)
     ckpt_dir = run / "checkpoints"
@@ -475,7 +487,7 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    cases = load(config.data)
+    cases = load(config.data) if cases is None else cases
     train_idx = np.flatnonzero(cases["split"].astype(str).to_numpy() == "train")
     if len(train_idx) == 0:
         raise DermretrError(f"{config.data} has no training cases (split 'train')")

@@ -128,3 +128,21 @@ def test_optimizer_groups_and_balanced_sampling_weights():
     assert w2.tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])  # unknown skin type is its own stratum
     with pytest.raises(DermretrError, match="balance_by 'skin'.*not in the case table"):
         _balance_weights(cases, "skin")
+
+
+def test_fit_takes_a_case_table_with_its_own_splits(synth_root, tmp_path):
+    """A benchmark's own folds: the table given replaces the one loaded from config.data."""
+    from dermretr._errors import DermretrError
+    from dermretr.data import load
+    from dermretr.train import TrainConfig, fit
+
+    cases = load("synthetic", synth_root)
+    cases["split"] = cases["split"].astype(str).replace({"val": "train"})  # no validation split at all
+    cfg = TrainConfig(data=f"synthetic:{synth_root}", out=str(tmp_path / "run"), epochs=1, batch_size=8,
+                      image_size=64, progress=False)
+    result = fit(cfg, cases=cases)
+    assert result.best["metric"] == "-loss" and "recall@1" not in result.history[0]
+    with pytest.raises(DermretrError, match="case table"):
+        fit(TrainConfig(data=cfg.data, out=str(tmp_path / "run2"), epochs=1, batch_size=8, image_size=64,
+                        progress=False), cases=[1, 2])
+    assert not (tmp_path / "run2").exists()
