@@ -292,6 +292,11 @@ def _cmd_evaluate(args) -> int:
     from .data import load, parse_spec
     from .evaluate import (evaluate_run, is_metrics_file, is_per_query_file, load_triplets, results_table,
                            run_checkpoint, write_metrics)
+    from .floors import available_floors, evaluate_floors
+
+    notes = {"random": "random = expected value under a uniformly random ranking",
+             "majority": f"majority = the gallery's most common {args.relevant} first",
+             "criteria_match": "criteria_match = ranked by agreement of annotated 7-point findings"}
 
     source, path = parse_spec(args.data)
     root = Path(os.path.expanduser(path))
@@ -309,6 +314,16 @@ def _cmd_evaluate(args) -> int:
         raise DermretrError(f"the same run folder is given twice: {' '.join(args.run)}")
     cases = load(source, root)
     triplets = load_triplets(root) if args.protocol == "modify" else None
+    # non-learned floors (case protocol): --floors NAME... / none; absent = every floor the data allows
+    wanted = getattr(args, "floors", None)
+    floors = available_floors(cases, args.split) if wanted is None else tuple(f for f in wanted if f != "none")
+    floor_pq, floor_recs = None, []
+    if floors and args.protocol == "case":  # cheap, and bad data fails before the long part
+        clash = sorted({f"floor:{f}" for f in floors} & set(names))
+        if clash:
+            raise DermretrError(f"run folder {clash[0]!r} is named like a floor's rows; rename it")
+        floor_pq, floor_recs = evaluate_floors(cases, floors, split=args.split, relevant=args.relevant, ks=args.k,
+                                               n_boot=args.n_boot, seed=args.seed)
     records, per_query = [], []
     for run, name in zip(args.run, names):
         pq, recs = evaluate_run(run, cases, args.protocol, triplets=triplets, split=args.split,
@@ -317,15 +332,24 @@ def _cmd_evaluate(args) -> int:
                                 name=name)
         records += recs
         per_query.append(pq)
+    records += floor_recs
+    if floor_pq is not None:
+        per_query.append(floor_pq)
     what = {"case": f"{args.split} image + its descriptor text; relevant = same {args.relevant}",
             "modify": "reference image + modification text; "
                       + ("relevant = the exact target (DermSynth triplets)" if triplets is not None else
                          "relevant = requested criterion value and same diagnosis group (derived)")}[args.protocol]
     ci = f"95% bootstrap CI over queries, {args.n_boot} resamples" if args.n_boot else "no CI"
     print(f"Protocol {args.protocol} on {args.data} ({what}; {ci})")
+    print("(macro) = mean over diagnosis groups of the per-group means, CI resampled within groups")
+    if floor_recs:
+        print("Floors (no model): " + "; ".join(notes[f] for f in floors))
+    elif floors:
+        print("Floors are computed for the case protocol only")
     with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
         table = results_table(records)  # one row per run; printed with one column per run to fit a terminal
-        table.index = [f"{run} ({method})" for run, method, *_ in table.index]
+        table.index = [f"{method} (floor)" if str(run).startswith("floor:") else f"{run} ({method})"
+                       for run, method, *_ in table.index]
         print(table.T.to_string())
     out = write_metrics(records, out)
     print(f"\nmetrics written to {out}")

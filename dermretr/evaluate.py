@@ -11,6 +11,15 @@ Metrics per query (binary relevance), at cut-off K:
 Queries without any relevant case are kept in the per-query tables but left
 out of every mean and confidence interval (``n_queries`` counts the others).
 
+Averages: *micro* is the mean over queries; *macro* is the mean over
+diagnosis groups (or another query column, ``by``) of each group's mean, so
+that a degenerate "most common group first" ranking cannot score well by the
+imbalance alone.  Macro intervals resample queries within each group (a
+stratified bootstrap).  Records carry ``average`` ("micro" or "macro");
+:func:`results_table` shows a macro column ``"recall@1 (macro)"`` beside each
+micro one.  Non-learned floors (random, majority first, criteria match) have
+the same per-query tables: see :mod:`dermretr.floors`.
+
 Protocol "case" (:func:`case_search`): the query is a test case's image plus
 its descriptor text; the gallery is the train and val cases; relevant cases
 share the query's diagnosis group (or fine diagnosis); the query's own case
@@ -27,7 +36,7 @@ the reference's patient is excluded.
 
 :func:`evaluate_run` evaluates a run folder (``RUN_DIR/checkpoints/best.pt``)
 and returns per-query metrics plus records ``{"run", "method", "protocol",
-"metric", "k", "value", "ci_low", "ci_high", "n_queries"}`` with percentile
+"average", "metric", "k", "value", "ci_low", "ci_high", "n_queries"}`` with percentile
 bootstrap intervals (:func:`bootstrap_ci`); :func:`results_table` prints them,
 :func:`write_metrics` writes them as ``metrics.json``.
 
@@ -53,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DermretrError
-from ._io import atomic_path
+from ._io import atomic_path, claim_file
 from .data.vocab import CRITERIA, case_text, criteria_of, modification_text
 
 __all__ = [
@@ -63,6 +72,7 @@ __all__ = [
     "paired_difference",
     "case_search",
     "case_scores",
+    "scores_search",
     "modify_search",
     "derive_triplets",
     "load_triplets",
@@ -75,6 +85,7 @@ __all__ = [
     "METRICS",
     "RECORD_METRICS",
     "RECORD_KEYS",
+    "AVERAGES",
     "PROTOCOLS",
     "TIES",
     "QUERY_COLUMNS",
@@ -85,7 +96,9 @@ METRICS = ("recall", "precision", "map", "ndcg")
 #: Metric names of the records (``metrics.json``).
 RECORD_METRICS = (*METRICS, "mrr")
 #: The keys of one record, in order.
-RECORD_KEYS = ("run", "method", "protocol", "metric", "k", "value", "ci_low", "ci_high", "n_queries")
+RECORD_KEYS = ("run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high", "n_queries")
+#: Averages over queries: the plain mean, and the mean over classes of the class means.
+AVERAGES = ("micro", "macro")
 #: Evaluation protocols.
 PROTOCOLS = ("case", "modify")
 #: How equal scores are ordered (see :func:`rank_metrics`).
@@ -200,16 +213,48 @@ def _usable(per_query: pd.DataFrame) -> pd.DataFrame:
     return per_query[per_query["n_relevant"].to_numpy() > 0]
 
 
-def summarize_metrics(per_query: pd.DataFrame) -> dict[str, float]:
+def _check_average(average: str) -> str:
+    if average not in AVERAGES:
+        raise DermretrError(f"average must be 'micro' or 'macro', got {average!r}")
+    return average
+
+
+def _classes(usable: pd.DataFrame, by: str) -> np.ndarray:
+    """Class codes of the usable queries for a macro average over column ``by``."""
+    from ._macro import class_codes
+
+    if not isinstance(by, str) or by not in usable.columns:
+        raise DermretrError(f"cannot macro-average over {by!r}: the per-query table has no such column "
+                            f"(columns: {list(usable.columns)})")
+    return class_codes(usable[by])[0]
+
+
+def summarize_metrics(per_query: pd.DataFrame, average: str = "micro",
+                      by: str = "diagnosis_group") -> dict[str, float]:
     """Mean of each metric over queries that have at least one relevant case.
 
     Only metric columns (``recall@K`` ... ``mrr``) are averaged; other columns
-    (the query's case columns) are ignored.
+    (the query's case columns) are ignored.  ``average="macro"`` gives the
+    mean over the classes of column ``by`` (missing values are a class) of
+    each class's mean, and adds ``n_classes``.
 
-    >>> summarize_metrics(pd.DataFrame({"n_relevant": [1, 0], "recall@1": [1.0, 0.0]}))
-    {'recall@1': 1.0, 'n_queries': 1}
+    >>> pq = pd.DataFrame({"n_relevant": [1, 1, 1, 0], "diagnosis_group": ["NEV", "NEV", "MEL", "MEL"],
+    ...                    "recall@1": [1.0, 1.0, 0.0, 0.0]})
+    >>> summarize_metrics(pq)
+    {'recall@1': 0.6666666666666666, 'n_queries': 3}
+    >>> summarize_metrics(pq, average="macro")
+    {'recall@1': 0.5, 'n_queries': 3, 'n_classes': 2}
     """
     usable = _usable(per_query)
+    if _check_average(average) == "macro":
+        from ._macro import macro_mean
+
+        codes = _classes(usable, by)
+        cols = _metric_columns(per_query)
+        means = macro_mean(usable[cols].to_numpy(dtype=np.float64), codes) if len(usable) else []
+        out = {c: float(v) for c, v in zip(cols, means)}
+        out.update(n_queries=int(len(usable)), n_classes=int(len(np.unique(codes))))
+        return out
     out = {c: float(usable[c].mean()) for c in _metric_columns(per_query) if len(usable)}
     out["n_queries"] = int(len(usable))
     return out
@@ -225,7 +270,12 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise DermretrError(f"the confidence level must be between 0 and 1 (e.g. 0.95), got {level!r}")
 
 
-def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DermretrError(f"seed must be a whole number >= 0, got {seed!r}")
+
+
+def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None):
     """Percentile bootstrap confidence interval of the mean over queries.
 
     Queries are resampled with replacement ``n_boot`` times (one index matrix
@@ -233,6 +283,11 @@ def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int =
     interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
     the resampled means.  The same seed gives the same interval, and the
     columns of a 2-D input share the resamples (a paired bootstrap).
+
+    With ``groups`` (one class label per query), the statistic is the
+    *macro* mean (the mean over classes of the class means) and queries are
+    resampled within their class, class sizes fixed (a stratified
+    bootstrap); a class with one query then adds no spread.
 
     Parameters
     ----------
@@ -244,6 +299,9 @@ def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int =
         Coverage, in (0, 1).
     seed : int
         Seed of the resampling.
+    groups : array-like [n_queries], optional
+        Class of each query (e.g. its diagnosis group; missing values are a
+        class): interval of the macro mean, stratified by class.
 
     Returns
     -------
@@ -258,6 +316,12 @@ def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int =
     (True, True)
     >>> bootstrap_ci([0.5])
     (0.5, 0.5)
+
+    Macro mean of two classes; class B's values are all 1, so only A varies:
+
+    >>> low, high = bootstrap_ci([0, 1, 0, 1, 1, 1], groups=list("AAAABB"), seed=1)
+    >>> bool(0.5 <= low < 0.75 < high <= 1.0)
+    True
     """
     _check_boot(n_boot, level)
     values = np.asarray(per_query, dtype=np.float64)
@@ -267,8 +331,18 @@ def bootstrap_ci(per_query, n_boot: int = 1000, level: float = 0.95, seed: int =
     if one_d:
         values = values[:, None]
     n_q, n_m = values.shape
+    if groups is not None:
+        from ._macro import class_codes, stratified_means
+
+        codes = class_codes(groups)[0]
+        if len(codes) != n_q:
+            raise DermretrError(f"groups has {len(codes)} labels for {n_q} queries; give one label per query")
     if n_q == 0 or n_boot == 0:
         low = high = np.full(n_m, np.nan)
+    elif groups is not None:
+        means = stratified_means(values, codes, n_boot, seed)
+        alpha = (1.0 - float(level)) / 2.0
+        low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
     else:
         rng = np.random.default_rng(seed)
         block = max(1, 2**18 // n_q)  # depends on n_q only: 1-D and 2-D calls resample alike
@@ -349,9 +423,13 @@ def _pair(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame) -> np.ndarray:
     return rows
 
 
-def _sign_flip_p(d: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+def _sign_flip_p(d: np.ndarray, n_perm: int, rng: np.random.Generator,
+                 weights: np.ndarray | None = None) -> np.ndarray:
     """Two-sided p-values ``[n_metrics]`` of a paired sign-flip permutation test of per-query differences ``d``
-    ``[n_queries, n_metrics]`` (H0: the two runs are exchangeable on every query)."""
+    ``[n_queries, n_metrics]`` (H0: the two runs are exchangeable on every query).  With ``weights``
+    ``[n_queries]`` (summing to 1) the statistic is the weighted mean, e.g. the macro mean."""
+    if weights is not None:  # sum_i w_i s_i d_i = mean_i s_i (n w_i d_i): the same test on rescaled differences
+        d = d * (len(d) * np.asarray(weights, dtype=np.float64))[:, None]
     obs = np.abs(d.mean(axis=0))
     tol = 1e-12 * np.maximum(1.0, obs)
     exceed = np.zeros(d.shape[1])
@@ -366,7 +444,7 @@ def _sign_flip_p(d: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.nda
 
 def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
                       metrics: Sequence[str] = ("recall@1", "map@10"), n_boot: int = 1000, level: float = 0.95,
-                      seed: int = 0) -> pd.DataFrame:
+                      seed: int = 0, average: str = "micro", by: str = "diagnosis_group") -> pd.DataFrame:
     """Run a minus run b on the same queries, one row per metric.
 
     Queries are paired by case (and modification, for the modify protocol);
@@ -375,6 +453,12 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
     the mean per-query difference ``a - b`` with a percentile bootstrap CI
     (the metrics share the resamples) and the two-sided p-value of a paired
     sign-flip permutation test with ``n_boot`` permutations.
+
+    With ``average="macro"`` the means and the difference are macro means
+    over the classes of column ``by`` of the first table (the mean over
+    classes of the class means), the bootstrap resamples queries within
+    their class and the permutation test flips the class-weighted
+    differences.
 
     Parameters
     ----------
@@ -388,11 +472,16 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
         Coverage of the CI.
     seed : int
         Seed of resampling and permutations.
+    average : {"micro", "macro"}
+        Mean over queries, or over the classes of ``by``.
+    by : str
+        The class column of a macro average (default: diagnosis group).
 
     Returns
     -------
     DataFrame
-        Indexed by metric: ``n_queries, mean_a, mean_b, difference, ci_low, ci_high, p_value``.
+        Indexed by metric: ``n_queries, mean_a, mean_b, difference, ci_low, ci_high, p_value``
+        (``attrs`` hold ``level``, ``n_boot``, ``average`` and, for macro, ``by`` and ``n_classes``).
 
     Examples
     --------
@@ -401,12 +490,17 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
     >>> t = paired_difference(a, b, metrics=["recall@1"], n_boot=500)
     >>> t.loc["recall@1", ["mean_a", "mean_b", "difference"]].tolist()
     [0.8333333333333334, 0.3333333333333333, 0.5]
+    >>> a["diagnosis_group"] = ["NEV", "NEV", "NEV", "NEV", "MEL", "MEL"]
+    >>> t = paired_difference(a, b, metrics=["recall@1"], n_boot=500, average="macro")
+    >>> t.loc["recall@1", ["mean_a", "mean_b", "difference"]].tolist()   # (1 + 1/2)/2, (1/2 + 0)/2
+    [0.75, 0.25, 0.5]
     """
     per_query_a = _check_per_query(per_query_a, "first per-query table")
     per_query_b = _check_per_query(per_query_b, "second per-query table")
     metrics = _check_metrics(per_query_a, metrics)
     _check_metrics(per_query_b, metrics)
     _check_boot(n_boot, level)
+    _check_average(average)
     rows_b = _pair(per_query_a, per_query_b)
     usable = per_query_a["n_relevant"].to_numpy() > 0
     if not usable.any():
@@ -416,12 +510,25 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
     if np.isnan(a).any() or np.isnan(b).any():
         raise DermretrError("the per-query tables have missing metric values; evaluate both runs again")
     d = a - b
-    low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
-    p = _sign_flip_p(d, n_boot, np.random.default_rng(seed)) if n_boot else np.full(len(metrics), np.nan)
-    out = pd.DataFrame({"n_queries": len(d), "mean_a": a.mean(axis=0), "mean_b": b.mean(axis=0),
-                        "difference": d.mean(axis=0), "ci_low": low, "ci_high": high, "p_value": p},
+    attrs = {"level": level, "n_boot": n_boot, "average": average}
+    if average == "macro":
+        from ._macro import class_weights, macro_mean
+
+        codes = _classes(per_query_a[usable], by)
+        w = class_weights(codes)
+        low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed, groups=codes)
+        p = (_sign_flip_p(d, n_boot, np.random.default_rng(seed), weights=w) if n_boot
+             else np.full(len(metrics), np.nan))
+        mean_a, mean_b, diff = macro_mean(a, codes), macro_mean(b, codes), macro_mean(d, codes)
+        attrs.update(by=by, n_classes=int(len(np.unique(codes))))
+    else:
+        low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
+        p = _sign_flip_p(d, n_boot, np.random.default_rng(seed)) if n_boot else np.full(len(metrics), np.nan)
+        mean_a, mean_b, diff = a.mean(axis=0), b.mean(axis=0), d.mean(axis=0)
+    out = pd.DataFrame({"n_queries": len(d), "mean_a": mean_a, "mean_b": mean_b,
+                        "difference": diff, "ci_low": low, "ci_high": high, "p_value": p},
                        index=pd.Index(metrics, name="metric"))
-    out.attrs.update({"level": level, "n_boot": n_boot})
+    out.attrs.update(attrs)
     return out
 
 
@@ -442,13 +549,21 @@ def _metric_order(columns: Sequence[str]) -> list[str]:
     return sorted(columns, key=key)
 
 
-def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int) -> list[dict]:
-    """``metric, k, value, ci_low, ci_high, n_queries`` for every metric column."""
+def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int,
+                 by: str | None = None) -> list[dict]:
+    """``metric, k, value, ci_low, ci_high, n_queries`` for every metric column (macro over ``by`` if given)."""
     usable = _usable(per_query)
     cols = _metric_order(_metric_columns(per_query))
     values = usable[cols].to_numpy(dtype=np.float64) if cols else np.zeros((len(usable), 0))
-    low, high = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed)
-    means = values.mean(axis=0) if len(usable) else np.full(len(cols), np.nan)
+    if by is None:
+        low, high = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed)
+        means = values.mean(axis=0) if len(usable) else np.full(len(cols), np.nan)
+    else:
+        from ._macro import macro_mean
+
+        codes = _classes(usable, by)
+        low, high = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed, groups=codes)
+        means = macro_mean(values, codes)
     rows = []
     for j, c in enumerate(cols):
         name, k = _split_metric(c)
@@ -458,7 +573,8 @@ def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int) 
 
 
 def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str, n_boot: int = 1000,
-                   level: float = 0.95, seed: int = 0) -> list[dict]:
+                   level: float = 0.95, seed: int = 0, *, by: str = "diagnosis_group",
+                   average: str | Sequence[str] | None = None) -> list[dict]:
     """The records of ``metrics.json`` from per-query metrics: mean, bootstrap CI and query count.
 
     Parameters
@@ -470,11 +586,19 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
         Copied into every record (``method`` is the retriever kind).
     n_boot, level, seed
         See :func:`bootstrap_ci`; ``n_boot=0`` gives null bounds.
+    by : str
+        Classes of the macro average (a query column; missing values are a class).
+    average : "micro", "macro", both, or None
+        Which averages to record.  None (default): micro, and macro too when
+        the table has the column ``by`` (a bare :func:`rank_metrics` table has
+        none); naming "macro" requires it.
 
     Returns
     -------
     list of dict
-        One record per metric and cut-off with the keys :data:`RECORD_KEYS`;
+        One record per average, metric and cut-off with the keys
+        :data:`RECORD_KEYS` (all micro records first, in the order they always
+        had, then the macro ones, whose interval is a stratified bootstrap);
         ``k`` is None for ``mrr``, missing values are None (JSON null).
 
     Examples
@@ -482,13 +606,30 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
     >>> pq = rank_metrics(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]),
     ...                   np.array([[True, False], [True, False], [False, False]]), ks=(1,))
     >>> recs = metric_records(pq, "run-a", "full", "case", n_boot=200)
-    >>> [(r["metric"], r["k"], r["value"], r["n_queries"]) for r in recs]
-    [('recall', 1, 0.5, 2), ('precision', 1, 0.5, 2), ('map', 1, 0.5, 2), ('ndcg', 1, 0.5, 2), ('mrr', None, 0.75, 2)]
+    >>> [(r["average"], r["metric"], r["k"], r["value"], r["n_queries"]) for r in recs]
+    [('micro', 'recall', 1, 0.5, 2), ('micro', 'precision', 1, 0.5, 2), ('micro', 'map', 1, 0.5, 2),
+     ('micro', 'ndcg', 1, 0.5, 2), ('micro', 'mrr', None, 0.75, 2)]
     >>> list(recs[0]) == list(RECORD_KEYS)
     True
+
+    With the query's diagnosis group, the macro records follow (three NEV
+    queries hit, the MEL one misses):
+
+    >>> pq = pd.DataFrame({"diagnosis_group": ["NEV", "NEV", "NEV", "MEL"], "n_relevant": 1,
+    ...                    "recall@1": [1.0, 1.0, 1.0, 0.0]})
+    >>> [(r["average"], r["value"]) for r in metric_records(pq, "run-a", "full", "case", n_boot=0)]
+    [('micro', 0.75), ('macro', 0.5)]
     """
-    return [{"run": str(run), "method": str(method), "protocol": str(protocol), **row}
-            for row in _metric_rows(per_query, n_boot, level, seed)]
+    if average is None:
+        averages = ("micro", "macro") if isinstance(by, str) and by in per_query.columns else ("micro",)
+    else:
+        averages = (average,) if isinstance(average, str) else tuple(average)
+        if not averages:
+            raise DermretrError("give at least one average: 'micro', 'macro' or both")
+        averages = tuple(dict.fromkeys(_check_average(a) for a in averages))
+    head = {"run": str(run), "method": str(method), "protocol": str(protocol)}
+    return [{**head, "average": a, **row} for a in averages
+            for row in _metric_rows(per_query, n_boot, level, seed, by=by if a == "macro" else None)]
 
 
 def per_class(per_query: pd.DataFrame, by: str = "diagnosis_group", n_boot: int = 1000, level: float = 0.95,
@@ -539,7 +680,9 @@ def results_table(records: Sequence[dict], decimals: int = 3) -> pd.DataFrame:
 
     Cells read ``"value [ci_low, ci_high]"`` (the value alone without a CI).
     Rows are indexed by run and method (and protocol when records mix
-    protocols); a last column gives the number of queries.
+    protocols); a last column gives the number of queries.  Macro records
+    (``average="macro"``) get a column ``"METRIC (macro)"`` right after the
+    micro one, ``"METRIC"`` (records without ``average`` are micro).
 
     Examples
     --------
@@ -549,6 +692,9 @@ def results_table(records: Sequence[dict], decimals: int = 3) -> pd.DataFrame:
     ...          "ci_low": None, "ci_high": None, "n_queries": 60}]
     >>> results_table(recs).to_dict("records")
     [{'recall@1': '0.512 [0.44, 0.58]', 'mrr': '0.600', 'queries': 60}]
+    >>> macro = dict(recs[0], average="macro", value=0.31, ci_low=0.2, ci_high=0.43)
+    >>> list(results_table(recs + [macro]).columns)
+    ['recall@1', 'recall@1 (macro)', 'mrr', 'queries']
     """
     if not records:
         raise DermretrError("no evaluation records to tabulate")
@@ -558,6 +704,10 @@ def results_table(records: Sequence[dict], decimals: int = 3) -> pd.DataFrame:
     columns: list[str] = []
     for r in records:
         col = r["metric"] if r.get("k") is None else f"{r['metric']}@{r['k']}"
+        average = r.get("average") or "micro"
+        _check_average(average)
+        if average == "macro":
+            col += " (macro)"
         if col not in columns:
             columns.append(col)
         key = tuple(r[i] for i in index)
@@ -572,7 +722,38 @@ def results_table(records: Sequence[dict], decimals: int = 3) -> pd.DataFrame:
         row[col] = cell
         row["queries"] = int(r.get("n_queries") or 0)
     frame = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=index))
-    return frame[[c for c in _metric_order(columns)] + ["queries"]].fillna("")
+    micro = _metric_order(list(dict.fromkeys(c.removesuffix(" (macro)") for c in columns)))
+    ordered = [c for m in micro for c in (m, f"{m} (macro)") if c in columns]
+    return frame[ordered + ["queries"]].fillna("")
+
+
+def is_metrics_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a metrics file :func:`write_metrics` wrote (a JSON list of metric records).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.json"
+    >>> _ = p.write_text('[{"run": "a", "metric": "mrr", "k": null, "value": 0.5}]')
+    >>> is_metrics_file(p)
+    True
+    >>> _ = p.write_text('{"my": "settings"}')
+    >>> is_metrics_file(p)
+    False
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, list) and all(isinstance(r, dict) and {"metric", "value"} <= set(r) for r in data)
+
+
+def is_per_query_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a per-query CSV that dermretr wrote (its header has case_id, run, method, protocol)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {"case_id", "run", "method", "protocol"} <= set(header)
 
 
 def write_metrics(records: Sequence[dict], path: str | os.PathLike) -> Path:
@@ -584,9 +765,7 @@ def write_metrics(records: Sequence[dict], path: str | os.PathLike) -> Path:
     >>> json.loads(p.read_text())[0]["k"] is None
     True
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise DermretrError(f"--out {path} is a folder; give a file name such as {path / 'metrics.json'}")
+    path = claim_file(path, recognise=is_metrics_file)
     clean = [{k: _none_if_nan(v) if isinstance(v, float) else v for k, v in r.items()} for r in records]
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
@@ -685,10 +864,31 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
         raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
     q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha, text_style=text_style,
                                    batch_size=batch_size, progress=progress, queries=queries, gallery=gallery)
-    labels_q, labels_g = q[relevant].astype(object).to_numpy(), g[relevant].astype(object).to_numpy()
-    rel = _same(labels_q.astype(str), labels_g.astype(str)) & pd.notna(labels_q)[:, None]
-    per_query = _attach(_query_columns(q), rank_metrics(s, rel, exclude, ks=ks, ties=ties))
+    per_query = scores_search(q, g, s, exclude, relevant=relevant, ks=ks, ties=ties)
     return per_query, summarize_metrics(per_query)
+
+
+def scores_search(q: pd.DataFrame, g: pd.DataFrame, scores: np.ndarray, exclude: np.ndarray,
+                  relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
+                  ties: str = "stable") -> pd.DataFrame:
+    """Per-query metrics of the "case" protocol for scores computed elsewhere.
+
+    ``q, g, scores, exclude`` are :func:`case_scores`' output, the scores
+    possibly changed (e.g. fused with
+    :func:`dermretr.floors.criteria_scores`); relevant = same value of
+    ``relevant``, as in :func:`case_search`.
+
+    >>> q = pd.DataFrame({"case_id": ["a"], "patient_id": ["p"], "diagnosis_group": ["MEL"]})
+    >>> g = pd.DataFrame({"case_id": ["b", "c"], "patient_id": ["q", "r"], "diagnosis_group": ["NEV", "MEL"]})
+    >>> scores_search(q, g, np.array([[0.9, 0.1]]), np.zeros((1, 2), bool), ks=(1,))[["case_id", "recall@1", "mrr"]]
+      case_id  recall@1  mrr
+    0       a       0.0  0.5
+    """
+    scores = np.asarray(scores)
+    if scores.shape != (len(q), len(g)):
+        raise DermretrError(f"scores {scores.shape} do not fit {len(q)} queries and {len(g)} gallery cases")
+    rel = _case_relevance(q, g, relevant)
+    return _attach(_query_columns(q), rank_metrics(scores, rel, exclude, ks=ks, ties=ties))
 
 
 def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
@@ -715,14 +915,7 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
     """
     from .models.retriever import convex_score
 
-    split = cases["split"].astype(str)
-    q = cases[split == query_split].reset_index(drop=True)
-    g = cases[split.isin(list(gallery_splits))].reset_index(drop=True)
-    if len(q) == 0 or len(g) == 0:
-        raise DermretrError(
-            f"case search needs queries in split {query_split!r} ({len(q)}) and a gallery in {list(gallery_splits)} "
-            f"({len(g)})"
-        )
+    q, g, exclude = _case_pairs(cases, query_split, gallery_splits)
     if queries is None:
         texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
         queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
@@ -734,9 +927,31 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
             f"{len(gallery['global'])} targets for {len(g)} gallery cases"
         )
     s, _, _ = convex_score(queries, gallery, alpha=alpha)
+    return q, g, np.asarray(s), exclude
+
+
+def _case_pairs(cases: pd.DataFrame, query_split: str, gallery_splits: Sequence[str]
+                ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Queries, gallery and excluded pairs (own case, same patient) of the "case" protocol."""
+    split = cases["split"].astype(str)
+    q = cases[split == query_split].reset_index(drop=True)
+    g = cases[split.isin(list(gallery_splits))].reset_index(drop=True)
+    if len(q) == 0 or len(g) == 0:
+        raise DermretrError(
+            f"case search needs queries in split {query_split!r} ({len(q)}) and a gallery in {list(gallery_splits)} "
+            f"({len(g)})"
+        )
     exclude = _same(q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy()) | _same(
         q["patient_id"].astype(str).to_numpy(), g["patient_id"].astype(str).to_numpy())
-    return q, g, np.asarray(s), exclude
+    return q, g, exclude
+
+
+def _case_relevance(q: pd.DataFrame, g: pd.DataFrame, relevant: str) -> np.ndarray:
+    """Relevance ``[Q, G]`` of the "case" protocol: same (known) value of column ``relevant``."""
+    if relevant not in _RELEVANT:
+        raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
+    labels_q, labels_g = q[relevant].astype(object).to_numpy(), g[relevant].astype(object).to_numpy()
+    return _same(labels_q.astype(str), labels_g.astype(str)) & pd.notna(labels_q)[:, None]
 
 
 def load_triplets(root: str | os.PathLike) -> pd.DataFrame | None:
@@ -986,13 +1201,28 @@ def run_checkpoint(run_dir: str | os.PathLike) -> Path:
     dermretr._errors.DermretrError: run folder ... has no checkpoint: .../checkpoints/best.pt not found ...
     """
     run = Path(run_dir).expanduser()
+    if run.is_file():
+        folder = run.parent.parent if run.parent.name == "checkpoints" else None
+        hint = f" (here {folder})" if folder is not None else ""
+        raise DermretrError(f"{run} is a file, not a run folder: pass the folder that `dermretr train --out` "
+                            f"wrote, the one holding checkpoints/{hint}")
     if not run.is_dir():
         raise DermretrError(f"run folder {run} not found (train one with `dermretr train --out {run}`)")
     ckpt = run / "checkpoints" / "best.pt"
     if not ckpt.is_file():
+        if (run / "checkpoints" / "last.pt").is_file() and not ckpt.exists():
+            raise DermretrError(f"run folder {run} has no checkpoint: {ckpt} not found; the training stopped before "
+                                "writing it: continue it with `dermretr train --resume` and the same options")
+        what = "is not a file" if ckpt.exists() else "not found"
         raise DermretrError(
-            f"run folder {run} has no checkpoint: {ckpt} not found (is it a finished `dermretr train` run?)"
+            f"run folder {run} has no checkpoint: {ckpt} {what} (is it a finished `dermretr train` run?)"
         )
+    try:
+        empty = ckpt.stat().st_size == 0
+    except OSError as exc:
+        raise DermretrError(f"cannot read {ckpt}: {exc.strerror or exc}") from None
+    if empty:
+        raise DermretrError(f"{ckpt} is empty (an interrupted copy?); copy the run again or train it again")
     return ckpt
 
 
@@ -1010,7 +1240,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
                  split: str = "test", relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
                  n_boot: int = 1000, level: float = 0.95, seed: int = 0, alpha: float | None = None,
                  batch_size: int = 64, device: str = "auto", progress: bool = False, name: str | None = None,
-                 retriever=None) -> tuple[pd.DataFrame, list[dict]]:
+                 retriever=None, by: str = "diagnosis_group") -> tuple[pd.DataFrame, list[dict]]:
     """Evaluate one run folder: per-query metrics and the records of ``metrics.json``.
 
     Parameters
@@ -1037,13 +1267,17 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         The run's name in the records (default: the folder's name).
     retriever : Retriever, optional
         Use this model instead of loading the checkpoint.
+    by : str
+        Query column whose classes the macro records average over.
 
     Returns
     -------
     (DataFrame, list of dict)
         Per-query metrics (with ``run``, ``method`` and ``protocol`` columns
-        first) and the records of :func:`metric_records`.  Equal scores are
-        ranked pessimistically (relevant cases last).
+        first) and the records of :func:`metric_records` (micro, then macro
+        over ``by``).  Equal scores are ranked pessimistically (relevant
+        cases last); compare with the non-learned floors of
+        :func:`dermretr.floors.evaluate_floors`.
 
     Examples
     --------
@@ -1058,6 +1292,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
     ks = _check_ks(ks)
     _check_boot(n_boot, level)
+    _check_seed(seed)
     ckpt = run_checkpoint(run_dir) if retriever is None else None
     cases, root = _load_data(data)
     _check_split(cases, split)
@@ -1085,7 +1320,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         per_query, _ = modify_search(retriever, cases, triplets, split=split, gallery_splits=gallery_splits, ks=ks,
                                      alpha=alpha, seed=seed, batch_size=batch_size, progress=progress,
                                      ties="pessimistic")
-    records = metric_records(per_query, run, method, protocol, n_boot=n_boot, level=level, seed=seed)
+    records = metric_records(per_query, run, method, protocol, n_boot=n_boot, level=level, seed=seed, by=by)
     per_query.insert(0, "protocol", protocol)
     per_query.insert(0, "method", method)
     per_query.insert(0, "run", run)

@@ -29,7 +29,9 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     records = json.loads((out / "metrics.json").read_text())
     assert {r["method"] for r in records} == {"full", "global", "clip4cir", "late_fusion", "image", "text"}
     assert {r["protocol"] for r in records} == {"case", "modify"}
-    assert set(records[0]) == {"run", "method", "protocol", "metric", "k", "value", "ci_low", "ci_high", "n_queries"}
+    assert set(records[0]) == {"run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high",
+                               "n_queries"}
+    assert {r["average"] for r in records} == {"micro", "macro"}
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in records if r["ci_low"] is not None)
     report = (out / "report.html").read_text()
     for figure in ("contact_sheet.png", "training_curves.png", "results.png", "example_query.png",

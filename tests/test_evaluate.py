@@ -14,10 +14,10 @@ from fixtures import write_dataset
 from dermretr._errors import DermretrError
 from dermretr.cli import main
 from dermretr.data.vocab import CRITERIA, parse_modification
-from dermretr.evaluate import (RECORD_KEYS, bootstrap_ci, case_search, derive_triplets, evaluate_run,
+from dermretr.evaluate import (RECORD_KEYS, bootstrap_ci, case_scores, case_search, derive_triplets, evaluate_run,
                                load_triplets, metric_records, modify_search, paired_difference, per_class,
-                               rank_metrics,
-                               results_table, summarize_metrics, write_metrics)
+                               rank_metrics, results_table, scores_search, summarize_metrics, write_metrics)
+from dermretr.floors import available_floors
 
 L2 = math.log2
 
@@ -165,16 +165,21 @@ def test_metric_records_keys_values_and_intervals():
     pq = _per_query()
     recs = metric_records(pq, "run-a", "full", "case", n_boot=300)
     assert all(tuple(r) == RECORD_KEYS for r in recs)
-    assert [(r["metric"], r["k"]) for r in recs] == [("recall", 1), ("recall", 5), ("precision", 1),
-                                                     ("precision", 5), ("map", 1), ("map", 5), ("ndcg", 1),
-                                                     ("ndcg", 5), ("mrr", None)]
+    order = [("recall", 1), ("recall", 5), ("precision", 1), ("precision", 5), ("map", 1), ("map", 5), ("ndcg", 1),
+             ("ndcg", 5), ("mrr", None)]
+    # micro records first (as before averages existed), then macro over diagnosis groups
+    assert [(r["average"], r["metric"], r["k"]) for r in recs] == ([("micro", *o) for o in order]
+                                                                   + [("macro", *o) for o in order])
     summary = summarize_metrics(pq)
+    usable = pq[pq["n_relevant"] > 0]
     for r in recs:
         col = r["metric"] if r["k"] is None else f"{r['metric']}@{r['k']}"
-        assert r["value"] == pytest.approx(summary[col])
+        want = summary[col] if r["average"] == "micro" else usable.groupby("diagnosis_group")[col].mean().mean()
+        assert r["value"] == pytest.approx(want)
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
         assert r["n_queries"] == len(pq) - 1 == summary["n_queries"]
         assert (r["run"], r["method"], r["protocol"]) == ("run-a", "full", "case")
+    assert summarize_metrics(pq, average="macro")["recall@1"] == pytest.approx(recs[9]["value"])
     assert metric_records(pq, "r", "m", "case", n_boot=300) == metric_records(pq, "r", "m", "case", n_boot=300)
     none = metric_records(pq, "r", "m", "case", n_boot=0)
     assert none[0]["ci_low"] is None and none[0]["ci_high"] is None
@@ -203,7 +208,8 @@ def test_results_table_and_metrics_file(tmp_path):
             + metric_records(_per_query(seed=2), "image-only", "image", "case", n_boot=100))
     table = results_table(recs)
     assert list(table.index) == [("composed", "full"), ("image-only", "image")]
-    assert list(table.columns)[:2] == ["recall@1", "recall@5"] and "mrr" in table.columns
+    assert list(table.columns)[:4] == ["recall@1", "recall@1 (macro)", "recall@5", "recall@5 (macro)"]
+    assert "mrr" in table.columns and "mrr (macro)" in table.columns
     r = recs[0]
     assert table.iloc[0]["recall@1"] == f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
     assert table.iloc[0]["queries"] == r["n_queries"]
@@ -262,6 +268,20 @@ def test_case_search_relevance_exclusion_and_precomputed_queries(synth_cases):
     pd.testing.assert_frame_equal(pq, pq2)
     with pytest.raises(DermretrError, match="pre-computed encodings do not fit"):
         case_search(fake, cases, ks=(1,), queries={k: v[:3] if k == "global" else v for k, v in qe.items()})
+
+
+def test_scores_search_is_case_search_on_given_scores(synth_cases):
+    def weights(ref, text):
+        return {cid: (hash((ref, cid)) % 7) / 7 for cid in synth_cases["case_id"].astype(str)}
+
+    retriever = TableRetriever(synth_cases, weights)
+    q, g, s, exclude = case_scores(retriever, synth_cases)
+    for relevant in ("diagnosis_group", "diagnosis"):
+        want, _ = case_search(retriever, synth_cases, relevant=relevant, ties="pessimistic")
+        got = scores_search(q, g, s, exclude, relevant=relevant, ties="pessimistic")
+        pd.testing.assert_frame_equal(got, want)
+    with pytest.raises(DermretrError, match="do not fit"):
+        scores_search(q, g, s[:, 1:], exclude[:, 1:])
 
 
 def test_dermsynth_modify_protocol_relevant_is_the_exact_target(synth_root, synth_cases):
@@ -381,6 +401,7 @@ def test_evaluate_run_returns_per_query_and_records(synth_root, synth_cases, run
     assert {"case_id", "diagnosis_group", "fitzpatrick", "monk", "ita"} <= set(pq.columns)
     assert {r["metric"] for r in recs} == {"recall", "precision", "map", "ndcg", "mrr"}
     assert all(r["protocol"] == "case" and r["n_queries"] == n_test for r in recs)
+    assert [r["average"] for r in recs] == ["micro"] * 13 + ["macro"] * 13
     _, again = evaluate_run(runs[0], synth_cases, "case", n_boot=100)
     assert again == recs
 
@@ -395,22 +416,31 @@ def test_cli_evaluate_two_runs_writes_metrics_and_prints_a_table(synth_root, syn
     text = capsys.readouterr().out
     assert "composed" in text and "image-only" in text and "recall@1" in text and "mrr" in text
     assert "[" in text and "Protocol case" in text and "\nmrr " in text
+    # the floors (no model) are rows of the same table, and every metric has its macro average
+    floors = available_floors(synth_cases)
+    assert "random (floor)" in text and "majority (floor)" in text and "\nrecall@1 (macro) " in text
     recs = json.loads(out.read_text())
     assert all(list(r) == list(RECORD_KEYS) for r in recs)
     assert {r["metric"] for r in recs} == {"recall", "precision", "map", "ndcg", "mrr"}
-    assert {(r["run"], r["method"]) for r in recs} == {("composed", "full"), ("image-only", "image")}
-    assert {r["k"] for r in recs} == {1, 5, 10, None}
-    assert len(recs) == 2 * 13
+    assert {(r["run"], r["method"]) for r in recs} == {("composed", "full"), ("image-only", "image")} | {
+        (f"floor:{f}", f) for f in floors}
+    assert {r["k"] for r in recs} == {1, 5, 10, None} and {r["average"] for r in recs} == {"micro", "macro"}
+    assert len(recs) == (2 + len(floors)) * 13 * 2
     for r in recs:
         assert 0.0 <= r["ci_low"] <= r["value"] <= r["ci_high"] <= 1.0
     n_test = int((synth_cases["split"].astype(str) == "test").sum())
     table = pd.read_csv(per_query)
-    assert len(table) == 2 * n_test and {"run", "fitzpatrick", "ita", "recall@1"} <= set(table.columns)
+    assert len(table) == (2 + len(floors)) * n_test
+    assert {"run", "fitzpatrick", "ita", "recall@1"} <= set(table.columns)
+    # a floor's per-query rows pair with a run's (same queries, same relevant cases)
+    run, floor = (table[table["run"] == name].drop(columns="run") for name in ("composed", "floor:random"))
+    assert paired_difference(run, floor, n_boot=0, average="macro")["n_queries"].min() > 0
 
     rc = main(["evaluate", "--run", str(runs[0]), "--data", f"synthetic:{synth_root}", "--protocol", "modify",
                "--out", str(out), "--n-boot", "50", "--k", "1", "5", "--device", "cpu", "--no-progress"])
     assert rc == 0
-    assert "exact target" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "exact target" in text and "Floors are computed for the case protocol only" in text
     recs = json.loads(out.read_text())
     assert {r["protocol"] for r in recs} == {"modify"} and {r["k"] for r in recs} == {1, 5, None}
 

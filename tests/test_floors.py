@@ -1,0 +1,365 @@
+"""Non-learned floors (random, majority, criteria match) and macro averages with stratified bootstrap CIs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermretr._errors import DermretrError
+from dermretr.evaluate import (RECORD_KEYS, bootstrap_ci, metric_records, paired_difference, rank_metrics,
+                               results_table, scores_search, summarize_metrics)
+from dermretr.floors import (FLOORS, available_floors, criteria_scores, evaluate_floors, expected_random_metrics,
+                             expected_tie_metrics, floor_search)
+
+KS = (1, 2, 3, 5, 10)
+PH2 = Path("/work/shared/data/ph2")
+
+
+# ----------------------------------------------------------------------------- the random floor, analytically
+
+
+def _all_orders(n_items: int, n_relevant: int, n_excluded: int = 2):
+    """rank_metrics of every order of ``n_items`` (the first ``n_relevant`` relevant), plus excluded columns."""
+    perms = np.array(list(itertools.permutations(range(n_items))), dtype=float).reshape(-1, n_items)
+    scores = np.concatenate([-perms, np.zeros((len(perms), n_excluded))], axis=1)
+    relevant = np.zeros(scores.shape, dtype=bool)
+    relevant[:, :n_relevant] = True
+    relevant[:, n_items:] = True  # excluded relevant columns must not count
+    exclude = np.zeros(scores.shape, dtype=bool)
+    exclude[:, n_items:] = True
+    return rank_metrics(scores, relevant, exclude, ks=KS)
+
+
+@pytest.mark.parametrize("n_items", [1, 2, 3, 4, 5, 6])
+def test_random_expectation_equals_the_mean_over_every_order(n_items):
+    # exhaustive: every permutation is equally likely, so the mean over all of them IS the expectation;
+    # covers R = 0, R = N, N = 1 and K > N
+    for n_relevant in range(n_items + 1):
+        exact = _all_orders(n_items, n_relevant).mean()
+        got = expected_random_metrics([n_items], [n_relevant], ks=KS).iloc[0]
+        assert list(got.index) == list(exact.index)
+        np.testing.assert_allclose(got.to_numpy(float), exact.to_numpy(float), rtol=0, atol=1e-12,
+                                   err_msg=f"N={n_items} R={n_relevant}")
+        if n_relevant == 0:
+            assert (got.drop("n_relevant") == 0).all()
+        if n_relevant == n_items:
+            assert got["recall@1"] == got["mrr"] == 1.0 and got["map@10"] == pytest.approx(1.0)
+
+
+def test_random_expectation_matches_monte_carlo_on_a_larger_gallery():
+    n_items, n_relevant, draws = 40, 7, 20000
+    rng = np.random.default_rng(0)
+    scores = rng.permuted(np.tile(np.arange(n_items, dtype=float), (draws, 1)), axis=1)
+    relevant = np.zeros((draws, n_items + 3), dtype=bool)
+    relevant[:, :n_relevant] = True
+    exclude = np.zeros_like(relevant)
+    exclude[:, n_items:] = True
+    scores = np.concatenate([scores, np.full((draws, 3), 99.0)], axis=1)  # excluded, though scored best
+    mc = rank_metrics(scores, relevant, exclude, ks=(1, 5, 10, 50))
+    got = expected_random_metrics([n_items], [n_relevant], ks=(1, 5, 10, 50)).iloc[0]
+    for col in mc.columns.drop("n_relevant"):
+        se = mc[col].std() / math.sqrt(draws)
+        assert abs(mc[col].mean() - got[col]) < 4.5 * se + 1e-12, col
+    assert mc["n_relevant"].iloc[0] == got["n_relevant"] == n_relevant
+
+
+def test_random_expectation_closed_forms_by_hand():
+    # independent of scipy: the hypergeometric miss probability and E[1/first] from math.comb
+    n, r = 9, 3
+    t = expected_random_metrics([n], [r], ks=(4,)).iloc[0]
+    assert t["recall@4"] == pytest.approx(1 - math.comb(n - r, 4) / math.comb(n, 4))
+    assert t["precision@4"] == pytest.approx(r / n)
+    mrr = sum(math.comb(n - j, r - 1) / math.comb(n, r) / j for j in range(1, n - r + 2))
+    assert t["mrr"] == pytest.approx(mrr)
+    # precision@K divides by K even when K exceeds the gallery, as rank_metrics does
+    assert expected_random_metrics([3], [1], ks=(10,))["precision@10"].item() == pytest.approx(1 / 10)
+    with pytest.raises(DermretrError, match="0 <= n_relevant <= n_items"):
+        expected_random_metrics([3], [4])
+
+
+def test_expected_ties_equal_the_mean_over_every_tie_break():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        n = int(rng.integers(1, 7))
+        scores = rng.integers(0, 3, n).astype(float)
+        relevant = rng.random(n) < 0.4
+        exclude = rng.random(n) < 0.15
+        keys = np.array(list(itertools.permutations(range(n))))
+        # every order that keeps the scores' order, each equally often: rank by (score, random key)
+        ranked = np.array([np.argsort(np.lexsort((key, -scores))) for key in keys], dtype=float)
+        exact = rank_metrics(-ranked, np.tile(relevant, (len(keys), 1)), np.tile(exclude, (len(keys), 1)),
+                             ks=KS).mean()
+        got = expected_tie_metrics(scores[None], relevant[None], exclude[None], ks=KS).iloc[0]
+        np.testing.assert_allclose(got.to_numpy(float), exact.to_numpy(float), rtol=0, atol=1e-12)
+    # all scores equal: the random floor
+    flat = expected_tie_metrics(np.zeros((1, 30)), (np.arange(30) < 7)[None], ks=(1, 10)).iloc[0]
+    assert np.allclose(flat.to_numpy(float), expected_random_metrics([30], [7], ks=(1, 10)).iloc[0].to_numpy(float))
+
+
+# ----------------------------------------------------------------------------- floors on hand-made tables
+
+
+def _imbalanced() -> pd.DataFrame:
+    """Gallery: 4 NEV, 2 MEL, 1 SK (NEV the majority); test: 2 NEV, 3 MEL, 1 SK (MEL the test majority)."""
+    gallery = ["NEV", "MEL", "NEV", "SK", "NEV", "MEL", "NEV"]
+    test = ["NEV", "MEL", "MEL", "NEV", "SK", "MEL"]
+    groups = gallery + test
+    n = len(groups)
+    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                         "diagnosis": [g.lower() for g in groups], "diagnosis_group": groups,
+                         "split": ["train"] * 5 + ["val"] * 2 + ["test"] * 6})
+
+
+@pytest.mark.parametrize("ties", ["stable", "expected"])
+def test_majority_floor_ranks_the_gallery_majority_first(ties):
+    cases = _imbalanced()
+    pq, summary = floor_search(cases, "majority", ks=(1, 5), ties=ties)
+    assert list(pq.columns[:3]) == ["method", "case_id", "patient_id"] and set(pq["method"]) == {"majority"}
+    assert pq["recall@1"].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # NEV (gallery majority), not MEL
+    nev = pq["diagnosis_group"] == "NEV"
+    assert (pq.loc[nev, "map@5"] == 1.0).all() and (pq.loc[nev, "mrr"] == 1.0).all()
+    if ties == "stable":
+        # the rest block in gallery order: MEL (gallery position 1), SK (3), MEL (5) after the 4 NEV
+        assert pq.loc[~nev, "mrr"].tolist() == [1 / 5, 1 / 5, 1 / 6, 1 / 5]
+    else:
+        # rest block of 3 in random order: MEL (2 of 3) first at 5 w.p. 2/3, else at 6; SK at 5, 6, 7
+        mel, sk = (2 / 3) / 5 + (1 / 3) / 6, (1 / 5 + 1 / 6 + 1 / 7) / 3
+        assert pq.loc[~nev, "mrr"].tolist() == pytest.approx([mel, mel, sk, mel])
+    assert summary["recall@1"] == pytest.approx(2 / 6)
+    macro = summarize_metrics(pq, average="macro")
+    assert macro["recall@1"] == pytest.approx((1 + 0 + 0) / 3) and macro["n_classes"] == 3
+    recs = metric_records(pq, "floor:majority", "majority", "case", n_boot=200)
+    by = {(r["average"], r["metric"], r["k"]): r for r in recs}
+    assert by["micro", "recall", 1]["value"] == pytest.approx(1 / 3)
+    assert by["macro", "recall", 1]["value"] == pytest.approx(1 / 3)
+    # precision@5: 4 NEV then the first of the rest (MEL in gallery order; a MEL 2 times in 3 at random)
+    mel_first, sk_first = (1.0, 0.0) if ties == "stable" else (2 / 3, 1 / 3)
+    want = (2 * 4 / 5 + 3 * mel_first / 5 + sk_first / 5) / 6
+    assert by["micro", "precision", 5]["value"] == pytest.approx(want)
+
+
+def test_micro_rewards_the_majority_floor_and_macro_does_not():
+    # 8 NEV test queries, 2 MEL: majority first gives micro hit@1 0.8, macro 0.5
+    groups = ["NEV"] * 12 + ["MEL"] * 3 + ["NEV"] * 8 + ["MEL"] * 2
+    n = len(groups)
+    cases = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                          "diagnosis": "x", "diagnosis_group": groups, "split": ["train"] * 15 + ["test"] * 10})
+    pq, recs = evaluate_floors(cases, ["majority", "random"], ks=(1,), n_boot=0)
+    value = {(r["method"], r["average"], r["metric"]): r["value"] for r in recs}
+    assert value["majority", "micro", "recall"] == pytest.approx(0.8)
+    assert value["majority", "macro", "recall"] == pytest.approx(0.5)
+    # random: hit@1 = R / N per query: NEV 12/15, MEL 3/15
+    assert value["random", "micro", "recall"] == pytest.approx((8 * 12 / 15 + 2 * 3 / 15) / 10)
+    assert value["random", "macro", "recall"] == pytest.approx((12 / 15 + 3 / 15) / 2)
+    assert set(pq["run"]) == {"floor:majority", "floor:random"} and set(pq["protocol"]) == {"case"}
+
+
+def test_floors_follow_the_protocol_exclusions():
+    cases = _imbalanced()
+    cases.loc[cases["case_id"] == "c8", "patient_id"] = "p1"  # a MEL query shares its patient with a MEL gallery case
+    pq, _ = floor_search(cases, "random", ks=(1,))
+    row = pq.set_index("case_id").loc["c8"]
+    assert row["n_relevant"] == 1 and row["recall@1"] == pytest.approx(1 / 6)  # 1 MEL among 6 rankable
+    pq_maj, _ = floor_search(cases, "majority", ks=(1,))
+    assert pq_maj["n_relevant"].tolist() == pq["n_relevant"].tolist()
+    # so a model's and a floor's tables pair up
+    assert paired_difference(pq_maj, pq, metrics=["recall@1"], n_boot=0).loc["recall@1", "n_queries"] == 6
+
+
+def _with_findings() -> pd.DataFrame:
+    na = None
+    rows = [  # query first, then gallery g0..g4
+        ("q", "test", "MEL", "atypical", "irregular", na),
+        ("g0", "train", "MEL", "typical", "irregular", "present"),   # -1 + 1 + 0 = 0
+        ("g1", "train", "NEV", "atypical", "irregular", "absent"),   # +1 + 1 = 2
+        ("g2", "train", "NEV", "atypical", na, "present"),           # +1 = 1
+        ("g3", "train", "MEL", "typical", "absent", "absent"),       # -1 - 1 = -2
+        ("g4", "val", "NEV", na, na, na),                             # 0
+    ]
+    frame = pd.DataFrame(rows, columns=["case_id", "split", "diagnosis_group", "pigment_network", "streaks",
+                                        "blue_whitish_veil"])
+    return frame.assign(patient_id=frame["case_id"], diagnosis=frame["diagnosis_group"].str.lower())
+
+
+def test_criteria_match_counts_agreements_minus_disagreements():
+    cases = _with_findings()
+    # ranking g1 (2), g2 (1), g0 (0), g4 (0), g3 (-2); relevant (MEL): g0, g3
+    stable, _ = floor_search(cases, "criteria_match", ks=(1, 3, 5), ties="stable")
+    row = stable.iloc[0]
+    assert (row["method"], row["n_relevant"], row["recall@1"], row["recall@3"]) == ("criteria_match", 2, 0.0, 1.0)
+    assert row["mrr"] == pytest.approx(1 / 3) and row["map@5"] == pytest.approx((1 / 3 + 2 / 5) / 2)
+    pessimistic, _ = floor_search(cases, "criteria_match", ks=(1,), ties="pessimistic")
+    assert pessimistic["mrr"].item() == pytest.approx(1 / 4)  # g4 (not relevant) before g0 in the tie
+    expected, _ = floor_search(cases, "criteria_match", ks=(1,))
+    assert expected["mrr"].item() == pytest.approx((1 / 3 + 1 / 4) / 2)
+    # the diagnosis does not move the ranking: relabel everything, the scores stay
+    relabelled = cases.assign(diagnosis_group=["MEL", "NEV", "NEV", "MEL", "MEL", "NEV"])  # relevant: g2, g3
+    assert floor_search(relabelled, "criteria_match", ks=(1,), ties="stable")[0]["mrr"].item() == pytest.approx(1 / 2)
+
+
+def test_criteria_scores_rescale_the_floor_and_fuse_through_scores_search():
+    cases = _with_findings()
+    q, g = cases[cases["split"] == "test"], cases[cases["split"] != "test"]
+    crit = criteria_scores(q, g)
+    # 2 criteria compared (the query has no blue-whitish veil finding): 1/2 + (agree - disagree) / 4
+    assert crit.shape == (1, 5) and crit[0].tolist() == pytest.approx([0.5, 1.0, 0.75, 0.0, 0.5])
+    floor, _ = floor_search(cases, "criteria_match", ks=(1, 3), ties="stable")
+    fused = scores_search(q.reset_index(drop=True), g.reset_index(drop=True), crit, np.zeros(crit.shape, bool),
+                          ks=(1, 3))
+    pd.testing.assert_frame_equal(fused, floor.drop(columns="method"))
+    with pytest.raises(DermretrError, match="needs 7-point criteria columns"):
+        criteria_scores(q, g, columns=["diagnosis"])
+    # findings among the gallery only: no criteria_match floor
+    blind = cases.copy()
+    blind.loc[blind["split"] == "test", ["pigment_network", "streaks"]] = None
+    assert available_floors(blind) == ("random", "majority")
+    with pytest.raises(DermretrError, match="on both query and gallery cases"):
+        floor_search(blind, "criteria_match")
+
+
+def test_criteria_match_needs_findings_and_floors_refuse_bad_input():
+    cases = _imbalanced()
+    assert available_floors(cases) == ("random", "majority")
+    assert available_floors(_with_findings()) == FLOORS
+    with pytest.raises(DermretrError, match="criteria_match floor needs annotated 7-point findings"):
+        floor_search(cases, "criteria_match")
+    with pytest.raises(DermretrError, match="criteria_match floor needs"):
+        evaluate_floors(cases, ["criteria_match"], n_boot=0)
+    with pytest.raises(DermretrError, match="unknown floor 'oracle'"):
+        floor_search(cases, "oracle")
+    with pytest.raises(DermretrError, match=r"unknown floor\(s\) \['oracle'\]"):
+        evaluate_floors(cases, ["random", "oracle"])
+    with pytest.raises(DermretrError, match="ties must be one of"):
+        floor_search(cases, "majority", ties="random")
+    with pytest.raises(DermretrError, match="relevant must be"):
+        floor_search(cases, "majority", relevant="fitzpatrick")
+    with pytest.raises(DermretrError, match="no cases in split 'val'"):
+        evaluate_floors(cases.assign(split=cases["split"].replace("val", "train")), split="val")
+
+
+# ----------------------------------------------------------------------------- macro averages and their CIs
+
+
+def _grouped(n: int, seed: int = 0) -> pd.DataFrame:
+    """90% NEV queries that mostly hit, 10% MEL that mostly miss."""
+    rng = np.random.default_rng(seed)
+    groups = np.where(np.arange(n) < int(0.9 * n), "NEV", "MEL")
+    p = np.where(groups == "NEV", 0.9, 0.2)
+    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "diagnosis_group": groups, "n_relevant": 1,
+                         "recall@1": (rng.random(n) < p).astype(float), "map@10": rng.random(n) * p})
+
+
+def test_stratified_macro_ci_contains_the_estimate_matches_theory_and_shrinks():
+    small, big = _grouped(60), _grouped(6000)
+    widths = []
+    for pq in (small, big):
+        macro = pq.groupby("diagnosis_group")["recall@1"].mean().mean()
+        lo, hi = bootstrap_ci(pq["recall@1"], n_boot=2000, seed=0, groups=pq["diagnosis_group"])
+        assert lo <= macro <= hi
+        assert not (lo <= pq["recall@1"].mean() <= hi) or len(pq) < 100  # the big set separates micro and macro
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 5
+    # independent check: the normal approximation of a mean of group means, sqrt(sum var_g / n_g) / G
+    g = big.groupby("diagnosis_group")["recall@1"]
+    se = math.sqrt((g.var(ddof=0) / g.count()).sum()) / g.ngroups
+    assert widths[1] == pytest.approx(2 * 1.96 * se, rel=0.15)
+    # deterministic, and a class of one query adds no spread
+    args = dict(n_boot=300, seed=4, groups=small["diagnosis_group"])
+    assert bootstrap_ci(small["recall@1"], **args) == bootstrap_ci(small["recall@1"], **args)
+    lo, hi = bootstrap_ci([1.0, 0.0, 1.0], groups=["A", "B", "B"], n_boot=500)
+    assert 0.5 <= lo <= hi <= 1.0
+    with pytest.raises(DermretrError, match="one label per query"):
+        bootstrap_ci([1.0, 0.0], groups=["A"])
+
+
+def test_metric_records_macro_values_and_intervals():
+    pq = _grouped(200, seed=3)
+    recs = metric_records(pq, "r", "m", "case", n_boot=500)
+    assert all(tuple(r) == RECORD_KEYS for r in recs) and "average" in RECORD_KEYS
+    assert [r["average"] for r in recs] == ["micro"] * 2 + ["macro"] * 2
+    means = pq.groupby("diagnosis_group")[["recall@1", "map@10"]].mean().mean()
+    for r in recs:
+        col = r["metric"] if r["k"] is None else f"{r['metric']}@{r['k']}"
+        want = means[col] if r["average"] == "macro" else pq[col].mean()
+        assert r["value"] == pytest.approx(want) and r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert r["n_queries"] == 200
+    # the grouping column is configurable, and macro can be asked for alone
+    pq["site"] = np.where(np.arange(200) % 2 == 0, "a", "b")
+    site = metric_records(pq, "r", "m", "case", n_boot=0, by="site", average="macro")
+    assert [r["average"] for r in site] == ["macro"] * 2
+    assert site[0]["value"] == pytest.approx(pq.groupby("site")["recall@1"].mean().mean())
+    assert [r["average"] for r in metric_records(pq, "r", "m", "case", n_boot=0, by="none")] == ["micro"] * 2
+    with pytest.raises(DermretrError, match="cannot macro-average over 'none'"):
+        metric_records(pq, "r", "m", "case", n_boot=0, by="none", average="macro")
+    with pytest.raises(DermretrError, match="average must be 'micro' or 'macro'"):
+        metric_records(pq, "r", "m", "case", n_boot=0, average="weighted")
+
+
+def test_paired_macro_difference():
+    a = _grouped(300, seed=5)
+    same = paired_difference(a, a, n_boot=500, average="macro")
+    assert (same["difference"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+    assert (same["p_value"] == 1.0).all() and same.attrs["average"] == "macro"
+    # a method that only improves MEL queries: small micro gain, large macro gain
+    b = a.assign(**{"recall@1": np.where(a["diagnosis_group"] == "MEL", 1.0, a["recall@1"])})
+    micro = paired_difference(b, a, metrics=["recall@1"], n_boot=1000, seed=1)
+    macro = paired_difference(b, a, metrics=["recall@1"], n_boot=1000, seed=1, average="macro")
+    gain = 1.0 - a.loc[a["diagnosis_group"] == "MEL", "recall@1"].mean()
+    assert macro.loc["recall@1", "difference"] == pytest.approx(gain / 2)
+    assert micro.loc["recall@1", "difference"] == pytest.approx(gain * 0.1)
+    assert macro.loc["recall@1", "mean_a"] == pytest.approx(summarize_metrics(b, average="macro")["recall@1"])
+    row = macro.loc["recall@1"]
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"] and row["ci_low"] > 0 and row["p_value"] < 0.01
+    with pytest.raises(DermretrError, match="cannot macro-average over 'fitzpatrick'"):
+        paired_difference(a, a, average="macro", by="fitzpatrick")
+
+
+def test_results_table_shows_macro_beside_micro():
+    recs = metric_records(_grouped(80), "composed", "full", "case", n_boot=100)
+    table = results_table(recs)
+    assert list(table.columns) == ["recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "queries"]
+    macro = next(r for r in recs if r["average"] == "macro" and r["metric"] == "recall")
+    assert table.iloc[0]["recall@1 (macro)"].startswith(f"{macro['value']:.3f} [")
+    # records written before averages existed still tabulate, as micro
+    old = [{k: v for k, v in r.items() if k != "average"} for r in recs if r["average"] == "micro"]
+    assert list(results_table(old).columns) == ["recall@1", "map@10", "queries"]
+
+
+# ----------------------------------------------------------------------------- real data: PH2
+
+
+@pytest.mark.skipif(not PH2.is_dir(), reason="PH2 not at /work/shared/data/ph2")
+def test_ph2_floors_are_sane():
+    from dermretr.data import load
+
+    cases = load("ph2", PH2)
+    assert available_floors(cases) == FLOORS
+    pq, recs = evaluate_floors(cases, split="test", relevant="diagnosis_group", ks=(1, 5, 10), n_boot=1000)
+    value = {(r["method"], r["average"], r["metric"], r["k"]): r for r in recs}
+    test = cases[cases["split"] == "test"]
+    gallery = cases[cases["split"] != "test"]
+    majority = gallery["diagnosis_group"].value_counts().idxmax()
+    share = float((test["diagnosis_group"] == majority).mean())
+    groups = test["diagnosis_group"].nunique()
+    # majority first: micro hit@1 = the share of majority-group queries; macro = 1 / number of groups
+    assert value["majority", "micro", "recall", 1]["value"] == pytest.approx(share)
+    assert value["majority", "macro", "recall", 1]["value"] == pytest.approx(1 / groups)
+    # random: hit@1 of a query is R / N (N: gallery cases of other patients)
+    rand = pq[pq["method"] == "random"].set_index("case_id")
+    for _, q in test.iterrows():
+        others = gallery[gallery["patient_id"] != q["patient_id"]]
+        r = int((others["diagnosis_group"] == q["diagnosis_group"]).sum())
+        assert rand.loc[q["case_id"], "recall@1"] == pytest.approx(r / len(others))
+    # findings carry signal: criteria_match beats random on the macro average
+    for metric, k in (("map", 10), ("recall", 1)):
+        assert (value["criteria_match", "macro", metric, k]["value"]
+                > value["random", "macro", metric, k]["value"])
+    for r in recs:
+        assert 0.0 <= r["ci_low"] <= r["value"] <= r["ci_high"] <= 1.0 and r["n_queries"] == len(test)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(results_table(recs)[["recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "queries"]])
