@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples, 0 for none (default: 1000)")
     evaluate.add_argument("--seed", type=_seed, default=0, help="bootstrap and derived-triplet seed (default: 0)")
     evaluate.add_argument("--per-query", default=None, metavar="CSV", help="also write per-query metrics here")
+    evaluate.add_argument("--floors", nargs="*", choices=("random", "majority", "criteria_match", "none"),
+                          default=None, metavar="FLOOR",
+                          help="non-learned rankings shown beside the runs (case protocol): random (expected value), "
+                               "majority (most common group first), criteria_match (annotated 7-point findings); "
+                               "default: every floor the data allows; 'none' for none")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -266,9 +271,11 @@ def _cmd_demo(args) -> int:
     cases = load("synthetic", result.out / "dermsynth")
     print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")
     _print_summary(cases)
-    shown = [c for c in ("recall@1", "recall@10", "map@10", "mrr", "queries") if c in result.table.columns]
+    shown = [c for c in ("recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "mrr", "queries")
+             if c in result.table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print("\nResults on the test split (95% bootstrap CIs)\n" + result.table[shown].to_string())
+        print("\nResults on the test split (95% bootstrap CIs; floor: no model; (macro): mean over diagnosis groups)\n"
+              + result.table[shown].to_string())
         if result.fairness:
             print("\nComposed model by skin type (Fitzpatrick pairs)\n" + result.fairness["slices"].to_string())
     print("\nExample composed query, top results:")

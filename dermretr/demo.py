@@ -136,14 +136,21 @@ def results_figure(records: list[dict], metrics: tuple[str, ...] = ("recall@1", 
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (protocol, metric) in zip(axes, panels):
         sub = frame[(frame["protocol"] == protocol) & (frame["name"] == metric)]
-        order = sorted(sub["run"], key=lambda r: (METHOD_ORDER.index(r) if r in METHOD_ORDER else 99, r))
+        order = sorted(sub["run"], key=lambda r: (str(r).startswith("floor:"),
+                                                  METHOD_ORDER.index(r) if r in METHOD_ORDER else 99, r))
         sub = sub.set_index("run").loc[order]
         x = np.arange(len(sub))
         lower = (sub["value"] - sub["ci_low"]).clip(lower=0).fillna(0)
         upper = (sub["ci_high"] - sub["value"]).clip(lower=0).fillna(0)
-        colours = ["tab:red" if r == "full" else "tab:gray" for r in sub.index]
-        ax.bar(x, sub["value"], yerr=[lower, upper], color=colours, capsize=3)
-        ax.set_xticks(x, sub.index, rotation=45, ha="right", fontsize=8)
+        floor = [str(r).startswith("floor:") for r in sub.index]
+        colours = ["white" if f else "tab:red" if r == "full" else "tab:gray" for r, f in zip(sub.index, floor)]
+        bars = ax.bar(x, sub["value"], yerr=[lower, upper], color=colours, edgecolor="black", linewidth=0.5,
+                      capsize=3)
+        for bar, f in zip(bars, floor):
+            if f:  # floors (no model) are hatched
+                bar.set_hatch("//")
+        labels = [f"{str(r).removeprefix('floor:')} (floor)" if f else r for r, f in zip(sub.index, floor)]
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
         ax.set(title=f"{protocol}: {metric}", ylim=(0, 1))
     return fig
 
@@ -261,6 +268,11 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its descriptor text; "
         "relevant = gallery cases of the same diagnosis group (own case and same patient excluded). "
         "<b>modify</b>: reference image + modification text; relevant = the exact target.</p>"
+        "<p><b>Floors</b> need no model: <i>random</i> is the expected value of a random ranking, <i>majority</i> "
+        "ranks the most common diagnosis group first, <i>criteria_match</i> ranks by agreement of the annotated "
+        "7-point findings. A model is only useful where it beats them. <b>(macro)</b> columns average over "
+        "diagnosis groups (the mean of each group's mean, CI resampled within groups), so a ranking that favours "
+        "the most common group cannot look good; the plain columns average over queries.</p>"
         "<p>This is a small, quick run: a few hundred training cases and a few minutes of CPU. At this size the "
         "full model, which has the most to learn, can be behind the simpler ones on case search, and "
         "differences whose CIs overlap are noise. <code>python benchmarks/bench_models.py --seeds 0 1 2</code> "
@@ -311,6 +323,7 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     from .data import load
     from .data.cases import summarize_cases
     from .evaluate import evaluate_run, results_table, write_metrics
+    from .floors import evaluate_floors
     from .index import CaseIndex
     from .models.retriever import Retriever
     from .viz import contact_sheet, gallery
@@ -347,6 +360,9 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
                                     n_boot=s.n_boot, seed=s.seed, device="cpu", name=kind, retriever=model)
             records += recs
             per_query.append(pq)
+    floor_pq, floor_records = evaluate_floors(cases, n_boot=s.n_boot, seed=s.seed)  # no model: what to beat
+    records += floor_records
+    per_query.append(floor_pq)
     order = {"case": 0, "modify": 1}
     records.sort(key=lambda r: order[r["protocol"]])  # one protocol after the other in tables
     metrics = write_metrics(records, out / "metrics.json")

@@ -27,7 +27,11 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
         assert img.size[0] > 300 and img.size[1] > 300
     assert len(pd.read_csv(out / "dermsynth" / "meta" / "meta.csv")) == 80
     records = json.loads((out / "metrics.json").read_text())
-    assert {r["method"] for r in records} == {"full", "global", "clip4cir", "late_fusion", "image", "text"}
+    assert {r["method"] for r in records} == {"full", "global", "clip4cir", "late_fusion", "image", "text",
+                                              "random", "majority", "criteria_match"}  # with the floors
+    assert {r["run"] for r in records if r["method"] == "majority"} == {"floor:majority"}
+    assert {r["average"] for r in records} == {"micro", "macro"}
+    assert "floor" in text and "(macro)" in text
     assert {r["protocol"] for r in records} == {"case", "modify"}
     assert set(records[0]) == {"run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high",
                                "n_queries"}
@@ -44,7 +48,8 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     assert (out / "runs" / "full-balanced" / "checkpoints" / "best.pt").is_file()
     assert json.loads((out / "index" / "manifest.json").read_text())["count"] == 80
     per_query = pd.read_csv(out / "per_query.csv")
-    assert set(per_query["method"]) == {"full", "global", "clip4cir", "late_fusion", "image", "text"}
+    assert set(per_query["method"]) == {"full", "global", "clip4cir", "late_fusion", "image", "text", "random",
+                                        "majority", "criteria_match"}
     # a second run reuses the dataset and the finished runs
     mtime = (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns
     assert main(args) == 0

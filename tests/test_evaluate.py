@@ -511,3 +511,19 @@ def test_paired_difference_pairs_queries_and_tests_the_gap():
         paired_difference(a, b, metrics=["mrr"])
     with pytest.raises(DermretrError, match="must be a DataFrame"):
         paired_difference(a.to_numpy(), b)
+
+
+def test_cli_evaluate_floors_option(synth_root, runs, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    base = ["evaluate", "--run", str(runs[0]), "--data", f"synthetic:{synth_root}", "--out", str(out),
+            "--n-boot", "0", "--device", "cpu", "--no-progress"]
+    assert main([*base, "--floors", "none"]) == 0
+    assert "(floor)" not in capsys.readouterr().out
+    assert {r["run"] for r in json.loads(out.read_text())} == {"composed"}
+    assert main([*base, "--floors", "majority"]) == 0
+    text = capsys.readouterr().out
+    assert "majority (floor)" in text and "random (floor)" not in text
+    assert {r["run"] for r in json.loads(out.read_text())} == {"composed", "floor:majority"}
+    with pytest.raises(SystemExit):
+        main([*base, "--floors", "oracle"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,204 @@
+"""Benchmark: composed retrieval on real dermoscopy, against every baseline and every floor, by cross-validation.
+
+A real set is small (PH2: 200 cases), so one test split says little: every case is a query once,
+by patient-level stratified K-fold cross-validation (``--folds``, default 5).  In each fold the
+other folds are the database (the gallery) and the training data; a stratified 15% of them
+(by patient) is held out for choosing the best epoch (early stopping), and stays in the gallery.
+Every retriever kind is trained per fold and per training seed with the same settings; the
+per-query metrics of the seeds are averaged, then:
+
+* every method and every floor gets Recall@1 and mAP@10 (and more) with 95% bootstrap CIs, as
+  MICRO means (over queries) and MACRO means (over diagnosis groups of the per-group means; the
+  headline on imbalanced sets, where "most common group first" wins the micro mean);
+* the composed model (``full``) gets paired differences (bootstrap CI, sign-flip p) against each
+  other method and floor, micro and macro;
+* floors need no model: ``random`` (analytic expectation), ``majority`` (the gallery's most common
+  group first) and, when the cases carry annotated 7-point findings, ``criteria_match``;
+* with findings, ``hybrid@w`` adds ``w`` times the normalised findings agreement to the full
+  model's score (an ablation over ``--hybrid-weights``, reported as its own methods; never mixed
+  into ``full``).
+
+Query: the case's image plus its findings text (7-point criteria; never the diagnosis).
+Relevant: same ``--relevant`` (diagnosis_group by default); the query's own patient is excluded.
+
+    python benchmarks/bench_real.py --data ph2:../shared/data/ph2 [--folds 5] [--seeds 0 1]
+        [--kinds full global clip4cir late_fusion image text] [--epochs 15] [--image-size 128]
+        [--backbone dermretr-tiny | hf-hub:ORG/NAME | local-dir:PATH] [--pretrained FILE]
+
+Prints the tables and one JSON line.  With ``--out DIR`` the per-query table and the records are
+kept there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from dermretr.data import load
+from dermretr.evaluate import case_scores, metric_records, paired_difference, results_table, scores_search
+from dermretr.floors import available_floors, criteria_scores, floor_search
+from dermretr.models.retriever import KINDS, Retriever
+from dermretr.train import TrainConfig, fit
+
+KS = (1, 5, 10)
+SHOWN = ("recall@1", "map@10")
+
+
+def fold_tables(cases: pd.DataFrame, folds: int, relevant: str, seed: int) -> list[pd.DataFrame]:
+    """One case table per fold: ``test`` = the fold, ``val`` = 15% of the rest (by patient), ``train`` the others."""
+    labels = cases[relevant].astype(str).to_numpy()
+    groups = cases["patient_id"].astype(str).to_numpy()
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    tables = []
+    for k, (rest, test) in enumerate(outer.split(cases, labels, groups)):
+        split = np.full(len(cases), "train", dtype=object)
+        split[test] = "test"
+        inner = StratifiedGroupKFold(n_splits=max(2, round(1 / 0.15)), shuffle=True, random_state=seed + 1 + k)
+        _, val = next(inner.split(rest, labels[rest], groups[rest]))
+        split[rest[val]] = "val"
+        table = cases.copy()
+        table["split"] = pd.Categorical(split, categories=["train", "val", "test"])
+        tables.append(table)
+    return tables
+
+
+def _check_no_leak(cases: pd.DataFrame, relevant: str) -> None:
+    """The query text must not name what counts as relevant (the diagnosis or its group)."""
+    from dermretr.data.vocab import case_text
+
+    names = {str(v).lower() for v in cases[relevant].dropna().unique()} | {
+        str(v).lower() for v in cases["diagnosis"].dropna().unique()}
+    for _, row in cases.iterrows():
+        text = case_text(row, style="terse", seed=None).lower()
+        leaked = [n for n in names if len(n) > 2 and n in text]
+        if leaked:
+            raise SystemExit(f"query text of case {row['case_id']} names {leaked[0]!r}: the benchmark would leak the "
+                             "answer into the question")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="SOURCE:PATH, e.g. ph2:../shared/data/ph2")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment")
+    parser.add_argument("--kinds", nargs="+", default=["full", "global", "clip4cir", "late_fusion", "image", "text"])
+    parser.add_argument("--relevant", choices=("diagnosis_group", "diagnosis"), default="diagnosis_group")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backbone", default="dermretr-tiny")
+    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="keep runs, per-query table and records here")
+    args = parser.parse_args()
+    bad = set(args.kinds) - set(KINDS)
+    if bad:
+        parser.error(f"unknown kinds {sorted(bad)}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = load(args.data)
+    _check_no_leak(cases, args.relevant)
+    floors = available_floors(cases)
+    with_findings = "criteria_match" in floors
+    tmp = Path(args.out or tempfile.mkdtemp(prefix="dermretr-bench-real-"))
+    tables = fold_tables(cases, args.folds, args.relevant, args.fold_seed)
+    per_query: dict[str, list[pd.DataFrame]] = {}  # method -> per-seed tables over all folds
+    seconds: dict[str, float] = {}
+    best_epochs: dict[str, list[int]] = {}
+    t_all = time.perf_counter()
+    for fold, table in enumerate(tables):
+        for floor in floors:
+            pq, _ = floor_search(table, floor, query_split="test", relevant=args.relevant, ks=KS,
+                                 gallery_splits=("train", "val"))
+            per_query.setdefault(f"floor:{floor}", []).append(pq.assign(fold=fold, seed=-1))
+    for seed in args.seeds:
+        for fold, table in enumerate(tables):
+            for kind in args.kinds:
+                run = tmp / f"seed{seed}" / f"fold{fold}" / kind
+                cfg = TrainConfig(data=args.data, out=str(run), model=kind, epochs=args.epochs,
+                                  batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
+                                  pretrained=args.pretrained, seed=seed, device=args.device, progress=False)
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = fit(cfg, cases=table)
+                seconds[kind] = seconds.get(kind, 0.0) + time.perf_counter() - start
+                best_epochs.setdefault(kind, []).append(int(result.best.get("epoch", 0)))
+                model = Retriever.load(run / "checkpoints" / "best.pt", device=args.device)
+                q, g, s, exclude = case_scores(model, table, "test", ("train", "val"))
+                pq = scores_search(q, g, s, exclude, relevant=args.relevant, ks=KS)
+                per_query.setdefault(kind, []).append(pq.assign(fold=fold, seed=seed))
+                if kind == "full" and with_findings:
+                    crit = criteria_scores(q, g)  # agreement of annotated findings, in [0, 1]
+                    for w in args.hybrid_weights:
+                        pq = scores_search(q, g, s + w * crit, exclude, relevant=args.relevant, ks=KS)
+                        per_query.setdefault(f"hybrid@{w:g}", []).append(pq.assign(fold=fold, seed=seed))
+                print(f"seed {seed} fold {fold} {kind}: best epoch {result.best.get('epoch')} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+    # every case is a query once per seed: average each query's metrics over the seeds
+    metric_cols = [c for c in per_query[next(iter(per_query))][0].columns if "@" in c or c == "mrr"]
+    averaged = {}
+    for method, parts in per_query.items():
+        frame = pd.concat(parts, ignore_index=True)
+        info = [c for c in frame.columns if c not in metric_cols and c not in ("fold", "seed")]
+        averaged[method] = frame.groupby("case_id", sort=True, observed=True).agg(
+            {**{c: "first" for c in info if c != "case_id"}, **{c: "mean" for c in metric_cols}}).reset_index()
+    records = []
+    for method, pq in averaged.items():
+        name = method.removeprefix("floor:")
+        records += metric_records(pq, run=method, method=name, protocol="case", n_boot=args.n_boot,
+                                  average=("micro", "macro"))
+    table = results_table(records)
+    diffs = []
+    if "full" in averaged:
+        for method, pq in averaged.items():
+            if method == "full":
+                continue
+            for average in ("micro", "macro"):
+                d = paired_difference(averaged["full"], pq, metrics=SHOWN, n_boot=args.n_boot, average=average)
+                diffs.append(d.rename_axis("metric").reset_index().assign(vs=method, average=average))
+    diff_table = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+    counts = cases[args.relevant].value_counts().to_dict()
+    print(f"\n{args.data}: {len(cases)} cases, {args.folds}-fold CV by patient (every case a query once), "
+          f"relevant = same {args.relevant} {counts}; seeds {args.seeds}; {args.epochs} epochs, "
+          f"{args.image_size} px, backbone {args.backbone}")
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", 200):
+        shown = [c for c in table.columns if c.split(" ")[0] in SHOWN] + ["queries"]
+        print(table[[c for c in shown if c in table.columns]].to_string())
+        if len(diff_table):
+            print("\nfull minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
+            print(diff_table.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+    if args.out:
+        pd.concat([pq.assign(method=m) for m, pq in averaged.items()]).to_csv(tmp / "per_query.csv", index=False)
+        (tmp / "records.json").write_text(json.dumps(records, indent=1, default=str))
+    summary = {"benchmark": "real", "data": args.data, "cases": len(cases), "folds": args.folds,
+               "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size,
+               "backbone": args.backbone, "relevant": args.relevant,
+               "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
+               "best_epochs": best_epochs, "wall_s": round(time.perf_counter() - t_all, 1),
+               "results": {r["run"] + ("" if r.get("average", "micro") == "micro" else " (macro)") + " "
+                           + (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]):
+                           [round(r["value"], 4), r["ci_low"] and round(r["ci_low"], 4),
+                            r["ci_high"] and round(r["ci_high"], 4)]
+                           for r in records if (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"])
+                           in SHOWN},
+               "full_minus": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                              for row in diff_table.to_dict("records")]}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
