@@ -12,8 +12,13 @@ the summary is the mean over seeds.  Recall@1 and mAP@10 come with 95% bootstrap
 each baseline.  The full model is also scored with its own global branch alone (``a = 0``) and its
 local branch alone (``a = 1``), which shows what each part contributes.
 
+The floors (random expectation, majority first, 7-point criteria match; no model) and macro
+averages over diagnosis groups are reported beside them, with the full model's paired macro
+differences against every method and floor.
+
 Targets: the tiny composed model trains in under 5 minutes on 2 CPU cores; full beats image-only
-and text-only on mAP@10 and Recall@1; full >= global-only.  Prints a table and one JSON line.
+and text-only on mAP@10 and Recall@1; full >= global-only; full beats every floor on macro
+Recall@1 and mAP@10 (paired CI above 0).  Prints a table and one JSON line.
 
     python benchmarks/bench_models.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full global image text]
 """
@@ -31,7 +36,8 @@ import pandas as pd
 
 from dermretr.data import load
 from dermretr.data.synth import generate
-from dermretr.evaluate import bootstrap_ci, case_search, modify_search
+from dermretr.evaluate import bootstrap_ci, case_search, metric_records, modify_search, paired_difference, results_table
+from dermretr.floors import evaluate_floors
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -123,7 +129,36 @@ def main() -> None:
                                       round(float(high[1]), 4)]}
             print(f"  vs {kind:20s} recall@1 {d[:, 0].mean():+.3f} [{low[0]:+.3f}, {high[0]:+.3f}]   "
                   f"map@10 {d[:, 1].mean():+.3f} [{low[1]:+.3f}, {high[1]:+.3f}]")
+    # floors (no model) and macro averages (over diagnosis groups), on the same queries
+    floor_pq, _ = evaluate_floors(cases, split="test", n_boot=0)
+    averaged = {k: v[0].assign(**{m: sum(f[m].to_numpy() for f in v) / len(v) for m in ("recall@1", "map@10")})
+                for k, v in per_query.items()}
+    averaged.update({f"floor:{f}": pq.reset_index(drop=True) for f, pq in floor_pq.groupby("method")})
+    records = [r for name, pq in averaged.items()
+               for r in metric_records(pq[[c for c in pq.columns if c not in ("run", "method")]], run=name,
+                                       method=name, protocol="case", average=("micro", "macro"))
+               if (r["metric"], r["k"]) in (("recall", 1), ("map", 10))]
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        print("\nMicro and macro (mean over diagnosis groups) averages with 95% bootstrap CIs, floors included:")
+        print(results_table(records).to_string())
+    macro_diffs = {}
+    if "full" in averaged:
+        print("\nPaired differences full - other, macro average (stratified bootstrap CI, sign-flip p):")
+        for name, pq in averaged.items():
+            if name == "full":
+                continue
+            d = paired_difference(averaged["full"], pq, metrics=("recall@1", "map@10"), average="macro")
+            macro_diffs[name] = {m: [round(float(d.at[m, c]), 4) for c in ("difference", "ci_low", "ci_high")]
+                                 for m in d.index}
+            print(f"  vs {name:22s} " + "   ".join(
+                f"{m} {d.at[m, 'difference']:+.3f} [{d.at[m, 'ci_low']:+.3f}, {d.at[m, 'ci_high']:+.3f}]"
+                for m in d.index))
     checks = {}
+    if "full" in averaged:
+        for name in averaged:
+            if name.startswith("floor:") and name in macro_diffs:
+                for m in ("recall@1", "map@10"):
+                    checks[f"full>{name} macro {m}"] = bool(macro_diffs[name][m][1] > 0)
     if {"full", "image", "text"} <= set(table.index):
         for m in ("map@10", "recall@1"):
             checks[f"full>image {m}"] = bool(table.at["full", m] > table.at["image", m])
@@ -136,7 +171,9 @@ def main() -> None:
     for k, v in checks.items():
         print(f"{k}: {'OK' if v else 'NOT MET'}")
     print(json.dumps({"benchmark": "models_dermsynth", "n_cases": args.n_cases, "seeds": args.seeds,
-                      "rows": rows, "paired_differences": diffs, "checks": checks}))
+                      "rows": rows, "paired_differences": diffs, "macro_paired_differences": macro_diffs,
+                      "macro": {f"{r['run']} {r['average']} {r['metric']}@{r['k']}": round(r["value"], 4)
+                                for r in records}, "checks": checks}))
 
 
 if __name__ == "__main__":

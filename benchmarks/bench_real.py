@@ -129,7 +129,8 @@ def main() -> None:
                 run = tmp / f"seed{seed}" / f"fold{fold}" / kind
                 cfg = TrainConfig(data=args.data, out=str(run), model=kind, epochs=args.epochs,
                                   batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
-                                  pretrained=args.pretrained, seed=seed, device=args.device, progress=False)
+                                  pretrained=args.pretrained, seed=seed, device=args.device, progress=False,
+                                  resume=(run / "checkpoints" / "last.pt").is_file())  # a rerun continues
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
