@@ -33,7 +33,9 @@ Faithfulness is measured, not assumed:
 * :func:`localisation_score` / :func:`dermsynth_localisation` - on DermSynth,
   attribution should fall on the rendered structure of the queried criterion
   (pointing game, IoU of the top attributed area, attribution energy inside
-  the ground-truth mask), each against a uniform-map baseline.
+  the ground-truth mask), each against a uniform-map baseline;
+  :func:`mask_localisation` scores the same against any binary mask column
+  of a case table (e.g. PH2's ``lesion_mask``).
 
 Images may be file paths, PIL images, uint8 arrays ``[H, W, 3]`` or tensors
 already normalised by the backbone's preprocess (``[3, H, W]``).  Files and
@@ -104,6 +106,7 @@ __all__ = [
     "localisation_score",
     "align_mask",
     "dermsynth_localisation",
+    "mask_localisation",
     "localisation_summary",
 ]
 
@@ -1574,17 +1577,177 @@ def dermsynth_localisation(retriever, root: str | os.PathLike, method: str = "gr
         masks.append(gt)
         rows.append({k: mod[k] for k in ("reference_case_id", "target_case_id", "criterion", "to_value",
                                          "modification_text")})
-    columns = ["reference_case_id", "target_case_id", "criterion", "to_value", "modification_text", "score",
-               "hit", "hit_baseline", "iou", "iou_baseline", "energy", "energy_baseline", "mask_fraction"]
     if not pairs:
         raise DermretrError(f"no usable modification triplets in {root} (none adds a criterion with a "
                             "non-empty ground-truth mask); generate more cases or a higher modification_rate")
-    attrs = explain_pairs(retriever, pairs, method=method, which=which, side="target",
-                          labels=[r["target_case_id"] for r in rows], batch_size=batch_size, **options)
+    return _localise(retriever, pairs, masks, rows, ["reference_case_id", "target_case_id", "criterion", "to_value",
+                                                     "modification_text"],
+                     side="target", labels=[r["target_case_id"] for r in rows], method=method, which=which,
+                     tolerance=tolerance, top_fraction=top_fraction, batch_size=batch_size, **options)
+
+
+_LOCALISATION_COLUMNS = ["score", "hit", "hit_baseline", "iou", "iou_baseline", "energy", "energy_baseline",
+                         "mask_fraction"]
+
+
+def _localise(retriever, pairs: list, masks: list, rows: list[dict], id_columns: list[str], side: str,
+              labels: list, method: str, which: str, tolerance: int, top_fraction: float | None,
+              batch_size: int, **options: Any) -> pd.DataFrame:
+    """Attribute ``pairs`` to ``side`` and score each heatmap against its aligned mask (one row per pair)."""
+    attrs = explain_pairs(retriever, pairs, method=method, which=which, side=side, labels=labels,
+                          batch_size=batch_size, **options)
     for row, att, gt in zip(rows, attrs, masks):
         row["score"] = att.score
         row.update(localisation_score(att.heatmap, gt, tolerance=tolerance, top_fraction=top_fraction))
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=[*id_columns, *_LOCALISATION_COLUMNS])
     table.attrs["summary"] = localisation_summary(table)
     table.attrs["method"], table.attrs["which"], table.attrs["tolerance"] = method, which, tolerance
     return table
+
+
+def mask_localisation(retriever, cases: pd.DataFrame, pairs: pd.DataFrame, mask_column: str = "lesion_mask",
+                      method: str = "gradcam", which: str = "score", side: str = "target",
+                      mask_bit: int | None = None, tolerance: int | None = None, top_fraction: float | None = None,
+                      batch_size: int = 8, **options: Any) -> pd.DataFrame:
+    """Localisation against a binary mask column of a case table (e.g. PH2's ``lesion_mask``).
+
+    The same check as :func:`dermsynth_localisation` for any data with
+    region masks: each (reference case, text, target case) pair is attributed
+    to ``side`` with :func:`explain_pairs`, the attributed case's mask is
+    brought into the model's frame with :func:`align_mask`, and the heatmap is
+    scored with :func:`localisation_score` (pointing game, IoU of the top
+    attributed area, attribution energy inside the mask, each with its
+    uniform-map baseline: for the energy, the mask's area fraction).
+
+    Parameters
+    ----------
+    retriever : Retriever
+        The model.
+    cases : DataFrame
+        Case table with ``case_id``, ``image_path`` and ``mask_column``.
+    pairs : DataFrame
+        One row per pair: ``reference_case_id``, ``target_case_id`` and the
+        query text as ``text`` (or ``modification_text``, as in DermSynth's
+        triplets).  For case retrieval the reference is the query case and
+        the target a retrieved case.
+    mask_column : str
+        Column of mask file paths, read with
+        :func:`dermretr.data.images.load_mask`: non-zero pixels are the region
+        (PH2's ``lesion_mask``); for DermSynth's ``mask`` column the lesion bit
+        (0) is read unless ``mask_bit`` says otherwise.
+    method, which, **options
+        As in :func:`explain_pairs`.
+    side : {"target", "reference"}
+        The attributed image, and so whose mask is used.
+    mask_bit : int, optional
+        Read this bit of the mask's raw values as the region.
+    tolerance : int, optional
+        Pointing-game tolerance in pixels (default: input side / 16).
+    top_fraction : float, optional
+        See :func:`localisation_score`.
+    batch_size : int
+        Pairs attributed at once.
+
+    Returns
+    -------
+    DataFrame
+        One row per pair: ``reference_case_id, target_case_id, text, score``
+        and the :func:`localisation_score` columns; ``attrs["summary"]``
+        (:func:`localisation_summary`), ``attrs["method"]``, ``"which"``,
+        ``"side"``, ``"tolerance"``, ``"mask_column"`` and ``attrs["skipped"]``
+        (pairs whose mask is empty in the model's frame, left out with a
+        :class:`~dermretr._errors.DataWarning`).
+
+    Raises
+    ------
+    DermretrError
+        For missing columns, unknown case ids, a case without a mask, a mask
+        file that is missing or unreadable, a mask whose aspect ratio is not
+        its image's, or when no pair is left.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from dermretr.models.backbones import create
+    >>> from dermretr.models.retriever import Retriever
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> img = np.full((64, 64, 3), 200, np.uint8); img[16:48, 16:48] = 60
+    >>> Image.fromarray(img).save(d / "a.png")
+    >>> mask = np.zeros((64, 64), np.uint8); mask[16:48, 16:48] = 255
+    >>> Image.fromarray(mask).save(d / "a_lesion.png")
+    >>> cases = pd.DataFrame({"case_id": ["a"], "image_path": [str(d / "a.png")],
+    ...                       "lesion_mask": [str(d / "a_lesion.png")]})
+    >>> pairs = pd.DataFrame({"reference_case_id": ["a"], "target_case_id": ["a"], "text": ["dark lesion"]})
+    >>> r = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
+    >>> table = mask_localisation(r, cases, pairs)
+    >>> len(table), float(table.loc[0, "energy_baseline"])
+    (1, 0.25)
+    """
+    import warnings
+
+    from ._errors import DataWarning
+    from .data.images import load_mask
+
+    _choice("method", method, METHODS)
+    _choice("which", which, WHICH)
+    _choice("side", side, SIDES)
+    _check_options(method, options)
+    for name, frame, need in (("cases", cases, ("case_id", "image_path", mask_column)),
+                              ("pairs", pairs, ("reference_case_id", "target_case_id"))):
+        if not isinstance(frame, pd.DataFrame):
+            raise DermretrError(f"{name} must be a DataFrame, got {type(frame).__name__}")
+        lacking = [c for c in need if c not in frame.columns]
+        if lacking:
+            raise DermretrError(f"{name} lacks the columns {lacking} (it has "
+                                f"{', '.join(map(str, list(frame.columns)[:12]))})")
+    text_column = "text" if "text" in pairs.columns else "modification_text"
+    if text_column not in pairs.columns:
+        raise DermretrError("pairs needs the query text as a 'text' (or 'modification_text') column")
+    if len(pairs) == 0:
+        raise DermretrError("no pairs to localise")
+    table = cases.assign(case_id=cases["case_id"].astype(str)).drop_duplicates("case_id").set_index("case_id",
+                                                                                                    drop=False)
+    for col in ("reference_case_id", "target_case_id"):
+        unknown = ~pairs[col].astype(str).isin(table.index)
+        if unknown.any():
+            raise DermretrError(f"{int(unknown.sum())} pairs have a {col} that is not in the case table (e.g. "
+                                f"{pairs[col][unknown].iloc[0]!r})")
+    bit = (0 if mask_column == "mask" else None) if mask_bit is None else mask_bit
+    size = int(retriever.backbone.image_size)
+    tolerance = max(1, size // 16) if tolerance is None else int(tolerance)
+    id_columns = ["reference_case_id", "target_case_id", "text"]
+    rows, items, masks, labels, skipped = [], [], [], [], []
+    for _, pair in pairs.iterrows():
+        ref, tgt = table.loc[str(pair["reference_case_id"])], table.loc[str(pair["target_case_id"])]
+        case = tgt if side == "target" else ref
+        path = case[mask_column]
+        if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            raise DermretrError(f"case {case['case_id']} has no mask in column {mask_column!r}; leave its pairs "
+                                "out")
+        try:
+            gt = load_mask(path, bit=bit)
+            with Image.open(case["image_path"]) as im:
+                w, h = im.size
+        except (DermretrError, OSError) as exc:
+            raise DermretrError(f"case {case['case_id']}: {exc}") from None
+        if abs(gt.shape[0] / gt.shape[1] - h / w) > 0.02 * (h / w):
+            raise DermretrError(f"case {case['case_id']}: the mask {path} is {gt.shape[1]}x{gt.shape[0]} but its "
+                                f"image is {w}x{h} (another aspect ratio): is it the mask of another image?")
+        gt = align_mask(gt, size)
+        if not gt.any():
+            skipped.append(str(case["case_id"]))
+            continue
+        items.append((ref["image_path"], str(pair[text_column]), tgt["image_path"]))
+        masks.append(gt)
+        labels.append(str(case["case_id"]))
+        rows.append({"reference_case_id": str(ref["case_id"]), "target_case_id": str(tgt["case_id"]),
+                     "text": str(pair[text_column])})
+    if skipped:
+        warnings.warn(f"{len(skipped)} pairs left out: the mask of {skipped[0]}{' ...' if len(skipped) > 1 else ''} "
+                      "is empty in the model's (centre-cropped) frame", DataWarning, stacklevel=2)
+    if not items:
+        raise DermretrError("no pair has a non-empty mask in the model's frame")
+    out = _localise(retriever, items, masks, rows, id_columns, side=side, labels=labels, method=method,
+                    which=which, tolerance=tolerance, top_fraction=top_fraction, batch_size=batch_size, **options)
+    out.attrs.update({"side": side, "mask_column": mask_column, "skipped": skipped})
+    return out

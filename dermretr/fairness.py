@@ -20,7 +20,9 @@ Retrieval quality is compared across skin tones with honest uncertainty:
 * :func:`estimate_ita`, :func:`estimate_skin_tone` - the Individual Typology
   Angle of the non-lesion skin, for datasets without skin-tone labels, mapped
   to an ITA category and an approximate Fitzpatrick type, always labelled
-  *estimated*; :func:`ita_confusion` validates it against labels.
+  *estimated*; :func:`ita_confusion` validates it against labels, and
+  :func:`skin_mask_agreement` checks its lesion/skin separation against true
+  lesion masks (PH2's, DermSynth's).
 * :func:`plot_slices`, :func:`plot_exposure`, :func:`plot_ita_confusion`,
   :func:`plot_comparison` - figures (matplotlib Figures).
 * :func:`run_fairness` - all of it for a run folder (``dermretr fairness``).
@@ -73,6 +75,7 @@ __all__ = [
     "exposure",
     "estimate_ita",
     "skin_mask",
+    "skin_mask_agreement",
     "ita_to_fitzpatrick",
     "estimate_skin_tone",
     "ita_confusion",
@@ -1069,15 +1072,21 @@ def _otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(edges[int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2)) + 1])
 
 
+def _field(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from the centre (the image spans [-1, 1]) and the field of view: no dark corner, no black."""
+    h, w = L.shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    radius = np.hypot(yy, xx)
+    return radius, (radius <= _RADIUS) & (L > _BLACK_L)
+
+
 def _skin(rgb: np.ndarray, lesion_mask) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage
 
     lab = rgb_to_lab(rgb)
     L = lab[..., 0]
     h, w = L.shape
-    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    radius = np.hypot(yy, xx)
-    valid = (radius <= _RADIUS) & (L > _BLACK_L)
+    radius, valid = _field(L)
     size = max(3, (min(h, w) // 24) | 1)  # wider than a hair, narrower than a lesion
     valid &= ndimage.grey_closing(L, size=(size, size)) - L <= _HAIR_DEPTH
     if lesion_mask is not None:
@@ -1173,6 +1182,27 @@ def ita_to_fitzpatrick(angle: float) -> int | None:
     return None if not np.isfinite(angle) else ITA_FITZPATRICK[ita_category(angle)]
 
 
+def _shrunk(img, mask: np.ndarray | None, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PIL image (and its lesion mask, resized to it) as :func:`estimate_skin_tone` analyses them.
+
+    The mask is brought to the image's size (nearest), then both are shrunk to
+    ``max_side`` on the long side (box filter / nearest) when larger.
+    """
+    from PIL import Image
+
+    m = None
+    if mask is not None:
+        m = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255)
+        if m.size != img.size:
+            m = m.resize(img.size, Image.Resampling.NEAREST)
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        size = (max(8, round(img.size[0] * scale)), max(8, round(img.size[1] * scale)))
+        img = img.resize(size, Image.Resampling.BOX)
+        m = m.resize(size, Image.Resampling.NEAREST) if m is not None else None
+    return np.asarray(img), None if m is None else np.asarray(m) > 127
+
+
 def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: int = 256,
                        progress: bool = True) -> pd.DataFrame:
     """Estimate every case's skin tone from its image: ``ita_estimated`` and its category and type.
@@ -1208,7 +1238,6 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
     >>> bool(((est["fitzpatrick_estimated"] - est["fitzpatrick"]).abs() <= 1).all())
     True
     """
-    from PIL import Image
     from tqdm.auto import tqdm
 
     from .data.images import load_rgb
@@ -1227,15 +1256,8 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
             img = load_rgb(path)
             mask = None
             if masks is not None and masks[i] and os.path.isfile(masks[i]):
-                mask = Image.fromarray(load_masks(masks[i])["lesion"].astype(np.uint8) * 255)
-                if mask.size != img.size:
-                    mask = mask.resize(img.size, Image.Resampling.NEAREST)
-            if max(img.size) > max_side:
-                scale = max_side / max(img.size)
-                size = (max(8, round(img.size[0] * scale)), max(8, round(img.size[1] * scale)))
-                img = img.resize(size, Image.Resampling.BOX)
-                mask = mask.resize(size, Image.Resampling.NEAREST) if mask is not None else None
-            values[i] = estimate_ita(np.asarray(img), None if mask is None else np.asarray(mask) > 127)
+                mask = load_masks(masks[i])["lesion"]
+            values[i] = estimate_ita(*_shrunk(img, mask, max_side))
         except (DermretrError, OSError, ValueError):  # unreadable image or mask
             failed.append(path)
     unknown = int(np.isnan(values).sum())
@@ -1252,6 +1274,140 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
                                              dtype="string")
     out["fitzpatrick_estimated"] = pd.array([ita_to_fitzpatrick(v) for v in values], dtype="Int64")
     return out
+
+
+_AGREEMENT_COLUMNS = ("iou", "contamination", "skin_kept", "lesion_fraction", "lesion_fraction_estimated",
+                      "field_pixels", "skin_pixels", "ita", "ita_true_mask")
+
+
+def skin_mask_agreement(cases: pd.DataFrame, mask_column: str = "lesion_mask", mask_bit: int | None = None,
+                        max_side: int = 256, progress: bool = False) -> pd.DataFrame:
+    """How well :func:`skin_mask`'s lesion/skin separation (no mask given) agrees with ground-truth lesion masks.
+
+    Each image is analysed as :func:`estimate_skin_tone` analyses an image
+    without a mask (shrunk to ``max_side``; the mask with it, nearest), and
+    compared inside the *field of view* F that :func:`skin_mask` considers at
+    all (not in the dark corners outside 95% of the half-side, not near-black).
+    With S the estimated skin, the estimated lesion is E = F and not S (so hair
+    and other thin dark structures the method leaves out count as lesion), and
+    T is the true lesion inside F.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        A case table with ``image_path`` and ``mask_column``.
+    mask_column : str
+        Column of mask file paths: PH2's ``lesion_mask`` (non-zero = lesion),
+        or DermSynth's ``mask`` (criterion bits: its lesion bit 0 is used).
+        Rows where it is empty (NA) are left out with one :class:`DataWarning`.
+    mask_bit : int, optional
+        Read this bit of the mask's raw values as the region (default: bit 0
+        for a column named ``mask``, else every non-zero pixel); see
+        :func:`dermretr.data.images.load_mask`.
+    max_side : int
+        Images are shrunk to this long side first, as in :func:`estimate_skin_tone`.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    DataFrame
+        One row per image with a mask: ``case_id`` (when the table has one),
+        ``iou`` (|E and T| / |E or T|; NaN when both are empty),
+        ``contamination`` (the share of S inside the true lesion: lesion pixels
+        that would enter the ITA; NaN when S is empty), ``skin_kept`` (the
+        share of the true skin in F that S keeps), ``lesion_fraction`` and
+        ``lesion_fraction_estimated`` (|T| / |F|, |E| / |F|), ``field_pixels``,
+        ``skin_pixels``, ``ita`` (:func:`estimate_ita` without a mask, as on
+        data without masks) and ``ita_true_mask`` (with the true mask).
+        ``attrs["summary"]`` holds the number of images and the mean and
+        median of ``iou``, ``contamination`` and ``skin_kept``.
+
+    Raises
+    ------
+    DermretrError
+        Without the columns, when a mask file is missing or unreadable (naming
+        the case), when a mask's shape does not match its image's, or when no
+        row has a mask.
+
+    Examples
+    --------
+    A light skin with a dark disc, and the disc as its mask:
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> yy, xx = np.mgrid[:96, :96]
+    >>> disc = (yy - 48) ** 2 + (xx - 48) ** 2 < 20 ** 2
+    >>> img = np.where(disc[..., None], [90, 55, 40], [220, 180, 160]).astype(np.uint8)
+    >>> Image.fromarray(img).save(d / "case.png")
+    >>> Image.fromarray(disc.astype(np.uint8) * 255).save(d / "case_lesion.bmp")
+    >>> cases = pd.DataFrame({"case_id": ["c1"], "image_path": [str(d / "case.png")],
+    ...                       "lesion_mask": [str(d / "case_lesion.bmp")]})
+    >>> table = skin_mask_agreement(cases)
+    >>> round(float(table.loc[0, "iou"]), 3), float(table.loc[0, "contamination"])
+    (1.0, 0.0)
+    """
+    from tqdm.auto import tqdm
+
+    from .data.images import load_mask, load_rgb
+
+    if not isinstance(cases, pd.DataFrame):
+        raise DermretrError(f"skin_mask_agreement needs a case table (DataFrame), got {type(cases).__name__}")
+    missing = [c for c in ("image_path", mask_column) if c not in cases.columns]
+    if missing:
+        raise DermretrError(f"skin_mask_agreement needs the columns {missing} in the case table (it has "
+                            f"{', '.join(map(str, list(cases.columns)[:12]))}); masks are read from "
+                            f"mask_column={mask_column!r}")
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 16:
+        raise DermretrError(f"max_side must be an integer of at least 16, got {max_side!r}")
+    bit = (0 if mask_column == "mask" else None) if mask_bit is None else mask_bit
+    raw = cases[mask_column]
+    has = (raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy()
+    if not has.any():
+        raise DermretrError(f"no case has a mask in column {mask_column!r} ({len(cases)} cases)")
+    if not has.all():
+        warnings.warn(f"{int((~has).sum())} of {len(cases)} cases have no mask in {mask_column!r}; they are left "
+                      "out of the agreement", DataWarning, stacklevel=2)
+    rows = cases[has]
+    ids = _text(rows["case_id"]) if "case_id" in rows.columns else np.arange(len(cases))[has].astype(str)
+    out = []
+    for cid, path, mpath in tqdm(list(zip(ids, _text(rows["image_path"]), _text(rows[mask_column]))),
+                                 desc="Skin mask vs lesion mask", unit="img", disable=not progress):
+        try:
+            img = load_rgb(path)
+            truth = load_mask(mpath, bit=bit)
+        except DermretrError as exc:
+            raise DermretrError(f"case {cid}: {exc}") from None
+        (mh, mw), (w, h) = truth.shape, img.size
+        if abs(mh / mw - h / w) > 0.02 * (h / w):
+            raise DermretrError(f"case {cid}: the mask {mpath} is {mw}x{mh} but its image is {w}x{h} (another "
+                                "aspect ratio): is it the mask of another image?")
+        rgb, truth = _shrunk(img, truth, max_side)
+        lab, skin = _skin(_as_rgb(rgb), None)
+        _, field = _field(lab[..., 0])
+        t = truth & field
+        e = field & ~skin
+        union, n_skin, n_true_skin = int((e | t).sum()), int(skin.sum()), int((field & ~truth).sum())
+        out.append({"case_id": cid,
+                    "iou": (e & t).sum() / union if union else np.nan,
+                    "contamination": (skin & truth).sum() / n_skin if n_skin else np.nan,
+                    "skin_kept": (skin & ~truth).sum() / n_true_skin if n_true_skin else np.nan,
+                    "lesion_fraction": t.sum() / max(int(field.sum()), 1),
+                    "lesion_fraction_estimated": e.sum() / max(int(field.sum()), 1),
+                    "field_pixels": int(field.sum()), "skin_pixels": n_skin,
+                    "ita": estimate_ita(rgb), "ita_true_mask": estimate_ita(rgb, truth)})
+    table = pd.DataFrame(out, columns=["case_id", *_AGREEMENT_COLUMNS])
+    for c in _AGREEMENT_COLUMNS:
+        table[c] = table[c].astype(int if c.endswith("_pixels") else float)
+    if "case_id" not in cases.columns:
+        table = table.drop(columns="case_id")
+    summary: dict = {"n": len(table), "mask_column": mask_column}
+    for c in ("iou", "contamination", "skin_kept"):
+        summary[f"{c}_mean"] = float(table[c].mean())
+        summary[f"{c}_median"] = float(table[c].median())
+    table.attrs["summary"] = summary
+    return table
 
 
 def ita_agreement(cases: pd.DataFrame, truth: str = "fitzpatrick", estimate: str = "fitzpatrick_estimated") -> dict:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .._errors import DataWarning, DermretrError
 
-__all__ = ["load_rgb", "ImageDataset", "ImageReadError", "ON_ERROR", "MAX_PIXELS", "MAX_SIDE"]
+__all__ = ["load_rgb", "load_mask", "ImageDataset", "ImageReadError", "ON_ERROR", "MAX_PIXELS", "MAX_SIDE"]
 
 ON_ERROR = ("raise", "skip")
 #: Images with more pixels than this are refused (from the header, before decoding): 40 megapixels,
@@ -178,6 +178,63 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.
         raise ImageReadError(f"not enough memory to decode image {path}; downscale it first") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise ImageReadError(f"cannot decode image {path}: {exc}") from None
+
+
+def load_mask(path: str | os.PathLike, bit: int | None = None) -> np.ndarray:
+    """Read a binary region mask (e.g. a lesion segmentation) as a boolean array ``[H, W]``.
+
+    The region is the non-zero pixels (of the image converted to 8-bit grey,
+    so a 0/255 BMP, a 1-bit image or a 0/1 PNG all work), or, with ``bit``,
+    the pixels whose raw value has that bit set (DermSynth packs the lesion in
+    bit 0 and one criterion per higher bit: :data:`dermretr.data.synth.MASK_BITS`).
+    No EXIF orientation is applied and nothing is resized.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, a folder or not an image, or (with ``bit``)
+        not a single-channel integer image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "mask.png"
+    >>> Image.fromarray(np.array([[0, 255], [1, 5]], np.uint8)).save(p)
+    >>> load_mask(p).tolist(), load_mask(p, bit=2).tolist()
+    ([[False, True], [True, True]], [[False, True], [False, True]])
+    >>> load_mask(p.with_name("missing.png"))
+    Traceback (most recent call last):
+    ...
+    dermretr.data.images.ImageReadError: mask file not found: ...missing.png
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ImageReadError(f"a mask path must be a file path (str or os.PathLike), got {type(path).__name__} "
+                             f"{path!r}")
+    if bit is not None and (isinstance(bit, bool) or not isinstance(bit, (int, np.integer)) or not 0 <= bit < 16):
+        raise DermretrError(f"bit must be an integer in 0..15 or None, got {bit!r}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageReadError(f"mask file not found: {path}")
+    if os.path.isdir(path):
+        raise ImageReadError(f"mask path {path} is a folder, not an image file")
+    try:
+        with Image.open(path) as img:
+            _check_size(path, img.size, MAX_PIXELS)
+            img.load()
+            if bit is None:
+                return np.asarray(img.convert("L")) != 0
+            if img.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+                raise ImageReadError(f"mask {path} is a {img.mode!r} image; bit {bit} can only be read from a "
+                                     "single-channel integer image (such as DermSynth's mask PNGs)")
+            return (np.asarray(img).astype(np.int64) >> int(bit)) & 1 == 1
+    except ImageReadError:
+        raise
+    except PermissionError:
+        raise ImageReadError(f"cannot read mask {path}: permission denied; make the file readable") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"mask {path} is not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"cannot decode mask {path}: {exc}") from None
 
 
 def _exif_transpose(img: Image.Image, path: str) -> Image.Image:
