@@ -28,6 +28,15 @@ from dermretr._errors import OutputError
 TRIALS = 3
 
 
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A DermSynth set just large enough to train on (training cost is what these tests pay most)."""
+    from dermretr.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("faults") / "ds", n_cases=40, seed=3, image_size=64, workers=1,
+                    progress=False)
+
+
 def _temporaries(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".dermretr-" in p.name)
 
@@ -69,7 +78,7 @@ _TRAIN = textwrap.dedent("""
         time.sleep(0.05)  # the complete temporary, not yet renamed: a window for the kill
     torch.save = announced_save
     from dermretr.train import TrainConfig, fit
-    fit(TrainConfig(data="synthetic:{data}", out="{run}", epochs=3, batch_size=8, image_size=64,
+    fit(TrainConfig(data="synthetic:{data}", out="{run}", epochs=2, batch_size=8, image_size=64, n_masks=2,
                     progress=False, resume={resume}))
     print("DONE", flush=True)
 """)
@@ -95,25 +104,25 @@ def _check_run_consistent(run: Path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_during_checkpoint_writes_keeps_a_consistent_run(synth_root, tmp_path):
+def test_kill_during_checkpoint_writes_keeps_a_consistent_run(tiny_root, tmp_path):
     from dermretr.train import TrainConfig, fit
 
     rng = random.Random(14)
     for trial in range(TRIALS):
         run = tmp_path / f"run{trial}"
-        nth = rng.randint(1, 4)  # last.pt each epoch, best.pt when it improves: at least 4 writes in 3 epochs
-        lines = _kill_at_a_write(_TRAIN.format(data=synth_root, run=run, resume=False), nth, rng.uniform(0, 0.06),
+        nth = rng.randint(1, 3)  # last.pt each epoch, best.pt when it improves: at least 3 writes in 2 epochs
+        lines = _kill_at_a_write(_TRAIN.format(data=tiny_root, run=run, resume=False), nth, rng.uniform(0, 0.06),
                                  tmp_path)
         assert "DONE" not in lines, lines[-5:]
         done = _check_run_consistent(run)
         # the next run resumes (or starts again when no epoch was complete) and cleans the killed one's temporaries
-        fit(TrainConfig(data=f"synthetic:{synth_root}", out=str(run), epochs=3, batch_size=8, image_size=64,
-                        progress=False, resume=done > 0))
-        assert _check_run_consistent(run) == 3
+        fit(TrainConfig(data=f"synthetic:{tiny_root}", out=str(run), epochs=2, batch_size=8, image_size=64,
+                        n_masks=2, progress=False, resume=done > 0))
+        assert _check_run_consistent(run) == 2
         assert (run / "checkpoints" / "best.pt").exists()
         assert _temporaries(run) == [], trial
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert [m["epoch"] for m in metrics] == [1, 2, 3]
+        assert [m["epoch"] for m in metrics] == [1, 2]
 
 
 # ----------------------------------------------------------------------------- index folders
@@ -249,12 +258,12 @@ def small_disk(tmp_path):
         yield mount
 
 
-def test_disk_full_while_training_is_one_line_and_leaves_no_temporary(synth_root, small_disk, capsys):
+def test_disk_full_while_training_is_one_line_and_leaves_no_temporary(tiny_root, small_disk, capsys):
     from dermretr.cli import main
 
     run = small_disk / "run"
-    args = ["train", "--data", f"synthetic:{synth_root}", "--out", str(run), "--epochs", "1", "--batch-size", "8",
-            "--image-size", "64", "--no-progress"]
+    args = ["train", "--data", f"synthetic:{tiny_root}", "--out", str(run), "--epochs", "1", "--batch-size", "8",
+            "--image-size", "64", "--n-masks", "2", "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("dermretr: error:") and "space" in err, err
