@@ -260,6 +260,21 @@ def exclusive(path: str | os.PathLike, what: str = "output") -> Iterator[None]:
         os.close(fd)
 
 
+def _check_ancestor(path: Path, option: str, include_self: bool) -> None:
+    """The nearest existing folder above ``path`` must be a folder dermretr can write into (``path`` itself,
+    when it exists and ``include_self``, is checked by the caller)."""
+    for parent in ([path] if include_self else []) + list(path.parents):
+        if parent.exists() or parent.is_symlink():
+            if parent is path:
+                return
+            if not parent.is_dir():
+                raise OutputError(f"cannot write {path}: {parent} is a file, not a folder; choose another {option}")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputError(f"cannot write {path}: {parent} is not writable (a read-only folder or disk); "
+                                  "choose a folder you can write to")
+            return
+
+
 def owner_kind(path: str | os.PathLike) -> str | None:
     """The kind dermretr recorded in a folder it created (``None`` when it has no readable marker)."""
     try:
@@ -296,11 +311,7 @@ def claim_dir(path: str | os.PathLike, kind: str, *, option: str = "--out",
     dermretr._errors.OutputError: ... holds files that dermretr did not write (thesis.docx); ...
     """
     path = Path(path).expanduser().absolute()
-    for parent in [path, *path.parents]:
-        if parent.exists() or parent.is_symlink():
-            if parent is not path and not parent.is_dir():
-                raise OutputError(f"cannot write {path}: {parent} is a file, not a folder; choose another {option}")
-            break
+    _check_ancestor(path, option, include_self=True)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path} is a file, not a folder; choose a new or empty folder")
     if path.is_dir():
@@ -348,14 +359,7 @@ def claim_file(path: str | os.PathLike, *, option: str = "--out",
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name such as {path / 'metrics.json'}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"cannot write {path}: {parent} is a file, not a folder; choose another {option}")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(f"cannot write {path}: {parent} is not writable; choose a folder you can write "
-                                  "to")
-            break
+    _check_ancestor(path, option, include_self=False)
     if path.exists():
         try:
             ours = recognise is not None and recognise(path)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import subprocess
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -148,3 +151,46 @@ def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bo
     if images_exist:
         bad = [p for p in cases["image_path"] if not (Path(p).is_absolute() and Path(p).is_file())]
         assert not bad, f"image paths not absolute existing files: {bad[:3]}"
+
+
+# ----------------------------------------------------------------------------- faults of the machine
+
+
+def _cannot(reason: str) -> None:
+    """Skip on a developer's machine that cannot do this; fail under CI, which runs as root and can."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so this fault test may not be skipped (CI runs as root, which can mount)")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str, why: str):
+    """A tmpfs mounted at ``mount`` for the block (skipped where this machine does not allow it, never in CI)."""
+    mount.mkdir()
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
+                              text=True)
+    except FileNotFoundError:
+        _cannot(f"cannot mount a tmpfs here {why} (no mount command)")
+    if proc.returncode != 0:
+        _cannot(f"cannot mount a tmpfs here {why} ({proc.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only_folder(tmp_path: Path):
+    """A folder nobody may write to: a read-only tmpfs for root (who ignores permission bits), else mode 0555."""
+    if os.geteuid() == 0:
+        with tmpfs(tmp_path / "ro", "size=1m,ro", "read-only") as mount:
+            yield mount
+        return
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)

@@ -8,7 +8,6 @@ and that the next run removes every temporary the killed one left.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -24,6 +23,7 @@ import pytest
 import torch
 
 from dermretr._errors import OutputError
+from fixtures import read_only_folder, tmpfs
 
 TRIALS = 3
 
@@ -234,27 +234,10 @@ def test_concurrent_index_saves_exactly_one_wins(tmp_path):
 # ----------------------------------------------------------------------------- a full disk
 
 
-@contextlib.contextmanager
-def _tmpfs(mount: Path, options: str, why: str):
-    """A tmpfs mounted at ``mount`` for the block (the test is skipped where this machine does not allow it)."""
-    mount.mkdir()
-    try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
-                              text=True)
-    except FileNotFoundError:
-        pytest.skip(f"cannot mount a tmpfs here {why} (no mount command)")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here {why} ({proc.stderr.strip() or 'not root'})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1.5 MB tmpfs to fill."""
-    with _tmpfs(tmp_path / "disk", "size=1536k", "to fill a disk") as mount:
+    with tmpfs(tmp_path / "disk", "size=1536k", "to fill a disk") as mount:
         yield mount
 
 
@@ -294,34 +277,21 @@ def test_disk_full_while_generating_dermsynth(small_disk):
     assert list(small_disk.iterdir()) == []
 
 
-def test_unwritable_folder_is_one_line(tmp_path, capsys):
+def test_read_only_output_is_one_line_naming_it(tmp_path, capsys):
     from dermretr.cli import main
 
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders; the read-only disk below covers this case")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        assert main(["synth", "--out", str(ro / "ds"), "--n-cases", "3", "--image-size", "64", "--no-progress"]) == 2
-        assert capsys.readouterr().err.count("\n") == 1
-    finally:
-        ro.chmod(0o755)
-
-
-def test_read_only_disk_is_one_line(tmp_path, capsys):
-    from dermretr.cli import main
-
-    with _tmpfs(tmp_path / "ro", "size=1m,ro", "read-only") as mount:
-        for args in (["synth", "--out", str(mount / "ds"), "--n-cases", "3", "--image-size", "64", "--no-progress"],
-                     ["train", "--data", "synthetic:/nowhere", "--out", str(mount / "run"), "--no-progress"],
+    with read_only_folder(tmp_path) as ro:
+        for args in (["synth", "--out", str(ro / "ds"), "--n-cases", "3", "--image-size", "64", "--no-progress"],
+                     ["train", "--data", "synthetic:/nowhere", "--out", str(ro / "run"), "--no-progress"],
                      ["evaluate", "--run", str(tmp_path), "--data", "synthetic:/nowhere", "--out",
-                      str(mount / "m.json")],
+                      str(ro / "m.json")],
                      ["fairness", "--run", str(tmp_path), "--data", "synthetic:/nowhere", "--out",
-                      str(mount / "fair")]):
+                      str(ro / "fair")]):
             assert main(args) == 2, args
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith("dermretr: error:"), (args, err)
+            assert str(ro) in err, (args, err)  # the output is what failed, before the (missing) data was read
+        assert list(ro.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- permissions
@@ -365,6 +335,7 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
     code = textwrap.dedent(f"""
         from dermretr._io import exclusive
         from dermretr._errors import OutputError
+from fixtures import read_only_folder, tmpfs
         try:
             with exclusive({str(tmp_path / 'out')!r}):
                 print("GOT")

@@ -28,6 +28,7 @@ from dermretr.evaluate import run_checkpoint
 from dermretr.models.backbones import create, read_weights
 from dermretr.models.retriever import CHECKPOINT_FORMAT, Retriever
 from dermretr.train import TrainConfig, config_from_dict, fit
+from fixtures import read_only_folder
 
 
 @pytest.fixture(scope="module")
@@ -565,18 +566,13 @@ def test_an_unwritable_output_fails_before_the_data_is_loaded(data, done_run, tm
     assert _tree(run) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_parent_folder_fails_before_the_data_is_loaded(data, tmp_path, monkeypatch):
     _no_data_loading(monkeypatch)
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    parent.chmod(0o555)
-    try:
+    with read_only_folder(tmp_path) as parent:
         with pytest.raises(OutputError) as err:
             fit(_cfg(data, parent / "run"))
-        _plain_message(err, "choose a folder you can write to")
-    finally:
-        parent.chmod(0o755)
+        _plain_message(err, str(parent / "run"), "choose a folder you can write to")
+        assert list(parent.iterdir()) == []
 
 
 def test_a_second_training_into_the_same_folder_is_refused(data, tmp_path, monkeypatch):
