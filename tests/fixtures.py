@@ -153,6 +153,15 @@ def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bo
         assert not bad, f"image paths not absolute existing files: {bad[:3]}"
 
 
+def train_config(data: str, out, **changes):
+    """A TrainConfig small enough for a test: 64 px, batch 8, two masks, CPU, no progress bars (2 epochs)."""
+    from dermretr.train import TrainConfig
+
+    base = dict(data=data, out=str(out), epochs=2, batch_size=8, image_size=64, n_masks=2, progress=False,
+                device="cpu")
+    return TrainConfig(**{**base, **changes})
+
+
 # ----------------------------------------------------------------------------- faults of the machine
 
 

@@ -11,6 +11,7 @@ import torch
 from dermretr._errors import DermretrError
 from dermretr.cli import main
 from dermretr.models.retriever import Retriever
+from fixtures import train_config
 from dermretr.train import TrainConfig, fit
 
 
@@ -24,10 +25,7 @@ def small_data(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=data, out=str(out), epochs=2, batch_size=8, image_size=64, n_masks=2, progress=False,
-                device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+    return train_config(data, out, **kw)
 
 
 def test_fit_writes_the_run_folder(small_data, tmp_path):

@@ -28,7 +28,7 @@ from dermretr.evaluate import run_checkpoint
 from dermretr.models.backbones import create, read_weights
 from dermretr.models.retriever import CHECKPOINT_FORMAT, Retriever
 from dermretr.train import TrainConfig, config_from_dict, fit
-from fixtures import read_only_folder
+from fixtures import read_only_folder, train_config
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,7 @@ def data(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=data, out=str(out), epochs=1, batch_size=8, image_size=64, n_masks=2, progress=False,
-                device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+    return train_config(data, out, **{"epochs": 1, **kw})
 
 
 @pytest.fixture(scope="module")

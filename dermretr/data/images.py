@@ -108,6 +108,29 @@ def _reduce(img: Image.Image, max_side: int | None) -> Image.Image:
         return img
 
 
+def _read_error(exc: BaseException, path: str, what: str) -> BaseException:
+    """The one-line :class:`ImageReadError` for a failure to read ``path`` (``what``: image or mask)."""
+    if isinstance(exc, ImageReadError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return ImageReadError(f"{what} file not found: {path}")
+    if isinstance(exc, IsADirectoryError):
+        return ImageReadError(f"{what} path {path} is a folder, not an image file")
+    if isinstance(exc, PermissionError):
+        return ImageReadError(f"cannot read {what} {path}: permission denied; make the file readable")
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageReadError(f"{path} is not an image file PIL can read" if what == "image" else
+                              f"{what} {path} is not an image file PIL can read")
+    if isinstance(exc, Image.DecompressionBombError):  # PIL's own limit, when set lower than MAX_PIXELS
+        return ImageReadError(f"{path} is too large to open safely ({exc}); dermretr reads at most "
+                              f"{MAX_PIXELS / 1e6:g} megapixels (MAX_PIXELS): downscale it first")
+    if isinstance(exc, MemoryError):
+        return ImageReadError(f"not enough memory to decode {what} {path}; downscale it first")
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):  # truncated or corrupt data
+        return ImageReadError(f"cannot decode {what} {path}: {exc}")
+    return exc  # anything else is a bug: not disguised as bad input
+
+
 def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.Image:
     """Open an image as 8-bit RGB with its EXIF orientation applied.
 
@@ -161,23 +184,8 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.
             img = _reduce(img, max_side)
             img = _exif_transpose(img, path)
             return _reduce(_to_rgb(img), max_side)
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"image file not found: {path}") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"image path {path} is a folder, not an image file") from None
-    except PermissionError:
-        raise ImageReadError(f"cannot read image {path}: permission denied; make the file readable") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path} is not an image file PIL can read") from None
-    except Image.DecompressionBombError as exc:  # PIL's own limit, when set lower than MAX_PIXELS
-        raise ImageReadError(f"{path} is too large to open safely ({exc}); dermretr reads at most "
-                             f"{MAX_PIXELS / 1e6:g} megapixels (MAX_PIXELS): downscale it first") from None
-    except MemoryError:
-        raise ImageReadError(f"not enough memory to decode image {path}; downscale it first") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
-        raise ImageReadError(f"cannot decode image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - every way a file can fail to be an image, as one message
+        raise _read_error(exc, path, "image") from None
 
 
 def load_mask(path: str | os.PathLike, bit: int | None = None) -> np.ndarray:
@@ -227,14 +235,8 @@ def load_mask(path: str | os.PathLike, bit: int | None = None) -> np.ndarray:
                 raise ImageReadError(f"mask {path} is a {img.mode!r} image; bit {bit} can only be read from a "
                                      "single-channel integer image (such as DermSynth's mask PNGs)")
             return (np.asarray(img).astype(np.int64) >> int(bit)) & 1 == 1
-    except ImageReadError:
-        raise
-    except PermissionError:
-        raise ImageReadError(f"cannot read mask {path}: permission denied; make the file readable") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"mask {path} is not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"cannot decode mask {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise _read_error(exc, path, "mask") from None
 
 
 def _exif_transpose(img: Image.Image, path: str) -> Image.Image:
