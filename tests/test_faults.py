@@ -335,7 +335,6 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
     code = textwrap.dedent(f"""
         from dermretr._io import exclusive
         from dermretr._errors import OutputError
-from fixtures import read_only_folder, tmpfs
         try:
             with exclusive({str(tmp_path / 'out')!r}):
                 print("GOT")
