@@ -74,6 +74,15 @@ def test_weights_file_route_gives_identical_outputs(tiny, tmp_path):
     fresh = create("dermretr-tiny", device="cpu", image_size=64)
     with torch.no_grad():
         assert not torch.equal(fresh.encode_image(x)[0], a)  # the file really mattered
+    # a dermretr checkpoint gives its backbone (fine-tuning a model trained elsewhere, e.g. on DermSynth)
+    checkpoint = Retriever(tiny, kind="full", n_masks=2).save(tmp_path / "best.pt")
+    tuned = create("dermretr-tiny", pretrained=str(checkpoint), device="cpu", image_size=64)
+    with torch.no_grad():
+        assert torch.equal(tuned.encode_image(x)[0], a)
+        assert torch.equal(tuned.model.encode_text(tuned.tokenize(["blue-whitish veil"])), ea)
+    small = Retriever(create("dermretr-small", device="cpu"), kind="image").save(tmp_path / "small.pt")
+    with pytest.raises(DermretrError, match="small.pt does not fit architecture 'dermretr-tiny'"):
+        create("dermretr-tiny", pretrained=str(small), device="cpu")
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
@@ -178,6 +187,30 @@ def test_text_changes_the_composed_query(tiny):
     assert not np.allclose(a["global"], b["global"], atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["global", "full"])
+def test_an_untrained_composer_starts_as_late_fusion_and_the_ablation_as_image_only(tiny, kind):
+    """With the text skip the untrained composed query is ~``0.88 x + t`` (the late-fusion query up to the
+    gate): the text steers it from the first step.  Without it (the ablation, format-3 composers) the
+    text hardly moves the query: an image-only start."""
+    torch.manual_seed(4)
+    x, texts = _images(2), ["blue-whitish veil", "arborizing vessels"]
+    late = Retriever(tiny, kind="late_fusion").eval()
+    with torch.no_grad():
+        fused = late.encode_queries(x, texts)["global"]
+        image = Retriever(tiny, kind="image").encode_queries(x, texts)["global"]
+        for skip, like, unlike in ((True, fused, image), (False, image, fused)):
+            r = Retriever(tiny, kind=kind, n_masks=2, text_skip=skip).eval()
+            q = r.encode_queries(x, texts)
+            cos_like, cos_unlike = (np.sum(q["global"] * v, axis=1) for v in (like, unlike))
+            assert cos_like.min() > 0.99 and cos_unlike.max() < 0.99, (skip, cos_like, cos_unlike)
+            assert (r.combiner.text_weight is not None) == skip and r.config()["text_skip"] == skip
+            if kind == "full":  # the same holds region by region
+                plain = r.encode_targets(x)["local"]
+                change = 1 - np.sum(q["local"] * plain, axis=-1)
+                assert (change.min() > 0.01) if skip else (change.max() < 1e-3), change
+    assert Retriever(tiny, kind="clip4cir", text_skip=True).config()["text_skip"] is False  # composers only
+
+
 def test_text_reaches_the_local_query_whatever_the_scale_of_regions_and_prototypes():
     """The text's say in the local query must not shrink as pooled vectors or prototypes grow.
 
@@ -254,6 +287,21 @@ def test_save_and_load_round_trip(tmp_path):
         Retriever.load(tmp_path / "junk.pt", device="cpu")
     with pytest.raises(DermretrError, match="checkpoint not found"):
         Retriever.load(tmp_path / "none.pt", device="cpu")
+    # a format-3 checkpoint (no text skip; its config has no "text_skip") still loads, as it was trained
+    plain = Retriever(create("dermretr-tiny", device="cpu"), kind="full", n_masks=2, text_skip=False)
+    old3 = torch.load(plain.save(tmp_path / "plain.pt"), weights_only=True)
+    assert not any("text_weight" in k for k in old3["state_dict"])
+    del old3["config"]["text_skip"]
+    old3["format"] = 3
+    torch.save(old3, tmp_path / "format3.pt")
+    loaded = Retriever.load(tmp_path / "format3.pt", device="cpu")
+    assert loaded.text_skip is False
+    assert np.allclose(loaded.encode_queries(x, ["veil", "streaks"])["global"],
+                       plain.encode_queries(x, ["veil", "streaks"])["global"], atol=1e-6)
+    old3["config"]["text_skip"] = "yes"
+    torch.save(old3, tmp_path / "bad_skip.pt")
+    with pytest.raises(DermretrError, match="text_skip='yes', not true or false"):
+        Retriever.load(tmp_path / "bad_skip.pt", device="cpu")
     for old in (1, 2):  # full models saved before the masks (1) or the local text composition (2) changed
         payload["format"] = old
         torch.save(payload, tmp_path / "old.pt")

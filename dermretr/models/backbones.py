@@ -15,7 +15,9 @@ Names accepted:
   ``"local-dir:/path"`` (a folder with ``open_clip_config.json`` and weights);
 * ``pretrained="/path/to/checkpoint.pt"`` (or ``.bin`` / ``.safetensors``): a
   local weights file for the named architecture, read by :func:`read_weights`
-  (``weights_only=True``: a pickle holding Python objects is refused, never run).
+  (``weights_only=True``: a pickle holding Python objects is refused, never run);
+  a dermretr checkpoint (``RUN/checkpoints/best.pt``) gives its backbone, so a
+  model trained on one dataset (DermSynth) is fine-tuned on another.
 
 A file that is not a weights file, or whose weights do not fit the architecture
 (:func:`weights_mismatch`), raises :class:`~dermretr.DermretrError` naming the
@@ -327,6 +329,9 @@ def _load_local_weights(model: nn.Module, path: str, name: str) -> None:
     obj = read_weights(path, expected)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+        encoder = {k[len("encoder."):]: v for k, v in obj.items() if isinstance(k, str) and k.startswith("encoder.")}
+        if encoder:  # a dermretr checkpoint (RUN/checkpoints/best.pt): start from its backbone, e.g. to fine-tune
+            obj = encoder  # a model trained on DermSynth on real images
     if isinstance(obj, torch.jit.ScriptModule):  # pragma: no cover - weights_only never returns one
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):

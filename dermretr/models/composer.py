@@ -35,7 +35,13 @@ __all__ = ["GatedResidualCombiner", "Clip4CirCombiner", "SpatialMasks"]
 
 
 class GatedResidualCombiner(nn.Module):
-    """Global composed query: ``q = g(x, t) * x + r(x, t)`` with an element-wise gate.
+    """Global composed query: ``q = g(x, t) * x + r(x, t) + b * t`` with an element-wise gate.
+
+    The text skip ``b * t`` (``text_skip=True``, a learned scalar starting at 1) makes the composer
+    start as late fusion (``~0.88 x + t``) instead of as image-only retrieval: without it the gate
+    starts open and the residual near 0, so the text hardly changes the query at first, the text
+    tower gets almost no gradient, and on small real sets (PH2) the trained composer stayed close to
+    image-only retrieval while late fusion and text-only retrieval used the findings better.
 
     Parameters
     ----------
@@ -45,9 +51,11 @@ class GatedResidualCombiner(nn.Module):
         Width of the gate and residual MLPs.
     dropout : float
         Dropout inside the MLPs.
+    text_skip : bool
+        Add the learned-scale text term ``b * t`` (``False``: the composer of checkpoint format 3).
     """
 
-    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.1):
+    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.1, text_skip: bool = True):
         super().__init__()
         hidden = hidden or 2 * dim
         self.gate = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
@@ -58,11 +66,13 @@ class GatedResidualCombiner(nn.Module):
         nn.init.constant_(self.gate[-1].bias, 2.0)
         nn.init.normal_(self.residual[-1].weight, std=1e-3)
         nn.init.zeros_(self.residual[-1].bias)
+        self.text_weight = nn.Parameter(torch.tensor(1.0)) if text_skip else None
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         x, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
         joint = torch.cat([x, t], dim=-1)
-        return torch.sigmoid(self.gate(joint)) * x + self.residual(joint)
+        q = torch.sigmoid(self.gate(joint)) * x + self.residual(joint)
+        return q if self.text_weight is None else q + self.text_weight * t
 
 
 class Clip4CirCombiner(nn.Module):
@@ -125,10 +135,13 @@ class SpatialMasks(nn.Module):
         Dimension of the text embedding used on the query side.
     init_proj : Tensor, optional
         The backbone's own token projection (``token_dim x dim``) to start from.
+    text_skip : bool
+        Add a learned-scale text term to each composed region vector, as
+        :class:`GatedResidualCombiner` does to the global one (needs ``text_dim == dim``).
     """
 
     def __init__(self, token_dim: int, dim: int, n_masks: int = 4, text_dim: int | None = None,
-                 init_proj: torch.Tensor | None = None):
+                 init_proj: torch.Tensor | None = None, text_skip: bool = False):
         super().__init__()
         if n_masks < 1:
             raise ValueError(f"n_masks must be at least 1, got {n_masks}")
@@ -153,6 +166,9 @@ class SpatialMasks(nn.Module):
         nn.init.constant_(self.local_gate[-1].bias, 2.0)  # start close to "keep the region": gate open ...
         nn.init.normal_(self.local_residual[-1].weight, std=1e-3)  # ... residual small
         nn.init.zeros_(self.local_residual[-1].bias)
+        if text_skip and text_dim != dim:
+            raise ValueError(f"a text skip needs text_dim == dim, got {text_dim} and {dim}")
+        self.text_weight = nn.Parameter(torch.tensor(1.0)) if text_skip else None
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None,
                 has_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,6 +201,8 @@ class SpatialMasks(nn.Module):
             joint = torch.cat([x, t.unsqueeze(1).expand(-1, self.n_masks, -1),
                                protos.unsqueeze(0).expand(b, -1, -1)], dim=-1)
             composed = torch.sigmoid(self.local_gate(joint)) * x + self.local_residual(joint)
+            if self.text_weight is not None:
+                composed = composed + self.text_weight * t.unsqueeze(1)
             local = composed if on is None else on * composed + (1 - on) * x
         return local, attn
 

@@ -65,7 +65,9 @@ __all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FO
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 DEFAULT_ALPHA = 0.6
-CHECKPOINT_FORMAT = 3  # 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query
+# 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query;
+# 4: optional text skip in the composers (config "text_skip"; absent = False, as format 3 was)
+CHECKPOINT_FORMAT = 4
 
 
 def _check_alpha(alpha: float) -> float:
@@ -114,10 +116,15 @@ class Retriever(nn.Module):
         Learn ``alpha`` through a sigmoid (default) or keep it fixed.
     freeze_backbone : bool
         Keep the backbone's weights fixed (train only the heads).
+    text_skip : bool
+        ``kind="global"`` and ``"full"``: the composers add a learned-scale text term, so an untrained
+        composed query starts as late fusion rather than as the image alone (see
+        :class:`~dermretr.models.composer.GatedResidualCombiner`); ``False`` is the ablation (and
+        the composer of checkpoints before format 4).
     """
 
     def __init__(self, backbone: Backbone, kind: str = "full", n_masks: int = 4, alpha: float = DEFAULT_ALPHA,
-                 learn_alpha: bool = True, freeze_backbone: bool = False):
+                 learn_alpha: bool = True, freeze_backbone: bool = False, text_skip: bool = True):
         super().__init__()
         if kind not in KINDS:
             raise DermretrError(f"unknown retriever kind {kind!r}; kinds: {', '.join(KINDS)}")
@@ -130,15 +137,17 @@ class Retriever(nn.Module):
         self.n_masks = n_masks
         self.learn_alpha = learn_alpha
         self.freeze_backbone = freeze_backbone
+        self.text_skip = bool(text_skip) and kind in ("global", "full")
         dim = backbone.embed_dim
         if kind == "clip4cir":
             self.combiner = Clip4CirCombiner(dim)
         elif kind in ("global", "full"):
-            self.combiner = GatedResidualCombiner(dim)
+            self.combiner = GatedResidualCombiner(dim, text_skip=self.text_skip)
         else:
             self.combiner = None
         self.masks = (
-            SpatialMasks(backbone.vision_width, dim, n_masks, text_dim=dim, init_proj=backbone.project_tokens())
+            SpatialMasks(backbone.vision_width, dim, n_masks, text_dim=dim, init_proj=backbone.project_tokens(),
+                         text_skip=self.text_skip)
             if kind == "full" else None
         )
         a = min(max(alpha, 1e-4), 1 - 1e-4)
@@ -172,6 +181,7 @@ class Retriever(nn.Module):
             "n_masks": self.n_masks,
             "learn_alpha": self.learn_alpha,
             "freeze_backbone": self.freeze_backbone,
+            "text_skip": self.text_skip,
         }
 
     @property
@@ -345,7 +355,7 @@ class Retriever(nn.Module):
         except DermretrError as exc:  # e.g. a backbone unknown here, or a device not available
             raise DermretrError(f"cannot load {path} (backbone {cfg['backbone']!r}): {exc}") from None
         model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
-                    freeze_backbone=cfg["freeze_backbone"])
+                    freeze_backbone=cfg["freeze_backbone"], text_skip=cfg.get("text_skip", False))
         problem = weights_mismatch(model, state)
         if problem:
             shown = ", ".join(f"{k} {cfg[k]!r}" for k in ("backbone", "kind", "n_masks"))
@@ -393,6 +403,8 @@ def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
         raise fail(f"its config has kind={cfg['kind']!r}, not one of {', '.join(KINDS)}")
     if cfg["n_masks"] < 1:
         raise fail(f"its config has n_masks={cfg['n_masks']!r}, not a positive integer")
+    if not isinstance(cfg.get("text_skip", False), bool):
+        raise fail(f"its config has text_skip={cfg['text_skip']!r}, not {_TYPE_NAMES[bool]}")
     size = cfg.get("image_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise fail(f"its config has image_size={size!r}, not a positive integer")
