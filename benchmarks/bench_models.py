@@ -21,6 +21,7 @@ and text-only on mAP@10 and Recall@1; full >= global-only; full beats every floo
 Recall@1 and mAP@10 (paired CI above 0).  Prints a table and one JSON line.
 
     python benchmarks/bench_models.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full global image text]
+        [--ablate-text-skip]
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="keep data and runs here (default: a temp dir)")
+    parser.add_argument("--ablate-text-skip", action="store_true",
+                        help="also train full and global without the composers' text skip (kinds "
+                             "'full:no-text-skip', 'global:no-text-skip'), paired against full")
     args = parser.parse_args()
     bad = set(args.kinds) - set(KINDS)
     if bad:
@@ -66,19 +70,23 @@ def main() -> None:
     cases = load("synthetic", root)
     rows = []
     per_query: dict[str, list[pd.DataFrame]] = {}
+    runs = [(kind, kind, True) for kind in args.kinds]
+    if args.ablate_text_skip:
+        runs += [(f"{kind}:no-text-skip", kind, False) for kind in args.kinds if kind in ("full", "global")]
     for seed in args.seeds:
-        for kind in args.kinds:
-            out = tmp / (f"run-{kind}" if len(args.seeds) == 1 else f"run-{kind}-seed{seed}")
+        for label, kind, text_skip in runs:
+            stem = f"run-{label.replace(':', '-')}"
+            out = tmp / (stem if len(args.seeds) == 1 else f"{stem}-seed{seed}")
             cfg = TrainConfig(data=f"synthetic:{root}", out=str(out), model=kind, image_size=args.image_size,
-                              seed=seed, progress=False, device=args.device)
+                              seed=seed, progress=False, device=args.device, text_skip=text_skip)
             if args.epochs:
                 cfg.epochs = args.epochs
             start = time.perf_counter()
             result = fit(cfg)
             seconds = time.perf_counter() - start
             best = Retriever.load(out / "checkpoints" / "best.pt", device=args.device)
-            variants = {kind: None}
-            if kind == "full":  # what each branch of the full model scores on its own
+            variants = {label: None}
+            if label == "full":  # what each branch of the full model scores on its own
                 variants.update({"full:global-branch": 0.0, "full:local-branch": 1.0})
             for name, alpha in variants.items():
                 pq, summary = case_search(best, cases, query_split="test", alpha=alpha)

@@ -72,16 +72,13 @@ def fold_tables(cases: pd.DataFrame, folds: int, relevant: str, seed: int) -> li
 
 def _check_no_leak(cases: pd.DataFrame, relevant: str) -> None:
     """The query text must not name what counts as relevant (the diagnosis or its group)."""
-    from dermretr.data.vocab import case_text
+    from dermretr import DermretrError
+    from dermretr.evaluate import check_query_text
 
-    names = {str(v).lower() for v in cases[relevant].dropna().unique()} | {
-        str(v).lower() for v in cases["diagnosis"].dropna().unique()}
-    for _, row in cases.iterrows():
-        text = case_text(row, style="terse", seed=None).lower()
-        leaked = [n for n in names if len(n) > 2 and n in text]
-        if leaked:
-            raise SystemExit(f"query text of case {row['case_id']} names {leaked[0]!r}: the benchmark would leak the "
-                             "answer into the question")
+    try:
+        check_query_text(cases, relevant=relevant)  # every case's findings text, as case_scores builds it
+    except DermretrError as exc:
+        raise SystemExit(f"{exc}: the benchmark would leak the answer into the question") from None
 
 
 def main() -> None:
@@ -97,6 +94,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backbone", default="dermretr-tiny")
     parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--no-text-skip", action="store_true",
+                        help="ablation: composers without the text skip (start as image-only, not late fusion)")
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
@@ -130,6 +129,7 @@ def main() -> None:
                 cfg = TrainConfig(data=args.data, out=str(run), model=kind, epochs=args.epochs,
                                   batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
                                   pretrained=args.pretrained, seed=seed, device=args.device, progress=False,
+                                  text_skip=not args.no_text_skip,
                                   resume=(run / "checkpoints" / "last.pt").is_file())  # a rerun continues
                 start = time.perf_counter()
                 with warnings.catch_warnings():

@@ -228,9 +228,9 @@ def _example_query(cases: pd.DataFrame, data: Path, seed: int) -> tuple[pd.Serie
     triplets = load_triplets(data)
     if triplets is not None:
         triplets = triplets[triplets["reference_case_id"].isin(set(test["case_id"]))]
-    if triplets is None or len(triplets) == 0:  # no triplet: the case's own descriptor text
+    if triplets is None or len(triplets) == 0:  # no triplet: the case's own findings text (never its caption)
         row = test.iloc[0]
-        return row, case_text(row, style="terse", seed=None), None
+        return row, case_text(row, style="terse", seed=None, view="findings"), None
     pick = triplets.sample(1, random_state=seed).iloc[0]
     row = cases[cases["case_id"] == pick["reference_case_id"]].iloc[0]
     return row, str(pick["modification_text"]), {str(pick["target_case_id"])}

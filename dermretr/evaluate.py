@@ -21,9 +21,11 @@ micro one.  Non-learned floors (random, majority first, criteria match) have
 the same per-query tables: see :mod:`dermretr.floors`.
 
 Protocol "case" (:func:`case_search`): the query is a test case's image plus
-its descriptor text; the gallery is the train and val cases; relevant cases
-share the query's diagnosis group (or fine diagnosis); the query's own case
-and cases of the same patient are excluded from the ranking.
+its findings text (:func:`~dermretr.data.vocab.case_text`, ``view="findings"``:
+what is known before a diagnosis, never the caption); the gallery is the train
+and val cases; relevant cases share the query's diagnosis group (or fine
+diagnosis); the query's own case and cases of the same patient are excluded
+from the ranking.
 
 Protocol "modify" (:func:`modify_search`): the query is a reference image plus
 a modification text.  With DermSynth's triplets (``meta/modifications.csv``)
@@ -33,6 +35,23 @@ On datasets with 7-point criteria and no triplets, :func:`derive_triplets`
 asks for a criterion value the reference does not have; relevant are the
 train/val gallery cases with that value and the reference's diagnosis group;
 the reference's patient is excluded.
+
+Protocol "tone" (:func:`tone_search`: "this condition, on darker skin"): the
+query is a test case's image plus a skin-tone phrase naming a range other than
+the case's own, then its findings (``"on Fitzpatrick type V-VI skin: irregular
+streaks"``; :func:`~dermretr.data.vocab.tone_query_text`); one query per case
+and other range in which the train+val gallery holds a relevant case (the
+other pairs are skipped and counted).  Relevant are gallery cases of the
+query's diagnosis group (or diagnosis) *with a skin tone in the target range*;
+the query's patient is excluded.  Skin tone is read on a scale
+(:data:`~dermretr.data.vocab.TONE_RANGES`): Fitzpatrick pairs I-II / III-IV /
+V-VI, Monk 1-3 / 4-7 / 8-10, or ITA categories estimated from the pixels
+(:func:`tone_ranges`).  Its macro average is over target ranges
+(``by="target_range"``).
+
+Every protocol refuses query texts that name the answer
+(:func:`check_query_text`): a diagnosis, a diagnosis group or a synonym, in
+which case retrieval would be scored on reading the question.
 
 :func:`evaluate_run` evaluates a run folder (``RUN_DIR/checkpoints/best.pt``)
 and returns per-query metrics plus records ``{"run", "method", "protocol",
@@ -52,10 +71,12 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +84,8 @@ import pandas as pd
 
 from ._errors import DermretrError
 from ._io import atomic_path, claim_file
-from .data.vocab import CRITERIA, case_text, criteria_of, modification_text
+from .data.vocab import (CRITERIA, DIAGNOSES, DIAGNOSIS_SYNONYMS, GROUP_NAMES, TONE_RANGES, TONE_SCALES, TONE_STYLES,
+                         case_text, criteria_of, modification_text, strip_tone, tone_query_text, tone_range)
 
 __all__ = [
     "rank_metrics",
@@ -72,10 +94,17 @@ __all__ = [
     "paired_difference",
     "case_search",
     "case_scores",
+    "check_query_text",
     "scores_search",
     "modify_search",
     "derive_triplets",
     "load_triplets",
+    "tone_search",
+    "tone_queries",
+    "tone_ranges",
+    "with_tone_estimate",
+    "ToneQueries",
+    "TONE_COLUMNS",
     "evaluate_run",
     "run_checkpoint",
     "metric_records",
@@ -100,7 +129,7 @@ RECORD_KEYS = ("run", "method", "protocol", "average", "metric", "k", "value", "
 #: Averages over queries: the plain mean, and the mean over classes of the class means.
 AVERAGES = ("micro", "macro")
 #: Evaluation protocols.
-PROTOCOLS = ("case", "modify")
+PROTOCOLS = ("case", "modify", "tone")
 #: How equal scores are ordered (see :func:`rank_metrics`).
 TIES = ("stable", "pessimistic", "optimistic")
 #: Columns of the query case copied into per-query tables (for fairness slicing),
@@ -396,8 +425,8 @@ def _check_metrics(per_query: pd.DataFrame, metrics) -> tuple[str, ...]:
 
 def _pair(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame) -> np.ndarray:
     """Row of ``per_query_b`` for every row of ``per_query_a`` (same query), refusing unpaired tables."""
-    keys = ["case_id"] + [c for c in ("modification_text", "target_case_id", "criterion", "to_value")
-                          if c in per_query_a.columns and c in per_query_b.columns]
+    keys = ["case_id"] + [c for c in ("modification_text", "target_case_id", "criterion", "to_value",
+                                      "target_range") if c in per_query_a.columns and c in per_query_b.columns]
 
     def key(t):
         return pd.Series(["\x1f".join(parts) for parts in zip(*(_text(t[c]) for c in keys))])
@@ -447,7 +476,7 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
                       seed: int = 0, average: str = "micro", by: str = "diagnosis_group") -> pd.DataFrame:
     """Run a minus run b on the same queries, one row per metric.
 
-    Queries are paired by case (and modification, for the modify protocol);
+    Queries are paired by case (and modification, for the modify protocol; target range, for the tone one);
     tables that cover different queries or disagree on relevance are refused.
     Queries without a relevant case are left out.  Each row gives both means,
     the mean per-query difference ``a - b`` with a percentile bootstrap CI
@@ -809,12 +838,109 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[:, None] == b[None, :]
 
 
+# ----------------------------------------------------------------------------- leak guard
+
+_WORD_RE = re.compile(r"[^\W_]+")
+_SHOWN_TEXT = 80
+
+
+def _words(text: object) -> str:
+    """Lower-case words separated by single spaces (hyphens, brackets, apostrophes... as spaces)."""
+    return " ".join(_WORD_RE.findall(str(text).lower()))
+
+
+@functools.lru_cache(maxsize=1)
+def _known_labels() -> frozenset[str]:
+    """Every diagnosis and group name the vocabulary and the loaders know, and their synonyms (as words)."""
+    from .data.sources import fitzpatrick17k, ham10000, isic2020, pad_ufes20, ph2
+
+    names = [*DIAGNOSES, *GROUP_NAMES, *DIAGNOSIS_SYNONYMS, *fitzpatrick17k.NINE_PARTITION,
+             *fitzpatrick17k.THREE_PARTITION, *ph2.DIAGNOSES, *ph2.GROUPS.values()]
+    for module in (pad_ufes20, ham10000, isic2020):
+        names += [*module.GROUPS, *module.GROUPS.values(), *getattr(module, "DIAGNOSIS_NAMES", {}).values()]
+    return frozenset(map(_words, names))
+
+
+def check_query_text(cases: pd.DataFrame, texts: Sequence[str] | None = None,
+                     relevant: str = "diagnosis_group", style: str = "terse") -> None:
+    """Refuse query texts that name the answer: a label, a diagnosis group or a synonym.
+
+    A query whose text names what counts as relevant scores by reading the
+    question.  Refused are, as whole words or phrases (letter case, hyphens and
+    punctuation ignored; terms of two characters or fewer, such as ``SK``, are
+    not checked): every value of the table's ``diagnosis``, ``diagnosis_group``
+    and ``relevant`` columns, every diagnosis and group name the vocabulary
+    and the loaders know (Derm7pt's 20 diagnoses, HAM10000's ``mel``, ``bkl``,
+    PAD-UFES-20's ``ACK``...) and :data:`~dermretr.data.vocab.DIAGNOSIS_SYNONYMS`
+    (``nevi``, ``benign``, ``malignant``...).  Whole words only:
+    ``melanocytic`` does not trip on ``mel``.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        The query cases, one row per text (its ``case_id`` and ``source``
+        name the culprit).
+    texts : sequence of str, optional
+        The query texts; default: each case's
+        :func:`~dermretr.data.vocab.case_text` (``view="findings"``) in
+        ``style``.
+    relevant : str
+        The column whose equal values count as relevant; its values are
+        refused besides the diagnoses and groups.
+    style : {"terse", "sentence", "note"}
+        Style of the default texts.
+
+    Raises
+    ------
+    DermretrError
+        Naming the source, the case, the word and the text of the first
+        leaking query, and how many more leak.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"case_id": ["a", "b"], "source": "demo", "diagnosis": ["psoriasis", "acne"],
+    ...                       "diagnosis_group": ["inflammatory", "inflammatory"]})
+    >>> check_query_text(cases, ["itching; on the arm", "Fitzpatrick type IV skin"])
+    >>> check_query_text(cases, ["itching", "acne; on the face"])
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: query text names the answer: source 'demo', case 'b': 'acne' in ...
+    """
+    if texts is None:
+        texts = [case_text(row, style=style, seed=None) for _, row in cases.iterrows()]
+    texts = list(texts)
+    if len(texts) != len(cases):
+        raise DermretrError(f"{len(texts)} query texts for {len(cases)} query cases: give one text per case")
+    if relevant not in cases.columns and relevant not in _RELEVANT:
+        raise DermretrError(f"relevant column {relevant!r} is not in the case table; columns: {list(cases.columns)}")
+    terms = set(_known_labels())
+    for column in dict.fromkeys(("diagnosis", "diagnosis_group", relevant)):
+        if column in cases.columns:
+            terms.update(_words(v) for v in pd.unique(cases[column].dropna().astype(str)))
+    terms = sorted((t for t in terms if len(t) > 2), key=lambda t: (-len(t), t))  # the longest phrase is named
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b")
+    leaks = [(i, m.group(0)) for i, text in enumerate(texts) if (m := pattern.search(_words(text)))]
+    if not leaks:
+        return
+    i, word = leaks[0]
+    row = cases.iloc[i]
+    source = f"source {str(row['source'])!r}, " if "source" in cases.columns else ""
+    case = str(row["case_id"]) if "case_id" in cases.columns else f"row {i}"
+    text = str(texts[i])
+    shown = text if len(text) <= _SHOWN_TEXT else text[:_SHOWN_TEXT - 3] + "..."
+    more = f" (and {len(leaks) - 1} more of {len(texts)} queries)" if len(leaks) > 1 else ""
+    raise DermretrError(
+        f"query text names the answer: {source}case {case!r}: {word!r} in {shown!r}{more}; queries must hold "
+        "findings only, never a diagnosis, its group or a synonym (case_text(..., view='findings'))"
+    )
+
+
 def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
                 gallery_splits: Sequence[str] = ("train", "val"), relevant: str = "diagnosis_group",
                 ks: Sequence[int] = (1, 5, 10), alpha: float | None = None, text_style: str = "terse",
                 batch_size: int = 64, progress: bool = False, gallery: dict | None = None,
                 queries: dict | None = None, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
-    """The "case" protocol: test image + its descriptor text against the train+val gallery.
+    """The "case" protocol: test image + its findings text against the train+val gallery.
 
     Parameters
     ----------
@@ -833,7 +959,8 @@ def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
         Pre-computed ``encode_targets`` of the gallery rows (in table order).
     queries : dict, optional
         Pre-computed ``encode_queries`` of the query rows (in table order,
-        with their :func:`~dermretr.data.vocab.case_text`).
+        with their :func:`~dermretr.data.vocab.case_text`, ``view="findings"``;
+        such texts are not checked by :func:`check_query_text`).
     ties : {"stable", "pessimistic", "optimistic"}
         Order of equal scores (see :func:`rank_metrics`).
 
@@ -899,9 +1026,11 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
     """Queries, gallery, scores ``[Q, G]`` and excluded pairs of the "case" protocol.
 
     The one place that decides what the protocol compares: a query is a
-    ``query_split`` case's image plus its descriptor text, the gallery is
-    ``gallery_splits``, and a query's own case and every case of its patient
-    are excluded.  :func:`case_search` and
+    ``query_split`` case's image plus its findings text
+    (:func:`~dermretr.data.vocab.case_text`, ``view="findings"``, checked by
+    :func:`check_query_text`: a text naming a diagnosis is an error), the
+    gallery is ``gallery_splits``, and a query's own case and every case of
+    its patient are excluded.  :func:`case_search` and
     :func:`dermretr.fairness.retrieve_topk` build on it.
 
     >>> class Same:
@@ -917,7 +1046,8 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
 
     q, g, exclude = _case_pairs(cases, query_split, gallery_splits)
     if queries is None:
-        texts = [case_text(row, style=text_style, seed=None) for _, row in q.iterrows()]
+        texts = [case_text(row, style=text_style, seed=None, view="findings") for _, row in q.iterrows()]
+        check_query_text(q, texts)
         queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
     if gallery is None:
         gallery = retriever.encode_targets(g["image_path"].tolist(), batch_size=batch_size, progress=progress)
@@ -1176,9 +1306,10 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
             rel[rows] &= _same(t.loc[rows, "to_value"].astype(str).to_numpy(), gv)
         exclude = _same(q["patient_id"].astype(str).to_numpy(), g["patient_id"].astype(str).to_numpy()) | _same(
             q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy())
+    texts = t["modification_text"].tolist()
+    check_query_text(q, texts)
     gallery_paths = cases["image_path"].iloc[g_idx].tolist()
-    qe = retriever.encode_queries(q["image_path"].tolist(), t["modification_text"].tolist(), batch_size=batch_size,
-                                  progress=progress)
+    qe = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
     ge = retriever.encode_targets(gallery_paths, batch_size=batch_size, progress=progress)
     s, _, _ = convex_score(qe, ge, alpha=alpha)
     extra = [c for c in ("modification_text", "criterion", "from_value", "to_value", "target_case_id")
@@ -1186,6 +1317,279 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
     info = pd.concat([_query_columns(q), t[extra]], axis=1)
     per_query = _attach(info, rank_metrics(s, rel, exclude, ks=ks, ties=ties))
     return per_query, summarize_metrics(per_query)
+
+
+# ----------------------------------------------------------------------------- tone protocol
+
+#: Where each skin-tone scale of the tone protocol reads its values (columns of the case table).
+TONE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "fitzpatrick": ("fitzpatrick", "skin_tone_group"),
+    "monk": ("monk",),
+    "ita": ("ita_category_estimated", "ita_estimated"),
+}
+_TONE_HINTS = {
+    "fitzpatrick": "use data with Fitzpatrick types (DermSynth, fitzpatrick17k, ddi, pad_ufes20, scin), "
+                   "--tone-scale monk for Monk tones, or --tone-scale ita to estimate skin tone from the pixels",
+    "monk": "few datasets have Monk tones (scin does); use --tone-scale fitzpatrick, or --tone-scale ita to "
+            "estimate skin tone from the pixels",
+    "ita": "estimate skin tone from the pixels first (dermretr.fairness.estimate_skin_tone(cases); "
+           "`dermretr evaluate --protocol tone --tone-scale ita` does it), or use labelled data with "
+           "--tone-scale fitzpatrick",
+}
+
+
+def tone_ranges(cases: pd.DataFrame, scale: str = "fitzpatrick") -> np.ndarray:
+    """The skin-tone range (:data:`~dermretr.data.vocab.TONE_RANGES`) of every case; None when unknown.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        A case table.
+    scale : {"fitzpatrick", "monk", "ita"}
+        ``fitzpatrick``: the ``fitzpatrick`` column, else ``skin_tone_group``
+        (DDI publishes only the pairs I-II, III-IV, V-VI); ``monk``: the
+        ``monk`` column; ``ita``: the skin tone *estimated* from the pixels
+        (``ita_category_estimated`` or ``ita_estimated``, from
+        :func:`dermretr.fairness.estimate_skin_tone`).  A missing column
+        gives unknowns.
+
+    Returns
+    -------
+    ndarray of object
+        Range names or None, one per case.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"fitzpatrick": pd.array([1, 4, None, None], dtype="Int64"),
+    ...                       "skin_tone_group": [None, None, "V-VI", None]})
+    >>> tone_ranges(cases).tolist(), tone_ranges(cases, "monk").tolist()
+    (['I-II', 'III-IV', 'V-VI', None], [None, None, None, None])
+    """
+    from .color import ita_category
+
+    if scale not in TONE_SCALES:
+        raise DermretrError(f"unknown skin-tone scale {scale!r}; scales: {', '.join(TONE_SCALES)}")
+    out = np.full(len(cases), None, dtype=object)
+    for column in TONE_COLUMNS[scale]:
+        if column not in cases.columns:
+            continue
+        values = cases[column].astype(object).to_numpy()
+        if column == "ita_estimated":
+            values = [ita_category(float(v)) if pd.notna(v) and np.isfinite(float(v)) else None for v in values]
+        unknown = np.array([r is None for r in out], dtype=bool)
+        out[unknown] = [tone_range(v, scale) for v in np.asarray(values, dtype=object)[unknown]]
+    return out
+
+
+def _check_tone_labels(cases: pd.DataFrame, ranges: np.ndarray, scale: str) -> None:
+    """Refuse a case table without skin-tone labels in at least two ranges of ``scale`` (one line, with a hint)."""
+    names = list(TONE_RANGES[scale])
+    known = [r for r in ranges if r is not None]
+    present = sorted(set(known), key=names.index)
+    if len(present) >= 2:
+        return
+    sources = (pd.unique(cases["source"].astype(str)).tolist() if "source" in cases.columns else [])
+    data = (f"source {', '.join(map(repr, sources[:3]))}" if sources else "the case table") + f" ({len(cases)} cases)"
+    one, many = {"fitzpatrick": ("Fitzpatrick type", "Fitzpatrick types"), "monk": ("Monk tone", "Monk tones"),
+                 "ita": ("estimated ITA category", "estimated ITA categories")}[scale]
+    what = (f"has no {one}" + (" (no column " + " or ".join(map(repr, TONE_COLUMNS[scale])) + ")"
+                               if not set(TONE_COLUMNS[scale]) & set(cases.columns) else "")
+            if not known else f"has {many} in range {present[0]} only ({len(known)} labelled cases)")
+    hint = _TONE_HINTS[scale]
+    if scale == "ita" and set(TONE_COLUMNS["ita"]) & set(cases.columns):
+        hint = "the estimate from the pixels does not tell skin tones apart here; use labelled data"
+    raise DermretrError(f"the tone protocol needs {many} in at least two ranges ({', '.join(names)}), "
+                        f"but {data} {what}; {hint}")
+
+
+def with_tone_estimate(cases: pd.DataFrame, scale: str, progress: bool = False) -> pd.DataFrame:
+    """``cases`` with the skin tone estimated from the pixels when ``scale="ita"`` needs it and it is missing.
+
+    Other scales, and tables that already have ``ita_category_estimated`` or
+    ``ita_estimated``, are returned as they are.
+
+    >>> t = pd.DataFrame({"fitzpatrick": [1]})
+    >>> with_tone_estimate(t, "fitzpatrick") is t
+    True
+    """
+    if scale != "ita" or set(TONE_COLUMNS["ita"]) & set(cases.columns):
+        return cases
+    from .fairness import estimate_skin_tone
+
+    return estimate_skin_tone(cases, progress=progress)
+
+
+@dataclass
+class ToneQueries:
+    """The queries, gallery, relevance and exclusions of the "tone" protocol (:func:`tone_queries`).
+
+    ``info`` is the per-query table's head (the query case's
+    :data:`QUERY_COLUMNS`, ``query_range``, ``target_range`` and, with texts,
+    ``tone_text``); ``rows`` the query cases, one row per query; ``gallery``
+    the gallery cases and ``gallery_range`` their ranges; ``relevant`` and
+    ``exclude`` are ``[Q, G]``; ``skipped`` counts the ``(case, other range)``
+    pairs without a relevant gallery case (``"no_relevant"``) and the query
+    cases whose own skin tone is unknown (``"unknown_tone"``).
+    """
+
+    info: pd.DataFrame
+    rows: pd.DataFrame
+    gallery: pd.DataFrame
+    gallery_range: np.ndarray
+    relevant: np.ndarray
+    exclude: np.ndarray
+    texts: list[str] | None
+    skipped: dict[str, int]
+
+
+def tone_queries(cases: pd.DataFrame, split: str = "test", gallery_splits: Sequence[str] | None = None, *,
+                 scale: str = "fitzpatrick", relevant: str = "diagnosis_group", style: str = "scale",
+                 text_style: str = "terse", texts: bool = True) -> ToneQueries:
+    """The queries of the "tone" protocol, without a model (see :func:`tone_search`).
+
+    One query per ``(split case, other range)``: every query case with a
+    known range of ``scale`` is asked for each other range in which the
+    gallery holds a relevant case (same ``relevant`` value, skin tone in the
+    range, another patient); the other pairs are skipped and counted.  The
+    text is :func:`~dermretr.data.vocab.tone_query_text` of the case's
+    findings (:func:`~dermretr.data.vocab.case_text`, ``view="findings"``,
+    with its own skin-type mention removed by
+    :func:`~dermretr.data.vocab.strip_tone`), checked by :func:`check_query_text`.
+
+    Raises
+    ------
+    DermretrError
+        Data without labels in two ranges, or without any query that has a
+        relevant gallery case.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"), "image_path": list("abcd"),
+    ...     "diagnosis": "x", "diagnosis_group": ["MEL", "MEL", "NEV", "MEL"],
+    ...     "fitzpatrick": [1, 6, 6, 2], "split": ["train", "train", "train", "test"]})
+    >>> tq = tone_queries(cases)
+    >>> tq.info[["case_id", "query_range", "target_range", "tone_text"]].to_numpy().tolist()
+    [['d', 'I-II', 'V-VI', 'on Fitzpatrick type V-VI skin: no specific dermoscopic structures']]
+    >>> tq.relevant.tolist(), tq.skipped
+    ([[False, True, False]], {'no_relevant': 1, 'unknown_tone': 0})
+    """
+    if relevant not in _RELEVANT:
+        raise DermretrError(f"relevant must be 'diagnosis_group' or 'diagnosis', got {relevant!r}")
+    if style not in TONE_STYLES:
+        raise DermretrError(f"unknown tone style {style!r}; styles: {', '.join(TONE_STYLES)}")
+    _check_split(cases, split)
+    gallery_splits = _gallery_splits(split, gallery_splits)
+    q, g, exclude = _case_pairs(cases, split, gallery_splits)
+    q_range, g_range = tone_ranges(q, scale), tone_ranges(g, scale)
+    _check_tone_labels(cases, np.concatenate([q_range, g_range]), scale)
+    names = list(TONE_RANGES[scale])
+    base = _case_relevance(q, g, relevant) & ~exclude
+    has = {t: (base & (g_range == t)[None, :]).any(axis=1) for t in names}
+    pairs = [(i, t) for i, own in enumerate(q_range) if own is not None for t in names if t != own]
+    kept = [(i, t) for i, t in pairs if has[t][i]]
+    skipped = {"no_relevant": len(pairs) - len(kept), "unknown_tone": int(sum(r is None for r in q_range))}
+    if not kept:
+        raise DermretrError(
+            f"no tone query has a relevant gallery case: none of the {len(q) - skipped['unknown_tone']} {split} "
+            f"cases with a known skin tone has a {'/'.join(gallery_splits)} case of its {relevant} in another "
+            f"{scale} range; use a larger dataset or relevant='diagnosis_group'")
+    qi = np.array([i for i, _ in kept], dtype=int)
+    targets = np.array([t for _, t in kept], dtype=object)
+    rows = q.iloc[qi].reset_index(drop=True)
+    info = _query_columns(rows).assign(query_range=q_range[qi], target_range=targets)
+    text_list = None
+    if texts:
+        findings = {}
+        for i in dict.fromkeys(qi.tolist()):
+            row = q.iloc[i].copy()
+            if "findings" in row.index:
+                row["findings"] = strip_tone(row["findings"])
+            findings[i] = case_text(row, style=text_style, seed=None, view="findings")
+        text_list = [tone_query_text(findings[i], t, scale, style) for i, t in zip(qi.tolist(), targets)]
+        check_query_text(rows, text_list, relevant=relevant)
+        info["tone_text"] = text_list
+    rel = base[qi] & (g_range[None, :] == targets[:, None])
+    return ToneQueries(info=info, rows=rows, gallery=g, gallery_range=g_range, relevant=rel, exclude=exclude[qi],
+                       texts=text_list, skipped=skipped)
+
+
+def tone_search(retriever, cases: pd.DataFrame, split: str = "test", gallery_splits: Sequence[str] | None = None,
+                *, scale: str = "fitzpatrick", relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
+                alpha: float | None = None, style: str = "scale", text_style: str = "terse", batch_size: int = 64,
+                progress: bool = False, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
+    """The "tone" protocol: "this condition, on darker skin".
+
+    The query is a ``split`` case's image plus a text naming a skin-tone
+    range other than the case's own, then its findings
+    (:func:`tone_queries`: ``"on Fitzpatrick type V-VI skin: irregular
+    streaks"``); the gallery is ``gallery_splits`` (train+val for test
+    queries); relevant are gallery cases with the query's diagnosis group (or
+    diagnosis: ``relevant``) *and* a skin tone in the target range; the
+    query's own patient is excluded.  Works with every retriever kind: an
+    image-only one ignores the text, a text-only one reads findings and tone.
+
+    Parameters
+    ----------
+    retriever : Retriever
+        Anything with ``encode_queries``/``encode_targets``.
+    cases : DataFrame
+        A validated case table with skin-tone labels in two ranges or more.
+    split, gallery_splits
+        Query split and gallery (default: train+val for test, train for val).
+    scale : {"fitzpatrick", "monk", "ita"}
+        Skin-tone scale (:func:`tone_ranges`; ``ita`` needs the estimate of
+        :func:`dermretr.fairness.estimate_skin_tone`).
+    relevant : {"diagnosis_group", "diagnosis"}
+    ks, alpha, batch_size, progress, ties
+        As :func:`case_search`.
+    style : {"scale", "plain"}
+        The tone phrase (:func:`~dermretr.data.vocab.tone_text`).
+    text_style : {"terse", "sentence", "note"}
+        Style of the findings text.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        Per-query metrics: the query case's :data:`QUERY_COLUMNS`,
+        ``query_range``, ``target_range``, ``tone_text``, ``n_relevant`` and
+        the metrics (one row per case and target range; ``attrs["skipped"]``
+        counts the skipped pairs); and their micro means with ``n_skipped``
+        (pairs without a relevant gallery case) and ``n_unknown_tone``
+        (query cases without a skin tone).  Macro over target ranges:
+        ``summarize_metrics(per_query, "macro", by="target_range")``.
+
+    Examples
+    --------
+    A stand-in retriever that reads the target range from the text, and the
+    gallery's skin tone from the image name:
+
+    >>> class ToneReader:
+    ...     def encode_targets(self, paths, **_):
+    ...         return {"global": np.array([[p.endswith("6"), p.endswith("1")] for p in paths], float), "local": None}
+    ...     def encode_queries(self, paths, texts, **_):
+    ...         return {"global": np.array([["V-VI" in t, "I-II" in t] for t in texts], float), "local": None}
+    >>> cases = pd.DataFrame({"case_id": list("abcde"), "patient_id": list("abcde"),
+    ...     "image_path": ["a1", "b6", "c6", "d1", "e6"], "diagnosis": "x",
+    ...     "diagnosis_group": ["MEL", "MEL", "NEV", "MEL", "MEL"], "fitzpatrick": [1, 6, 6, 1, 6],
+    ...     "split": ["train", "train", "train", "test", "test"]})
+    >>> per_query, summary = tone_search(ToneReader(), cases, ks=(1,))
+    >>> per_query[["case_id", "target_range", "n_relevant", "recall@1"]].to_numpy().tolist()
+    [['d', 'V-VI', 1, 1.0], ['e', 'I-II', 1, 1.0]]
+    """
+    from .models.retriever import convex_score
+
+    tq = tone_queries(cases, split, gallery_splits, scale=scale, relevant=relevant, style=style,
+                      text_style=text_style)
+    ks = _check_ks(ks)
+    qe = retriever.encode_queries(tq.rows["image_path"].tolist(), tq.texts, batch_size=batch_size,
+                                  progress=progress)
+    ge = retriever.encode_targets(tq.gallery["image_path"].tolist(), batch_size=batch_size, progress=progress)
+    s, _, _ = convex_score(qe, ge, alpha=alpha)
+    per_query = _attach(tq.info, rank_metrics(s, tq.relevant, tq.exclude, ks=ks, ties=ties))
+    per_query.attrs["skipped"] = dict(tq.skipped)
+    summary = summarize_metrics(per_query)
+    summary.update(n_skipped=tq.skipped["no_relevant"], n_unknown_tone=tq.skipped["unknown_tone"])
+    return per_query, summary
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -1240,7 +1644,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
                  split: str = "test", relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
                  n_boot: int = 1000, level: float = 0.95, seed: int = 0, alpha: float | None = None,
                  batch_size: int = 64, device: str = "auto", progress: bool = False, name: str | None = None,
-                 retriever=None, by: str = "diagnosis_group") -> tuple[pd.DataFrame, list[dict]]:
+                 retriever=None, by: str | None = None, tone_scale: str = "fitzpatrick",
+                 tone_style: str = "scale") -> tuple[pd.DataFrame, list[dict]]:
     """Evaluate one run folder: per-query metrics and the records of ``metrics.json``.
 
     Parameters
@@ -1250,15 +1655,15 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     data : str or DataFrame
         ``"SOURCE:PATH"`` (triplets are then read from ``PATH/meta/modifications.csv``
         when it exists) or an already loaded case table.
-    protocol : {"case", "modify"}
-        See :func:`case_search` and :func:`modify_search`.
+    protocol : {"case", "modify", "tone"}
+        See :func:`case_search`, :func:`modify_search` and :func:`tone_search`.
     triplets : DataFrame or path, optional
         Modification triplets for ``protocol="modify"`` (default: the data
         folder's, else derived from the criteria).
     split : str
         The query split (``"test"``; ``"val"`` searches the train gallery).
     relevant : {"diagnosis_group", "diagnosis"}
-        Relevance of the case protocol.
+        Relevance of the case and tone protocols.
     ks, n_boot, level, seed
         Cut-offs and the bootstrap (``seed`` also derives triplets).
     alpha, batch_size, device, progress
@@ -1267,8 +1672,14 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         The run's name in the records (default: the folder's name).
     retriever : Retriever, optional
         Use this model instead of loading the checkpoint.
-    by : str
-        Query column whose classes the macro records average over.
+    by : str, optional
+        Query column whose classes the macro records average over (default:
+        ``target_range`` for the tone protocol, ``diagnosis_group`` else).
+    tone_scale, tone_style
+        ``scale`` and ``style`` of :func:`tone_search`; ``tone_scale="ita"``
+        estimates skin tone from the pixels
+        (:func:`dermretr.fairness.estimate_skin_tone`) when ``data`` has no
+        estimate yet.
 
     Returns
     -------
@@ -1297,6 +1708,11 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     cases, root = _load_data(data)
     _check_split(cases, split)
     gallery_splits = _gallery_splits(split, None)
+    if by is None:
+        by = "target_range" if protocol == "tone" else "diagnosis_group"
+    if protocol == "tone":  # bad data fails before the model is loaded
+        cases = with_tone_estimate(cases, tone_scale, progress=progress)
+        tone_queries(cases, split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
     if protocol == "modify" and triplets is None:
         triplets = load_triplets(root) if root is not None else None
         if triplets is None:  # derive now: bad data fails before the model is loaded
@@ -1315,6 +1731,10 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     if protocol == "case":
         per_query, _ = case_search(retriever, cases, query_split=split, gallery_splits=gallery_splits,
                                    relevant=relevant, ks=ks, alpha=alpha, batch_size=batch_size, progress=progress,
+                                   ties="pessimistic")
+    elif protocol == "tone":
+        per_query, _ = tone_search(retriever, cases, split, gallery_splits, scale=tone_scale, relevant=relevant,
+                                   ks=ks, alpha=alpha, style=tone_style, batch_size=batch_size, progress=progress,
                                    ties="pessimistic")
     else:
         per_query, _ = modify_search(retriever, cases, triplets, split=split, gallery_splits=gallery_splits, ks=ks,

@@ -35,6 +35,18 @@ ties rank nevi first and criteria_match's macro recall@1 drops by about
 0.2.  ``"pessimistic"`` and ``"optimistic"`` (see
 :func:`dermretr.evaluate.rank_metrics`) bound what the order can do.
 
+The tone protocol (:func:`dermretr.evaluate.tone_search`: "this condition,
+on darker skin") has its own floors, :func:`tone_floor_search`, on exactly
+its queries (one per test case and other skin-tone range), exclusions and
+relevance (same diagnosis group *and* skin tone in the target range):
+
+* ``random`` - as above, the expected value of a uniformly random order;
+* ``filter_only`` - a skin-tone filter and nothing else: every gallery case
+  in the target range first, in a uniformly random order (expected value,
+  as ``ties="expected"``), then the others; diagnosis-agnostic, so it is
+  what the range alone earns.  A model must beat it to show that it uses
+  the reference image and findings.
+
 The random floor's per-query values are expectations, so its bootstrap
 interval reflects only which queries were drawn, not the spread of one
 random ranking; the same holds for ``ties="expected"``.
@@ -63,15 +75,18 @@ from scipy.stats import hypergeom
 
 from ._errors import DermretrError
 from .data.vocab import CRITERIA
-from .evaluate import (_RELEVANT, TIES, _attach, _case_pairs, _case_relevance, _check_boot, _check_ks, _check_seed,
-                       _check_split, _gallery_splits, _known, _load_data, _query_columns, metric_records,
-                       rank_metrics, summarize_metrics)
+from .evaluate import (_RELEVANT, PROTOCOLS, TIES, _attach, _case_pairs, _case_relevance, _check_boot, _check_ks,
+                       _check_seed, _check_split, _gallery_splits, _known, _load_data, _query_columns, metric_records,
+                       rank_metrics, summarize_metrics, tone_queries, with_tone_estimate)
 
-__all__ = ["FLOORS", "FLOOR_TIES", "floor_search", "evaluate_floors", "expected_random_metrics",
-           "expected_tie_metrics", "criteria_scores", "findings_columns", "available_floors"]
+__all__ = ["FLOORS", "TONE_FLOORS", "FLOOR_TIES", "floor_search", "tone_floor_search", "evaluate_floors",
+           "expected_random_metrics", "expected_tie_metrics", "criteria_scores", "findings_columns",
+           "available_floors"]
 
-#: The non-learned rankings, in the order tables show them.
+#: The non-learned rankings of the case protocol, in the order tables show them.
 FLOORS = ("random", "majority", "criteria_match")
+#: The non-learned rankings of the tone protocol.
+TONE_FLOORS = ("random", "filter_only")
 #: Orders of equal scores of the floors: :data:`dermretr.evaluate.TIES` and their expectation.
 FLOOR_TIES = (*TIES, "expected")
 
@@ -263,13 +278,15 @@ def findings_columns(cases: pd.DataFrame) -> list[str]:
 
 
 def available_floors(cases: pd.DataFrame, split: str = "test",
-                     gallery_splits: Sequence[str] | None = None) -> tuple[str, ...]:
+                     gallery_splits: Sequence[str] | None = None, protocol: str = "case") -> tuple[str, ...]:
     """The floors a case table allows: random and majority always, criteria_match when both the ``split``
-    queries and their gallery have 7-point findings.
+    queries and their gallery have 7-point findings; for ``protocol="tone"``, :data:`TONE_FLOORS`.
 
     >>> available_floors(pd.DataFrame({"case_id": ["a"], "diagnosis_group": ["NEV"], "split": ["test"]}))
     ('random', 'majority')
     """
+    if protocol == "tone":
+        return TONE_FLOORS
     splits = cases["split"].astype(str) if "split" in cases.columns else pd.Series("", index=cases.index)
     q = cases[(splits == split).to_numpy()]
     g = cases[splits.isin(list(_gallery_splits(split, gallery_splits))).to_numpy()]
@@ -403,11 +420,62 @@ def floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", re
     return per_query, summarize_metrics(per_query)
 
 
+def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", *, scale: str = "fitzpatrick",
+                      relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
+                      gallery_splits: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """A non-learned ranking on the "tone" protocol: per-query metrics like :func:`~dermretr.evaluate.tone_search`.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        A validated case table with skin-tone labels (see
+        :func:`~dermretr.evaluate.tone_queries`).
+    method : {"random", "filter_only"}
+        ``random``: the expected metrics of a uniformly random order of the
+        query's gallery; ``filter_only``: the gallery cases in the target
+        range first, in a uniformly random order (expected metrics), then
+        the others.
+    query_split, scale, relevant, ks, gallery_splits
+        As :func:`~dermretr.evaluate.tone_search`.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        Per-query metrics (``method`` first, then the columns of
+        :func:`~dermretr.evaluate.tone_search` but ``tone_text``) and their
+        micro means.
+
+    Examples
+    --------
+    The test case (type I) asks for V-VI; the gallery holds two V-VI cases, one of its group:
+
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"), "diagnosis": "x",
+    ...     "diagnosis_group": ["MEL", "NEV", "MEL", "MEL"], "fitzpatrick": [6, 6, 1, 1],
+    ...     "split": ["train", "train", "train", "test"]})
+    >>> [round(tone_floor_search(cases, m, ks=(1,))[1]["recall@1"], 4) for m in TONE_FLOORS]
+    [0.3333, 0.5]
+    """
+    if method not in TONE_FLOORS:
+        raise DermretrError(f"unknown tone floor {method!r}; floors of the tone protocol: {', '.join(TONE_FLOORS)}")
+    ks = _check_ks(ks)
+    tq = tone_queries(cases, query_split, gallery_splits, scale=scale, relevant=relevant, texts=False)
+    if method == "random":
+        metrics = expected_random_metrics((~tq.exclude).sum(axis=1), tq.relevant.sum(axis=1), ks=ks)
+    else:
+        in_range = tq.gallery_range[None, :] == tq.info["target_range"].to_numpy(dtype=object)[:, None]
+        metrics = expected_tie_metrics(in_range.astype(float), tq.relevant, tq.exclude, ks=ks)
+    per_query = _attach(tq.info, metrics)
+    per_query.insert(0, "method", method)
+    return per_query, summarize_metrics(per_query)
+
+
 def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "test",
                     relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10), n_boot: int = 1000,
-                    level: float = 0.95, seed: int = 0, by: str = "diagnosis_group",
-                    ties: str = "expected") -> tuple[pd.DataFrame, list[dict]]:
-    """The floors of a data set on the "case" protocol: per-query metrics and the records of ``metrics.json``.
+                    level: float = 0.95, seed: int = 0, by: str | None = None,
+                    ties: str = "expected", protocol: str = "case",
+                    tone_scale: str = "fitzpatrick") -> tuple[pd.DataFrame, list[dict]]:
+    """The floors of a data set on the "case" (or "tone") protocol: per-query metrics and the records of
+    ``metrics.json``.
 
     Parameters
     ----------
@@ -418,15 +486,22 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     split, relevant, ks
         As :func:`~dermretr.evaluate.evaluate_run` (the gallery follows the split).
     n_boot, level, seed, by
-        Bootstrap and macro classes of :func:`~dermretr.evaluate.metric_records`.
+        Bootstrap and macro classes of :func:`~dermretr.evaluate.metric_records`
+        (``by`` default: ``diagnosis_group``, ``target_range`` for the tone protocol).
     ties
-        See :func:`floor_search`.
+        See :func:`floor_search` (the tone floors' ties are always expected values).
+    protocol : {"case", "tone"}
+        The case protocol's floors (:data:`FLOORS`) or the tone protocol's
+        (:data:`TONE_FLOORS`, :func:`tone_floor_search`).
+    tone_scale : {"fitzpatrick", "monk", "ita"}
+        Skin-tone scale of the tone protocol (``ita`` estimates skin tone
+        from the pixels when the table has no estimate).
 
     Returns
     -------
     (DataFrame, list of dict)
         Per-query metrics of every floor (``run`` = ``"floor:NAME"``,
-        ``method`` = NAME and ``protocol`` = "case" first) and their records,
+        ``method`` = NAME and ``protocol`` first) and their records,
         micro and macro.
 
     Examples
@@ -447,20 +522,31 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     ks = _check_ks(ks)
     _check_boot(n_boot, level)
     _check_seed(seed)
+    if protocol not in ("case", "tone"):
+        raise DermretrError(f"floors are computed for the case and tone protocols, not {protocol!r} "
+                            f"(protocols: {', '.join(PROTOCOLS)})")
     cases, _ = _load_data(data)
     _check_split(cases, split)
     if floors is None:
-        floors = available_floors(cases, split)
+        floors = available_floors(cases, split, protocol=protocol)
     floors = (floors,) if isinstance(floors, str) else tuple(dict.fromkeys(floors))
-    unknown = [f for f in floors if f not in FLOORS]
+    allowed = TONE_FLOORS if protocol == "tone" else FLOORS
+    unknown = [f for f in floors if f not in allowed]
     if unknown:
-        raise DermretrError(f"unknown floor(s) {unknown}; floors: {', '.join(FLOORS)}")
+        raise DermretrError(f"unknown floor(s) {unknown} for the {protocol} protocol; its floors: {', '.join(allowed)}")
+    if by is None:
+        by = "target_range" if protocol == "tone" else "diagnosis_group"
+    if protocol == "tone":
+        cases = with_tone_estimate(cases, tone_scale)
     tables, records = [], []
     for name in floors:
-        pq, _ = floor_search(cases, name, query_split=split, relevant=relevant, ks=ks, ties=ties)
+        if protocol == "tone":
+            pq, _ = tone_floor_search(cases, name, query_split=split, scale=tone_scale, relevant=relevant, ks=ks)
+        else:
+            pq, _ = floor_search(cases, name, query_split=split, relevant=relevant, ks=ks, ties=ties)
         run = f"floor:{name}"
-        records += metric_records(pq, run, name, "case", n_boot=n_boot, level=level, seed=seed, by=by)
-        pq.insert(1, "protocol", "case")
+        records += metric_records(pq, run, name, protocol, n_boot=n_boot, level=level, seed=seed, by=by)
+        pq.insert(1, "protocol", protocol)
         pq.insert(0, "run", run)
         tables.append(pq)
     return pd.concat(tables, ignore_index=True), records

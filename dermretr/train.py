@@ -9,6 +9,11 @@ on a case table (``TrainConfig.data`` is a ``SOURCE:PATH`` spec):
   case is left out;
 * modification triplets (DermSynth's ``meta/modifications.csv``): query =
   (reference image, modification text), the exact target is the positive;
+* tone triplets (:func:`derive_tone_triplets`, with ``modifications`` too,
+  when the training cases have skin-tone labels in two ranges or more):
+  query = (reference image, "on Fitzpatrick type V-VI skin: " + its
+  findings), target = a training case of its diagnosis group in that range;
+  every in-batch target of that group and range is a positive;
 * class-balanced sampling, mild augmentation (crops, flips, small colour
   jitter), mixed precision on CUDA, fixed seeds;
 * each epoch: a progress bar with the loss, validation Recall@K / mAP@K with
@@ -90,14 +95,15 @@ from ._errors import DermretrError, OutputError
 from ._io import OWNER_FILE, atomic_path, claim_dir, clean_stale, exclusive, os_error, save_figure
 from .data import load, parse_spec
 from .data.images import load_rgb
-from .data.vocab import TEXT_STYLES, case_text
-from .evaluate import case_search
+from .data.vocab import TEXT_STYLES, TONE_RANGES, TONE_STYLES, case_text, strip_tone, tone_query_text
+from .evaluate import case_search, tone_ranges
 from .models.backbones import create, read_weights, weights_mismatch
 from .models.composer import SpatialMasks
 from .models.losses import RetrievalLoss, group_positives
 from .models.retriever import CHECKPOINT_FORMAT, DEFAULT_ALPHA, KINDS, Retriever, save_checkpoint
 
-__all__ = ["TrainConfig", "fit", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict", "read_run_config"]
+__all__ = ["TrainConfig", "fit", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict", "read_run_config",
+           "derive_tone_triplets"]
 
 #: Config keys that may differ when resuming (everything else must match the run; ``out`` may differ
 #: because a run folder may be moved or named another way).
@@ -107,7 +113,7 @@ RESUME_KEYS_FREE = ("epochs", "resume", "progress", "device", "num_workers", "ou
 _METRIC_RE = re.compile(r"^(?:(?:recall|precision|map|ndcg)@([1-9][0-9]*)|mrr)$")
 _DEVICE_RE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
 _STR_FIELDS = ("data", "out", "model", "backbone", "balance_by", "select_metric", "device")
-_BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "balanced", "augment", "modifications", "resume", "progress")
+_BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "text_skip", "balanced", "augment", "modifications", "resume", "progress")
 #: integer fields and their least value
 _INT_FIELDS = {"epochs": 1, "batch_size": 2, "image_size": 1, "n_masks": 1, "seed": 0, "num_workers": 0}
 #: float fields: (least value, whether the least value itself is allowed, greatest value or None)
@@ -141,6 +147,9 @@ class TrainConfig:
         the rest (no weight decay on it, on biases, norms or the temperature).
     freeze_backbone : bool
         Train only the heads.
+    text_skip : bool
+        ``global``/``full``: the composers start as late fusion (a learned-scale text term); ``False``
+        is the ablation, the composer before checkpoint format 4.
     balanced : bool
         Balanced sampling over the strata of ``balance_by``.
     balance_by : str
@@ -178,6 +187,7 @@ class TrainConfig:
     learn_alpha: bool = True
     alpha_lr_mult: float = 20.0
     freeze_backbone: bool = False
+    text_skip: bool = True
     balanced: bool = True
     balance_by: str = "diagnosis_group"
     augment: bool = True
@@ -316,6 +326,103 @@ def _read_triplets(data: str, cases: pd.DataFrame) -> pd.DataFrame:
                          "text": mods["modification_text"].to_numpy()})
 
 
+_TONE_TRIPLET_COLUMNS = ["reference_case_id", "target_case_id", "modification_text", "target_range", "scale",
+                         "relevant_value"]
+
+
+def derive_tone_triplets(cases: pd.DataFrame, seed: int = 0, relevant: str = "diagnosis_group") -> pd.DataFrame:
+    """Tone triplets of training cases: "this case, on another skin tone" and a case that answers it.
+
+    The scale is the first of Fitzpatrick and Monk in which ``cases`` have
+    skin-tone labels in two ranges or more
+    (:func:`~dermretr.evaluate.tone_ranges`); without one the table is
+    empty.  Every case with a known range gets one triplet: an other range
+    in which ``cases`` hold a case of its ``relevant`` value from another
+    patient is drawn, and one such case is the target.  The text is
+    :func:`~dermretr.data.vocab.tone_query_text` of the reference's findings
+    (its own skin-type mention removed; a random text style) with a random
+    tone style, as the tone protocol's queries (:func:`~dermretr.evaluate.tone_search`).
+
+    Parameters
+    ----------
+    cases : DataFrame
+        The training cases.
+    seed : int
+        Draws of ranges, targets and styles.
+    relevant : {"diagnosis_group", "diagnosis"}
+        What a target shares with the reference.
+
+    Returns
+    -------
+    DataFrame
+        ``reference_case_id, target_case_id, modification_text, target_range,
+        scale, relevant_value``, one row per reference.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"),
+    ...     "diagnosis_group": ["MEL", "MEL", "MEL", "NEV"], "fitzpatrick": [1, 2, 6, 6],
+    ...     "streaks": ["irregular", None, None, None]})
+    >>> t = derive_tone_triplets(cases)
+    >>> t[["reference_case_id", "target_case_id", "target_range"]].to_numpy().tolist()
+    [['a', 'c', 'V-VI'], ['b', 'c', 'V-VI'], ['c', 'b', 'I-II']]
+    >>> from dermretr.data.vocab import parse_tone
+    >>> parse_tone(t.loc[0, "modification_text"]), derive_tone_triplets(cases.assign(fitzpatrick=1)).empty
+    ('V-VI', True)
+    """
+    for scale in ("fitzpatrick", "monk"):
+        ranges = tone_ranges(cases, scale)
+        if len({r for r in ranges if r is not None}) >= 2:
+            break
+    else:
+        return pd.DataFrame(columns=_TONE_TRIPLET_COLUMNS)
+    rng = random.Random(seed)
+    values = cases[relevant].astype(object).to_numpy()
+    patients = cases["patient_id"].astype(str).to_numpy()
+    ids = cases["case_id"].astype(str).to_numpy()
+    lists: dict[tuple[str, str], list[int]] = {}
+    for j, (value, r) in enumerate(zip(values, ranges)):
+        if r is not None and pd.notna(value):
+            lists.setdefault((str(value), r), []).append(j)
+    pool = {key: np.array(js) for key, js in lists.items()}
+    empty = np.zeros(0, dtype=int)
+    rows = []
+    for i, (value, own) in enumerate(zip(values, ranges)):
+        if own is None or pd.isna(value):
+            continue
+        options = {t: js[patients[js] != patients[i]] for t in TONE_RANGES[scale] if t != own
+                   for js in [pool.get((str(value), t), empty)]}
+        options = {t: js for t, js in options.items() if len(js)}
+        if not options:
+            continue
+        target = rng.choice(list(options))  # in range order
+        j = int(options[target][rng.randrange(len(options[target]))])
+        row = cases.iloc[i].copy()
+        if "findings" in row.index:
+            row["findings"] = strip_tone(row["findings"])
+        findings = case_text(row, style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31), view="findings")
+        rows.append([ids[i], ids[j], tone_query_text(findings, target, scale, rng.choice(TONE_STYLES)), target,
+                     scale, str(value)])
+    return pd.DataFrame(rows, columns=_TONE_TRIPLET_COLUMNS)
+
+
+def _training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, seed: int) -> pd.DataFrame:
+    """DermSynth's modification triplets and the tone triplets among training cases: ``ref``, ``tgt`` (rows of
+    ``cases``), ``text`` and ``key`` (equal keys are positives of one another: the target, or the tone
+    triplet's group and range)."""
+    mods = _read_triplets(data, cases)
+    train_set = set(train_idx.tolist())
+    mods = mods[mods["ref"].isin(train_set) & mods["tgt"].isin(train_set)]
+    mods = mods.assign(key=["case:" + str(t) for t in mods["tgt"]])
+    tone = derive_tone_triplets(cases.iloc[train_idx].reset_index(drop=True), seed=seed)
+    pos = {cid: i for i, cid in enumerate(cases["case_id"].astype(str))}
+    tone = pd.DataFrame({"ref": tone["reference_case_id"].map(pos), "tgt": tone["target_case_id"].map(pos),
+                         "text": tone["modification_text"],
+                         "key": "tone:" + tone["relevant_value"] + "|" + tone["target_range"]})
+    out = pd.concat([mods, tone], ignore_index=True)
+    return out.astype({"ref": int, "tgt": int, "key": str})
+
+
 def _balance_weights(cases: pd.DataFrame, balance_by: str) -> torch.Tensor:
     """Sampling weight of each case: ``1 / size`` of its stratum (its combination of ``balance_by`` values)."""
     columns = [c.strip() for c in balance_by.split(",") if c.strip()]
@@ -352,6 +459,8 @@ def read_run_config(file: str | os.PathLike) -> TrainConfig:
     if not isinstance(values, dict):
         raise DermretrError(f"{file} holds {_JSON_TYPES.get(type(values), 'a JSON value')}, not an object of "
                             f"training options; {restore}")
+    if "text_skip" not in values and values.get("model", "full") in ("global", "full"):
+        values = {**values, "text_skip": False}  # a run of a dermretr before format 4: composers without a text skip
     return config_from_dict(values, source=file)
 
 
@@ -500,15 +609,13 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
 
     backbone = create(config.backbone, pretrained=config.pretrained, device=device, image_size=config.image_size)
     model = Retriever(backbone, kind=config.model, n_masks=config.n_masks, alpha=config.alpha,
-                      learn_alpha=config.learn_alpha, freeze_backbone=config.freeze_backbone).to(device)
+                      learn_alpha=config.learn_alpha, freeze_backbone=config.freeze_backbone,
+                      text_skip=config.text_skip).to(device)
     base_tf, aug_tf = _transforms(backbone, backbone.image_size, config.augment)
     images = _cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress)
     pairs = _Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
-    triplets = _read_triplets(config.data, cases) if config.modifications else None
-    if triplets is not None:
-        train_set = set(train_idx.tolist())
-        triplets = triplets[triplets["ref"].isin(train_set) & triplets["tgt"].isin(train_set)].reset_index(drop=True)
+    triplets = _training_triplets(config.data, cases, train_idx, config.seed) if config.modifications else None
 
     groups_, params = _param_groups(model, config)
     optimizer = torch.optim.AdamW(groups_, lr=config.lr, weight_decay=config.weight_decay)
@@ -556,8 +663,10 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
         for step, (q_img, t_img, rows) in enumerate(bar):
             rows = rows.tolist()
             q_img, t_img = q_img.to(device), t_img.to(device)
-            texts = [case_text(train_cases.iloc[r], style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31))
-                     for r in rows]
+            # the composed query's text is the findings view, as at search time: a caption naming the
+            # diagnosis would teach the model to read the answer from the question
+            texts = [case_text(train_cases.iloc[r], style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31),
+                               view="findings") for r in rows]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 q = model.query_features(q_img, texts)
                 t = model.target_features(t_img)
@@ -575,8 +684,8 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
                     tb = triplets.iloc[pick]
                     qm = model.query_features(views(tb["ref"].tolist()), tb["text"].tolist())
                     tm = model.target_features(views(tb["tgt"].tolist()))
-                    tgt_ids = tb["tgt"].to_numpy()
-                    mpos = torch.tensor(tgt_ids[:, None] == tgt_ids[None, :], device=device)
+                    keys = tb["key"].to_numpy()
+                    mpos = torch.tensor(keys[:, None] == keys[None, :], device=device)
                     mloss, mparts = loss_fn(model.score(qm, tm), model.logit_scale, mpos, None, model.uses_local)
                     loss = loss + mloss
                     parts["modification"] = mparts["combined"]

@@ -14,19 +14,28 @@ back.
   the free-text box; the box can be edited, and its content is the query text.
 * **Controls** - alpha (weight of local evidence), k, skin-type and
   diagnosis-group filters, a Search button and live (debounced) update.
+* **Skin-tone modifier** - "show it on: any skin / lighter (I-II) / medium
+  (III-IV) / darker (V-VI)" puts the tone phrase before the query text
+  (:func:`~dermretr.data.vocab.tone_query_text`, the reference's own skin
+  type removed: the "tone" protocol of :mod:`dermretr.evaluate`), says how
+  many database cases that range holds (:func:`tone_exposure_text`), and can
+  keep the results to that range.  Fitzpatrick types when the cases have
+  them, else Monk tones, else the control is off and says why.
 * **Results** - a grid of thumbnails captioned with case id, diagnosis, skin
   type, ``s_global``, ``s_local`` and the score.  When the reference is a case
   of the index, relevant hits are framed in green (same diagnosis group as
-  the reference and, for changed criteria, the wanted values, as in
-  :mod:`dermretr.evaluate`).  "why?" under a result shows its GradCAM
-  attribution overlay and the spatial mask maps; "show map" places the query
-  and its results on the UMAP map of the index.
+  the reference and, for changed criteria, the wanted values or, with a
+  skin-tone modifier, a skin tone in its range, as in :mod:`dermretr.evaluate`).
+  "why?" under a result shows its GradCAM attribution overlay and the spatial
+  mask maps; "show map" places the query and its results on the UMAP map of
+  the index.
 
 Bad input never breaks the app: an unreadable upload, a case whose image is
 missing, filters that match nothing, a text without a known descriptor or an
 empty index give a message in :attr:`QueryBuilder.message` and the app keeps
 working.  Everything can be driven from Python (``select_case``,
-``set_criterion``, ``search``, ``explain``...), which is how the tests use it.
+``set_criterion``, ``set_tone``, ``search``, ``explain``...), which is how the
+tests use it.
 
 Runs in JupyterLab 4, Voila (``voila notebooks/03_composed_queries.ipynb``) and
 Google Colab (run ``from google.colab import output;
@@ -51,6 +60,11 @@ Examples
 ...                   else "present")
 >>> app.text.value.startswith("same lesion but with")
 True
+>>> app.set_tone("darker")
+>>> app.tone, app.text.value.startswith("on Fitzpatrick type V-VI skin: same lesion but with")
+('V-VI', True)
+>>> app.tone_note.value.count("the database holds")
+1
 """
 
 from __future__ import annotations
@@ -81,10 +95,13 @@ from PIL import Image
 
 from ._errors import DermretrError, VocabularyError
 from .data.images import ImageReadError, load_rgb
-from .data.vocab import ABSENT, CRITERIA, case_text, criteria_of, modification_text, normalize_value, parse_text
+from .data.vocab import (ABSENT, CRITERIA, TONE_RANGES, TONE_WORDS, case_text, criteria_of, modification_text,
+                         normalize_value, parse_text, strip_tone, tone_query_text, tone_range, tone_text)
+from .evaluate import tone_ranges
 from .viz import _fmt  # the captions read like the gallery's
 
-__all__ = ["QueryBuilder", "decode_image", "UNKNOWN", "SKIN_TYPES"]
+__all__ = ["QueryBuilder", "decode_image", "UNKNOWN", "SKIN_TYPES", "ANY_SKIN", "tone_labels", "tone_counts",
+           "tone_exposure_text", "tone_filter", "tone_findings"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +110,12 @@ UNKNOWN = "(unknown)"
 #: Fitzpatrick skin types as the skin-type filter shows them: (label, value).
 SKIN_TYPES: tuple[tuple[str, int], ...] = (("I", 1), ("II", 2), ("III", 3), ("IV", 4), ("V", 5), ("VI", 6))
 _ROMAN = {v: label for label, v in SKIN_TYPES}
+#: Value of the skin-tone modifier that adds no skin tone to the query.
+ANY_SKIN = "any"
+#: Columns of skin-tone labels the modifier reads, in order of preference: (scale, column).
+_TONE_LABELS = (("fitzpatrick", "fitzpatrick"), ("fitzpatrick", "skin_tone_group"), ("monk", "monk"))
+_NO_TONE_LABELS = ("the skin-tone modifier needs Fitzpatrick types or Monk tones, and this index's cases have "
+                   "none (DermSynth, Fitzpatrick17k, DDI, PAD-UFES-20 and SCIN have them)")
 _COLORS = {"info": "#333333", "warning": "#a15c00", "error": "#b00020"}
 _RELEVANT_BORDER = "3px solid #2ca02c"
 _OTHER_BORDER = "1px solid #cccccc"
@@ -170,6 +193,154 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
             raise ImageReadError(f"cannot decode image {name}: {exc}") from None
 
 
+# ----------------------------------------------------------------------------- skin-tone modifier
+
+
+def tone_labels(cases: pd.DataFrame) -> tuple[str, str] | None:
+    """The skin-tone labels of a case table the tone modifier uses: ``(scale, column)``, or None.
+
+    Fitzpatrick types (the ``fitzpatrick`` column, else DDI's pairs in
+    ``skin_tone_group``) come first, then Monk tones (``monk``); a column
+    counts when at least one case has a label in it.
+
+    Examples
+    --------
+    >>> tone_labels(pd.DataFrame({"fitzpatrick": pd.array([None, 5], dtype="Int64"), "monk": [1, 2]}))
+    ('fitzpatrick', 'fitzpatrick')
+    >>> tone_labels(pd.DataFrame({"fitzpatrick": pd.array([None], dtype="Int64"), "monk": [9]}))
+    ('monk', 'monk')
+    >>> tone_labels(pd.DataFrame({"case_id": ["a"]})) is None
+    True
+    """
+    for scale, column in _TONE_LABELS:
+        if column in cases.columns and any(r is not None for r in tone_ranges(cases[[column]], scale)):
+            return scale, column
+    return None
+
+
+def _labels_of(cases: pd.DataFrame) -> tuple[str, str]:
+    labels = tone_labels(cases)
+    if labels is None:
+        raise DermretrError(_NO_TONE_LABELS)
+    return labels
+
+
+def _tone_target(target: Any, scale: str) -> str | None:
+    """A range name of ``scale`` (None for any skin) from a range, a value of the scale or a plain word."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in (ANY_SKIN, "any skin", "")):
+        return None
+    if isinstance(target, str) and target.strip().lower() in TONE_WORDS:
+        return list(TONE_RANGES[scale])[TONE_WORDS.index(target.strip().lower())]
+    return tone_range(target, scale)
+
+
+def tone_counts(cases: pd.DataFrame) -> pd.Series:
+    """How many cases of a case table (an index's database) fall in each skin-tone range.
+
+    Returns
+    -------
+    Series
+        Counts indexed by the ranges of the scale of :func:`tone_labels`
+        (lightest first) and ``"unknown"``; ``attrs["scale"]``.
+
+    Raises
+    ------
+    DermretrError
+        When the cases have no Fitzpatrick type or Monk tone.
+
+    Examples
+    --------
+    >>> tone_counts(pd.DataFrame({"fitzpatrick": pd.array([1, 2, 6, None], dtype="Int64")})).to_dict()
+    {'I-II': 2, 'III-IV': 0, 'V-VI': 1, 'unknown': 1}
+    """
+    scale, column = _labels_of(cases)
+    return _count_ranges(tone_ranges(cases[[column]], scale), scale)
+
+
+def _count_ranges(ranges: np.ndarray, scale: str) -> pd.Series:
+    found = pd.Series(ranges, dtype=object).fillna("unknown").value_counts()
+    out = found.reindex([*TONE_RANGES[scale], "unknown"], fill_value=0).astype(int).rename("cases")
+    out.index.name = None
+    out.attrs["scale"] = scale
+    return out
+
+
+def _share(n: int, total: int) -> str:
+    share = n / total if total else 0.0
+    return "<1%" if 0 < share < 0.01 else f"{share:.0%}"
+
+
+def tone_exposure_text(cases: pd.DataFrame | pd.Series, target: Any = None) -> str:
+    """How many cases of a skin-tone range the database holds, in words (``target`` None: every range).
+
+    Parameters
+    ----------
+    cases : DataFrame or Series
+        A case table (an index's database), or its :func:`tone_counts`.
+    target : str, int or None
+        A skin-tone range, a value in it or a plain word ("darker"); None for every range.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"fitzpatrick": [1] * 24 + [6]})
+    >>> tone_exposure_text(cases, "V-VI")
+    'the database holds 1 case on Fitzpatrick type V-VI skin, 4% of 25'
+    >>> tone_exposure_text(cases)
+    'the database holds 25 cases by Fitzpatrick type: I-II 24 (96%), III-IV 0 (0%), V-VI 1 (4%)'
+    >>> tone_exposure_text(tone_counts(cases), "darker") == tone_exposure_text(cases, "V-VI")
+    True
+    """
+    counts = cases if isinstance(cases, pd.Series) else tone_counts(cases)
+    scale, total = counts.attrs["scale"], int(counts.sum())
+    name = _tone_target(target, scale)
+    if name is not None:
+        n = int(counts[name])
+        return (f"the database holds {n} case{'s' if n != 1 else ''} {tone_text(name, scale)}, "
+                f"{_share(n, total)} of {total}")
+    parts = [f"{r} {int(counts[r])} ({_share(int(counts[r]), total)})" for r in TONE_RANGES[scale]]
+    if counts["unknown"]:
+        parts.append(f"unknown {int(counts['unknown'])} ({_share(int(counts['unknown']), total)})")
+    title = "Fitzpatrick type" if scale == "fitzpatrick" else "Monk tone"
+    return f"the database holds {total} case{'s' if total != 1 else ''} by {title}: {', '.join(parts)}"
+
+
+def tone_filter(cases: pd.DataFrame, target: Any) -> dict[str, list]:
+    """The case filter (``CaseIndex.search(filters=...)``) keeping one skin-tone range.
+
+    Examples
+    --------
+    >>> tone_filter(pd.DataFrame({"fitzpatrick": [1, 6]}), "darker")
+    {'fitzpatrick': [5, 6]}
+    >>> tone_filter(pd.DataFrame({"fitzpatrick": [None, None], "skin_tone_group": ["I-II", "V-VI"]}), "V-VI")
+    {'skin_tone_group': ['V-VI']}
+    """
+    scale, column = _labels_of(cases)
+    name = _tone_target(target, scale)
+    if name is None:
+        return {}
+    lo, hi = TONE_RANGES[scale][name]
+    return {column: [name] if column == "skin_tone_group" else list(range(lo, hi + 1))}
+
+
+def tone_findings(case: Mapping) -> str:
+    """A case's findings text without its own skin-tone mention, worded as the tone protocol words it.
+
+    What :func:`~dermretr.data.vocab.tone_query_text` puts after the tone
+    phrase for a reference case (:func:`dermretr.evaluate.tone_queries`).
+
+    Examples
+    --------
+    >>> tone_findings({"findings": "itching; Fitzpatrick type II skin; on the arm"})
+    'itching, on the arm'
+    >>> tone_query_text(tone_findings({"findings": "Fitzpatrick type II skin"}), "V-VI")
+    'on Fitzpatrick type V-VI skin: no specific dermoscopic structures'
+    """
+    row = dict(case.items())
+    if "findings" in row:
+        row["findings"] = strip_tone(row["findings"])
+    return case_text(row, seed=None, view="findings")
+
+
 class QueryBuilder:
     """An ipywidgets app: build a composed query (reference image + descriptor text), browse the results.
 
@@ -225,6 +396,14 @@ class QueryBuilder:
         Fitzpatrick skin types kept (none selected = all).
     group_filter : ipywidgets.SelectMultiple
         Diagnosis groups kept (none selected = all).
+    tone_picker : ipywidgets.Dropdown
+        Skin-tone modifier: :data:`ANY_SKIN` or a range ("V-VI"); see :meth:`set_tone`.
+    tone_only : ipywidgets.Checkbox
+        Keep the results to the modifier's range (default off).
+    tone_note : ipywidgets.HTML
+        How many database cases the chosen range holds, or why the modifier is off.
+    tone_scale : str or None
+        ``"fitzpatrick"``, ``"monk"`` or None (no skin-tone labels: the modifier is disabled).
     search_button : ipywidgets.Button
         Searches now.
     live : ipywidgets.Checkbox
@@ -308,6 +487,12 @@ class QueryBuilder:
         self._last: dict[str, Any] = {}
         self._has_local = (getattr(index, "local_vectors", None) is not None
                            and bool(getattr(self.retriever, "uses_local", True)))
+        # the skin-tone modifier: the scale of the cases' labels and every case's range
+        labels = tone_labels(self.cases) if not self.empty else None
+        self.tone_scale: str | None = labels[0] if labels else None
+        self._tone_of = tone_ranges(self.cases[[labels[1]]], labels[0]) if labels else None
+        self._tone_counts = _count_ranges(self._tone_of, labels[0]) if labels else None
+        self._tone_base = ""  # the reference's text without its own skin tone
 
         self._build_widgets(int(k), alpha, int(max_k))
         if self.empty:
@@ -368,6 +553,16 @@ class QueryBuilder:
         self.group_filter = W.SelectMultiple(options=groups, value=(), rows=min(6, max(2, len(groups))),
                                              description="diagnosis group", style=wide,
                                              layout=W.Layout(width="200px"))
+        scale = self.tone_scale or "fitzpatrick"
+        tones = [("any skin", ANY_SKIN), *((f"{word} ({name})", name)
+                                           for word, name in zip(TONE_WORDS, TONE_RANGES[scale]))]
+        self.tone_picker = W.Dropdown(options=tones, value=ANY_SKIN, description="show it on", style=wide,
+                                      disabled=self.tone_scale is None, layout=W.Layout(width="240px"))
+        self.tone_picker.add_class("dermretr-tone")
+        self.tone_only = W.Checkbox(value=False, description="only cases in this range", indent=False,
+                                    disabled=self.tone_scale is None, layout=W.Layout(width="170px"))
+        self.tone_note = W.HTML(value="")
+        self.tone_note.add_class("dermretr-tone-note")
         self.search_button = W.Button(description="Search", button_style="primary", icon="search")
         self.search_button.add_class("dermretr-search")
         self.live = W.Checkbox(value=True, description="live update", indent=False, layout=W.Layout(width="120px"))
@@ -388,6 +583,7 @@ class QueryBuilder:
                             W.HBox([self.random_button, self.upload]), self.preview])
         descriptors = W.VBox([W.HTML("<b>Descriptors</b> (7-point checklist)"), *self.criteria.values()])
         controls = W.VBox([W.HTML("<b>Query text</b>"), self.text, self.alpha, self.k,
+                           W.HBox([self.tone_picker, self.tone_only]), self.tone_note,
                            W.HBox([self.skin_filter, self.group_filter]),
                            W.HBox([self.search_button, self.live, self.map_toggle])],
                           layout=W.Layout(width="420px"))
@@ -403,15 +599,18 @@ class QueryBuilder:
         self.upload.observe(self._on_upload, names="value")
         for dd in self.criteria.values():
             dd.observe(self._on_criterion, names="value")
-        for w in (self.text, self.alpha, self.k, self.skin_filter, self.group_filter):
+        for w in (self.text, self.alpha, self.k, self.skin_filter, self.group_filter, self.tone_only):
             w.observe(self._on_control, names="value")
+        self.tone_picker.observe(self._on_tone, names="value")
+        self._show_tone_note()
         self.live.observe(self._on_live, names="value")
         self.search_button.on_click(lambda _: self._guard(self.search))
         self.map_toggle.observe(self._on_map_toggle, names="value")
 
     def _controls(self) -> list[W.Widget]:
         return [self.case_picker, self.random_button, self.upload, *self.criteria.values(), self.text, self.alpha,
-                self.k, self.skin_filter, self.group_filter, self.search_button, self.live, self.map_toggle]
+                self.k, self.tone_picker, self.tone_only, self.skin_filter, self.group_filter, self.search_button,
+                self.live, self.map_toggle]
 
     def _case_labels(self) -> list[str]:
         cases = self.cases
@@ -550,6 +749,13 @@ class QueryBuilder:
     def _on_control(self, change: dict) -> None:
         self._changed()
 
+    def _on_tone(self, change: dict) -> None:
+        self._show_tone_note()
+        if self._quiet:
+            return
+        with self._batch(schedule=True):  # the text and (with tone_only) the filters change: one search
+            self._guard(self._compose_text)
+
     def _on_live(self, change: dict) -> None:
         if change["new"]:
             self._changed()
@@ -605,17 +811,18 @@ class QueryBuilder:
             for c, dd in self.criteria.items():
                 dd.value = known.get(c, UNKNOWN)
             self._base_text = self._reference_text(row, known)
-            self.text.value = self._base_text
+            self._tone_base = tone_findings(row)
+            self._compose_text()
             self._say("info", f"reference: case {cid}" + (f" ({row['diagnosis']})" if "diagnosis" in row else ""))
 
     @staticmethod
     def _reference_text(row: pd.Series, known: Mapping[str, str]) -> str:
-        """The case's own descriptor text (empty when nothing about it is known)."""
+        """The case's own findings text (empty when nothing about it is known); never its caption."""
         if known:
             return case_text(known, seed=None)
-        raw = row.get("descriptors") if hasattr(row, "get") else None
+        raw = row.get("findings") if hasattr(row, "get") else None
         if isinstance(raw, str) and raw.strip():
-            return case_text(row, seed=None)
+            return case_text(row, seed=None, view="findings")
         return ""
 
     def random_case(self, seed: int | None = None) -> str | None:
@@ -656,7 +863,8 @@ class QueryBuilder:
             for dd in self.criteria.values():
                 dd.value = UNKNOWN
             self._base_text = ""
-            self.text.value = ""
+            self._tone_base = ""
+            self._compose_text()
             self._say("info", f"reference: uploaded image {name} ({image.width}x{image.height} px); its "
                               "criteria are unknown")
         return True
@@ -691,17 +899,66 @@ class QueryBuilder:
         return out
 
     def _compose_text(self) -> None:
-        after = self.wanted()
+        """Write the query text: the reference's (or the modification's), after the skin-tone phrase if one is set."""
+        after, tone = self.wanted(), self.tone
         if not after:
-            self.text.value = self._base_text
-            return
-        before = {}
-        for c, new in after.items():
-            old = self._ref_criteria.get(c)
-            if old is None:  # unknown in the reference: "with X" for a value, "without X" for absent
-                old = CRITERIA[c][1] if new == ABSENT else ABSENT
-            before[c] = old
-        self.text.value = modification_text(before, after, seed=None)
+            body = self._base_text if tone is None else self._tone_base
+        else:
+            before = {}
+            for c, new in after.items():
+                old = self._ref_criteria.get(c)
+                if old is None:  # unknown in the reference: "with X" for a value, "without X" for absent
+                    old = CRITERIA[c][1] if new == ABSENT else ABSENT
+                before[c] = old
+            body = modification_text(before, after, seed=None)
+        self.text.value = body if tone is None else tone_query_text(body, tone, self.tone_scale)
+
+    # ------------------------------------------------------------------ skin-tone modifier
+
+    @property
+    def tone(self) -> str | None:
+        """The skin-tone range of the modifier ("V-VI"), or None for any skin."""
+        value = self.tone_picker.value
+        return None if value == ANY_SKIN else value
+
+    def set_tone(self, target: Any) -> None:
+        """Show the reference on another skin tone, as the "show it on" dropdown does.
+
+        The query text becomes the tone phrase and the reference's findings
+        without its own skin type ("on Fitzpatrick type V-VI skin: irregular
+        streaks"), :attr:`tone_note` says how many database cases that range
+        holds, and the results search again (debounced, as the other controls).
+
+        Parameters
+        ----------
+        target : str, int or None
+            A range of :attr:`tone_scale` ("V-VI"; Monk: "8-10"), a value in
+            it (5), a plain word ("lighter", "medium", "darker"), or None /
+            ``"any"`` for no skin tone.
+
+        Raises
+        ------
+        DermretrError
+            When the index's cases have no skin-tone labels (the modifier is off).
+        VocabularyError
+            A value off the scale.
+
+        Examples
+        --------
+        See the module's example: ``app.set_tone("darker")``, then
+        ``app.text.value`` starts with "on Fitzpatrick type V-VI skin: ".
+        """
+        if self.tone_scale is None:
+            raise DermretrError(_NO_TONE_LABELS)
+        name = _tone_target(target, self.tone_scale)
+        self.tone_picker.value = ANY_SKIN if name is None else name
+
+    def _show_tone_note(self) -> None:
+        if self.tone_scale is None:
+            note = ("the index holds no case" if self.empty else _NO_TONE_LABELS) + ": the modifier is off"
+        else:
+            note = tone_exposure_text(self._tone_counts, self.tone)
+        self.tone_note.value = f"<div style='font-size:12px;color:#555'>{html.escape(note)}</div>"
 
     # ------------------------------------------------------------------ searching
 
@@ -717,7 +974,8 @@ class QueryBuilder:
         """The last search's results: ``rank, case_id, score, s_global, s_local, relevant`` + case columns.
 
         ``relevant`` is True/False when the reference is an indexed case (same
-        diagnosis group and, for changed criteria, the wanted values) and NA
+        diagnosis group and, for changed criteria, the wanted values and, with
+        a skin-tone modifier, a skin tone in its range) and NA
         for an uploaded image; ``attrs["descriptors"]`` holds the criteria
         recognised in the text and ``attrs["text"]`` the text searched.
         """
@@ -726,12 +984,19 @@ class QueryBuilder:
         return out
 
     def filters(self) -> dict[str, list]:
-        """The case filters the controls set, as :meth:`CaseIndex.search` takes them."""
+        """The case filters the controls set, as :meth:`CaseIndex.search` takes them.
+
+        With "only cases in this range" ticked, the skin-tone modifier's range
+        (:func:`tone_filter`) is kept too, intersected with the skin-type filter.
+        """
         out: dict[str, list] = {}
         if self.skin_filter.value:
             out["fitzpatrick"] = [int(v) for v in self.skin_filter.value]
         if self.group_filter.value:
             out["diagnosis_group"] = [str(v) for v in self.group_filter.value]
+        if self.tone_only.value and self.tone is not None:
+            for column, values in tone_filter(self.cases, self.tone).items():
+                out[column] = [v for v in out[column] if v in values] if column in out else values
         return out
 
     def _filter_mask(self, filters: Mapping[str, list]) -> np.ndarray:
@@ -747,11 +1012,12 @@ class QueryBuilder:
         return mask
 
     def _describe_filters(self, filters: Mapping[str, list]) -> str:
+        names = {"fitzpatrick": "skin type", "skin_tone_group": "skin type", "monk": "Monk tone",
+                 "diagnosis_group": "diagnosis group"}
         parts = []
-        if "fitzpatrick" in filters:
-            parts.append("skin type " + ", ".join(_skin(v) for v in filters["fitzpatrick"]))
-        if "diagnosis_group" in filters:
-            parts.append("diagnosis group " + ", ".join(filters["diagnosis_group"]))
+        for column, values in filters.items():
+            shown = [_skin(v) if column == "fitzpatrick" else str(v) for v in values]
+            parts.append(f"{names.get(column, column)} {', '.join(shown) or 'none'}")
         return " and ".join(parts)
 
     def _encode(self, text: str) -> dict:
@@ -857,6 +1123,9 @@ class QueryBuilder:
         for c, v in self.wanted().items():
             if c in res.columns:
                 rel &= (res[c].astype("string") == v).fillna(False).to_numpy(dtype=bool)
+        if self.tone is not None:  # the tone protocol: a skin tone in the wanted range too
+            rows = [self._row_of[cid] for cid in res["case_id"].astype(str)]
+            rel &= np.array([self._tone_of[i] == self.tone for i in rows], dtype=bool)
         return rel
 
     # ------------------------------------------------------------------ the grid

@@ -440,7 +440,7 @@ def test_cli_evaluate_two_runs_writes_metrics_and_prints_a_table(synth_root, syn
                "--out", str(out), "--n-boot", "50", "--k", "1", "5", "--device", "cpu", "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "exact target" in text and "Floors are computed for the case protocol only" in text
+    assert "exact target" in text and "Floors are computed for the case and tone protocols only" in text
     recs = json.loads(out.read_text())
     assert {r["protocol"] for r in recs} == {"modify"} and {r["k"] for r in recs} == {1, 5, None}
 

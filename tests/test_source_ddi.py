@@ -61,6 +61,8 @@ def test_loads_publisher_layout_into_valid_case_table(tmp_path):
     assert cases.loc[0, "skin_tone"] == "12" and cases.loc[0, "ddi_malignant"] == "True"
     assert cases.loc[0, "descriptors"] == "melanoma in situ; malignant; Fitzpatrick type I-II skin"
     assert cases.loc[1, "descriptors"] == "seborrheic keratosis irritated; benign; Fitzpatrick type III-IV skin"
+    assert cases.loc[0, "findings"] == "Fitzpatrick type I-II skin"  # DDI publishes nothing else pre-diagnosis
+    assert cases["findings"].str.startswith("Fitzpatrick type ").all()
     assert (cases.groupby("patient_id")["split"].nunique() == 1).all()
 
 

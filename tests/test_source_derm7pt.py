@@ -68,6 +68,8 @@ def test_required_columns_only_with_official_splits(tmp_path):
     assert cases["fitzpatrick"].isna().all()
     row = cases.iloc[5]
     assert "irregular streaks" in case_text(row, seed=None) and "irregular streaks" in row["descriptors"]
+    assert cases["findings"].equals(cases["descriptors"])  # the criteria are findings, no diagnosis
+    assert case_text(row, seed=None, view="caption") == case_text(row, seed=None)
 
 
 def test_full_official_columns_underscores_and_clinic_images(tmp_path):

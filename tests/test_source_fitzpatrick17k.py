@@ -71,6 +71,9 @@ def test_loads_publisher_layout_into_valid_case_table(tmp_path):
     assert cases.loc[0, "descriptors"] == "psoriasis; inflammatory"
     assert cases.loc[1, "descriptors"] == "melanoma; malignant melanoma; Fitzpatrick type I skin"
     assert cases.loc[6, "descriptors"] == "psoriasis; inflammatory; Fitzpatrick type VI skin"
+    # findings: the skin type only (Fitzpatrick17k publishes nothing else known before the diagnosis)
+    assert cases.loc[0, "findings"] == "" and cases.loc[1, "findings"] == "Fitzpatrick type I skin"
+    assert cases.loc[6, "findings"] == "Fitzpatrick type VI skin"
     assert cases["monk"].isna().all() and cases["pigment_network"].isna().all()
     assert set(cases["split"].astype(str)) <= {"train", "val", "test"}
     assert (cases.groupby("patient_id")["split"].nunique() == 1).all()

@@ -67,6 +67,10 @@ def test_loads_a_valid_case_table(tmp_path):
     )
     assert d["ISIC_0024310"].startswith("dermatofibroma; on acral skin; ")
     assert d["ISIC_0024311"].startswith("vascular lesion; on the abdomen; ")
+    f = by_id["findings"]  # site, age and sex: not the diagnosis, not how it was confirmed
+    assert f["ISIC_0027419"] == "on the scalp; age 80; male"
+    assert f["ISIC_0024306"] == "on the trunk; age 45; male"
+    assert f["ISIC_0024308"] == ""
     for column in HEADER:
         assert column in cases.columns
     assert by_id.loc["ISIC_0024311", "dataset"] == "rosendahl"

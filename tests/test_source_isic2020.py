@@ -65,6 +65,10 @@ def test_loads_a_valid_case_table(tmp_path):
     assert d["ISIC_0068279"] == "seborrheic keratosis"
     assert d["ISIC_0074268"] == "lentigo; on the palms or soles; age 45; female"
     assert d["ISIC_0074311"].startswith("lichenoid keratosis; on the mouth or genitals; ")
+    f = by_id["findings"]  # site, age and sex only
+    assert f["ISIC_2637011"] == d["ISIC_2637011"]
+    assert f["ISIC_0052212"] == "on the lower extremity; age 70; male"
+    assert f["ISIC_0068279"] == ""
     for column in HEADER:
         assert column in cases.columns
     assert by_id.loc["ISIC_0052212", "age_approx"] == 70 and by_id.loc["ISIC_0052212", "target"] == 1

@@ -72,6 +72,10 @@ def test_loads_a_valid_case_table(tmp_path):
     assert by_id.loc["PAT_1_11_101", "descriptors"] == "actinic keratosis; flat; on the arm; age 67; male"
     assert by_id.loc["PAT_4_40_400", "descriptors"] == "squamous cell carcinoma; painful; changing; on the chest; age 50"
     assert by_id.loc["PAT_5_50_500", "descriptors"] == "seborrheic keratosis; on the nose"
+    # findings: symptoms, elevation, site, age and sex; not the diagnosis, not the biopsy
+    assert by_id.loc["PAT_1_10_100", "findings"] == "itching; growing; bleeding; elevated; on the face; age 67; male"
+    assert by_id.loc["PAT_1_11_101", "findings"] == "flat; on the arm; age 67; male"
+    assert by_id.loc["PAT_5_50_500", "findings"] == "on the nose"
     # every original column is kept; age is numeric
     for column in HEADER:
         assert column in cases.columns
@@ -191,3 +195,12 @@ def test_load_by_spec(tmp_path):
     cases = load(f"pad-ufes-20:{root}")
     assert len(cases) == len(ROWS) and (cases["source"] == "pad-ufes-20").all()
     assert cases.equals(load("pad-ufes-20", root))
+
+
+def test_required_columns_only_give_empty_findings(tmp_path):
+    root = tmp_path / "pad"
+    write_dataset(root / "metadata.csv", [{k: r[k] for k in ("patient_id", "diagnostic", "img_id")} for r in ROWS],
+                  image=lambda i, row: root / row["img_id"])
+    cases = load_pad_ufes20(root)
+    assert cases["findings"].eq("").all()
+    assert cases["descriptors"].tolist()[:2] == ["basal cell carcinoma", "actinic keratosis"]

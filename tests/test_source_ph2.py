@@ -195,6 +195,7 @@ def test_loads_the_xlsx_as_a_valid_case_table(tmp_path):
         "atypical pigment network; streaks (regularity not graded); irregular dots and globules; "
         "blue-whitish veil; asymmetric; colours: light-brown, dark-brown, blue-gray")
     assert by_id.loc["IMD003", "descriptors"] == "typical pigment network; symmetric; colours: dark-brown"
+    assert cases["findings"].equals(cases["descriptors"])  # PH2's text names no diagnosis: both views agree
     for _, row in cases.iterrows():  # the descriptors read back as the known criteria, nothing more
         said = {k: v for k, v in parse_text(row["descriptors"], default=None).items() if v is not None}
         assert said == {k: v for k, v in criteria_of(row).items() if v != "absent"}

@@ -106,6 +106,11 @@ def test_loads_publisher_layout_one_row_per_image(tmp_path):
     # unknown age, unspecified sex and "no relevant experience" are left out
     assert by_case.loc[IDS[4], "descriptors"] == "itching; on the arm; present since childhood"
     assert by_case.loc[IDS[1], "descriptors"].count("itching") == 1
+    # findings: the same answers without the condition
+    assert by_case.loc[IDS[0], "findings"] == (
+        "itching; fever; on the arm; on the back of the hand; present for one to four weeks; age 30 to 39; female")
+    assert by_case.loc[IDS[4], "findings"] == by_case.loc[IDS[4], "descriptors"]  # unlabeled: nothing to drop
+    assert all(d.endswith(f) for d, f in zip(cases["descriptors"], cases["findings"]))
     assert (cases.groupby("patient_id")["split"].nunique() == 1).all()
 
 

@@ -79,6 +79,20 @@ def test_resume_refuses_a_different_config(small_data, tmp_path):
         fit(_cfg(small_data, tmp_path / "new", resume=True))
 
 
+def test_a_run_of_an_older_dermretr_resumes_without_the_text_skip(small_data, tmp_path):
+    """Runs written before checkpoint format 4 have no "text_skip" in config.json: their composers had none."""
+    cfg = _cfg(small_data, tmp_path / "old", epochs=2, model="global", text_skip=False)
+    fit(replace(cfg, epochs=1))
+    config = tmp_path / "old" / "config.json"
+    saved = json.loads(config.read_text())
+    del saved["text_skip"]
+    config.write_text(json.dumps(saved))
+    with pytest.raises(DermretrError, match=r"config differs \(text_skip: run has False, you asked True\)"):
+        fit(replace(cfg, text_skip=True, resume=True))  # today's default; the CLI's --no-text-skip asks False
+    resumed = fit(replace(cfg, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.retriever.combiner.text_weight is None
+
+
 def test_bad_training_input(small_data, tmp_path):
     with pytest.raises(DermretrError, match="batch size 500 is larger than the training set"):
         fit(_cfg(small_data, tmp_path / "r1", batch_size=500))
@@ -96,8 +110,12 @@ def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
             "--image-size", "64", "--n-masks", "2", "--device", "cpu", "--no-progress"]
     assert main(args) == 0
     assert "best epoch 1" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["text_skip"] is True
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
+    assert main([*args[:4], str(tmp_path / "ablation"), *args[5:], "--no-text-skip"]) == 0
+    assert json.loads((tmp_path / "ablation" / "config.json").read_text())["text_skip"] is False
+    capsys.readouterr()
     assert main(["train", "--data", small_data, "--out", str(tmp_path / "x"), "--backbone", "dermretr-tyni",
                  "--batch-size", "8", "--no-progress"]) == 2
     assert "did you mean dermretr-tiny" in capsys.readouterr().err

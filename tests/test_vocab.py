@@ -17,6 +17,8 @@ from dermretr.data.vocab import (
     NO_FINDINGS,
     PHRASES,
     TEXT_STYLES,
+    TEXT_VIEWS,
+    case_text,
     diagnosis_group,
     is_malignant,
     modification_text,
@@ -397,6 +399,46 @@ def test_diagnosis_groups_of_all_20():
     with pytest.raises(VocabularyError) as err:
         diagnosis_group("nevus of ota")
     assert "nevus of ota" in str(err.value) and "clark nevus" in str(err.value)
+
+
+# --------------------------------------------------------------------------- text views
+
+
+CASE = {"findings": "itching; on the face", "descriptors": "basal cell carcinoma; itching; on the face"}
+
+
+@pytest.mark.parametrize("style", TEXT_STYLES)
+def test_findings_view_is_the_default_and_never_reads_the_caption(style):
+    assert TEXT_VIEWS == ("findings", "caption")
+    findings = case_text(CASE, style=style)
+    assert findings == case_text(CASE, style=style, view="findings")
+    assert "itching" in findings and "carcinoma" not in findings
+    assert "basal cell carcinoma" in case_text(CASE, style=style, view="caption")
+
+
+@pytest.mark.parametrize("case", [{"descriptors": "melanoma; on the back"},
+                                  {"descriptors": "melanoma", "findings": ""},
+                                  {"descriptors": "melanoma", "findings": None},
+                                  {"descriptors": "melanoma", "findings": " ; "}])
+def test_without_findings_the_findings_view_says_nothing_is_known(case):
+    # an older case table without a findings column must not fall back to its caption
+    assert case_text(case) == NO_FINDINGS
+    assert case_text(case, style="sentence") == NO_FINDINGS[0].upper() + NO_FINDINGS[1:] + "."
+    assert "melanoma" in case_text(case, view="caption")
+
+
+def test_criteria_cases_render_their_criteria_in_both_views():
+    case = {"streaks": "irregular", "descriptors": "irregular streaks", "findings": "irregular streaks"}
+    for style in TEXT_STYLES:
+        for seed in (None, 0, 7):
+            text = case_text(case, style=style, seed=seed)
+            assert text == case_text(case, style=style, seed=seed, view="caption")
+            assert text == render_text({"streaks": "irregular"}, style=style, seed=seed)
+
+
+def test_unknown_view_is_a_one_line_error():
+    with pytest.raises(VocabularyError, match=r"unknown text view 'query'; views: findings .*caption"):
+        case_text(CASE, view="query")
 
 
 def test_doctests_of_vocab_pass():

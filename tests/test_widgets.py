@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from dermretr._errors import DermretrError, VocabularyError
-from dermretr.data.vocab import ABSENT, CRITERIA, modification_text, parse_modification, render_text
+from dermretr.data.vocab import ABSENT, CRITERIA, modification_text, parse_modification, parse_tone, render_text
 from dermretr.index import CaseIndex
-from dermretr.widgets import UNKNOWN, QueryBuilder, decode_image
+from dermretr.widgets import UNKNOWN, QueryBuilder, decode_image, tone_counts, tone_filter, tone_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -60,6 +60,13 @@ def _png_bytes(image_path: str) -> bytes:
     buf = io.BytesIO()
     Image.open(image_path).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _subindex(index: CaseIndex, cases: pd.DataFrame) -> CaseIndex:
+    """An index of the first len(cases) vectors of ``index`` with a changed case table."""
+    n = len(cases)
+    return CaseIndex.from_embeddings({k: (v[:n] if k != "alpha" else v) for k, v in index.targets().items()},
+                                     cases.reset_index(drop=True))
 
 
 # ---------------------------------------------------------------------------- reference and descriptors
@@ -353,8 +360,7 @@ def test_an_unreadable_case_image_is_reported(model, index, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
     cases.loc[cases.index[3], "image_path"] = str(broken)
-    small = CaseIndex.from_embeddings({k: (v[:12] if k != "alpha" else v) for k, v in index.targets().items()},
-                                      cases)
+    small = _subindex(index, cases)
     qb = QueryBuilder(small, model, k=11, debounce=0)
     try:
         qb.select_case(cases["case_id"].iloc[0])
@@ -399,3 +405,175 @@ def test_an_index_without_a_model_is_a_clear_error(index):
         QueryBuilder(index.cases)
     with pytest.raises(DermretrError, match="k must be a positive integer"):
         QueryBuilder(index, k=0)
+
+
+# ---------------------------------------------------------------------------- skin-tone modifier
+
+
+def test_tone_modifier_writes_the_tone_protocol_text(app, index):
+    from dermretr.evaluate import tone_queries
+
+    tq = tone_queries(index.cases)  # the "tone" protocol's queries of the test split
+    query = tq.info[tq.info["target_range"] == "V-VI"].iloc[0]
+    app.select_case(query["case_id"])
+    base_text, count = app.text.value, app.search_count
+    assert app.tone is None and app.tone_picker.value == "any"
+    app.tone_picker.value = "V-VI"  # as a user picks it
+    assert app.tone == "V-VI" and app.text.value == query["tone_text"]
+    assert app.text.value.startswith("on Fitzpatrick type V-VI skin: ") and base_text in app.text.value
+    assert app.search_count == count + 1 and app.results.attrs["text"] == query["tone_text"]
+    app.set_tone("lighter")
+    assert app.tone == "I-II" and app.text.value == f"on Fitzpatrick type I-II skin: {base_text}"
+    app.set_tone(None)  # back to any skin: the reference's own text again
+    assert app.tone is None and app.text.value == base_text
+    with pytest.raises(VocabularyError, match="not a Fitzpatrick type"):
+        app.set_tone(7)
+
+
+def test_tone_modifier_drops_the_reference_own_skin_type(model, index):
+    cases = index.cases.head(12).copy()
+    for c in CRITERIA:  # criteria unknown: the reference is described by its findings
+        cases[c] = pd.NA
+    cases["findings"] = "itching; on the arm"
+    cases.loc[cases.index[0], "findings"] = "itching; Fitzpatrick type II skin; on the arm"
+    qb = QueryBuilder(_subindex(index, cases), model, k=4, debounce=0)
+    try:
+        qb.select_case(cases["case_id"].iloc[0])
+        assert qb.text.value == "itching, Fitzpatrick type II skin, on the arm"
+        qb.set_tone("V-VI")
+        assert qb.text.value == "on Fitzpatrick type V-VI skin: itching, on the arm"
+        assert "type II" not in qb.text.value and parse_tone(qb.text.value) == "V-VI"
+        qb.set_tone("any")
+        assert qb.text.value == "itching, Fitzpatrick type II skin, on the arm"
+    finally:
+        qb.close()
+
+
+def test_tone_modifier_combines_with_criterion_changes_and_follows_the_reference(app, index):
+    cid = _case_with(index, blue_whitish_veil="absent")
+    app.select_case(cid)
+    base_text = app.text.value
+    app.set_tone("darker")
+    app.set_criterion("blue_whitish_veil", "present")
+    assert app.text.value == "on Fitzpatrick type V-VI skin: same lesion but with a blue-whitish veil"
+    app.set_tone("any")
+    assert app.text.value == "same lesion but with a blue-whitish veil"
+    app.set_tone("medium")
+    app.set_criterion("blue_whitish_veil", "absent")  # no change left: the reference's text, on III-IV skin
+    assert app.text.value == f"on Fitzpatrick type III-IV skin: {base_text}"
+    other = _case_with(index, blue_whitish_veil="present")
+    app.select_case(other)  # a new reference keeps the modifier
+    assert app.tone == "III-IV" and app.text.value.startswith("on Fitzpatrick type III-IV skin: ")
+    assert app.text.value != f"on Fitzpatrick type III-IV skin: {base_text}"
+    data = _png_bytes(index.cases["image_path"].iloc[7])
+    assert app.upload_bytes(data, "lesion.png") and app.text.value == "on Fitzpatrick type III-IV skin"
+
+
+def test_tone_note_counts_the_database_cases_of_the_range(app, index):
+    fitz = index.cases["fitzpatrick"]
+    n_dark, total = int(fitz.isin([5, 6]).sum()), len(index.cases)
+    assert 0 < n_dark < total
+    note = _text(app.tone_note.value)
+    assert f"the database holds {total} cases by Fitzpatrick type" in note
+    for name, types in (("I-II", [1, 2]), ("III-IV", [3, 4]), ("V-VI", [5, 6])):
+        assert f"{name} {int(fitz.isin(types).sum())} (" in note
+    app.set_tone("V-VI")
+    note = _text(app.tone_note.value)
+    assert f"the database holds {n_dark} cases on Fitzpatrick type V-VI skin, " in note
+    assert f"{round(100 * n_dark / total)}% of {total}" in note
+    counts = tone_counts(index.cases)
+    assert counts.to_dict() == {"I-II": int(fitz.isin([1, 2]).sum()), "III-IV": int(fitz.isin([3, 4]).sum()),
+                                "V-VI": n_dark, "unknown": int(fitz.isna().sum())}
+    app.set_tone(None)
+    assert "by Fitzpatrick type" in _text(app.tone_note.value)
+
+
+def test_only_cases_in_the_range_filters_the_results(app, index):
+    app.select_case(index.cases["case_id"].iloc[10])
+    app.set_tone("V-VI")
+    assert app.filters() == {} and not app.tone_only.value  # off by default: the phrase only
+    mixed = app.results
+    assert set(mixed["fitzpatrick"]) - {5, 6}, "the unfiltered results should show other skin types"
+    count = app.search_count
+    app.tone_only.value = True
+    assert app.search_count == count + 1 and app.filters() == {"fitzpatrick": [5, 6]}
+    res = app.results
+    assert len(res) == 6 and set(res["fitzpatrick"]) <= {5, 6}
+    assert res.attrs["text"].startswith("on Fitzpatrick type V-VI skin: ")
+    group = index.cases["diagnosis_group"].iloc[10]
+    assert res["relevant"].tolist() == (res["diagnosis_group"] == group).tolist()  # all in range here
+    # relevance follows the tone protocol: same diagnosis group *and* a skin type in the range
+    app.tone_only.value = False
+    app.k.value = 30
+    rel = app.results
+    same_group = rel["diagnosis_group"] == group
+    assert (same_group & ~rel["fitzpatrick"].isin([5, 6])).any(), "the test needs a same-group hit off the range"
+    assert rel["relevant"].tolist() == (same_group & rel["fitzpatrick"].isin([5, 6])).tolist()
+    # with the skin-type filter: both hold
+    app.k.value = 6
+    app.tone_only.value = True
+    app.skin_filter.value = (4, 5)
+    assert app.filters() == {"fitzpatrick": [5]} and set(app.results["fitzpatrick"]) == {5}
+    app.skin_filter.value = (1,)
+    assert len(app.results) == 0 and "skin type none" in _text(app.message.value)
+    app.skin_filter.value = ()
+    app.set_tone("any")  # no range: nothing to keep
+    assert app.filters() == {} and len(set(app.results["fitzpatrick"])) > 1
+
+
+def test_without_skin_type_labels_the_modifier_is_off_and_says_why(model, index):
+    cases = index.cases.head(12).copy()
+    cases["fitzpatrick"] = pd.array([None] * len(cases), dtype="Int64")
+    cases["monk"] = pd.array([None] * len(cases), dtype="Int64")
+    qb = QueryBuilder(_subindex(index, cases), model, k=4, debounce=0)
+    try:
+        assert qb.tone_scale is None and qb.tone_picker.disabled and qb.tone_only.disabled
+        assert "needs Fitzpatrick types or Monk tones" in _text(qb.tone_note.value)
+        qb.select_case(cases["case_id"].iloc[0])
+        text = qb.text.value
+        with pytest.raises(DermretrError, match="needs Fitzpatrick types or Monk tones"):
+            qb.set_tone("V-VI")
+        assert qb.tone is None and qb.text.value == text and len(qb.results) == 4
+    finally:
+        qb.close()
+
+
+def test_monk_tones_and_fitzpatrick_pairs_are_used_when_types_are_missing(model, index):
+    cases = index.cases.head(12).copy()
+    cases["fitzpatrick"] = pd.array([None] * len(cases), dtype="Int64")
+    cases["monk"] = pd.array([1, 2, 9, 10, 5, 8, 3, 4, 6, 7, 2, 9], dtype="Int64")
+    qb = QueryBuilder(_subindex(index, cases), model, k=4, debounce=0)
+    try:
+        assert qb.tone_scale == "monk" and not qb.tone_picker.disabled
+        assert [label for label, _ in qb.tone_picker.options] == ["any skin", "lighter (1-3)", "medium (4-7)",
+                                                                 "darker (8-10)"]
+        qb.select_case(cases["case_id"].iloc[0])
+        qb.set_tone("darker")
+        assert qb.text.value.startswith("on Monk tone 8-10 skin: ")
+        assert "holds 4 cases on Monk tone 8-10 skin, 33% of 12" in _text(qb.tone_note.value)
+        qb.tone_only.value = True
+        assert qb.filters() == {"monk": [8, 9, 10]} and set(qb.results["monk"]) <= {8, 9, 10}
+    finally:
+        qb.close()
+    ddi = cases.assign(monk=pd.array([None] * len(cases), dtype="Int64"),
+                       skin_tone_group=["I-II", "V-VI", "III-IV"] * 4)
+    assert tone_labels(ddi) == ("fitzpatrick", "skin_tone_group")
+    assert tone_filter(ddi, "V-VI") == {"skin_tone_group": ["V-VI"]}
+    assert tone_counts(ddi).to_dict() == {"I-II": 4, "III-IV": 4, "V-VI": 4, "unknown": 0}
+    assert tone_labels(cases.assign(monk=pd.array([None] * len(cases), dtype="Int64"))) is None
+
+
+def test_tone_changes_are_debounced_like_the_other_controls(index):
+    qb = QueryBuilder(index, k=4, debounce=0.15)
+    try:
+        qb.select_case(index.cases["case_id"].iloc[1])
+        assert qb.wait(30)
+        count = qb.search_count
+        qb.set_tone("V-VI")
+        qb.tone_only.value = True
+        assert qb.search_count == count  # still within the quiet period
+        assert qb.wait(30) and qb.search_count == count + 1
+        assert set(qb.results["fitzpatrick"]) <= {5, 6}
+        assert qb.results.attrs["text"].startswith("on Fitzpatrick type V-VI skin: ")
+    finally:
+        qb.close()

@@ -23,6 +23,17 @@ split               category train/val/test
 source              string                       the loader that produced the row
 ==================  ===========================  =========================================
 
+Optional text columns (:data:`TEXT_COLUMNS`, kept as extra columns; every
+loader writes both, older or hand-made tables may lack them):
+
+* ``descriptors`` -- the *caption*: ``"; "``-joined phrases that may name the
+  diagnosis (training text, zero-shot text search);
+* ``findings`` -- what can be observed or reported before a diagnosis
+  (dermoscopic criteria, morphology, symptoms and history, body site,
+  duration, age, sex, skin type), ``"; "``-joined, possibly empty; never the
+  diagnosis, its group or benign/malignant.  Every query is built from it
+  (:func:`dermretr.data.vocab.case_text`, ``view="findings"``).
+
 Examples
 --------
 >>> import pandas as pd
@@ -47,6 +58,7 @@ from .vocab import CRITERIA, CRITERION_NAMES
 __all__ = [
     "CASE_COLUMNS",
     "REQUIRED_COLUMNS",
+    "TEXT_COLUMNS",
     "SPLITS",
     "validate_cases",
     "empty_cases",
@@ -80,6 +92,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "split",
     "source",
 )
+#: Optional text columns written by the loaders: the caption and the leak-free findings.
+TEXT_COLUMNS: tuple[str, ...] = ("descriptors", "findings")
 _NON_NULL = ("case_id", "patient_id", "image_path", "diagnosis", "diagnosis_group", "split", "source")
 _MAX_SHOWN = 8
 

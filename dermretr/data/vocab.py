@@ -32,6 +32,7 @@ __all__ = [
     "GROUP_OF_DIAGNOSIS",
     "GROUP_NAMES",
     "MALIGNANT_GROUPS",
+    "DIAGNOSIS_SYNONYMS",
     "MAJOR_CRITERIA",
     "MINOR_CRITERIA",
     "normalize_value",
@@ -117,6 +118,14 @@ DIAGNOSES: tuple[str, ...] = tuple(sorted(d for ds in DIAGNOSIS_GROUPS.values() 
 GROUP_OF_DIAGNOSIS: dict[str, str] = {d: g for g, ds in DIAGNOSIS_GROUPS.items() for d in ds}
 #: Groups whose members are malignant (melanoma and basal cell carcinoma).
 MALIGNANT_GROUPS: frozenset[str] = frozenset({"MEL", "BCC"})
+#: Words that tell a diagnosis, its kind or its outcome without being any dataset's
+#: label (plurals, spelling variants, benign/malignant).  Query texts must not hold
+#: them, nor any label: see :func:`dermretr.evaluate.check_query_text`.
+DIAGNOSIS_SYNONYMS: tuple[str, ...] = (
+    "nevi", "naevus", "naevi", "mole", "moles", "melanomas", "carcinoma", "carcinomas", "cancer", "cancers",
+    "cancerous", "keratosis", "keratoses", "benign", "malignant", "malignancy", "neoplastic", "non-neoplastic",
+    "metastasis", "metastatic",
+)
 
 
 def normalize_value(criterion: str, value: str) -> str:
@@ -247,6 +256,8 @@ __all__ += [
     "NEGATIONS",
     "NO_FINDINGS",
     "TEXT_STYLES",
+    "TEXT_VIEWS",
+    "VIEW_COLUMNS",
     "render_text",
     "parse_text",
     "modification_text",
@@ -749,27 +760,78 @@ def parse_modification(text: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------- any source
 
 
-def case_text(case: Mapping, style: str = "terse", seed: int | None = 0) -> str:
-    """The text a composed query uses for a case of any source.
+#: The text views of a case: leak-free findings (queries, and training's queries) and the caption.
+TEXT_VIEWS: tuple[str, ...] = ("findings", "caption")
+#: The column each view renders for cases without 7-point criteria.
+VIEW_COLUMNS: dict[str, str] = {"findings": "findings", "caption": "descriptors"}
 
-    Cases with known 7-point criteria (Derm7pt, DermSynth) are described by
-    :func:`render_text`.  Other sources describe cases through their loader's
-    ``descriptors`` column ("; "-joined phrases such as clinical history or
-    condition words), rendered in the same three styles.
+
+def case_text(case: Mapping, style: str = "terse", seed: int | None = 0, view: str = "findings") -> str:
+    """The text of a case of any source: its findings (queries) or its caption.
+
+    Cases with known 7-point criteria (Derm7pt, PH2, DermSynth) are described
+    by :func:`render_text` in both views: the criteria are findings, and these
+    sources' captions add no diagnosis (Derm7pt's and DermSynth's
+    ``descriptors`` are the same criteria; PH2's add asymmetry and colours,
+    which the 7-point text leaves out as before).  Other sources describe a
+    case through their loader's text columns ("; "-joined phrases), rendered
+    in the same three styles:
+
+    * ``view="findings"`` (default; every query path uses it, training's
+      composed queries too): the
+      ``findings`` column, what is observed or reported before a diagnosis
+      (symptoms, site, age, sex, skin type...).  It never falls back to
+      ``descriptors``, which may name the diagnosis: a case without a
+      ``findings`` column (a case table written before it existed, or a
+      hand-made one) gets the no-findings text (:data:`NO_FINDINGS`), so
+      reload the dataset to get its findings.
+    * ``view="caption"`` (zero-shot text search, captioning): the
+      ``descriptors`` column, which may name the diagnosis.
+
+    Parameters
+    ----------
+    case : mapping
+        A case-table row (or a mapping of criteria / text columns).
+    style : {"terse", "sentence", "note"}
+        See :func:`render_text`.
+    seed : int or None
+        See :func:`render_text`.
+    view : {"findings", "caption"}
+        Which text: leak-free findings, or the caption.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    VocabularyError
+        An unknown style or view, or unknown criterion values.
 
     Examples
     --------
     >>> case_text({"streaks": "irregular", "blue_whitish_veil": "present"}, seed=None)
     'irregular streaks, blue-whitish veil'
-    >>> case_text({"descriptors": "itching; bleeding; on the face"}, style="sentence")
+    >>> case = {"findings": "itching; bleeding; on the face",
+    ...         "descriptors": "basal cell carcinoma; itching; bleeding; on the face"}
+    >>> case_text(case, style="sentence")
     'Clinical findings: itching, bleeding and on the face.'
+    >>> case_text(case, view="caption")
+    'basal cell carcinoma, itching, bleeding, on the face'
+    >>> case_text({"descriptors": "basal cell carcinoma"})  # no findings column: nothing is known
+    'no specific dermoscopic structures'
     """
+    if view not in TEXT_VIEWS:
+        raise VocabularyError(
+            f"unknown text view {view!r}; views: findings (leak-free, for queries), caption (may name the "
+            "diagnosis, for training)"
+        )
     criteria = criteria_of(case)
     if criteria:
         return render_text(criteria, style=style, seed=seed)
     if style not in TEXT_STYLES:
         raise VocabularyError(f"unknown text style {style!r}; styles: {', '.join(TEXT_STYLES)}")
-    raw = case.get("descriptors") if hasattr(case, "get") else None
+    raw = case.get(VIEW_COLUMNS[view]) if hasattr(case, "get") else None
     words = [w.strip() for w in str(raw).split(";") if w.strip()] if isinstance(raw, str) else []
     if not words:
         return NO_FINDINGS if style == "terse" else f"{NO_FINDINGS[0].upper()}{NO_FINDINGS[1:]}."
@@ -779,3 +841,290 @@ def case_text(case: Mapping, style: str = "terse", seed: int | None = 0) -> str:
         body = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
         return f"Clinical findings: {body}."
     return "Findings: " + "; ".join(words) + "."
+
+
+# ----------------------------------------------------------------------------- skin tone
+
+__all__ += [
+    "TONE_SCALES",
+    "TONE_RANGES",
+    "TONE_WORDS",
+    "TONE_STYLES",
+    "tone_range",
+    "tone_text",
+    "parse_tone",
+    "strip_tone",
+    "tone_query_text",
+]
+
+#: Skin-tone scales of tone queries ("this condition, on darker skin").
+TONE_SCALES: tuple[str, ...] = ("fitzpatrick", "monk", "ita")
+#: The ranges of each scale, lightest first: range name -> (lowest, highest) value, both included.
+#:
+#: * ``fitzpatrick`` - types 1..6 in the pairs DDI publishes (I-II, III-IV, V-VI);
+#: * ``monk`` - Monk skin tones 1..10 as 1-3, 4-7 and 8-10 (a convention of this package: the Monk
+#:   scale itself defines no groups);
+#: * ``ita`` - the ITA categories of :data:`dermretr.color.ITA_CATEGORIES` ranked 1 (very light) .. 6
+#:   (dark), paired like the Fitzpatrick types they approximate
+#:   (:data:`dermretr.fairness.ITA_FITZPATRICK`).
+#:
+#: The ranges of the scales correspond by position: the first is "lighter", the second "medium"
+#: (intermediate), the third "darker" (:data:`TONE_WORDS`).
+TONE_RANGES: dict[str, dict[str, tuple[int, int]]] = {
+    "fitzpatrick": {"I-II": (1, 2), "III-IV": (3, 4), "V-VI": (5, 6)},
+    "monk": {"1-3": (1, 3), "4-7": (4, 7), "8-10": (8, 10)},
+    "ita": {"very light-light": (1, 2), "intermediate-tan": (3, 4), "brown-dark": (5, 6)},
+}
+#: The plain word of the first, second and third range of every scale.
+TONE_WORDS: tuple[str, ...] = ("lighter", "medium", "darker")
+#: Styles of :func:`tone_text`: the scale's own range ("on Fitzpatrick type V-VI skin") or the plain word
+#: ("on darker skin").
+TONE_STYLES: tuple[str, ...] = ("scale", "plain")
+
+_ROMAN = ("I", "II", "III", "IV", "V", "VI")
+_ITA_RANKS = ("very light", "light", "intermediate", "tan", "brown", "dark")  # dermretr.color.ITA_CATEGORIES
+_SCALE_TITLES = {"fitzpatrick": "Fitzpatrick type", "monk": "Monk skin tone", "ita": "ITA category"}
+# words of a tone mention -> position of the range (0 lighter, 1 medium, 2 darker)
+_TONE_WORD_POSITION = {"very light": 0, "lighter": 0, "light": 0, "fair": 0, "pale": 0,
+                       "medium": 1, "intermediate": 1, "olive": 1, "tan": 1,
+                       "darker": 2, "dark": 2, "deep": 2, "brown": 2}
+
+
+def _check_scale(scale: str) -> dict[str, tuple[int, int]]:
+    if scale not in TONE_RANGES:
+        raise VocabularyError(f"unknown skin-tone scale {scale!r}; scales: {', '.join(TONE_SCALES)}")
+    return TONE_RANGES[scale]
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    try:
+        return bool(value != value)  # NaN
+    except TypeError:  # pandas.NA
+        return True
+
+
+def tone_range(value, scale: str = "fitzpatrick") -> str | None:
+    """The range of ``scale`` (:data:`TONE_RANGES`) that holds one skin-tone value; None when unknown.
+
+    Parameters
+    ----------
+    value : int, str or None
+        A value of the scale (Fitzpatrick type 1..6 or ``"I"`` .. ``"VI"``,
+        Monk tone 1..10, ITA rank 1..6 or an ITA category name such as
+        ``"brown"``), or a range name of the scale (returned as it is).
+        None, NaN, ``pandas.NA`` and ``""`` are unknown.
+    scale : {"fitzpatrick", "monk", "ita"}
+
+    Raises
+    ------
+    VocabularyError
+        A value off the scale.
+
+    Examples
+    --------
+    >>> tone_range(5), tone_range("ii"), tone_range(9, "monk"), tone_range("brown", "ita"), tone_range(None)
+    ('V-VI', 'I-II', '8-10', 'brown-dark', None)
+    >>> tone_range("III-IV")
+    'III-IV'
+    >>> tone_range(7)
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.VocabularyError: 7 is not a Fitzpatrick type: use 1..6 (or I..VI) or a range I-II, III-IV, V-VI
+    """
+    ranges = _check_scale(scale)
+    if _is_missing(value):
+        return None
+    number = None
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ranges:
+            return text
+        if scale == "fitzpatrick" and text.upper() in _ROMAN:
+            number = _ROMAN.index(text.upper()) + 1
+        elif scale == "ita" and _norm(text) in _ITA_RANKS:
+            number = _ITA_RANKS.index(_norm(text)) + 1
+        elif text.isdigit():
+            number = int(text)
+    elif not isinstance(value, bool):
+        try:
+            if float(value) == int(value):
+                number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    top = max(hi for _, hi in ranges.values())
+    for name, (lo, hi) in ranges.items():
+        if number is not None and lo <= number <= hi:
+            return name
+    extra = {"fitzpatrick": " (or I..VI)", "ita": " (or a category name: very light ... dark)"}.get(scale, "")
+    raise VocabularyError(f"{value!r} is not a {_SCALE_TITLES[scale]}: use 1..{top}{extra} or a range "
+                          f"{', '.join(ranges)}")
+
+
+def _tone_position(target, scale: str) -> int:
+    """Position (0 lighter, 1 medium, 2 darker) of a range name, a plain tone word or a value of ``scale``."""
+    ranges = _check_scale(scale)
+    if isinstance(target, str) and _norm(target) in TONE_WORDS:
+        return TONE_WORDS.index(_norm(target))
+    name = tone_range(target, scale)
+    if name is None:
+        raise VocabularyError(f"no skin tone given: name a range of the {scale} scale ({', '.join(ranges)}) "
+                              f"or one of {', '.join(TONE_WORDS)}")
+    return list(ranges).index(name)
+
+
+def tone_text(target, scale: str = "fitzpatrick", style: str = "scale") -> str:
+    """The skin-tone modifier phrase of a tone query ("on darker skin").
+
+    Parameters
+    ----------
+    target : str or int
+        A range of ``scale`` (:data:`TONE_RANGES`), a value of it (its range
+        is named) or a word of :data:`TONE_WORDS`.
+    scale : {"fitzpatrick", "monk", "ita"}
+    style : {"scale", "plain"}
+        The scale's own range, or the plain word.
+
+    Returns
+    -------
+    str
+        :func:`parse_tone` reads the range back.
+
+    Examples
+    --------
+    >>> tone_text("V-VI"), tone_text("V-VI", style="plain"), tone_text(9, "monk")
+    ('on Fitzpatrick type V-VI skin', 'on darker skin', 'on Monk tone 8-10 skin')
+    >>> tone_text("lighter", "ita")
+    'on very light to light skin'
+    """
+    if style not in TONE_STYLES:
+        raise VocabularyError(f"unknown tone style {style!r}; styles: {', '.join(TONE_STYLES)}")
+    position = _tone_position(target, scale)
+    name = list(TONE_RANGES[scale])[position]
+    if style == "plain":
+        return f"on {TONE_WORDS[position]} skin"
+    if scale == "fitzpatrick":
+        return f"on Fitzpatrick type {name} skin"
+    if scale == "monk":
+        return f"on Monk tone {name} skin"
+    return "on " + name.replace("-", " to ") + " skin"
+
+
+_TONE_SPAN = r"\s*(?:-|to|or|/)\s*"
+_FITZ_VALUE = r"(?:vi|iv|v|iii|ii|i|[1-6])"
+_MONK_VALUE = r"(?:10|[1-9])"
+_TONE_WORD = "|".join(sorted(map(re.escape, _TONE_WORD_POSITION), key=lambda w: (-len(w), w)))
+_TONE_RE = re.compile(
+    r"\b(?:"
+    rf"(?:fitzpatrick(?:\s+skin)?(?:\s+(?:photo)?types?)?|skin\s+(?:photo)?types?|phototypes?)"
+    rf"\s*(?P<f1>{_FITZ_VALUE})(?:{_TONE_SPAN}(?P<f2>{_FITZ_VALUE}))?"
+    rf"|(?:monk(?:\s+skin)?(?:\s+tones?)?|mst)\s*(?P<m1>{_MONK_VALUE})(?:{_TONE_SPAN}(?P<m2>{_MONK_VALUE}))?"
+    rf"|(?P<w1>{_TONE_WORD})(?:{_TONE_SPAN}(?P<w2>{_TONE_WORD}))?(?:[\s-]+(?:toned|colou?red))?\s+skin"
+    r")\b"
+)
+
+
+def _mentions(text: str) -> list[tuple[str, int]]:
+    """Every skin-tone mention of a text as (the words, position 0 lighter .. 2 darker)."""
+    found = []
+    for m in _TONE_RE.finditer(text.lower().replace("\u2013", "-").replace("\u2014", "-")):
+        if m.group("f1"):
+            values, scale = [m.group("f1"), m.group("f2")], "fitzpatrick"
+            values = [v.upper() for v in values if v]
+        elif m.group("m1"):
+            values, scale = [v for v in (m.group("m1"), m.group("m2")) if v], "monk"
+        else:
+            positions = {_TONE_WORD_POSITION[_norm(m.group(g))] for g in ("w1", "w2") if m.group(g)}
+            values, scale = [TONE_WORDS[p] for p in sorted(positions)], "fitzpatrick"
+        positions = {_tone_position(v, scale) for v in values}
+        if len(positions) > 1:
+            ranges = ", ".join(TONE_RANGES[scale])
+            raise VocabularyError(f"{m.group(0)!r} spans more than one skin-tone range ({ranges}); name one range")
+        found.append((m.group(0), positions.pop()))
+    return found
+
+
+def parse_tone(text: str, scale: str = "fitzpatrick") -> str | None:
+    """The skin-tone range a text asks for, as a range of ``scale``; None when it names none.
+
+    Recognised (letter case ignored, hyphen or en dash, "to", "or"): a
+    Fitzpatrick type or range ("Fitzpatrick type V-VI", "skin type IV",
+    "phototype 5"), a Monk tone or range ("Monk tone 8-10", "MST 9") and a
+    word before "skin" ("darker skin", "dark-toned skin", "brown to dark
+    skin"; the words of :data:`TONE_WORDS` and lighter/light/fair/pale,
+    intermediate/olive/tan, dark/deep/brown).  A mention in another scale is
+    translated by position (lighter, medium, darker: :data:`TONE_RANGES`).
+
+    Raises
+    ------
+    VocabularyError
+        A mention spanning two ranges ("type III-V"), or mentions of two
+        different ranges.
+
+    Examples
+    --------
+    >>> parse_tone("irregular streaks, on Fitzpatrick type V-VI skin")
+    'V-VI'
+    >>> parse_tone("what does this look like on darker skin?", "monk"), parse_tone("MST 2", "fitzpatrick")
+    ('8-10', 'I-II')
+    >>> parse_tone(tone_text("intermediate-tan", "ita"), "ita"), parse_tone("irregular streaks") is None
+    ('intermediate-tan', True)
+    """
+    if not isinstance(text, str):
+        raise VocabularyError(f"text must be a string, not {type(text).__name__}")
+    ranges = list(_check_scale(scale))
+    found = _mentions(text)
+    if not found:
+        return None
+    positions = {p for _, p in found}
+    if len(positions) > 1:
+        shown = " and ".join(repr(w) for w, _ in found[:2])
+        raise VocabularyError(f"the text names two different skin tones ({shown}); name one")
+    return ranges[positions.pop()]
+
+
+def strip_tone(findings: str) -> str:
+    """A ``"; "``-joined findings text without its items that name a skin tone.
+
+    Fitzpatrick17k's and DDI's findings state the case's own skin type; a
+    tone query asks for another one, so :func:`tone_query_text` is given the
+    findings without it.
+
+    >>> strip_tone("itching; Fitzpatrick type IV skin; on the arm")
+    'itching; on the arm'
+    >>> strip_tone("Fitzpatrick type V-VI skin")
+    ''
+    """
+    if not isinstance(findings, str):
+        return findings
+    return "; ".join(w.strip() for w in findings.split(";") if w.strip() and not _TONE_RE.search(w.lower()))
+
+
+def tone_query_text(findings: str, target, scale: str = "fitzpatrick", style: str = "scale") -> str:
+    """The text of a tone query: the skin-tone phrase (:func:`tone_text`), then the findings.
+
+    The phrase comes first so that a long findings text, which a text
+    encoder may cut (64 tokens for ``dermretr-tiny``), never loses it.
+
+    Parameters
+    ----------
+    findings : str
+        The reference case's findings text (:func:`case_text`, ``view="findings"``),
+        without a skin-tone mention of its own (see :func:`strip_tone`).
+    target, scale, style
+        See :func:`tone_text`.
+
+    Examples
+    --------
+    >>> text = tone_query_text("irregular streaks, blue-whitish veil", "V-VI")
+    >>> text, parse_tone(text)
+    ('on Fitzpatrick type V-VI skin: irregular streaks, blue-whitish veil', 'V-VI')
+    >>> tone_query_text("", 2, style="plain")
+    'on lighter skin'
+    """
+    phrase = tone_text(target, scale, style)
+    body = findings.strip() if isinstance(findings, str) else ""
+    return f"{phrase}: {body}" if body else phrase

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..._errors import CaseTableError, DataWarning, DermretrError
-from ..cases import CASE_COLUMNS, validate_cases
+from ..cases import CASE_COLUMNS, TEXT_COLUMNS, validate_cases
 from ..splits import group_split
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "FITZPATRICK_SPELLINGS",
     "rename_collisions",
     "join_phrases",
+    "add_text_views",
     "age_phrases",
     "sex_phrases",
     "site_phrases",
@@ -385,7 +386,7 @@ def rename_collisions(meta: pd.DataFrame, prefix: str, keep: Iterable[str] = ())
     """Rename original columns that clash with schema columns to ``<prefix>_<name>``."""
     keep = set(keep)
     clash = {c: f"{prefix}_{c}" for c in meta.columns
-             if c not in keep and (c in CASE_COLUMNS or c == "descriptors")}
+             if c not in keep and (c in CASE_COLUMNS or c in TEXT_COLUMNS)}
     return meta.rename(columns=clash)
 
 
@@ -396,6 +397,27 @@ def join_phrases(parts: Sequence[Sequence[str]]) -> list[str]:
     """Join per-row phrases (one sequence per phrase kind) with ``"; "``, skipping empty ones."""
     columns = [p.tolist() if isinstance(p, pd.Series) else list(p) for p in parts]
     return ["; ".join(p for p in row if p) for row in zip(*columns)]
+
+
+def add_text_views(cases: pd.DataFrame, findings: Sequence[Sequence[str]], before: Sequence[Sequence[str]] = (),
+                   after: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+    """Write a loader's two text views: ``descriptors`` (the caption) and ``findings``.
+
+    ``findings``, ``before`` and ``after`` are per-row phrase sequences as for
+    :func:`join_phrases`; the caption is ``before + findings + after`` (the
+    diagnosis and what only a diagnosis tells, such as how it was confirmed,
+    go in ``before``/``after``), the findings column ``findings`` alone.  Rows
+    without any phrase get ``""``.
+
+    >>> cases = pd.DataFrame({"case_id": ["a", "b"]})
+    >>> cases = add_text_views(cases, [["itching", ""], ["on the arm", ""]], before=[["eczema", "acne"]])
+    >>> cases[["descriptors", "findings"]].values.tolist()
+    [['eczema; itching; on the arm', 'itching; on the arm'], ['acne', '']]
+    """
+    blank = [[""] * len(cases)]  # so that no part at all still gives one (empty) text per row
+    cases["descriptors"] = join_phrases([*before, *findings, *after, *blank])
+    cases["findings"] = join_phrases([*findings, *blank])
+    return cases
 
 
 def age_phrases(age: pd.Series) -> pd.Series:

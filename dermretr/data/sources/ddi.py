@@ -27,11 +27,19 @@ Mapping
 Every other column is kept (text); an original column whose name clashes with
 the case-table schema (``malignant``) is kept as ``ddi_<name>``.
 
-Text view (``descriptors``)
----------------------------
-``"; "``-joined phrases: the disease with hyphens as spaces, ``"malignant"`` or
-``"benign"``, and ``"Fitzpatrick type I-II skin"`` (``III-IV``, ``V-VI``) when
-the skin tone is given, e.g. ``"melanoma in situ; malignant; Fitzpatrick type V-VI skin"``.
+Text views (``descriptors``, ``findings``)
+------------------------------------------
+``"; "``-joined phrases.
+
+* ``descriptors`` (the caption; it names the diagnosis): the disease with
+  hyphens as spaces, ``"malignant"`` or ``"benign"``, and
+  ``"Fitzpatrick type I-II skin"`` (``III-IV``, ``V-VI``) when the skin tone is
+  given, e.g. ``"melanoma in situ; malignant; Fitzpatrick type V-VI skin"``.
+* ``findings`` (what queries use): **only the skin tone**
+  (``"Fitzpatrick type V-VI skin"``), empty when it is not given.  DDI
+  publishes nothing else that is known before a diagnosis (no site, history,
+  symptoms or morphology), so a composed query on this source is in effect
+  image-only plus the skin tone.
 
 Examples
 --------
@@ -41,8 +49,8 @@ Examples
 >>> _ = (root / "ddi_metadata.csv").write_text(
 ...     ",DDI_ID,DDI_file,skin_tone,malignant,disease\\n0,1,000001.png,56,True,melanoma-in-situ\\n")
 >>> _ = (root / "000001.png").write_bytes(b"")
->>> load(f"ddi:{root}").loc[0, ["case_id", "skin_tone_group", "descriptors"]].tolist()
-['ddi-1', 'V-VI', 'melanoma in situ; malignant; Fitzpatrick type V-VI skin']
+>>> load(f"ddi:{root}").loc[0, ["case_id", "skin_tone_group", "descriptors", "findings"]].tolist()
+['ddi-1', 'V-VI', 'melanoma in situ; malignant; Fitzpatrick type V-VI skin', 'Fitzpatrick type V-VI skin']
 """
 
 from __future__ import annotations
@@ -56,13 +64,13 @@ import pandas as pd
 
 from ..._errors import DermretrError
 from ._common import (
+    add_text_views,
     bad_values,
     check_missing,
     check_seed,
     dataset_root,
     finish,
     insert_case_columns,
-    join_phrases,
     locate,
     read_table,
     rename_collisions,
@@ -136,8 +144,8 @@ def load_ddi(
     Returns
     -------
     DataFrame
-        A validated case table with ``skin_tone_group`` and ``descriptors``;
-        every CSV column is kept.
+        A validated case table with ``skin_tone_group``, ``descriptors`` and
+        ``findings`` (see the module docstring); every CSV column is kept.
 
     Raises
     ------
@@ -194,5 +202,5 @@ def load_ddi(
     cases["skin_tone_group"] = tone.to_numpy()
     words = disease.map(lambda d: " ".join(d.replace("-", " ").replace("_", " ").split()))
     skin = tone.map(lambda t: f"Fitzpatrick type {t} skin" if isinstance(t, str) else "")
-    cases["descriptors"] = join_phrases([words, group, skin])
+    add_text_views(cases, [skin], before=[words, group])
     return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -1,7 +1,11 @@
 """Loader for the Derm7pt layout (``meta/meta.csv`` + ``images/``), also used by DermSynth.
 
-Text view: the seven 7-point criteria, rendered by :mod:`dermretr.data.vocab`
-(``descriptors`` holds the canonical phrases of the present findings).
+Text views: the seven 7-point criteria, rendered by :mod:`dermretr.data.vocab`
+(:func:`~dermretr.data.vocab.case_text` renders them for queries and training
+alike).  ``descriptors`` and ``findings`` both hold the canonical phrases of
+the present criteria, ``"; "``-joined (empty when all are absent or unknown):
+the criteria are findings, and neither column names the diagnosis.  Other
+columns of ``meta.csv`` (``management``, ``notes``...) are not part of any text.
 The 20 diagnoses map to the five groups BCC, NEV, MEL, MISC and SK as the
 official derm7pt code does; Derm7pt has no patient ids, so each case is its
 own patient.  Paths in ``derm``/``clinic`` are relative to ``images/``; the
@@ -24,7 +28,10 @@ Examples
 >>> from dermretr.data.sources.derm7pt import load_derm7pt
 >>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=6, image_size=64,
 ...                 workers=1, progress=False)
->>> bool(load_derm7pt(root)["diagnosis_group"].isin(["BCC", "NEV", "MEL", "MISC", "SK"]).all())
+>>> cases = load_derm7pt(root)
+>>> bool(cases["diagnosis_group"].isin(["BCC", "NEV", "MEL", "MISC", "SK"]).all())
+True
+>>> bool((cases["findings"] == cases["descriptors"]).all())
 True
 """
 
@@ -41,6 +48,7 @@ from ..._errors import DermretrError
 from ..splits import group_split
 from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MALIGNANT_GROUPS, PHRASES
 from ._common import (
+    add_text_views,
     bad_values,
     check_missing,
     check_path,
@@ -231,9 +239,9 @@ def load_derm7pt(
                             "index files")
     else:
         split = group_split(cases, seed=seed)
-    cases["descriptors"] = [
+    add_text_views(cases, [[
         "; ".join(PHRASES[c][v][0] for c, v in row.items() if isinstance(v, str) and v != "absent")
         for row in meta[list(CRITERION_NAMES)].to_dict("records")
-    ]
+    ]])
     return finish(cases, found, missing, source=source, seed=seed, path=path, root=root, split=split)
 

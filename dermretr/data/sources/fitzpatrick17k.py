@@ -39,11 +39,19 @@ Mapping
   images are dropped, so the split of an image does not depend on which
   images a user managed to download.
 
-Text view (``descriptors``)
----------------------------
-``"; "``-joined phrases: the condition label, the nine-partition label and
-``"Fitzpatrick type IV skin"`` (Roman numerals) when the type is known, e.g.
-``"psoriasis; inflammatory; Fitzpatrick type IV skin"``.
+Text views (``descriptors``, ``findings``)
+------------------------------------------
+``"; "``-joined phrases.
+
+* ``descriptors`` (the caption; it names the diagnosis): the condition label,
+  the nine-partition label and ``"Fitzpatrick type IV skin"`` (Roman
+  numerals) when the type is known, e.g.
+  ``"psoriasis; inflammatory; Fitzpatrick type IV skin"``.
+* ``findings`` (what queries use): **only the skin type**
+  (``"Fitzpatrick type IV skin"``), empty when it is unknown.  Fitzpatrick17k
+  publishes nothing else that is known before a diagnosis (no site, history,
+  symptoms or morphology), so a composed query on this source is in effect
+  image-only plus the skin type.
 
 Examples
 --------
@@ -55,8 +63,8 @@ Examples
 ...     "three_partition_label,qc,url,url_alphanum\\n"
 ...     "abc,6,5,kaposi sarcoma,malignant dermal,malignant,,http://x/a.jpg,httpxajpg.jpg\\n")
 >>> _ = (root / "abc.jpg").write_bytes(b"")
->>> load(f"fitzpatrick17k:{root}").loc[0, "descriptors"]
-'kaposi sarcoma; malignant dermal; Fitzpatrick type VI skin'
+>>> load(f"fitzpatrick17k:{root}").loc[0, ["descriptors", "findings"]].tolist()
+['kaposi sarcoma; malignant dermal; Fitzpatrick type VI skin', 'Fitzpatrick type VI skin']
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ import pandas as pd
 from ..._errors import DermretrError
 from ._common import (
     FileIndex,
+    add_text_views,
     bad_values,
     check_missing,
     check_seed,
@@ -80,7 +89,6 @@ from ._common import (
     describe_rows,
     finish,
     insert_case_columns,
-    join_phrases,
     locate,
     read_table,
     rename_collisions,
@@ -193,7 +201,8 @@ def load_fitzpatrick17k(
     Returns
     -------
     DataFrame
-        A validated case table with ``descriptors`` and every CSV column kept.
+        A validated case table with ``descriptors`` and ``findings`` (see the
+        module docstring) and every CSV column kept.
 
     Raises
     ------
@@ -213,6 +222,8 @@ def load_fitzpatrick17k(
     >>> cases = load_fitzpatrick17k(root)
     >>> cases.loc[0, "diagnosis_group"], bool(cases.loc[0, "malignant"]), cases.loc[0, "descriptors"]
     ('inflammatory', False, 'psoriasis; inflammatory')
+    >>> cases.loc[0, "findings"]  # the skin type is unknown: nothing is known before the diagnosis
+    ''
     """
     missing, seed = check_missing(missing), check_seed(seed)
     root = dataset_root(root, SOURCE, LAYOUT).resolve()
@@ -256,6 +267,6 @@ def load_fitzpatrick17k(
         rename_collisions(meta, SOURCE), case_id=_unique_ids(md5), patient_id=md5, image_path=image_paths,
         diagnosis=label, diagnosis_group=group, malignant=three == "malignant", fitzpatrick=fitzpatrick)
     roman = fitzpatrick.map(lambda f: f"Fitzpatrick type {ROMAN[int(f)]} skin" if pd.notna(f) else "")
-    cases["descriptors"] = join_phrases([label, group, roman])
+    add_text_views(cases, [roman], before=[label, group])
     return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root,
                   hint=f"download them from the 'url' column and save them as {pattern!r}; ")

@@ -39,9 +39,10 @@ Case table
   ``diagnosis_group``; computed before images found missing are dropped.
 * Every metadata column is kept; ``age`` becomes a number (NA when empty).
 
-Text view (column ``descriptors``)
-----------------------------------
-A ``"; "``-joined string of short phrases, in this order:
+Text views (columns ``descriptors`` and ``findings``)
+----------------------------------------------------
+Two ``"; "``-joined strings of short phrases.  The caption ``descriptors``
+holds, in this order:
 
 * dx -> ``actinic keratosis or Bowen's disease``, ``basal cell carcinoma``,
   ``benign keratosis``, ``dermatofibroma``, ``melanoma``,
@@ -53,6 +54,11 @@ A ``"; "``-joined string of short phrases, in this order:
 * dx_type -> ``histopathology-confirmed`` (histo), ``confirmed by follow-up``
   (follow_up), ``expert consensus`` (consensus), ``confirmed by confocal
   microscopy`` (confocal); other values are not mentioned.
+
+``findings`` (what queries use) holds the site, age and sex phrases only: not
+the diagnosis, and not how it was confirmed (``dx_type`` follows from the
+diagnosis: HAM10000 confirms every melanoma by histopathology, most nevi by
+follow-up).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ import os
 import pandas as pd
 
 from ._common import (
+    add_text_views,
     check_missing,
     check_seed,
     check_unique,
@@ -70,7 +77,6 @@ from ._common import (
     finish,
     group_ids,
     insert_case_columns,
-    join_phrases,
     parse_choice,
     parse_number,
     read_metadata,
@@ -140,8 +146,8 @@ def load_ham10000(
     -------
     DataFrame
         A validated case table (``patient_id`` = ``lesion_id``) with every
-        metadata column kept and a ``descriptors`` column (see the module
-        docstring).
+        metadata column kept and ``descriptors`` and ``findings`` columns (see
+        the module docstring).
 
     Raises
     ------
@@ -166,6 +172,8 @@ def load_ham10000(
     (['SK', 'SK'], 1)
     >>> cases.loc[0, "descriptors"]
     'benign keratosis; on the scalp; age 80; male; histopathology-confirmed'
+    >>> cases.loc[0, "findings"]
+    'on the scalp; age 80; male'
     """
     missing, seed = check_missing(missing), check_seed(seed)
     root, path, meta = read_metadata(root, metadata, (METADATA,), SOURCE, LAYOUT, required=REQUIRED)
@@ -177,11 +185,10 @@ def load_ham10000(
     check_unique(case_id, "image_id", path, "an image is listed twice, with and without its .jpg suffix")
     age = parse_number(meta, "age", path, 0, 130, what="an age in years") if "age" in meta.columns else None
 
-    parts = [diagnosis.map(DIAGNOSIS_NAMES)]
-    parts += site_age_sex_phrases(meta, "localization", age, "sex", _SITES)
-    if "dx_type" in meta.columns:
-        parts.append(clean_text(meta["dx_type"]).map(
-            lambda v: DX_TYPES.get(v.lower().replace("-", "_"), "") if isinstance(v, str) else ""))
+    findings = site_age_sex_phrases(meta, "localization", age, "sex", _SITES)
+    confirmed = ([clean_text(meta["dx_type"]).map(
+        lambda v: DX_TYPES.get(v.lower().replace("-", "_"), "") if isinstance(v, str) else "")]
+        if "dx_type" in meta.columns else [])
 
     image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
 
@@ -190,5 +197,5 @@ def load_ham10000(
         cases["age"] = age.to_numpy()
     insert_case_columns(cases, case_id=case_id, patient_id=lesion, image_path=image_paths, diagnosis=diagnosis,
                         diagnosis_group=diagnosis.map(GROUPS), malignant=diagnosis.map(MALIGNANT).astype(bool))
-    cases["descriptors"] = join_phrases(parts)
+    add_text_views(cases, findings, before=[diagnosis.map(DIAGNOSIS_NAMES)], after=confirmed)
     return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -45,9 +45,10 @@ Case table
 * Every metadata column is kept; ``age_approx`` becomes a number and
   ``target`` an integer.
 
-Text view (column ``descriptors``)
-----------------------------------
-A ``"; "``-joined string of short phrases, in this order:
+Text views (columns ``descriptors`` and ``findings``)
+----------------------------------------------------
+Two ``"; "``-joined strings of short phrases.  The caption ``descriptors``
+holds, in this order:
 
 * the diagnosis (``unknown`` is not mentioned; ``lentigo NOS`` -> ``lentigo``);
 * anatom_site_general_challenge -> ``on the head or neck``, ``on the upper
@@ -55,6 +56,9 @@ A ``"; "``-joined string of short phrases, in this order:
   or soles``, ``on the mouth or genitals`` (empty: not mentioned);
 * age_approx -> ``age 45`` (ISIC rounds ages to 5 years);
 * sex -> ``male`` / ``female``.
+
+``findings`` (what queries use) holds the site, age and sex phrases only (not
+the diagnosis).
 
 Loading is vectorised apart from one pass over the rows for the text view and
 one ``os.walk`` of ROOT, so the full set (33,126 images) loads in seconds.
@@ -68,6 +72,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._common import (
+    add_text_views,
     bad_values,
     check_missing,
     check_seed,
@@ -77,7 +82,6 @@ from ._common import (
     finish,
     group_ids,
     insert_case_columns,
-    join_phrases,
     parse_choice,
     parse_number,
     read_metadata,
@@ -163,8 +167,8 @@ def load_isic2020(
     Returns
     -------
     DataFrame
-        A validated case table with every metadata column kept and a
-        ``descriptors`` column (see the module docstring).
+        A validated case table with every metadata column kept and
+        ``descriptors`` and ``findings`` columns (see the module docstring).
 
     Raises
     ------
@@ -190,6 +194,8 @@ def load_isic2020(
     (['UNK', 'MEL'], [False, True])
     >>> cases["descriptors"].tolist()
     ['on the head or neck; age 45; male', 'melanoma; on the upper extremity; age 55; female']
+    >>> cases["findings"].tolist()
+    ['on the head or neck; age 45; male', 'on the upper extremity; age 55; female']
     """
     missing, seed = check_missing(missing), check_seed(seed)
     root, path, meta = read_metadata(root, metadata, METADATA_FILES, SOURCE, LAYOUT, required=REQUIRED)
@@ -205,8 +211,7 @@ def load_isic2020(
     age = (parse_number(meta, "age_approx", path, 0, 130, what="an age in years")
            if "age_approx" in meta.columns else None)
 
-    parts = [diagnosis.map(lambda d: _NAMES.get(d, d))]
-    parts += site_age_sex_phrases(meta, "anatom_site_general_challenge", age, "sex", _SITES)
+    findings = site_age_sex_phrases(meta, "anatom_site_general_challenge", age, "sex", _SITES)
 
     image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
 
@@ -217,5 +222,5 @@ def load_isic2020(
         cases["target"] = target.to_numpy()
     insert_case_columns(cases, case_id=case_id, patient_id=patient, image_path=image_paths, diagnosis=diagnosis,
                         diagnosis_group=diagnosis.map(GROUPS), malignant=malignant)
-    cases["descriptors"] = join_phrases(parts)
+    add_text_views(cases, findings, before=[diagnosis.map(lambda d: _NAMES.get(d, d))])
     return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

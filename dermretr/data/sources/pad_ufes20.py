@@ -42,9 +42,10 @@ Case table
 * Every ``metadata.csv`` column is kept; ``age`` becomes a number, the rest
   stays text.
 
-Text view (column ``descriptors``)
-----------------------------------
-A ``"; "``-joined string of short phrases, in this order:
+Text views (columns ``descriptors`` and ``findings``)
+----------------------------------------------------
+Two ``"; "``-joined strings of short phrases.  The caption ``descriptors``
+holds, in this order:
 
 * the diagnosis name: ``actinic keratosis``, ``basal cell carcinoma``,
   ``melanoma``, ``nevus``, ``squamous cell carcinoma``, ``seborrheic keratosis``;
@@ -58,7 +59,11 @@ A ``"; "``-joined string of short phrases, in this order:
 * age -> ``age 67``; gender -> ``male`` / ``female``;
 * biopsed ``True`` -> ``biopsy-proven``.
 
-Fitzpatrick type is deliberately not part of the text (it is the attribute
+``findings`` (what queries use) holds the symptoms, elevation, region, age and
+gender phrases only: not the diagnosis, and not ``biopsy-proven`` (a biopsy is
+part of reaching the diagnosis, and PAD-UFES-20 biopsies every cancer).
+
+Fitzpatrick type is deliberately not part of either text (it is the attribute
 fairness results are sliced by).
 """
 
@@ -70,6 +75,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import (
+    add_text_views,
     check_missing,
     check_seed,
     check_unique,
@@ -77,7 +83,6 @@ from ._common import (
     finish,
     group_ids,
     insert_case_columns,
-    join_phrases,
     parse_choice,
     parse_flag,
     parse_number,
@@ -145,8 +150,8 @@ def load_pad_ufes20(
     Returns
     -------
     DataFrame
-        A validated case table with every ``metadata.csv`` column kept and a
-        ``descriptors`` column (see the module docstring).
+        A validated case table with every ``metadata.csv`` column kept and
+        ``descriptors`` and ``findings`` columns (see the module docstring).
 
     Raises
     ------
@@ -171,6 +176,8 @@ def load_pad_ufes20(
     ('PAT_1_1_10', 'BCC', True, 2)
     >>> cases.loc[0, "descriptors"]
     'basal cell carcinoma; itching; growing; elevated; on the face; age 67'
+    >>> cases.loc[0, "findings"]
+    'itching; growing; elevated; on the face; age 67'
     """
     missing, seed = check_missing(missing), check_seed(seed)
     root, path, meta = read_metadata(root, metadata, (METADATA,), SOURCE, LAYOUT, required=REQUIRED)
@@ -185,14 +192,14 @@ def load_pad_ufes20(
             if "fitspatrick" in meta.columns else pd.Series(np.nan, index=meta.index))
     age = (parse_number(meta, "age", path, 0, 130, what="an age in years")
            if "age" in meta.columns else None)
-    parts = [diagnosis.map(DIAGNOSIS_NAMES)]
+    findings = []
     for column, (yes, no) in FINDINGS.items():
         if column in meta.columns:
             flag = parse_flag(meta, column, path)
-            parts.append(flag.map(lambda v, yes=yes, no=no: yes if v is True else no if v is False else ""))
-    parts += site_age_sex_phrases(meta, "region", age, "gender")
-    if "biopsed" in meta.columns:
-        parts.append(parse_flag(meta, "biopsed", path).map(lambda v: "biopsy-proven" if v is True else ""))
+            findings.append(flag.map(lambda v, yes=yes, no=no: yes if v is True else no if v is False else ""))
+    findings += site_age_sex_phrases(meta, "region", age, "gender")
+    biopsy = ([parse_flag(meta, "biopsed", path).map(lambda v: "biopsy-proven" if v is True else "")]
+              if "biopsed" in meta.columns else [])
 
     image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
 
@@ -202,5 +209,5 @@ def load_pad_ufes20(
     insert_case_columns(cases, case_id=case_id, patient_id=patient, image_path=image_paths, diagnosis=diagnosis,
                         diagnosis_group=diagnosis.map(GROUPS), malignant=diagnosis.map(MALIGNANT).astype(bool),
                         fitzpatrick=fitz)
-    cases["descriptors"] = join_phrases(parts)
+    add_text_views(cases, findings, before=[diagnosis.map(DIAGNOSIS_NAMES)], after=biopsy)
     return finish(cases, found, missing, source=SOURCE, seed=seed, path=path, root=root)

@@ -89,10 +89,17 @@ and ``ph2_regression_areas`` (``absent`` / ``present``, as graded),
 ``color_white``, ``color_red``, ``color_light_brown``, ``color_dark_brown``,
 ``color_blue_gray`` and ``color_black`` (booleans), ``lesion_mask`` (absolute
 path of the publisher's binary lesion segmentation, 255 = lesion; it is not a
-DermSynth ``mask``, whose bits encode criteria) and ``descriptors``: the
-findings as ``"; "``-joined phrases (the canonical 7-point phrases, then
-``streaks (regularity not graded)``, ``regression structures (type not
-graded)``, the asymmetry and ``colours: ...``).
+DermSynth ``mask``, whose bits encode criteria).
+
+Text views
+----------
+``descriptors`` and ``findings`` both hold the dermoscopic findings as
+``"; "``-joined phrases (the canonical 7-point phrases, then ``streaks
+(regularity not graded)``, ``regression structures (type not graded)``, the
+asymmetry and ``colours: ...``): neither names the diagnosis, nor the
+histological diagnosis.  Queries and training render the 7-point criteria
+(:func:`~dermretr.data.vocab.case_text`); the columns are used only for a case
+whose criteria are all unknown.
 
 Examples
 --------
@@ -114,7 +121,7 @@ Examples
 (['common nevus', 'melanoma'], ['NEV', 'MEL'])
 >>> cases["pigment_network"].tolist(), cases["streaks"].tolist(), cases["ph2_streaks"].tolist()
 (['typical', 'atypical'], ['absent', nan], ['absent', 'present'])
->>> cases.loc[1, "descriptors"]
+>>> cases.loc[1, "findings"]
 'atypical pigment network; streaks (regularity not graded); irregular dots and globules; blue-whitish veil; \
 asymmetric; colours: light-brown, dark-brown, blue-gray'
 >>> pathlib.Path(cases.loc[0, "lesion_mask"]).name
@@ -137,6 +144,7 @@ from ..._errors import DataWarning, DermretrError
 from ..splits import group_split
 from ..vocab import CRITERION_NAMES, MALIGNANT_GROUPS, PHRASES
 from ._common import (
+    add_text_views,
     bad_values,
     check_missing,
     check_seed,
@@ -306,7 +314,7 @@ def load_ph2(
         cases[_COLOR_COLUMNS[color]] = pd.array(values.to_numpy(), dtype="boolean")
     keep = missing == "keep"
     cases["lesion_mask"] = [p if ok or keep else None for p, ok in zip(mask_paths, mask_found)]
-    cases["descriptors"] = _descriptors(cases)
+    add_text_views(cases, [_findings(cases)])
     split = group_split(cases, stratify="diagnosis", seed=seed)
     hint = "the images are expected in IMDnnn/IMDnnn_Dermoscopic_Image/; "
     cases = finish(cases, found, missing, source=SOURCE, seed=seed, path=where, root=images, hint=hint, split=split)
@@ -537,7 +545,7 @@ def _colors(meta: pd.DataFrame, where: str) -> dict[str, pd.Series]:
     return {c: numbers.map(lambda ns, k=str(i): k in ns) for i, c in enumerate(COLORS, start=1)}
 
 
-def _descriptors(cases: pd.DataFrame) -> list[str]:
+def _findings(cases: pd.DataFrame) -> list[str]:
     """The findings of each case as '; '-joined phrases (see the module docstring)."""
     out = []
     for row in cases.to_dict("records"):

@@ -40,16 +40,21 @@ Mapping
 Every other column of both files is kept (text); the original ``case_id`` and
 ``source`` columns are kept as ``scin_case_id`` and ``scin_source``.
 
-Text view (``descriptors``)
----------------------------
-``"; "``-joined phrases: the condition; the self-reported symptoms answered
-YES (``itching``, ``increasing size``, ``joint pain`` ...); textures
-(``raised or bumpy``, ``flat``, ``rough or flaky``, ``fluid filled``); body
-parts (``on the arm``, ``on the back of the hand`` ...); the duration
-(``present for one to four weeks``, ``present since childhood``); the age group
-(``age 30 to 39``) and the sex at birth (``female``, ``male``).  Unknown or
-unspecified answers ("no relevant experience", ``AGE_UNKNOWN``,
-``OTHER_OR_UNSPECIFIED`` ...) and the condition of unlabeled cases are left out.
+Text views (``descriptors``, ``findings``)
+------------------------------------------
+``"; "``-joined phrases.  The caption ``descriptors``: the condition; the
+self-reported symptoms answered YES (``itching``, ``increasing size``,
+``joint pain`` ...); textures (``raised or bumpy``, ``flat``, ``rough or
+flaky``, ``fluid filled``); body parts (``on the arm``, ``on the back of the
+hand`` ...); the duration (``present for one to four weeks``, ``present since
+childhood``); the age group (``age 30 to 39``) and the sex at birth
+(``female``, ``male``).  Unknown or unspecified answers ("no relevant
+experience", ``AGE_UNKNOWN``, ``OTHER_OR_UNSPECIFIED`` ...) and the condition
+of unlabeled cases are left out.
+
+``findings`` (what queries use) is the same without the condition: everything
+in it is the contributor's own report, made before any dermatologist labelled
+the case.
 
 Examples
 --------
@@ -63,8 +68,8 @@ Examples
 >>> _ = (root / "dataset" / "scin_labels.csv").write_text(
 ...     "case_id,weighted_skin_condition_label\\n-1234567890123456789,\\"{'Eczema': 0.7, 'Tinea': 0.3}\\"\\n")
 >>> _ = (root / "dataset" / "images" / "-1.png").write_bytes(b"")
->>> load(f"scin:{root}").loc[0, ["case_id", "diagnosis", "descriptors"]].tolist()
-['-1234567890123456789-1', 'Eczema', 'Eczema; itching; on the arm']
+>>> load(f"scin:{root}").loc[0, ["case_id", "diagnosis", "descriptors", "findings"]].tolist()
+['-1234567890123456789-1', 'Eczema', 'Eczema; itching; on the arm', 'itching; on the arm']
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ import pandas as pd
 
 from ..._errors import DataWarning, DermretrError
 from ._common import (
+    add_text_views,
     bad_values,
     check_missing,
     check_seed,
@@ -261,10 +267,9 @@ def _read_labels(path: Path) -> pd.DataFrame:
     return labels
 
 
-def _descriptors(row: dict, answer_columns: Sequence[tuple[str, str, str]]) -> str:
+def _findings(row: dict, answer_columns: Sequence[tuple[str, str, str]]) -> str:
+    """The contributor's answers of one case as '; '-joined phrases (the ``findings`` view)."""
     parts: list[str] = []
-    if row["__diagnosis"] != UNLABELED:
-        parts.append(row["__diagnosis"])
     for column, prefix, suffix in answer_columns:
         v = row.get(column)
         if isinstance(v, str) and v.strip().lower() in _YES:
@@ -302,8 +307,9 @@ def load_scin(
     -------
     DataFrame
         A validated case table with ``scin_case_id``, ``image_number``,
-        ``shot_type``, ``dermatologist_fitzpatrick_consensus`` and
-        ``descriptors``; every column of both CSV files is kept.
+        ``shot_type``, ``dermatologist_fitzpatrick_consensus``,
+        ``descriptors`` and ``findings``; every column of both CSV files is
+        kept.
 
     Raises
     ------
@@ -345,7 +351,8 @@ def load_scin(
     merged["__diagnosis"] = merged["__diagnosis"].fillna(UNLABELED)
     merged["__fitzpatrick"] = fitzpatrick.to_numpy()
     answer_columns = [(c, p, c[len(p):]) for p in _ANSWER_PREFIXES for c in merged.columns if c.startswith(p)]
-    descriptors = [_descriptors(row, answer_columns) for row in merged.to_dict("records")]
+    findings = [_findings(row, answer_columns) for row in merged.to_dict("records")]
+    condition = merged["__diagnosis"].where(merged["__diagnosis"] != UNLABELED, "").tolist()
 
     rows: list[int] = []
     numbers: list[int] = []
@@ -385,5 +392,5 @@ def load_scin(
         _text(out.at[j, f"image_{n}_shot_type"]) if f"image_{n}_shot_type" in out.columns else None
         for j, n in enumerate(numbers)
     ]
-    out["descriptors"] = [descriptors[i] for i in rows]
+    add_text_views(out, [[findings[i] for i in rows]], before=[[condition[i] for i in rows]])
     return finish(out, found, missing, source=SOURCE, seed=seed, path=cases_path, root=root)

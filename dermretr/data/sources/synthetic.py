@@ -1,6 +1,7 @@
 """Loader for DermSynth folders: the Derm7pt layout plus DermSynth's extra columns.
 
-Text view: the seven 7-point criteria (like Derm7pt).  Extra columns kept:
+Text views: the seven 7-point criteria (like Derm7pt: ``descriptors`` and
+``findings`` both hold the present criteria, no diagnosis).  Extra columns kept:
 ``lesion_id``, ``variant_of``, ``ita`` (ground-truth skin ITA), ``age``,
 ``sex``, ``mask`` (absolute path of the ground-truth mask PNG) and the
 Derm7pt metadata columns.
