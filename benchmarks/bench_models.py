@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--ablate-text-skip", action="store_true",
                         help="also train full and global without the composers' text skip (kinds "
                              "'full:no-text-skip', 'global:no-text-skip'), paired against full")
+    parser.add_argument("--no-tone-triplets", action="store_true", help="train without the tone triplets")
+    parser.add_argument("--no-text-skip", action="store_true", help="composers without the text skip (ablation)")
     args = parser.parse_args()
     bad = set(args.kinds) - set(KINDS)
     if bad:
@@ -70,7 +72,7 @@ def main() -> None:
     cases = load("synthetic", root)
     rows = []
     per_query: dict[str, list[pd.DataFrame]] = {}
-    runs = [(kind, kind, True) for kind in args.kinds]
+    runs = [(kind, kind, not args.no_text_skip) for kind in args.kinds]
     if args.ablate_text_skip:
         runs += [(f"{kind}:no-text-skip", kind, False) for kind in args.kinds if kind in ("full", "global")]
     for seed in args.seeds:
@@ -78,7 +80,8 @@ def main() -> None:
             stem = f"run-{label.replace(':', '-')}"
             out = tmp / (stem if len(args.seeds) == 1 else f"{stem}-seed{seed}")
             cfg = TrainConfig(data=f"synthetic:{root}", out=str(out), model=kind, image_size=args.image_size,
-                              seed=seed, progress=False, device=args.device, text_skip=text_skip)
+                              seed=seed, progress=False, device=args.device, text_skip=text_skip,
+                              tone_triplets=not args.no_tone_triplets)
             if args.epochs:
                 cfg.epochs = args.epochs
             start = time.perf_counter()

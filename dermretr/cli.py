@@ -142,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "not as late fusion; the composer of runs before checkpoint format 4)")
     train.add_argument("--patient-weight", type=float, default=0.0, help="SLIMP-style patient-level term")
     train.add_argument("--word-region-weight", type=float, default=0.0, help="AFLoc-style word-region term")
-    train.add_argument("--no-modifications", action="store_true", help="ignore DermSynth's modification triplets")
+    train.add_argument("--no-tone-triplets", action="store_true",
+                       help="no tone triplets (\"this case, on darker skin\", derived from skin-type labels)")
+    train.add_argument("--no-modifications", action="store_true", help="no triplets: neither DermSynth's modification triplets nor the tone triplets "
+                            "derived from skin-type labels")
     train.add_argument("--balance-by", default="diagnosis_group",
                        help="columns whose combinations are sampled equally often, e.g. diagnosis_group,fitzpatrick "
                             "(default: diagnosis_group)")
@@ -158,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", nargs="+", required=True, metavar="RUN_DIR", help="run folder(s) to evaluate")
     evaluate.add_argument("--data", required=True, help="SOURCE:PATH, e.g. synthetic:./dermsynth")
     evaluate.add_argument("--protocol", choices=("case", "modify", "tone"), default="case",
-                          help="case: test image + its descriptor text; modify: reference image + modification "
+                          help="case: test image + its findings text; modify: reference image + modification "
                                "text; tone: test image + its findings + another skin-tone range ('this condition, "
                                "on darker skin'; needs skin-tone labels) (default: case)")
     evaluate.add_argument("--tone-scale", choices=("fitzpatrick", "monk", "ita"), default="fitzpatrick",
@@ -199,6 +202,7 @@ def _cmd_train(args) -> int:
         n_masks=args.n_masks, alpha=args.alpha, learn_alpha=not args.fixed_alpha,
         freeze_backbone=args.freeze_backbone, text_skip=not args.no_text_skip, patient_weight=args.patient_weight,
         word_region_weight=args.word_region_weight, modifications=not args.no_modifications,
+        tone_triplets=not args.no_tone_triplets,
         balance_by=args.balance_by, seed=args.seed, device=args.device, resume=args.resume,
         progress=not args.no_progress,
     )
@@ -374,7 +378,7 @@ def _cmd_evaluate(args) -> int:
                 f"{len(tone.info)} queries, skipped: {tone.skipped['no_relevant']} (case, range) pairs without a "
                 f"relevant gallery case and {tone.skipped['unknown_tone']} cases without a known skin tone")
     elif args.protocol == "case":
-        what = f"{args.split} image + its descriptor text; relevant = same {args.relevant}"
+        what = f"{args.split} image + its findings text (never the diagnosis); relevant = same {args.relevant}"
     else:
         what = "reference image + modification text; " + (
             "relevant = the exact target (DermSynth triplets)" if triplets is not None else

@@ -265,7 +265,7 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         "<h2>Data</h2><h3>Cases per diagnosis</h3>" + summary["diagnosis"].to_html(border=0)
         + "<h3>Cases per Fitzpatrick skin type</h3>" + summary["fitzpatrick"].to_html(border=0)
         + f'<p><img src="{figures["contact_sheet"]}" width="900"></p>',
-        "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its descriptor text; "
+        "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its findings text (never its diagnosis); "
         "relevant = gallery cases of the same diagnosis group (own case and same patient excluded). "
         "<b>modify</b>: reference image + modification text; relevant = the exact target.</p>"
         "<p><b>Floors</b> need no model: <i>random</i> is the expected value of a random ranking, <i>majority</i> "
@@ -382,7 +382,7 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     example = example[example["case_id"] != row["case_id"]].head(8).reset_index(drop=True)
     example["rank"] = range(1, len(example) + 1)
     title = (f"Reference {row['case_id']} + modification text; green frame: the exact target" if target else
-             f"Reference {row['case_id']} + its descriptors; green frame: same diagnosis group")
+             f"Reference {row['case_id']} + its findings; green frame: same diagnosis group")
     save_figure(gallery(row["image_path"], text, example, relevant=target,
                         query_group=None if target else str(row["diagnosis_group"]), title=title),
                 out / figures["example"])

@@ -473,7 +473,7 @@ def _sign_flip_p(d: np.ndarray, n_perm: int, rng: np.random.Generator,
 
 def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
                       metrics: Sequence[str] = ("recall@1", "map@10"), n_boot: int = 1000, level: float = 0.95,
-                      seed: int = 0, average: str = "micro", by: str = "diagnosis_group") -> pd.DataFrame:
+                      seed: int = 0, average: str = "micro", by: str | None = None) -> pd.DataFrame:
     """Run a minus run b on the same queries, one row per metric.
 
     Queries are paired by case (and modification, for the modify protocol; target range, for the tone one);
@@ -503,8 +503,9 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
         Seed of resampling and permutations.
     average : {"micro", "macro"}
         Mean over queries, or over the classes of ``by``.
-    by : str
-        The class column of a macro average (default: diagnosis group).
+    by : str, optional
+        The class column of a macro average (default: ``target_range`` for tone-protocol tables, else
+        ``diagnosis_group``).
 
     Returns
     -------
@@ -530,6 +531,8 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
     _check_metrics(per_query_b, metrics)
     _check_boot(n_boot, level)
     _check_average(average)
+    if by is None:  # the tone protocol's classes are its target ranges, the others' the diagnosis groups
+        by = "target_range" if "target_range" in per_query_a.columns else "diagnosis_group"
     rows_b = _pair(per_query_a, per_query_b)
     usable = per_query_a["n_relevant"].to_numpy() > 0
     if not usable.any():

@@ -834,7 +834,7 @@ def retrieve_topk(retriever, cases: pd.DataFrame, k: int = 10, query_split: str 
 
     Queries, gallery, scores and exclusions are those of
     :func:`dermretr.evaluate.case_search`: a query is a ``query_split``
-    case's image and descriptor text; its own case and every case of its
+    case's image and findings text; its own case and every case of its
     patient are never retrieved.
 
     Parameters
@@ -1859,6 +1859,9 @@ def run_fairness(run_dir: str | os.PathLike, data, by: str = "fitzpatrick", prot
     from .evaluate import PROTOCOLS, _load_data, evaluate_run, load_triplets, run_checkpoint
 
     _check_by(by)
+    if protocol == "tone":  # its queries are (case, target range) pairs, not one per case: not sliced here
+        raise DermretrError("fairness slices the case and modify protocols; the tone protocol is already by skin "
+                            "tone: use `dermretr evaluate --protocol tone`")
     if protocol not in PROTOCOLS:
         raise DermretrError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)

@@ -3,17 +3,18 @@
 :func:`fit` trains a :class:`~dermretr.models.retriever.Retriever` of any kind
 on a case table (``TrainConfig.data`` is a ``SOURCE:PATH`` spec):
 
-* case search: query = (augmented image, its descriptor text in a random
-  style), targets = the other in-batch images (a second augmentation); every
+* case search: query = (augmented image, its findings text in a random
+  style; never the caption, which may name the diagnosis), targets = the other in-batch images (a second augmentation); every
   in-batch case of the same diagnosis group is a positive, the query's own
   case is left out;
 * modification triplets (DermSynth's ``meta/modifications.csv``): query =
   (reference image, modification text), the exact target is the positive;
-* tone triplets (:func:`derive_tone_triplets`, with ``modifications`` too,
+* tone triplets (:func:`derive_tone_triplets`, with ``modifications`` and ``tone_triplets``,
   when the training cases have skin-tone labels in two ranges or more):
   query = (reference image, "on Fitzpatrick type V-VI skin: " + its
   findings), target = a training case of its diagnosis group in that range;
-  every in-batch target of that group and range is a positive;
+  every in-batch target of that group and range is a positive (whichever
+  triplet brought it), and a modification's exact target is its positive;
 * class-balanced sampling, mild augmentation (crops, flips, small colour
   jitter), mixed precision on CUDA, fixed seeds;
 * each epoch: a progress bar with the loss, validation Recall@K / mAP@K with
@@ -113,7 +114,8 @@ RESUME_KEYS_FREE = ("epochs", "resume", "progress", "device", "num_workers", "ou
 _METRIC_RE = re.compile(r"^(?:(?:recall|precision|map|ndcg)@([1-9][0-9]*)|mrr)$")
 _DEVICE_RE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
 _STR_FIELDS = ("data", "out", "model", "backbone", "balance_by", "select_metric", "device")
-_BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "text_skip", "balanced", "augment", "modifications", "resume", "progress")
+_BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "text_skip", "balanced", "augment", "modifications", "tone_triplets",
+                "resume", "progress")
 #: integer fields and their least value
 _INT_FIELDS = {"epochs": 1, "batch_size": 2, "image_size": 1, "n_masks": 1, "seed": 0, "num_workers": 0}
 #: float fields: (least value, whether the least value itself is allowed, greatest value or None)
@@ -159,7 +161,11 @@ class TrainConfig:
     augment : bool
         Mild augmentation.
     modifications : bool
-        Also train on DermSynth's modification triplets when the data has them.
+        Also train on triplets: DermSynth's modification triplets when the data has them, and (with
+        ``tone_triplets``) tone triplets.
+    tone_triplets : bool
+        With ``modifications``: also tone triplets ("this case, on darker skin") when the training cases
+        have skin-type labels in two ranges or more.
     patient_weight, word_region_weight : float
         Optional SLIMP-style and AFLoc-style loss terms (0 = off).
     select_metric : str
@@ -192,6 +198,7 @@ class TrainConfig:
     balance_by: str = "diagnosis_group"
     augment: bool = True
     modifications: bool = True
+    tone_triplets: bool = True
     patient_weight: float = 0.0
     word_region_weight: float = 0.0
     select_metric: str = "map@10"
@@ -406,21 +413,42 @@ def derive_tone_triplets(cases: pd.DataFrame, seed: int = 0, relevant: str = "di
     return pd.DataFrame(rows, columns=_TONE_TRIPLET_COLUMNS)
 
 
-def _training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, seed: int) -> pd.DataFrame:
+def _training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, seed: int,
+                       tone_wanted: bool = True) -> pd.DataFrame:
     """DermSynth's modification triplets and the tone triplets among training cases: ``ref``, ``tgt`` (rows of
-    ``cases``), ``text`` and ``key`` (equal keys are positives of one another: the target, or the tone
-    triplet's group and range)."""
+    ``cases``), ``text``, ``key`` (what a tone query asks for, ``"group|range"``; empty for a modification,
+    which asks for its exact target) and ``target_key`` (the target's own ``"group|range"``).  See
+    :func:`_triplet_positives`."""
     mods = _read_triplets(data, cases)
     train_set = set(train_idx.tolist())
-    mods = mods[mods["ref"].isin(train_set) & mods["tgt"].isin(train_set)]
-    mods = mods.assign(key=["case:" + str(t) for t in mods["tgt"]])
+    mods = mods[mods["ref"].isin(train_set) & mods["tgt"].isin(train_set)].assign(key="")
     tone = derive_tone_triplets(cases.iloc[train_idx].reset_index(drop=True), seed=seed)
+    tone = tone if tone_wanted else tone.iloc[:0]
     pos = {cid: i for i, cid in enumerate(cases["case_id"].astype(str))}
     tone = pd.DataFrame({"ref": tone["reference_case_id"].map(pos), "tgt": tone["target_case_id"].map(pos),
                          "text": tone["modification_text"],
-                         "key": "tone:" + tone["relevant_value"] + "|" + tone["target_range"]})
-    out = pd.concat([mods, tone], ignore_index=True)
-    return out.astype({"ref": int, "tgt": int, "key": str})
+                         "key": tone["relevant_value"] + "|" + tone["target_range"], "scale": tone["scale"]})
+    out = pd.concat([mods, tone], ignore_index=True).astype({"ref": int, "tgt": int, "key": str})
+    target_key = np.full(len(cases), "", dtype=object)
+    if len(tone):
+        ranges = tone_ranges(cases, str(tone["scale"].iloc[0]))
+        groups = cases["diagnosis_group"].astype(str).to_numpy()
+        target_key = np.array([f"{g}|{r}" if r is not None else "" for g, r in zip(groups, ranges)], dtype=object)
+    return out.drop(columns="scale", errors="ignore").assign(target_key=target_key[out["tgt"].to_numpy()])
+
+
+def _triplet_positives(batch: pd.DataFrame) -> np.ndarray:
+    """Which in-batch targets answer each triplet query: its own target image (any triplet), and for a tone
+    query every target of the group and skin-tone range it asks for (whichever triplet brought it).
+
+    >>> batch = pd.DataFrame({"tgt": [5, 5, 7, 8], "key": ["", "MEL|V-VI", "MEL|V-VI", ""],
+    ...                       "target_key": ["MEL|V-VI", "MEL|V-VI", "MEL|V-VI", "NEV|I-II"]})
+    >>> _triplet_positives(batch).astype(int).tolist()
+    [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
+    """
+    tgt = batch["tgt"].to_numpy()
+    key, target_key = batch["key"].to_numpy(dtype=object), batch["target_key"].to_numpy(dtype=object)
+    return (tgt[:, None] == tgt[None, :]) | ((key[:, None] != "") & (key[:, None] == target_key[None, :]))
 
 
 def _balance_weights(cases: pd.DataFrame, balance_by: str) -> torch.Tensor:
@@ -461,6 +489,8 @@ def read_run_config(file: str | os.PathLike) -> TrainConfig:
                             f"training options; {restore}")
     if "text_skip" not in values and values.get("model", "full") in ("global", "full"):
         values = {**values, "text_skip": False}  # a run of a dermretr before format 4: composers without a text skip
+    if "tone_triplets" not in values:  # ... and without tone triplets
+        values = {**values, "tone_triplets": False}
     return config_from_dict(values, source=file)
 
 
@@ -473,8 +503,10 @@ def _check_resume(run: Path, cfg: TrainConfig) -> dict:
     diff = sorted(k for k in now if k not in RESUME_KEYS_FREE and saved.get(k) != now.get(k))
     if diff:
         details = ", ".join(f"{k}: run has {saved.get(k)!r}, you asked {now.get(k)!r}" for k in diff)
+        flags = [f"--no-{k.replace('_', '-')}" for k in ("text_skip", "tone_triplets") if k in diff and not saved[k]]
+        hint = f" (a run of an older dermretr: resume it with {' '.join(flags)})" if flags else ""
         raise DermretrError(f"cannot resume {run}: the config differs ({details}); use the same settings "
-                            "or another --out")
+                            f"or another --out{hint}")
     return saved
 
 
@@ -615,7 +647,8 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
     images = _cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress)
     pairs = _Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
-    triplets = _training_triplets(config.data, cases, train_idx, config.seed) if config.modifications else None
+    triplets = (_training_triplets(config.data, cases, train_idx, config.seed, tone_wanted=config.tone_triplets)
+                if config.modifications else None)
 
     groups_, params = _param_groups(model, config)
     optimizer = torch.optim.AdamW(groups_, lr=config.lr, weight_decay=config.weight_decay)
@@ -684,8 +717,7 @@ def _fit(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | 
                     tb = triplets.iloc[pick]
                     qm = model.query_features(views(tb["ref"].tolist()), tb["text"].tolist())
                     tm = model.target_features(views(tb["tgt"].tolist()))
-                    keys = tb["key"].to_numpy()
-                    mpos = torch.tensor(keys[:, None] == keys[None, :], device=device)
+                    mpos = torch.tensor(_triplet_positives(tb), device=device)
                     mloss, mparts = loss_fn(model.score(qm, tm), model.logit_scale, mpos, None, model.uses_local)
                     loss = loss + mloss
                     parts["modification"] = mparts["combined"]

@@ -106,6 +106,13 @@ def test_groupings_refuse_absent_unknown_or_off_scale_columns():
         skin_tone_groups(cases, "skin")
     with pytest.raises(DermretrError, match=r"values off the 1\.\.6 scale \(7\)"):
         skin_tone_groups(pd.DataFrame({"fitzpatrick": [1, 7]}), "fitzpatrick")
+
+
+def test_fairness_refuses_the_tone_protocol_which_is_already_by_skin_tone(tmp_path):
+    from dermretr.fairness import run_fairness
+
+    with pytest.raises(DermretrError, match="the tone protocol is already by skin tone: use `dermretr evaluate"):
+        run_fairness(tmp_path, "synthetic:nowhere", protocol="tone")
     with pytest.raises(DermretrError, match="unknown skin-tone labels .'light-ish'"):
         skin_tone_groups(pd.DataFrame({"ita_category": ["light", "light-ish"]}), "ita_category")
 

@@ -296,8 +296,7 @@ def test_tone_triplets_are_derived_from_the_labels():
 def test_training_triplets_hold_dermsynth_and_tone_triplets(synth_root, synth_cases):
     train_idx = np.flatnonzero(synth_cases["split"].astype(str).to_numpy() == "train")
     t = _training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0)
-    tone = t[t["key"].str.startswith("tone:")]
-    mods = t[t["key"].str.startswith("case:")]
+    tone, mods = t[t["key"] != ""], t[t["key"] == ""]
     assert len(mods) > 0 and len(tone) > 0
     assert set(t["ref"]) | set(t["tgt"]) <= set(train_idx.tolist())
     ref, tgt = synth_cases.iloc[tone["ref"]], synth_cases.iloc[tone["tgt"]]
@@ -305,6 +304,22 @@ def test_training_triplets_hold_dermsynth_and_tone_triplets(synth_root, synth_ca
     assert (tone_ranges(ref) != tone_ranges(tgt)).all()
     assert (ref["patient_id"].to_numpy() != tgt["patient_id"].to_numpy()).all()
     assert [parse_tone(x) for x in tone["text"]] == tone_ranges(tgt).tolist()
+    # a tone query asks for its group and range; every target's own group and range is known to the loss
+    groups = ref["diagnosis_group"].astype(str).to_numpy()
+    assert tone["key"].tolist() == [f"{g}|{r}" for g, r in zip(groups, tone_ranges(tgt))]
+    assert (tone["target_key"] == tone["key"]).all()
+    all_tgt = synth_cases.iloc[t["tgt"]]
+    assert t["target_key"].tolist() == [f"{g}|{r}" if r is not None else "" for g, r in
+                                        zip(all_tgt["diagnosis_group"].astype(str), tone_ranges(all_tgt))]
+    # positives: a tone query takes a modification's target of its group and range too, never the reverse
+    from dermretr.train import _triplet_positives
+
+    mod = mods[mods["target_key"].isin(set(tone["key"]))].iloc[:1]
+    ask = tone[tone["key"] == mod["target_key"].iloc[0]].iloc[:1]
+    pos = _triplet_positives(pd.concat([mod, ask], ignore_index=True))
+    assert pos.tolist() == [[True, False], [True, True]]
+    plain = _training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0, tone_wanted=False)
+    assert (plain["key"] == "").all() and len(plain) == len(mods)  # TrainConfig(tone_triplets=False)
 
 
 # ----------------------------------------------------------------------------- models and the CLI

@@ -181,7 +181,8 @@ class Retriever(nn.Module):
             "n_masks": self.n_masks,
             "learn_alpha": self.learn_alpha,
             "freeze_backbone": self.freeze_backbone,
-            "text_skip": self.text_skip,
+            # only when on, so that models without it (and the indexes built with them) keep their config
+            **({"text_skip": True} if self.text_skip else {}),
         }
 
     @property
