@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--ablate-text-skip", action="store_true",
                         help="also train full and global without the composers' text skip (kinds "
                              "'full:no-text-skip', 'global:no-text-skip'), paired against full")
-    parser.add_argument("--no-tone-triplets", action="store_true", help="train without the tone triplets")
+    parser.add_argument("--tone-triplets", action="store_true", help="train with the tone triplets too")
     parser.add_argument("--no-text-skip", action="store_true", help="composers without the text skip (ablation)")
     args = parser.parse_args()
     bad = set(args.kinds) - set(KINDS)
@@ -81,7 +81,7 @@ def main() -> None:
             out = tmp / (stem if len(args.seeds) == 1 else f"{stem}-seed{seed}")
             cfg = TrainConfig(data=f"synthetic:{root}", out=str(out), model=kind, image_size=args.image_size,
                               seed=seed, progress=False, device=args.device, text_skip=text_skip,
-                              tone_triplets=not args.no_tone_triplets)
+                              tone_triplets=args.tone_triplets)
             if args.epochs:
                 cfg.epochs = args.epochs
             start = time.perf_counter()

@@ -96,9 +96,8 @@ def main() -> None:
     parser.add_argument("--pretrained", default=None)
     parser.add_argument("--no-text-skip", action="store_true",
                         help="ablation: composers without the text skip (start as image-only, not late fusion)")
-    parser.add_argument("--no-tone-triplets", action="store_true",
-                        help="train without tone triplets (only matters for sets with skin-type labels; runs of an "
-                             "older dermretr resume with it)")
+    parser.add_argument("--tone-triplets", action="store_true",
+                        help="train with tone triplets too (only matters for sets with skin-type labels)")
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
@@ -132,7 +131,7 @@ def main() -> None:
                 cfg = TrainConfig(data=args.data, out=str(run), model=kind, epochs=args.epochs,
                                   batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
                                   pretrained=args.pretrained, seed=seed, device=args.device, progress=False,
-                                  text_skip=not args.no_text_skip, tone_triplets=not args.no_tone_triplets,
+                                  text_skip=not args.no_text_skip, tone_triplets=args.tone_triplets,
                                   resume=(run / "checkpoints" / "last.pt").is_file())  # a rerun continues
                 start = time.perf_counter()
                 with warnings.catch_warnings():

@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="keep data and runs here (default: a temp dir)")
+    parser.add_argument("--no-tone-triplets", action="store_true",
+                        help="ablation: train without the tone triplets (off by default in dermretr train, on here)")
     args = parser.parse_args()
     tmp = Path(args.out or tempfile.mkdtemp(prefix="dermretr-bench-tone-"))
     root = tmp / "dermsynth"
@@ -70,7 +72,10 @@ def main() -> None:
         for kind in args.kinds:
             out = tmp / (f"run-{kind}" if len(args.seeds) == 1 else f"run-{kind}-seed{seed}")
             cfg = TrainConfig(data=f"synthetic:{root}", out=str(out), model=kind, image_size=args.image_size,
-                              seed=seed, progress=False, device=args.device, **overrides)
+                              seed=seed, progress=False, device=args.device, **overrides,
+                              tone_triplets=not args.no_tone_triplets,
+                              resume=(out / "checkpoints" / "last.pt").is_file())  # a rerun (or bench_models' run
+                                                                                    # in the same --out) continues
             start = time.perf_counter()
             result = fit(cfg)
             seconds = time.perf_counter() - start

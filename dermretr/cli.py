@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "not as late fusion; the composer of runs before checkpoint format 4)")
     train.add_argument("--patient-weight", type=float, default=0.0, help="SLIMP-style patient-level term")
     train.add_argument("--word-region-weight", type=float, default=0.0, help="AFLoc-style word-region term")
-    train.add_argument("--no-tone-triplets", action="store_true",
-                       help="no tone triplets (\"this case, on darker skin\", derived from skin-type labels)")
+    train.add_argument("--tone-triplets", action="store_true",
+                       help="also train on tone triplets (\"this case, on darker skin\", derived from skin-type "
+                            "labels): needed for the tone protocol, at a cost to case and modification search")
     train.add_argument("--no-modifications", action="store_true", help="no triplets: neither DermSynth's modification triplets nor the tone triplets "
                             "derived from skin-type labels")
     train.add_argument("--balance-by", default="diagnosis_group",
@@ -202,7 +203,7 @@ def _cmd_train(args) -> int:
         n_masks=args.n_masks, alpha=args.alpha, learn_alpha=not args.fixed_alpha,
         freeze_backbone=args.freeze_backbone, text_skip=not args.no_text_skip, patient_weight=args.patient_weight,
         word_region_weight=args.word_region_weight, modifications=not args.no_modifications,
-        tone_triplets=not args.no_tone_triplets,
+        tone_triplets=args.tone_triplets,
         balance_by=args.balance_by, seed=args.seed, device=args.device, resume=args.resume,
         progress=not args.no_progress,
     )

@@ -331,7 +331,7 @@ def tone_run(synth_root, tmp_path_factory):
     from dermretr.train import fit
 
     out = tmp_path_factory.mktemp("tone") / "run"
-    result = fit(train_config(f"synthetic:{synth_root}", out, epochs=1))
+    result = fit(train_config(f"synthetic:{synth_root}", out, epochs=1, tone_triplets=True))
     assert "modification" in result.history[0]
     return out
 

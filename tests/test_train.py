@@ -81,17 +81,16 @@ def test_resume_refuses_a_different_config(small_data, tmp_path):
 
 def test_a_run_of_an_older_dermretr_resumes_without_the_text_skip_and_tone_triplets(small_data, tmp_path):
     """Runs written before checkpoint format 4 have no "text_skip" nor "tone_triplets" in config.json: they had
-    neither."""
+    neither (and tone triplets are off by default)."""
     cfg = _cfg(small_data, tmp_path / "old", epochs=2, model="global", text_skip=False, tone_triplets=False)
     fit(replace(cfg, epochs=1))
     config = tmp_path / "old" / "config.json"
     saved = json.loads(config.read_text())
     del saved["text_skip"], saved["tone_triplets"]
     config.write_text(json.dumps(saved))
-    with pytest.raises(DermretrError, match=r"config differs \(text_skip: run has False, you asked True, "
-                                            r"tone_triplets: run has False, you asked True\).*resume it with "
-                                            r"--no-text-skip --no-tone-triplets\)$"):
-        fit(replace(cfg, text_skip=True, tone_triplets=True, resume=True))  # today's defaults
+    with pytest.raises(DermretrError, match=r"config differs \(text_skip: run has False, you asked True\).*"
+                                            r"resume it with --no-text-skip\)$"):
+        fit(replace(cfg, text_skip=True, resume=True))  # today's default
     resumed = fit(replace(cfg, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.retriever.combiner.text_weight is None
 
@@ -116,9 +115,10 @@ def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["text_skip"] is True
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main([*args[:4], str(tmp_path / "ablation"), *args[5:], "--no-text-skip", "--no-tone-triplets"]) == 0
+    assert json.loads((out / "config.json").read_text())["tone_triplets"] is False
+    assert main([*args[:4], str(tmp_path / "ablation"), *args[5:], "--no-text-skip", "--tone-triplets"]) == 0
     saved = json.loads((tmp_path / "ablation" / "config.json").read_text())
-    assert saved["text_skip"] is False and saved["tone_triplets"] is False and saved["modifications"] is True
+    assert saved["text_skip"] is False and saved["tone_triplets"] is True and saved["modifications"] is True
     capsys.readouterr()
     assert main(["train", "--data", small_data, "--out", str(tmp_path / "x"), "--backbone", "dermretr-tyni",
                  "--batch-size", "8", "--no-progress"]) == 2
