@@ -75,6 +75,7 @@ import functools
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1051,6 +1052,7 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
     if queries is None:
         texts = [case_text(row, style=text_style, seed=None, view="findings") for _, row in q.iterrows()]
         check_query_text(q, texts)
+        _warn_if_only_skin_type(q)
         queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
     if gallery is None:
         gallery = retriever.encode_targets(g["image_path"].tolist(), batch_size=batch_size, progress=progress)
@@ -1061,6 +1063,18 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
         )
     s, _, _ = convex_score(queries, gallery, alpha=alpha)
     return q, g, np.asarray(s), exclude
+
+
+def _warn_if_only_skin_type(q: pd.DataFrame) -> None:
+    """Warn when the queries' findings say nothing but the skin type (Fitzpatrick17k, DDI): their "composed"
+    case queries are image plus skin type, and the composed question the source can answer is the tone one."""
+    if "findings" not in q.columns or not len(q) or any(criteria_of(row) for _, row in q.head(50).iterrows()):
+        return
+    findings = q["findings"].fillna("").astype(str)
+    if (findings.str.strip() != "").any() and (findings.map(strip_tone).str.strip() == "").all():
+        source = f"source {q['source'].iloc[0]!r}" if "source" in q.columns else "these cases"
+        warnings.warn(f"the findings of {source} name only the skin type: case queries are in effect image plus "
+                      "skin type; its composed question is the tone protocol (--protocol tone)", stacklevel=3)
 
 
 def _case_pairs(cases: pd.DataFrame, query_split: str, gallery_splits: Sequence[str]

@@ -6,6 +6,8 @@ checks the text views of exactly the tables those tests check.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,8 +205,13 @@ def test_case_protocol_queries_with_the_findings_only():
             return {"global": np.ones((len(paths), 2)), "local": None}
 
     retriever = Texts()
-    case_scores(retriever, _table(["Fitzpatrick type II skin", "Fitzpatrick type V skin"] * 2))
+    with pytest.warns(UserWarning, match="findings of source 'fitzpatrick17k' name only the skin type.*"
+                                         "--protocol tone"):
+        case_scores(retriever, _table(["Fitzpatrick type II skin", "Fitzpatrick type V skin"] * 2))
     assert retriever.texts == ["Fitzpatrick type V skin"] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # findings beyond the skin type: no warning
+        case_scores(retriever, _table(["Fitzpatrick type II skin", "itching; Fitzpatrick type V skin"] * 2))
     case_scores(retriever, _table(["", ""]).drop(columns="findings"))  # an old table: never its caption
     assert retriever.texts == ["no specific dermoscopic structures"]
 
