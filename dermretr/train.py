@@ -558,7 +558,8 @@ def _curve(history: list[dict], metric: str) -> Figure:
         if key in history[0]:
             ax2.plot(epochs, [h[key] for h in history], marker="o", label=key)
     ax2.set(xlabel="epoch", ylabel="validation", title="Validation (case search)", ylim=(0, 1))
-    ax2.legend(fontsize=8)
+    if ax2.get_legend_handles_labels()[0]:  # a run without validation cases has no curve to name
+        ax2.legend(fontsize=8)
     return fig
 
 
