@@ -67,6 +67,8 @@ def test_contradictory_or_spanning_tones_are_refused():
         parse_tone("Fitzpatrick type III-V")
     with pytest.raises(VocabularyError, match="spans more than one"):
         parse_tone("on light to dark skin")
+    with pytest.raises(VocabularyError, match="'light brown skin' names two skin tones at once"):
+        parse_tone("on light brown skin")  # the match alone ("brown skin") would read V-VI
     with pytest.raises(VocabularyError, match="two different skin tones"):
         parse_tone("Fitzpatrick type II, on darker skin")
     assert parse_tone("Fitzpatrick type VI, on darker skin") == "V-VI"  # the same range twice is fine

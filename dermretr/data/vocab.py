@@ -1030,7 +1030,12 @@ _TONE_RE = re.compile(
 def _mentions(text: str) -> list[tuple[str, int]]:
     """Every skin-tone mention of a text as (the words, position 0 lighter .. 2 darker)."""
     found = []
-    for m in _TONE_RE.finditer(text.lower().replace("\u2013", "-").replace("\u2014", "-")):
+    text = text.lower().replace("\u2013", "-").replace("\u2014", "-")
+    for m in _TONE_RE.finditer(text):
+        before = re.findall(r"[a-z]+", text[:m.start()])
+        if m.group("w1") and before and before[-1] in _TONE_WORD_POSITION:  # "light brown skin": the match
+            raise VocabularyError(f"{before[-1] + ' ' + m.group(0)!r} names two skin tones at once; "  # starts late
+                                  f"name one range, e.g. 'on darker skin' or 'on Fitzpatrick type V-VI skin'")
         if m.group("f1"):
             values, scale = [m.group("f1"), m.group("f2")], "fitzpatrick"
             values = [v.upper() for v in values if v]
