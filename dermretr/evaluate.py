@@ -86,7 +86,8 @@ import pandas as pd
 from ._errors import DermretrError
 from ._io import atomic_path, claim_file
 from .data.vocab import (CRITERIA, DIAGNOSES, DIAGNOSIS_SYNONYMS, GROUP_NAMES, TONE_RANGES, TONE_SCALES, TONE_STYLES,
-                         case_text, criteria_of, modification_text, strip_tone, tone_query_text, tone_range)
+                         case_text, criteria_of, modification_text, strip_tone, tone_findings, tone_query_text,
+                         tone_range)
 
 __all__ = [
     "rank_metrics",
@@ -259,14 +260,23 @@ def _classes(usable: pd.DataFrame, by: str) -> np.ndarray:
     return class_codes(usable[by])[0]
 
 
+def _macro_by(per_query: pd.DataFrame, by: str | None) -> str:
+    """The class column of a macro average: ``by``, else the tone protocol's target ranges when the table has
+    them, else the diagnosis groups."""
+    if by is not None:
+        return by
+    return "target_range" if "target_range" in per_query.columns else "diagnosis_group"
+
+
 def summarize_metrics(per_query: pd.DataFrame, average: str = "micro",
-                      by: str = "diagnosis_group") -> dict[str, float]:
+                      by: str | None = None) -> dict[str, float]:
     """Mean of each metric over queries that have at least one relevant case.
 
     Only metric columns (``recall@K`` ... ``mrr``) are averaged; other columns
     (the query's case columns) are ignored.  ``average="macro"`` gives the
     mean over the classes of column ``by`` (missing values are a class) of
-    each class's mean, and adds ``n_classes``.
+    each class's mean, and adds ``n_classes``; ``by`` defaults to
+    ``target_range`` for tone-protocol tables, else ``diagnosis_group``.
 
     >>> pq = pd.DataFrame({"n_relevant": [1, 1, 1, 0], "diagnosis_group": ["NEV", "NEV", "MEL", "MEL"],
     ...                    "recall@1": [1.0, 1.0, 0.0, 0.0]})
@@ -279,7 +289,7 @@ def summarize_metrics(per_query: pd.DataFrame, average: str = "micro",
     if _check_average(average) == "macro":
         from ._macro import macro_mean
 
-        codes = _classes(usable, by)
+        codes = _classes(usable, _macro_by(per_query, by))
         cols = _metric_columns(per_query)
         means = macro_mean(usable[cols].to_numpy(dtype=np.float64), codes) if len(usable) else []
         out = {c: float(v) for c, v in zip(cols, means)}
@@ -532,8 +542,7 @@ def paired_difference(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame,
     _check_metrics(per_query_b, metrics)
     _check_boot(n_boot, level)
     _check_average(average)
-    if by is None:  # the tone protocol's classes are its target ranges, the others' the diagnosis groups
-        by = "target_range" if "target_range" in per_query_a.columns else "diagnosis_group"
+    by = _macro_by(per_query_a, by)
     rows_b = _pair(per_query_a, per_query_b)
     usable = per_query_a["n_relevant"].to_numpy() > 0
     if not usable.any():
@@ -606,7 +615,7 @@ def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int,
 
 
 def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str, n_boot: int = 1000,
-                   level: float = 0.95, seed: int = 0, *, by: str = "diagnosis_group",
+                   level: float = 0.95, seed: int = 0, *, by: str | None = None,
                    average: str | Sequence[str] | None = None) -> list[dict]:
     """The records of ``metrics.json`` from per-query metrics: mean, bootstrap CI and query count.
 
@@ -619,8 +628,9 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
         Copied into every record (``method`` is the retriever kind).
     n_boot, level, seed
         See :func:`bootstrap_ci`; ``n_boot=0`` gives null bounds.
-    by : str
-        Classes of the macro average (a query column; missing values are a class).
+    by : str, optional
+        Classes of the macro average (a query column; missing values are a class); default
+        ``target_range`` for tone-protocol tables, else ``diagnosis_group``.
     average : "micro", "macro", both, or None
         Which averages to record.  None (default): micro, and macro too when
         the table has the column ``by`` (a bare :func:`rank_metrics` table has
@@ -653,6 +663,7 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
     >>> [(r["average"], r["value"]) for r in metric_records(pq, "run-a", "full", "case", n_boot=0)]
     [('micro', 0.75), ('macro', 0.5)]
     """
+    by = _macro_by(per_query, by)
     if average is None:
         averages = ("micro", "macro") if isinstance(by, str) and by in per_query.columns else ("micro",)
     else:
@@ -1516,12 +1527,7 @@ def tone_queries(cases: pd.DataFrame, split: str = "test", gallery_splits: Seque
     info = _query_columns(rows).assign(query_range=q_range[qi], target_range=targets)
     text_list = None
     if texts:
-        findings = {}
-        for i in dict.fromkeys(qi.tolist()):
-            row = q.iloc[i].copy()
-            if "findings" in row.index:
-                row["findings"] = strip_tone(row["findings"])
-            findings[i] = case_text(row, style=text_style, seed=None, view="findings")
+        findings = {i: tone_findings(q.iloc[i], style=text_style) for i in dict.fromkeys(qi.tolist())}
         text_list = [tone_query_text(findings[i], t, scale, style) for i, t in zip(qi.tolist(), targets)]
         check_query_text(rows, text_list, relevant=relevant)
         info["tone_text"] = text_list
@@ -1533,7 +1539,8 @@ def tone_queries(cases: pd.DataFrame, split: str = "test", gallery_splits: Seque
 def tone_search(retriever, cases: pd.DataFrame, split: str = "test", gallery_splits: Sequence[str] | None = None,
                 *, scale: str = "fitzpatrick", relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
                 alpha: float | None = None, style: str = "scale", text_style: str = "terse", batch_size: int = 64,
-                progress: bool = False, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
+                progress: bool = False, ties: str = "stable",
+                queries: ToneQueries | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """The "tone" protocol: "this condition, on darker skin".
 
     The query is a ``split`` case's image plus a text naming a skin-tone
@@ -1563,6 +1570,9 @@ def tone_search(retriever, cases: pd.DataFrame, split: str = "test", gallery_spl
         The tone phrase (:func:`~dermretr.data.vocab.tone_text`).
     text_style : {"terse", "sentence", "note"}
         Style of the findings text.
+    queries : ToneQueries, optional
+        The queries already built by :func:`tone_queries` from these cases
+        and settings (with texts), so they are not built twice.
 
     Returns
     -------
@@ -1595,8 +1605,10 @@ def tone_search(retriever, cases: pd.DataFrame, split: str = "test", gallery_spl
     """
     from .models.retriever import convex_score
 
-    tq = tone_queries(cases, split, gallery_splits, scale=scale, relevant=relevant, style=style,
-                      text_style=text_style)
+    tq = queries if queries is not None else tone_queries(cases, split, gallery_splits, scale=scale,
+                                                          relevant=relevant, style=style, text_style=text_style)
+    if tq.texts is None:
+        raise DermretrError("tone queries built with texts=False cannot be searched; build them with texts=True")
     ks = _check_ks(ks)
     qe = retriever.encode_queries(tq.rows["image_path"].tolist(), tq.texts, batch_size=batch_size,
                                   progress=progress)
@@ -1725,11 +1737,10 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     cases, root = _load_data(data)
     _check_split(cases, split)
     gallery_splits = _gallery_splits(split, None)
-    if by is None:
-        by = "target_range" if protocol == "tone" else "diagnosis_group"
+    tq = None
     if protocol == "tone":  # bad data fails before the model is loaded
         cases = with_tone_estimate(cases, tone_scale, progress=progress)
-        tone_queries(cases, split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
+        tq = tone_queries(cases, split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
     if protocol == "modify" and triplets is None:
         triplets = load_triplets(root) if root is not None else None
         if triplets is None:  # derive now: bad data fails before the model is loaded
@@ -1752,7 +1763,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     elif protocol == "tone":
         per_query, _ = tone_search(retriever, cases, split, gallery_splits, scale=tone_scale, relevant=relevant,
                                    ks=ks, alpha=alpha, style=tone_style, batch_size=batch_size, progress=progress,
-                                   ties="pessimistic")
+                                   ties="pessimistic", queries=tq)
     else:
         per_query, _ = modify_search(retriever, cases, triplets, split=split, gallery_splits=gallery_splits, ks=ks,
                                      alpha=alpha, seed=seed, batch_size=batch_size, progress=progress,

@@ -534,8 +534,6 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     unknown = [f for f in floors if f not in allowed]
     if unknown:
         raise DermretrError(f"unknown floor(s) {unknown} for the {protocol} protocol; its floors: {', '.join(allowed)}")
-    if by is None:
-        by = "target_range" if protocol == "tone" else "diagnosis_group"
     if protocol == "tone":
         cases = with_tone_estimate(cases, tone_scale)
     tables, records = [], []

@@ -96,7 +96,7 @@ from ._errors import DermretrError, OutputError
 from ._io import OWNER_FILE, atomic_path, claim_dir, clean_stale, exclusive, os_error, save_figure
 from .data import load, parse_spec
 from .data.images import load_rgb
-from .data.vocab import TEXT_STYLES, TONE_RANGES, TONE_STYLES, case_text, strip_tone, tone_query_text
+from .data.vocab import TEXT_STYLES, TONE_RANGES, TONE_STYLES, case_text, tone_findings, tone_query_text
 from .evaluate import case_search, tone_ranges
 from .models.backbones import create, read_weights, weights_mismatch
 from .models.composer import SpatialMasks
@@ -406,10 +406,7 @@ def derive_tone_triplets(cases: pd.DataFrame, seed: int = 0, relevant: str = "di
             continue
         target = rng.choice(list(options))  # in range order
         j = int(options[target][rng.randrange(len(options[target]))])
-        row = cases.iloc[i].copy()
-        if "findings" in row.index:
-            row["findings"] = strip_tone(row["findings"])
-        findings = case_text(row, style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31), view="findings")
+        findings = tone_findings(cases.iloc[i], style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31))
         rows.append([ids[i], ids[j], tone_query_text(findings, target, scale, rng.choice(TONE_STYLES)), target,
                      scale, str(value)])
     return pd.DataFrame(rows, columns=_TONE_TRIPLET_COLUMNS)
@@ -424,8 +421,8 @@ def _training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, se
     mods = _read_triplets(data, cases)
     train_set = set(train_idx.tolist())
     mods = mods[mods["ref"].isin(train_set) & mods["tgt"].isin(train_set)].assign(key="")
-    tone = derive_tone_triplets(cases.iloc[train_idx].reset_index(drop=True), seed=seed)
-    tone = tone if tone_wanted else tone.iloc[:0]
+    tone = (derive_tone_triplets(cases.iloc[train_idx].reset_index(drop=True), seed=seed) if tone_wanted
+            else pd.DataFrame(columns=_TONE_TRIPLET_COLUMNS))
     pos = {cid: i for i, cid in enumerate(cases["case_id"].astype(str))}
     tone = pd.DataFrame({"ref": tone["reference_case_id"].map(pos), "tgt": tone["target_case_id"].map(pos),
                          "text": tone["modification_text"],

@@ -96,7 +96,7 @@ from PIL import Image
 from ._errors import DermretrError, VocabularyError
 from .data.images import ImageReadError, load_rgb
 from .data.vocab import (ABSENT, CRITERIA, TONE_RANGES, TONE_WORDS, case_text, criteria_of, modification_text,
-                         normalize_value, parse_text, strip_tone, tone_query_text, tone_range, tone_text)
+                         normalize_value, parse_text, tone_findings, tone_query_text, tone_range, tone_text)
 from .evaluate import tone_ranges
 from .viz import _fmt  # the captions read like the gallery's
 
@@ -314,31 +314,15 @@ def tone_filter(cases: pd.DataFrame, target: Any) -> dict[str, list]:
     >>> tone_filter(pd.DataFrame({"fitzpatrick": [None, None], "skin_tone_group": ["I-II", "V-VI"]}), "V-VI")
     {'skin_tone_group': ['V-VI']}
     """
-    scale, column = _labels_of(cases)
+    return _range_filter(*_labels_of(cases), target)
+
+
+def _range_filter(scale: str, column: str, target: Any) -> dict[str, list]:
     name = _tone_target(target, scale)
     if name is None:
         return {}
     lo, hi = TONE_RANGES[scale][name]
     return {column: [name] if column == "skin_tone_group" else list(range(lo, hi + 1))}
-
-
-def tone_findings(case: Mapping) -> str:
-    """A case's findings text without its own skin-tone mention, worded as the tone protocol words it.
-
-    What :func:`~dermretr.data.vocab.tone_query_text` puts after the tone
-    phrase for a reference case (:func:`dermretr.evaluate.tone_queries`).
-
-    Examples
-    --------
-    >>> tone_findings({"findings": "itching; Fitzpatrick type II skin; on the arm"})
-    'itching, on the arm'
-    >>> tone_query_text(tone_findings({"findings": "Fitzpatrick type II skin"}), "V-VI")
-    'on Fitzpatrick type V-VI skin: no specific dermoscopic structures'
-    """
-    row = dict(case.items())
-    if "findings" in row:
-        row["findings"] = strip_tone(row["findings"])
-    return case_text(row, seed=None, view="findings")
 
 
 class QueryBuilder:
@@ -490,6 +474,7 @@ class QueryBuilder:
         # the skin-tone modifier: the scale of the cases' labels and every case's range
         labels = tone_labels(self.cases) if not self.empty else None
         self.tone_scale: str | None = labels[0] if labels else None
+        self._tone_labels = labels  # (scale, column), found once: every search's filter reuses it
         self._tone_of = tone_ranges(self.cases[[labels[1]]], labels[0]) if labels else None
         self._tone_counts = _count_ranges(self._tone_of, labels[0]) if labels else None
         self._tone_base = ""  # the reference's text without its own skin tone
@@ -995,7 +980,7 @@ class QueryBuilder:
         if self.group_filter.value:
             out["diagnosis_group"] = [str(v) for v in self.group_filter.value]
         if self.tone_only.value and self.tone is not None:
-            for column, values in tone_filter(self.cases, self.tone).items():
+            for column, values in _range_filter(*self._tone_labels, self.tone).items():
                 out[column] = [v for v in out[column] if v in values] if column in out else values
         return out
 

@@ -351,6 +351,12 @@ def test_every_retriever_kind_answers_tone_queries(synth_cases):
         model = Retriever(backbone, kind=kind, n_masks=2).eval()
         tables[kind], summary = tone_search(model, synth_cases, ks=(1, 10), batch_size=32)
         assert summary["n_queries"] == len(tables[kind]) > 0
+    # queries built once (as evaluate_run does) give the same table; without their texts they cannot search
+    built = tone_queries(synth_cases)
+    again, _ = tone_search(model, synth_cases, ks=(1, 10), batch_size=32, queries=built)
+    assert again.equals(tables[kind])
+    with pytest.raises(DermretrError, match="built with texts=False cannot be searched"):
+        tone_search(model, synth_cases, queries=tone_queries(synth_cases, texts=False))
     first = tables["full"]
     for kind, pq in tables.items():
         assert pq["n_relevant"].tolist() == first["n_relevant"].tolist(), kind

@@ -854,6 +854,7 @@ __all__ += [
     "tone_text",
     "parse_tone",
     "strip_tone",
+    "tone_findings",
     "tone_query_text",
 ]
 
@@ -1106,6 +1107,23 @@ def strip_tone(findings: str) -> str:
     if not isinstance(findings, str):
         return findings
     return "; ".join(w.strip() for w in findings.split(";") if w.strip() and not _TONE_RE.search(w.lower()))
+
+
+def tone_findings(case: Mapping, style: str = "terse", seed: int | None = None) -> str:
+    """A case's findings text (:func:`case_text`, ``view="findings"``) without its own skin-tone mention:
+    what :func:`tone_query_text` puts after the phrase asking for another tone.
+
+    Examples
+    --------
+    >>> tone_findings({"findings": "itching; Fitzpatrick type II skin; on the arm"})
+    'itching, on the arm'
+    >>> tone_query_text(tone_findings({"findings": "Fitzpatrick type II skin"}), "V-VI")
+    'on Fitzpatrick type V-VI skin: no specific dermoscopic structures'
+    """
+    row = dict(case.items())
+    if "findings" in row:
+        row["findings"] = strip_tone(row["findings"])
+    return case_text(row, style=style, seed=seed, view="findings")
 
 
 def tone_query_text(findings: str, target, scale: str = "fitzpatrick", style: str = "scale") -> str:
