@@ -58,6 +58,7 @@ from matplotlib.figure import Figure
 
 from ._errors import DataWarning, DermretrError
 from .color import ITA_CATEGORIES, ita, ita_category, lab_to_rgb, rgb_to_lab
+from .data.vocab import TONE_RANGES
 from .evaluate import (_check_boot, _check_metrics, _check_per_query, _pair, _sign_flip_p,
                        _text, bootstrap_ci, case_scores)
 
@@ -96,7 +97,7 @@ _ITA_NAMES = tuple(name for name, _, _ in ITA_CATEGORIES)
 #: Skin-tone groupings and their groups, lightest first (``"unknown"`` comes after them).
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "fitzpatrick": _FITZ,
-    "fitzpatrick_pairs": ("I-II", "III-IV", "V-VI"),
+    "fitzpatrick_pairs": tuple(TONE_RANGES["fitzpatrick"]),  # the tone protocol's ranges
     "monk": tuple(str(i) for i in range(1, 11)),
     "ita_category": _ITA_NAMES,
     "ita_category_estimated": _ITA_NAMES,
@@ -116,7 +117,7 @@ GROUPING_TITLES: dict[str, str] = {
 #: DermSynth draws each type's skin colour inside that category (``render.ITA_RANGES``).
 ITA_FITZPATRICK: dict[str, int] = {name: i + 1 for i, name in enumerate(_ITA_NAMES)}
 
-_PAIR_OF = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
+_PAIR_OF = {v: name for name, (lo, hi) in TONE_RANGES["fitzpatrick"].items() for v in range(lo, hi + 1)}
 _ESTIMATE_HINT = ("estimate skin tone from the pixels first: dermretr.fairness.estimate_skin_tone(cases), "
                   "or `dermretr fairness --estimate-ita`")
 _HINTS = {
