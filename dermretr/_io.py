@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ._errors import OutputError
 
-__all__ = ["atomic_path", "atomic_dir", "save_figure", "clean_stale", "exclusive", "claim_dir", "claim_file", "owner_kind",
-           "OWNER_FILE", "StaleTemporaryWarning", "umask", "os_error"]
+__all__ = ["atomic_path", "atomic_dir", "save_figure", "clean_stale", "exclusive", "claim_dir", "claim_file",
+           "owner_kind", "OWNER_FILE", "StaleTemporaryWarning", "umask", "os_error"]
 
 #: The marker file of a folder dermretr created (its ``kind``: run, demo, fairness...).
 OWNER_FILE = ".dermretr.json"
@@ -261,8 +261,10 @@ def exclusive(path: str | os.PathLike, what: str = "output") -> Iterator[None]:
 
 
 def _check_ancestor(path: Path, option: str, include_self: bool) -> None:
-    """The nearest existing folder above ``path`` must be a folder dermretr can write into (``path`` itself,
-    when it exists and ``include_self``, is checked by the caller)."""
+    """Check that the nearest existing folder above ``path`` is a folder dermretr can write into.
+
+    ``path`` itself, when it exists and ``include_self``, is checked by the caller.
+    """
     for parent in ([path] if include_self else []) + list(path.parents):
         if parent.exists() or parent.is_symlink():
             if parent is path:

@@ -34,6 +34,13 @@ from torch import nn
 __all__ = ["GatedResidualCombiner", "Clip4CirCombiner", "SpatialMasks"]
 
 
+def _out_params(block: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a block's last layer (a linear layer with a bias), to initialise them."""
+    layer = block[-1]
+    assert isinstance(layer, nn.Linear) and isinstance(layer.bias, torch.Tensor)
+    return layer.weight, layer.bias
+
+
 class GatedResidualCombiner(nn.Module):
     """Global composed query: ``q = g(x, t) * x + r(x, t) + b * t`` with an element-wise gate.
 
@@ -63,9 +70,10 @@ class GatedResidualCombiner(nn.Module):
             nn.Linear(2 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
         )
         # start close to "keep the image": gate open, residual small
-        nn.init.constant_(self.gate[-1].bias, 2.0)
-        nn.init.normal_(self.residual[-1].weight, std=1e-3)
-        nn.init.zeros_(self.residual[-1].bias)
+        nn.init.constant_(_out_params(self.gate)[1], 2.0)
+        residual_weight, residual_bias = _out_params(self.residual)
+        nn.init.normal_(residual_weight, std=1e-3)
+        nn.init.zeros_(residual_bias)
         self.text_weight = nn.Parameter(torch.tensor(1.0)) if text_skip else None
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -89,7 +97,8 @@ class Clip4CirCombiner(nn.Module):
         hidden = hidden or 4 * dim
         self.text_proj = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.image_proj = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
-        self.combine = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.combine = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, dim))
         self.scalar = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -157,15 +166,17 @@ class SpatialMasks(nn.Module):
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         text_dim = text_dim or dim
         self.text_shift = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, n_masks * dim))
-        nn.init.zeros_(self.text_shift[-1].weight)
-        nn.init.zeros_(self.text_shift[-1].bias)
+        shift_weight, shift_bias = _out_params(self.text_shift)
+        nn.init.zeros_(shift_weight)
+        nn.init.zeros_(shift_bias)
         # per-mask composition of the pooled vector with the text: input [x_m, t, mask m's prototype]
         hidden = 2 * dim
         self.local_gate = nn.Sequential(nn.Linear(2 * dim + text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.local_residual = nn.Sequential(nn.Linear(2 * dim + text_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        nn.init.constant_(self.local_gate[-1].bias, 2.0)  # start close to "keep the region": gate open ...
-        nn.init.normal_(self.local_residual[-1].weight, std=1e-3)  # ... residual small
-        nn.init.zeros_(self.local_residual[-1].bias)
+        nn.init.constant_(_out_params(self.local_gate)[1], 2.0)  # start close to "keep the region": gate open ...
+        local_weight, local_bias = _out_params(self.local_residual)
+        nn.init.normal_(local_weight, std=1e-3)  # ... residual small
+        nn.init.zeros_(local_bias)
         if text_skip and text_dim != dim:
             raise ValueError(f"a text skip needs text_dim == dim, got {text_dim} and {dim}")
         self.text_weight = nn.Parameter(torch.tensor(1.0)) if text_skip else None
@@ -208,8 +219,10 @@ class SpatialMasks(nn.Module):
 
     @staticmethod
     def statistics(attn: torch.Tensor) -> dict[str, float]:
-        """How spread and how distinct the masks are: mean entropy (nats, ``log N`` = uniform), the
-        entropy's fraction of ``log N``, and the mean overlap of two different masks (Bhattacharyya
+        """How spread and how distinct the masks are: their entropy and their mutual overlap.
+
+        The mean entropy (nats, ``log N`` = uniform), the entropy's fraction of
+        ``log N``, and the mean overlap of two different masks (Bhattacharyya
         coefficient, 1 = identical maps, 0 = disjoint).
 
         >>> attn = torch.eye(4).repeat(2, 1, 1)          # 2 images, 4 masks on 4 different patches

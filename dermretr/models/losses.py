@@ -126,5 +126,8 @@ class RetrievalLoss(nn.Module):
             parts["patient"] = multi_positive_infonce(scale * patient_sim, patient_positives & ~eye, ~eye)
         if self.weights["word_region"] > 0 and word_region is not None:
             parts["word_region"] = multi_positive_infonce(scale * word_region, positives, valid)
-        total = sum(self.weights[k] * v for k, v in parts.items())
+        terms = [self.weights[k] * v for k, v in parts.items()]  # "combined" always comes first
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
         return total, {k: float(v.detach()) for k, v in parts.items()}
