@@ -1,4 +1,4 @@
-"""Benchmark: is every 7-point criterion learnable from DermSynth pixels?
+"""Benchmark: whether every 7-point criterion is learnable from DermSynth pixels.
 
 Generates DermSynth data into a temporary folder (once per prior setting),
 trains the tiny multi-task CNN of :func:`dermretr.data.synth.grounding.grounding_report`
@@ -30,7 +30,6 @@ from dermretr._errors import DermretrError
 from dermretr.data import load
 from dermretr.data.synth import generate
 from dermretr.data.synth.grounding import confusion_table, grounding_report
-
 
 _DEFAULTS = {k: v.default for k, v in inspect.signature(grounding_report).parameters.items()}
 

@@ -46,6 +46,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -55,12 +56,18 @@ from torch import nn
 from .._device import resolve_device
 from .._errors import DermretrError
 
-__all__ = ["Backbone", "create", "list_models", "read_weights", "weights_mismatch", "CONFIG_DIR", "DERMRETR_MODELS"]
+__all__ = ["Backbone", "create", "list_models", "read_weights", "weights_mismatch", "CONFIG_DIR", "DERMRETR_MODELS",
+           "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)
 #: dermretr's own small configs (shipped as JSON in ``dermretr/models/configs``).
 DERMRETR_MODELS: tuple[str, ...] = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+
+#: Per-channel mean and standard deviation of OpenAI CLIP's input normalisation (RGB, on [0, 1] pixels): the
+#: default of :attr:`Backbone.image_mean` / :attr:`Backbone.image_std` when a backbone names none.
+OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 _OFFLINE_HINT = (
     "no internet access here? Download the weights elsewhere and pass the file: "
@@ -103,6 +110,8 @@ class Backbone:
         Patch grid of the image tower.
     image_size : int
         Input side in pixels.
+    image_mean, image_std : (float, float, float)
+        The per-channel normalisation of the inputs (properties; see :attr:`image_mean`).
     """
 
     model: nn.Module
@@ -120,6 +129,43 @@ class Backbone:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _norm_stat(self, key: str) -> tuple[float, float, float]:
+        """``key`` ("mean" or "std") of the input normalisation.
+
+        From the preprocess's ``Normalize`` (the last one when there are
+        several), else the model's ``visual.preprocess_cfg``, else OpenAI CLIP's.
+        """
+        found = None
+        for t in getattr(self.preprocess, "transforms", []):
+            if hasattr(t, "mean") and hasattr(t, "std"):
+                found = getattr(t, key)
+        if found is None:
+            cfg = getattr(getattr(self.model, "visual", None), "preprocess_cfg", None)
+            found = cfg.get(key) if isinstance(cfg, dict) else None
+        if found is None:
+            return OPENAI_CLIP_MEAN if key == "mean" else OPENAI_CLIP_STD
+        values = tuple(float(v) for v in found)
+        return (values[0], values[1], values[2]) if len(values) == 3 else (values[0],) * 3
+
+    @property
+    def image_mean(self) -> tuple[float, float, float]:
+        """Per-channel mean (RGB, pixels in [0, 1]) the inputs are normalised by.
+
+        Read from the backbone's own preprocess (its ``Normalize``), else the
+        open_clip model's ``visual.preprocess_cfg``, else
+        :data:`OPENAI_CLIP_MEAN`: the one place these numbers come from.
+
+        >>> from dermretr.models.backbones import create
+        >>> create("dermretr-tiny", device="cpu", image_size=32).image_mean == OPENAI_CLIP_MEAN
+        True
+        """
+        return self._norm_stat("mean")
+
+    @property
+    def image_std(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation the inputs are normalised by (see :attr:`image_mean`)."""
+        return self._norm_stat("std")
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Tokenize texts onto the backbone's device."""
         return self.tokenizer(list(texts)).to(self.device)
@@ -130,7 +176,8 @@ class Backbone:
         Patch tokens are the last block's output after the final norm, without
         class/prefix tokens.
         """
-        out = self.model.visual.forward_intermediates(
+        visual: Any = self.model.visual  # an open_clip tower (nn.Module attributes are typed Tensor | Module)
+        out = visual.forward_intermediates(
             images, indices=1, normalize_intermediates=True, output_fmt="NLC"
         )
         tokens = out["image_intermediates"][-1]
@@ -143,7 +190,8 @@ class Backbone:
 
         The mask is True for real tokens (not padding).
         """
-        out = self.model.forward_intermediates(
+        model: Any = self.model  # open_clip's CLIP / CustomTextCLIP
+        out = model.forward_intermediates(
             text=tokens, text_indices=1, normalize=False, normalize_intermediates=True
         )
         feats = out["text_intermediates"][-1]
@@ -314,8 +362,11 @@ def _weights_in_dir(folder: Path) -> str | None:
 
 
 def _load_local_weights(model: nn.Module, path: str, name: str) -> None:
-    """Load the weights file ``path`` into the open_clip ``model`` (as open_clip's ``load_checkpoint`` does,
-    but reading it with :func:`read_weights` and summarising a mismatch in one line)."""
+    """Load the weights file ``path`` into the open_clip ``model``.
+
+    As open_clip's ``load_checkpoint`` does, but reading it with
+    :func:`read_weights` and summarising a mismatch in one line.
+    """
     expected = (f"a weights file for architecture {name!r} (its state dict saved with torch.save, "
                 "or a .safetensors file)")
     if Path(path).suffix.lower() in (".npz", ".npy"):  # big_vision (SigLIP) numpy weights, read without pickle
@@ -445,7 +496,7 @@ def create(
     """
     _check_name(name)
     pretrained = _check_pretrained(name, pretrained)
-    dev = resolve_device(device)
+    dev = resolve_device(str(device) if isinstance(device, torch.device) else device)
     kwargs = {}
     if image_size is not None:
         if name in list_models():
@@ -493,8 +544,11 @@ def create(
     model.eval()
     visual = model.visual
     grid = tuple(getattr(visual, "grid_size", (0, 0)))
-    img_size = getattr(visual, "image_size", image_size)
-    img_size = int(img_size[0] if isinstance(img_size, (tuple, list)) else img_size)
+    side = getattr(visual, "image_size", image_size)
+    side = side[0] if isinstance(side, (tuple, list)) else side
+    if side is None:
+        raise DermretrError(f"cannot tell the input size of model {name!r}; pass image_size")
+    img_size = int(side)
     with torch.no_grad():  # one probe forward gives the embedding dimension and the token shape
         pooled, tokens = Backbone.encode_image(
             Backbone(model, pre, train_pre, None, name, pretrained, 0, 0, grid, img_size),  # type: ignore[arg-type]
