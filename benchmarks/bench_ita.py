@@ -21,7 +21,8 @@ import pandas as pd
 
 from dermretr.data import load
 from dermretr.data.synth import generate
-from dermretr.fairness import estimate_skin_tone, ita_confusion
+from dermretr.fairness import ita_confusion
+from dermretr.skin_tone import estimate_skin_tone
 
 
 def main() -> None:

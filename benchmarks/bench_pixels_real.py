@@ -2,9 +2,9 @@
 
 Two checks of tools that were so far only validated on DermSynth:
 
-1. Lesion/skin separation of the skin-tone estimate (:func:`dermretr.fairness.skin_mask`, Otsu on L*
+1. Lesion/skin separation of the skin-tone estimate (:func:`dermretr.skin_tone.skin_mask`, Otsu on L*
    without a mask, as on any data without masks), per image against the true lesion mask with
-   :func:`dermretr.fairness.skin_mask_agreement`: IoU of the estimated lesion (the field of view minus
+   :func:`dermretr.skin_tone.skin_mask_agreement`: IoU of the estimated lesion (the field of view minus
    the estimated skin) with the true lesion, "skin contamination" (share of the estimated skin inside the
    true lesion), share of the true skin kept, and how far the ITA moves when the true mask is used
    instead (|ITA Otsu - ITA true mask|).  Mean and median over images with percentile bootstrap CIs,
@@ -52,9 +52,9 @@ from dermretr.data.synth import generate
 from dermretr.data.vocab import case_text
 from dermretr.evaluate import case_scores
 from dermretr.explain import METHODS, align_mask, localisation_score, mask_localisation
-from dermretr.fairness import skin_mask_agreement
 from dermretr.models.backbones import create
 from dermretr.models.retriever import Retriever
+from dermretr.skin_tone import default_mask_bit, skin_mask_agreement
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -225,9 +225,9 @@ def localisation(name: str, data: str, cases: pd.DataFrame, mask_column: str, se
     # the same pairs, a fixed centred Gaussian map instead of an attribution
     size = args.image_size
     by_id = cases.assign(case_id=cases["case_id"].astype(str)).set_index("case_id")
+    bit = default_mask_bit(mask_column)
     centre = pd.DataFrame([localisation_score(_centre_map(size),
-                                              align_mask(load_mask(by_id.loc[t, mask_column],
-                                                                   bit=0 if mask_column == "mask" else None), size),
+                                              align_mask(load_mask(by_id.loc[t, mask_column], bit=bit), size),
                                               tolerance=ref.attrs["tolerance"])
                            for t in ref["target_case_id"]])
     centre["reference_case_id"] = ref["reference_case_id"].to_numpy()

@@ -21,9 +21,9 @@ from dermretr.color import ita
 from dermretr.data.images import ImageReadError, load_mask
 from dermretr.data.synth import MASK_BITS, encode_masks, load_masks
 from dermretr.explain import align_mask, explain_pair, localisation_score, mask_localisation
-from dermretr.fairness import estimate_ita, skin_mask, skin_mask_agreement
 from dermretr.models.backbones import create
 from dermretr.models.retriever import Retriever
+from dermretr.skin_tone import estimate_ita, skin_mask, skin_mask_agreement
 
 PH2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ph2"
 SIZE = 64
@@ -144,7 +144,7 @@ def test_agreement_shrinks_like_estimate_skin_tone(tmp_path):
     cases = pd.DataFrame([_case(tmp_path, "big", _image(lesion), lesion)])
     row = skin_mask_agreement(cases, max_side=128).iloc[0]
     assert row["field_pixels"] < 128 * 96 and row["iou"] > 0.9
-    from dermretr.fairness import estimate_skin_tone
+    from dermretr.skin_tone import estimate_skin_tone
 
     assert row["ita"] == pytest.approx(estimate_skin_tone(cases, max_side=128, progress=False)
                                        ["ita_estimated"].iloc[0])

@@ -1,0 +1,96 @@
+"""One run end to end: run_fairness, FairnessReport and the `dermretr fairness` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairness_helpers import one_line_error
+
+from dermretr._errors import DermretrError
+from dermretr.cli import main
+from dermretr.fairness import GROUPINGS, skin_tone_groups, slice_metrics
+
+
+def test_fairness_refuses_the_tone_protocol_which_is_already_by_skin_tone(tmp_path):
+    from dermretr.fairness import run_fairness
+
+    with pytest.raises(DermretrError, match="the tone protocol is already by skin tone: use `dermretr evaluate"):
+        run_fairness(tmp_path, "synthetic:nowhere", protocol="tone")
+    with pytest.raises(DermretrError, match="unknown skin-tone labels .'light-ish'"):
+        skin_tone_groups(pd.DataFrame({"ita_category": ["light", "light-ish"]}), "ita_category")
+
+
+def _fake_run(path, kind, seed):
+    import torch
+
+    from dermretr.models.backbones import create
+    from dermretr.models.retriever import Retriever
+
+    torch.manual_seed(seed)
+    Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind=kind, n_masks=2).save(
+        path / "checkpoints" / "best.pt")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fair-runs")
+    return _fake_run(base / "after", "full", 0), _fake_run(base / "before", "image", 1)
+
+
+def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys):
+    after, before = runs
+    out = tmp_path / "fair"
+    rc = main(["fairness", "--run", str(after), "--data", f"synthetic:{synth_root}", "--by", "fitzpatrick",
+               "--out", str(out), "--n-boot", "50", "--min-group", "3", "--exposure-k", "5", "--baseline",
+               str(before), "--estimate-ita", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "difference (max - min)" in printed and "ratio (min / max)" in printed and "Exposure" in printed
+    assert "Estimated vs labelled skin type" in printed and "after vs before" in printed
+    for name in ("fairness_fitzpatrick.csv", "fairness_fitzpatrick.png", "per_query.csv", "exposure_fitzpatrick.csv",
+                 "exposure_fitzpatrick.png", "ita_confusion.csv", "ita_confusion.png", "skin_tone_estimated.csv",
+                 "comparison_fitzpatrick.csv", "comparison_fitzpatrick.png"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "fairness_fitzpatrick.csv")
+    n_test = int((synth_cases["split"] == "test").sum())
+    overall = table[(table["group"] == "overall") & (table["metric"] == "recall@1")]
+    assert 0 < int(overall["n_queries"].iloc[0]) <= n_test
+    assert set(table["metric"]) == {"recall@1", "map@10"}
+    per_query = pd.read_csv(out / "per_query.csv")
+    assert len(per_query) == n_test and set(per_query["run"]) == {"after"}
+    # the written per-query table slices again to the same numbers
+    again = slice_metrics(per_query, synth_cases, metrics=["recall@1", "map@10"], n_boot=50, min_group=3)
+    assert np.allclose(again["value"].to_numpy(float), table["value"].to_numpy(float), equal_nan=True)
+    exp = pd.read_csv(out / "exposure_fitzpatrick.csv").set_index("group")
+    assert exp.loc["all queries", "n_retrieved"] == 5 * n_test
+
+    rc = main(["fairness", "--run", str(after), "--data", f"synthetic:{synth_root}", "--by", "ita_category_estimated",
+               "--out", str(out), "--n-boot", "0", "--exposure-k", "0", "--no-progress"])
+    assert rc == 0 and "ITA category (estimated from pixels)" in capsys.readouterr().out
+    assert (out / "fairness_ita_category_estimated.csv").is_file()
+
+
+def test_cli_groupings_are_the_library_ones():
+    from dermretr.cli import _GROUPINGS
+
+    assert _GROUPINGS == tuple(GROUPINGS)
+
+
+def test_cli_fairness_bad_input(synth_root, runs, tmp_path, capsys):
+    after, _ = runs
+    data = f"synthetic:{synth_root}"
+    assert main(["fairness", "--run", str(after), "--data", data, "--by", "monk", "--out", str(tmp_path)]) == 2
+    assert "no case has a known Monk skin tone" in one_line_error(capsys)
+    assert main(["fairness", "--run", str(tmp_path / "nope"), "--data", data]) == 2
+    assert "run folder" in one_line_error(capsys)
+    assert main(["fairness", "--run", str(after), "--data", data, "--metrics", "recall@0"]) == 2
+    assert "unknown metric 'recall@0'" in one_line_error(capsys)
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    assert main(["fairness", "--run", str(after), "--data", data, "--out", str(file)]) == 2
+    assert "is a file" in one_line_error(capsys)
+    with pytest.raises(SystemExit) as exc:
+        main(["fairness", "--run", str(after), "--data", data, "--by", "skin"])
+    assert exc.value.code == 2 and "invalid choice: 'skin'" in capsys.readouterr().err
