@@ -1,4 +1,4 @@
-"""Non-learned floors (random, majority, criteria match) and macro averages with stratified bootstrap CIs."""
+"""Non-learned floors (random, majority, criteria match; tone floors in test_tone.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,23 @@ import pandas as pd
 import pytest
 
 from dermretr._errors import DermretrError
-from dermretr.evaluate import (RECORD_KEYS, bootstrap_ci, metric_records, paired_difference, rank_metrics,
-                               results_table, scores_search, summarize_metrics)
-from dermretr.floors import (FLOORS, available_floors, criteria_scores, evaluate_floors, expected_random_metrics,
-                             expected_tie_metrics, floor_search)
+from dermretr.evaluate import (
+    metric_records,
+    paired_difference,
+    rank_metrics,
+    results_table,
+    scores_search,
+    summarize_metrics,
+)
+from dermretr.floors import (
+    FLOORS,
+    available_floors,
+    criteria_scores,
+    evaluate_floors,
+    expected_random_metrics,
+    expected_tie_metrics,
+    floor_search,
+)
 
 KS = (1, 2, 3, 5, 10)
 PH2 = Path("/work/shared/data/ph2")
@@ -240,94 +253,6 @@ def test_criteria_match_needs_findings_and_floors_refuse_bad_input():
         floor_search(cases, "majority", relevant="fitzpatrick")
     with pytest.raises(DermretrError, match="no cases in split 'val'"):
         evaluate_floors(cases.assign(split=cases["split"].replace("val", "train")), split="val")
-
-
-# ----------------------------------------------------------------------------- macro averages and their CIs
-
-
-def _grouped(n: int, seed: int = 0) -> pd.DataFrame:
-    """90% NEV queries that mostly hit, 10% MEL that mostly miss."""
-    rng = np.random.default_rng(seed)
-    groups = np.where(np.arange(n) < int(0.9 * n), "NEV", "MEL")
-    p = np.where(groups == "NEV", 0.9, 0.2)
-    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "diagnosis_group": groups, "n_relevant": 1,
-                         "recall@1": (rng.random(n) < p).astype(float), "map@10": rng.random(n) * p})
-
-
-def test_stratified_macro_ci_contains_the_estimate_matches_theory_and_shrinks():
-    small, big = _grouped(60), _grouped(6000)
-    widths = []
-    for pq in (small, big):
-        macro = pq.groupby("diagnosis_group")["recall@1"].mean().mean()
-        lo, hi = bootstrap_ci(pq["recall@1"], n_boot=2000, seed=0, groups=pq["diagnosis_group"])
-        assert lo <= macro <= hi
-        assert not (lo <= pq["recall@1"].mean() <= hi) or len(pq) < 100  # the big set separates micro and macro
-        widths.append(hi - lo)
-    assert widths[1] < widths[0] / 5
-    # independent check: the normal approximation of a mean of group means, sqrt(sum var_g / n_g) / G
-    g = big.groupby("diagnosis_group")["recall@1"]
-    se = math.sqrt((g.var(ddof=0) / g.count()).sum()) / g.ngroups
-    assert widths[1] == pytest.approx(2 * 1.96 * se, rel=0.15)
-    # deterministic, and a class of one query adds no spread
-    args = dict(n_boot=300, seed=4, groups=small["diagnosis_group"])
-    assert bootstrap_ci(small["recall@1"], **args) == bootstrap_ci(small["recall@1"], **args)
-    lo, hi = bootstrap_ci([1.0, 0.0, 1.0], groups=["A", "B", "B"], n_boot=500)
-    assert 0.5 <= lo <= hi <= 1.0
-    with pytest.raises(DermretrError, match="one label per query"):
-        bootstrap_ci([1.0, 0.0], groups=["A"])
-
-
-def test_metric_records_macro_values_and_intervals():
-    pq = _grouped(200, seed=3)
-    recs = metric_records(pq, "r", "m", "case", n_boot=500)
-    assert all(tuple(r) == RECORD_KEYS for r in recs) and "average" in RECORD_KEYS
-    assert [r["average"] for r in recs] == ["micro"] * 2 + ["macro"] * 2
-    means = pq.groupby("diagnosis_group")[["recall@1", "map@10"]].mean().mean()
-    for r in recs:
-        col = r["metric"] if r["k"] is None else f"{r['metric']}@{r['k']}"
-        want = means[col] if r["average"] == "macro" else pq[col].mean()
-        assert r["value"] == pytest.approx(want) and r["ci_low"] <= r["value"] <= r["ci_high"]
-        assert r["n_queries"] == 200
-    # the grouping column is configurable, and macro can be asked for alone
-    pq["site"] = np.where(np.arange(200) % 2 == 0, "a", "b")
-    site = metric_records(pq, "r", "m", "case", n_boot=0, by="site", average="macro")
-    assert [r["average"] for r in site] == ["macro"] * 2
-    assert site[0]["value"] == pytest.approx(pq.groupby("site")["recall@1"].mean().mean())
-    assert [r["average"] for r in metric_records(pq, "r", "m", "case", n_boot=0, by="none")] == ["micro"] * 2
-    with pytest.raises(DermretrError, match="cannot macro-average over 'none'"):
-        metric_records(pq, "r", "m", "case", n_boot=0, by="none", average="macro")
-    with pytest.raises(DermretrError, match="average must be 'micro' or 'macro'"):
-        metric_records(pq, "r", "m", "case", n_boot=0, average="weighted")
-
-
-def test_paired_macro_difference():
-    a = _grouped(300, seed=5)
-    same = paired_difference(a, a, n_boot=500, average="macro")
-    assert (same["difference"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
-    assert (same["p_value"] == 1.0).all() and same.attrs["average"] == "macro"
-    # a method that only improves MEL queries: small micro gain, large macro gain
-    b = a.assign(**{"recall@1": np.where(a["diagnosis_group"] == "MEL", 1.0, a["recall@1"])})
-    micro = paired_difference(b, a, metrics=["recall@1"], n_boot=1000, seed=1)
-    macro = paired_difference(b, a, metrics=["recall@1"], n_boot=1000, seed=1, average="macro")
-    gain = 1.0 - a.loc[a["diagnosis_group"] == "MEL", "recall@1"].mean()
-    assert macro.loc["recall@1", "difference"] == pytest.approx(gain / 2)
-    assert micro.loc["recall@1", "difference"] == pytest.approx(gain * 0.1)
-    assert macro.loc["recall@1", "mean_a"] == pytest.approx(summarize_metrics(b, average="macro")["recall@1"])
-    row = macro.loc["recall@1"]
-    assert row["ci_low"] <= row["difference"] <= row["ci_high"] and row["ci_low"] > 0 and row["p_value"] < 0.01
-    with pytest.raises(DermretrError, match="cannot macro-average over 'fitzpatrick'"):
-        paired_difference(a, a, average="macro", by="fitzpatrick")
-
-
-def test_results_table_shows_macro_beside_micro():
-    recs = metric_records(_grouped(80), "composed", "full", "case", n_boot=100)
-    table = results_table(recs)
-    assert list(table.columns) == ["recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "queries"]
-    macro = next(r for r in recs if r["average"] == "macro" and r["metric"] == "recall")
-    assert table.iloc[0]["recall@1 (macro)"].startswith(f"{macro['value']:.3f} [")
-    # records written before averages existed still tabulate, as micro
-    old = [{k: v for k, v in r.items() if k != "average"} for r in recs if r["average"] == "micro"]
-    assert list(results_table(old).columns) == ["recall@1", "map@10", "queries"]
 
 
 # ----------------------------------------------------------------------------- real data: PH2

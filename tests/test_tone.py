@@ -12,12 +12,31 @@ from fixtures import train_config
 
 from dermretr._errors import DermretrError, VocabularyError
 from dermretr.cli import main
-from dermretr.data.vocab import (TEXT_STYLES, TONE_RANGES, TONE_STYLES, TONE_WORDS, parse_tone, render_text,
-                                 strip_tone, tone_query_text, tone_range, tone_text)
-from dermretr.evaluate import (check_query_text, metric_records, paired_difference, summarize_metrics, tone_queries,
-                               tone_ranges, tone_search, with_tone_estimate)
+from dermretr.data.vocab import (
+    TEXT_STYLES,
+    TONE_RANGES,
+    TONE_STYLES,
+    TONE_WORDS,
+    parse_tone,
+    render_text,
+    strip_tone,
+    tone_query_text,
+    tone_range,
+    tone_text,
+)
+from dermretr.evaluate import (
+    check_query_text,
+    metric_records,
+    paired_difference,
+    summarize_metrics,
+    tone_queries,
+    tone_ranges,
+    tone_search,
+    with_tone_estimate,
+)
 from dermretr.floors import TONE_FLOORS, evaluate_floors, tone_floor_search
-from dermretr.train import _training_triplets, derive_tone_triplets
+from dermretr.train import derive_tone_triplets
+from dermretr.train._triplets import training_triplets, triplet_positives
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -297,7 +316,7 @@ def test_tone_triplets_are_derived_from_the_labels():
 
 def test_training_triplets_hold_dermsynth_and_tone_triplets(synth_root, synth_cases):
     train_idx = np.flatnonzero(synth_cases["split"].astype(str).to_numpy() == "train")
-    t = _training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0)
+    t = training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0)
     tone, mods = t[t["key"] != ""], t[t["key"] == ""]
     assert len(mods) > 0 and len(tone) > 0
     assert set(t["ref"]) | set(t["tgt"]) <= set(train_idx.tolist())
@@ -314,13 +333,12 @@ def test_training_triplets_hold_dermsynth_and_tone_triplets(synth_root, synth_ca
     assert t["target_key"].tolist() == [f"{g}|{r}" if r is not None else "" for g, r in
                                         zip(all_tgt["diagnosis_group"].astype(str), tone_ranges(all_tgt))]
     # positives: a tone query takes a modification's target of its group and range too, never the reverse
-    from dermretr.train import _triplet_positives
 
     mod = mods[mods["target_key"].isin(set(tone["key"]))].iloc[:1]
     ask = tone[tone["key"] == mod["target_key"].iloc[0]].iloc[:1]
-    pos = _triplet_positives(pd.concat([mod, ask], ignore_index=True))
+    pos = triplet_positives(pd.concat([mod, ask], ignore_index=True))
     assert pos.tolist() == [[True, False], [True, True]]
-    plain = _training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0, tone_wanted=False)
+    plain = training_triplets(f"synthetic:{synth_root}", synth_cases, train_idx, seed=0, tone_wanted=False)
     assert (plain["key"] == "").all() and len(plain) == len(mods)  # TrainConfig(tone_triplets=False)
 
 

@@ -17,18 +17,22 @@ import pandas as pd
 
 from .._checks import check_boot, check_int
 from .._errors import DermretrError
-from ..stats import bootstrap_ci, check_metrics, check_per_query, pair_tables, sign_flip_p
-from ._groups import GROUPING_TITLES, GROUPINGS, HINTS, UNKNOWN, check_by, query_groups
-from ._resampling import (
+from ..stats import (
     basic_interval,
+    bootstrap_ci,
+    check_metrics,
+    check_per_query,
     gap_intervals,
     group_bootstrap_means,
     group_gap,
     holm_adjust,
     means_by_group,
+    pair_tables,
     paired_gap_change_p,
     permutation_gap_p,
+    sign_flip_p,
 )
+from ._groups import GROUPING_TITLES, GROUPINGS, HINTS, UNKNOWN, check_by, query_groups
 
 __all__ = ["slice_metrics", "format_slices", "compare_runs"]
 

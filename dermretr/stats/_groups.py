@@ -2,7 +2,7 @@
 
 Self-contained (numpy only), for the difference (max - min) and ratio (min /
 max) of per-group means of per-query metrics ``[n_queries, n_metrics]``; the
-statistics companion of :mod:`dermretr.stats`.
+group statistics of :mod:`dermretr.stats` (the fairness slices use them).
 
 Examples
 --------

@@ -1,34 +1,52 @@
-"""Macro averages over classes and their stratified bootstrap (used by :mod:`dermretr.evaluate`).
-
-The *macro* mean of per-query values is the mean over classes (diagnosis
-groups) of each class's mean, so a rare class weighs as much as a common one;
-the *micro* mean is the plain mean over queries.  On imbalanced data a
-ranking that puts the most common class first scores high micro and only
-``1 / n_classes`` macro (for a hit rate).
-
-The macro mean is a weighted mean, ``sum_i w_i x_i`` with
-``w_i = 1 / (n_classes * n_class(i))``; its bootstrap resamples queries
-*within* each class (class sizes stay fixed: a stratified bootstrap), and
-its sign-flip permutation test flips ``w_i d_i``.
-
-Examples
---------
->>> import numpy as np
->>> codes, labels = class_codes(["NEV", "NEV", "NEV", "MEL"])
->>> codes.tolist(), labels
-([1, 1, 1, 0], ['MEL', 'NEV'])
->>> float(macro_mean(np.array([1.0, 1.0, 1.0, 0.0]), codes)[0])  # micro mean: 0.75
-0.5
-"""
+"""Macro means over classes: class codes and weights, the stratified bootstrap of a macro mean."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ._errors import DermretrError
+from .._errors import DermretrError
 
-__all__ = ["class_codes", "class_weights", "macro_mean", "stratified_means"]
+__all__ = ["AVERAGES", "check_average", "macro_by", "column_classes", "class_codes", "class_weights", "macro_mean",
+           "stratified_means"]
+
+
+#: Averages over queries: the plain mean, and the mean over classes of the class means.
+AVERAGES = ("micro", "macro")
+
+
+def check_average(average: str) -> str:
+    """``average`` when it is one of :data:`AVERAGES`.
+
+    >>> check_average("mean")
+    Traceback (most recent call last):
+        ...
+    dermretr._errors.DermretrError: average must be 'micro' or 'macro', got 'mean'
+    """
+    if average not in AVERAGES:
+        raise DermretrError(f"average must be 'micro' or 'macro', got {average!r}")
+    return average
+
+
+def macro_by(per_query: pd.DataFrame, by: str | None) -> str:
+    """The class column of a macro average: ``by``, else ``target_range`` if present, else ``diagnosis_group``.
+
+    The tone protocol's tables have target ranges; the others are averaged over diagnosis groups.
+
+    >>> macro_by(pd.DataFrame(columns=["target_range"]), None), macro_by(pd.DataFrame(), None)
+    ('target_range', 'diagnosis_group')
+    """
+    if by is not None:
+        return by
+    return "target_range" if "target_range" in per_query.columns else "diagnosis_group"
+
+
+def column_classes(usable: pd.DataFrame, by: str) -> np.ndarray:
+    """Class codes (:func:`class_codes`) of the queries of ``usable`` for a macro average over column ``by``."""
+    if not isinstance(by, str) or by not in usable.columns:
+        raise DermretrError(f"cannot macro-average over {by!r}: the per-query table has no such column "
+                            f"(columns: {list(usable.columns)})")
+    return class_codes(usable[by])[0]
 
 
 def class_codes(labels) -> tuple[np.ndarray, list]:
