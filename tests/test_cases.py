@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from dermretr._errors import CaseTableError
 from dermretr.data.cases import CASE_COLUMNS, empty_cases, summarize_cases, validate_cases
 from dermretr.data.vocab import CRITERION_NAMES
-from dermretr._errors import CaseTableError
 
 
 def _table(n=4, **overrides):

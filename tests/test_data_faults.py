@@ -140,14 +140,14 @@ def test_scin_labels_file_faults(tmp_path):
 
 
 def test_unreadable_metadata_csv(tmp_path, monkeypatch):
-    import dermretr.data.sources._common as common
+    import dermretr.data.sources._reading as reading
 
     root, csv = _published(tmp_path, "ham10000")
 
     def denied(*args, **kwargs):  # what reading a file without read permission raises (root reads anything)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(common.pd, "read_csv", denied)
+    monkeypatch.setattr(reading.pd, "read_csv", denied)
     assert_mentions(_one_line_error(load, "ham10000", root), str(csv), "cannot read", "Permission denied")
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures import corrupt_files, write_image
 from PIL import Image
 
 from dermretr._errors import DataWarning, DermretrError
 from dermretr.data.images import ImageDataset, ImageReadError, load_rgb
-from fixtures import corrupt_files, write_image
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "RGB"])

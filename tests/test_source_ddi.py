@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_with_one_warning,
-                      write_dataset)
+from fixtures import (
+    assert_case_table,
+    assert_mentions,
+    bad_value_error,
+    error_message,
+    load_with_one_warning,
+    write_dataset,
+)
 
 from dermretr._errors import CaseTableError, DermretrError
 from dermretr.data import load

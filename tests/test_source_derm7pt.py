@@ -7,12 +7,12 @@ import warnings
 
 import pandas as pd
 import pytest
+from fixtures import write_csv, write_dataset
 
 from dermretr._errors import DataWarning, DermretrError
 from dermretr.cli import main
 from dermretr.data import load
 from dermretr.data.vocab import CRITERION_NAMES, case_text
-from fixtures import write_csv, write_dataset
 
 DIAGNOSES = ["clark nevus", "melanoma (in situ)", "basal cell carcinoma", "seborrheic keratosis",
              "dermatofibroma", "reed or spitz nevus", "melanoma (more than 1.5 mm)", "blue nevus"]

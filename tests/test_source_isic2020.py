@@ -7,8 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_quietly,
-                      load_with_one_warning, write_csv, write_dataset, write_image)
+from fixtures import (
+    assert_case_table,
+    assert_mentions,
+    bad_value_error,
+    error_message,
+    load_quietly,
+    load_with_one_warning,
+    write_csv,
+    write_dataset,
+    write_image,
+)
 
 from dermretr._errors import DataWarning, DermretrError
 from dermretr.data import load

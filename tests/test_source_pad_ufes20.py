@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixtures import (assert_case_table, assert_mentions, bad_value_error, error_message, load_quietly,
-                      load_with_one_warning, write_csv, write_dataset)
+from fixtures import (
+    assert_case_table,
+    assert_mentions,
+    bad_value_error,
+    error_message,
+    load_quietly,
+    load_with_one_warning,
+    write_csv,
+    write_dataset,
+)
 
 from dermretr._errors import DermretrError
 from dermretr.data import load
@@ -70,7 +78,8 @@ def test_loads_a_valid_case_table(tmp_path):
         "basal cell carcinoma; itching; growing; bleeding; elevated; on the face; age 67; male; biopsy-proven"
     )
     assert by_id.loc["PAT_1_11_101", "descriptors"] == "actinic keratosis; flat; on the arm; age 67; male"
-    assert by_id.loc["PAT_4_40_400", "descriptors"] == "squamous cell carcinoma; painful; changing; on the chest; age 50"
+    assert by_id.loc["PAT_4_40_400", "descriptors"] == ("squamous cell carcinoma; painful; changing; on the chest; "
+                                                        "age 50")
     assert by_id.loc["PAT_5_50_500", "descriptors"] == "seborrheic keratosis; on the nose"
     # findings: symptoms, elevation, site, age and sex; not the diagnosis, not the biopsy
     assert by_id.loc["PAT_1_10_100", "findings"] == "itching; growing; bleeding; elevated; on the face; age 67; male"

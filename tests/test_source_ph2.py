@@ -13,9 +13,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
-from fixtures import (assert_case_table, assert_mentions, error_message, load_quietly, load_with_one_warning,
-                      write_image)
-from openpyxl.utils import get_column_letter
+from fixtures import assert_case_table, assert_mentions, error_message, load_quietly, load_with_one_warning, write_image
 from PIL import Image
 
 from dermretr._errors import CaseTableError, DermretrError

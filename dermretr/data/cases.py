@@ -135,7 +135,7 @@ def _as_string(df: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _as_bool(df: pd.DataFrame, column: str) -> pd.Series:
-    mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+    mapping = {True: True, False: False, "true": True, "false": False,  # True/False also map 1 and 0
                "1": True, "0": False, "yes": True, "no": False, "malignant": True, "benign": False}
     col = df[column]
 
@@ -179,7 +179,7 @@ def _as_int_range(df: pd.DataFrame, column: str, lo: int, hi: int, roman: bool =
     return num.astype("Int64")
 
 
-def _as_criterion(df: pd.DataFrame, column: str) -> pd.Series:
+def _as_criterion(df: pd.DataFrame, column: str) -> pd.Categorical:
     allowed = CRITERIA[column]
     col = df[column]
     if col.isna().all():
@@ -225,7 +225,7 @@ def validate_cases(df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     >>> validate_cases(bad)
     Traceback (most recent call last):
     ...
-    dermretr._errors.CaseTableError: case table column 'case_id' repeats 1 id: 'a' (rows 0, 1); case ids must be unique ...
+    dermretr._errors.CaseTableError: case table column 'case_id' repeats 1 id: 'a' (rows 0, 1); case ids must be ...
     """
     if not isinstance(df, pd.DataFrame):
         raise CaseTableError(f"a case table must be a pandas DataFrame, got {type(df).__name__}")
@@ -293,7 +293,7 @@ def summarize_cases(cases: pd.DataFrame) -> dict[str, pd.DataFrame]:
     {'I': 0, 'II': 1, 'III': 0, 'IV': 0, 'V': 0, 'VI': 0, 'unknown': 1}
     """
 
-    def by_split(keys: pd.Series, order: Sequence, name: str) -> pd.DataFrame:
+    def by_split(keys: pd.Series, order: list, name: str) -> pd.DataFrame:
         table = pd.crosstab(keys.to_numpy(), cases["split"].astype(str).to_numpy()).reindex(
             index=order, columns=list(SPLITS), fill_value=0
         )
@@ -317,7 +317,8 @@ def summarize_cases(cases: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out["splits"] = pd.DataFrame(
         {
             "cases": cases["split"].astype(str).value_counts().reindex(list(SPLITS), fill_value=0),
-            "patients": cases.groupby(cases["split"].astype(str))["patient_id"].nunique().reindex(list(SPLITS), fill_value=0),
+            "patients": cases.groupby(cases["split"].astype(str))["patient_id"].nunique().reindex(list(SPLITS),
+                                                                                                    fill_value=0),
         }
     ).astype(int)
     return out

@@ -46,6 +46,7 @@ import torch.utils.data
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from .._errors import DataWarning, DermretrError
 
 __all__ = ["load_rgb", "load_mask", "ImageDataset", "ImageReadError", "ON_ERROR", "MAX_PIXELS", "MAX_SIDE"]
@@ -163,9 +164,7 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.
     if not isinstance(path, (str, os.PathLike)):
         raise ImageReadError(f"an image path must be a file path (str or os.PathLike), got {type(path).__name__} "
                              f"{path!r}")
-    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
-                                 or max_side < 1):
-        raise DermretrError(f"max_side must be a positive integer or None, got {max_side!r}")
+    check_int(max_side, "max_side", allow_none=True)
     path = os.fspath(path)
     try:
         if os.path.isdir(path):
@@ -174,7 +173,7 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.
             raise ImageReadError(f"image file {path} is empty (0 bytes)")
         with warnings.catch_warnings():  # the size is checked below against a lower limit than PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
         with img:
             _check_size(path, img.size, MAX_PIXELS)  # from the header: nothing is decoded yet
             if max_side is not None and max(img.size) // max_side >= 2 and img.format == "JPEG":
@@ -218,8 +217,7 @@ def load_mask(path: str | os.PathLike, bit: int | None = None) -> np.ndarray:
     if not isinstance(path, (str, os.PathLike)):
         raise ImageReadError(f"a mask path must be a file path (str or os.PathLike), got {type(path).__name__} "
                              f"{path!r}")
-    if bit is not None and (isinstance(bit, bool) or not isinstance(bit, (int, np.integer)) or not 0 <= bit < 16):
-        raise DermretrError(f"bit must be an integer in 0..15 or None, got {bit!r}")
+    check_int(bit, "bit", 0, 15, what="an integer in 0..15 or None", allow_none=True)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageReadError(f"mask file not found: {path}")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .._checks import check_int
 from .._errors import DermretrError
 from .cases import SPLITS
 
@@ -65,16 +66,14 @@ def group_split(
     """
     if not isinstance(cases, pd.DataFrame):
         raise DermretrError(f"cases must be a case table (a pandas DataFrame), got {type(cases).__name__}")
-    given = fractions
     try:
-        fractions = np.asarray(fractions, dtype=float)
+        target = np.asarray(fractions, dtype=float)
     except (TypeError, ValueError):
-        fractions = np.full(1, np.nan)
-    if (fractions.shape != (3,) or not np.isfinite(fractions).all() or (fractions < 0).any()
-            or not np.isclose(fractions.sum(), 1.0)):
-        raise DermretrError(f"split fractions must be three non-negative numbers summing to 1, got {given!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DermretrError(f"the split seed must be a non-negative integer, got {seed!r}")
+        target = np.full(1, np.nan)
+    if (target.shape != (3,) or not np.isfinite(target).all() or (target < 0).any()
+            or not np.isclose(target.sum(), 1.0)):
+        raise DermretrError(f"split fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+    check_int(seed, "the split seed", 0)
     for col in (by, stratify):
         if col is not None and col not in cases.columns:
             raise DermretrError(
@@ -103,9 +102,9 @@ def group_split(
         names = names[np.argsort(-sizes[names].to_numpy(), kind="stable")]
         filled = np.zeros(3)
         for name in names:
-            deficit = fractions * (filled.sum() + sizes[name]) - filled
+            deficit = target * (filled.sum() + sizes[name]) - filled
             # never give a split a group when its target fraction is zero
-            deficit[fractions == 0] = -np.inf
+            deficit[target == 0] = -np.inf
             k = int(np.argmax(deficit))
             assignment[name] = SPLITS[k]
             filled[k] += sizes[name]

@@ -250,6 +250,7 @@ def load_fitzpatrick17k(
     image_paths: list[str] = []
     found: list[bool] = []
     index = None
+    hit: Path | str | None  # a path from locate(), a string from FileIndex.find()
     for i, name in enumerate(names):
         if "/" in name.replace("\\", "/"):
             expected, hit = locate(root, [name], path, i)

@@ -190,7 +190,7 @@ def _parse_fst(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return out.astype("Int64")
 
 
-def _parse_literals(df: pd.DataFrame, column: str, kind: type, path: Path) -> list:
+def _parse_literals(df: pd.DataFrame, column: str, kind: type[list] | type[dict], path: Path) -> list:
     """Parse Python-literal cells of ``column`` (a list of names or a dict of weights)."""
     example = "['Eczema', 'Psoriasis']" if kind is list else "{'Eczema': 0.69, 'Psoriasis': 0.31}"
     out: list = []
@@ -208,11 +208,11 @@ def _parse_literals(df: pd.DataFrame, column: str, kind: type, path: Path) -> li
             continue
         if kind is list and isinstance(value, tuple):
             value = list(value)
-        ok = isinstance(value, kind) and (
-            all(isinstance(x, str) for x in value) if kind is list
-            else all(isinstance(k, str) and isinstance(w, (int, float)) and not isinstance(w, bool)
-                     for k, w in value.items())
-        )
+        if kind is list:
+            ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        else:
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(w, (int, float))
+                                                 and not isinstance(w, bool) for k, w in value.items())
         if not ok:
             bad.append(f"{i} ({text!r}: not a {'list of names' if kind is list else 'dict of name: weight'})")
             value = kind()

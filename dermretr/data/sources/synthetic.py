@@ -10,6 +10,7 @@ Derm7pt metadata columns.
 from __future__ import annotations
 
 import os
+
 import pandas as pd
 
 from ..._errors import DermretrError

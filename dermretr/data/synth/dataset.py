@@ -44,6 +44,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..._checks import check_int, is_real
 from ..._errors import DermretrError, OutputError
 from ..._io import atomic_dir, exclusive
 from ...color import ita as _ita
@@ -59,7 +60,8 @@ MIN_IMAGE_SIZE = 64
 PRIORS = ("clinical", "uniform")
 _SHARD = 500
 
-_LOCATIONS = ("back", "chest", "abdomen", "upper limbs", "lower limbs", "head neck", "buttocks", "acral", "genital areas")
+_LOCATIONS = ("back", "chest", "abdomen", "upper limbs", "lower limbs", "head neck", "buttocks", "acral",
+              "genital areas")
 _LOCATION_P = (0.30, 0.12, 0.10, 0.14, 0.18, 0.10, 0.02, 0.03, 0.01)
 _MANAGEMENT = {"MEL": "excision", "BCC": "excision"}
 
@@ -77,7 +79,8 @@ def _sample_criteria(rng: np.random.Generator, diagnosis: str, priors: str) -> d
             crit[c] = values[int(rng.integers(len(values)))]
         else:
             crit[c] = _choice(rng, criterion_prior(diagnosis, c))
-    if priors == "clinical" and crit["vascular_structures"] == "within regression" and crit["regression_structures"] == "absent":
+    if (priors == "clinical" and crit["vascular_structures"] == "within regression"
+            and crit["regression_structures"] == "absent"):
         crit["vascular_structures"] = "absent"
     return crit
 
@@ -138,8 +141,7 @@ def plan_cases(
     >>> len(rows), bool(rows["case_id"].is_unique)
     (50, True)
     """
-    if not _is_int(n_cases) or n_cases < 0:
-        raise DermretrError(f"the number of cases must be a non-negative integer, got {n_cases!r}")
+    check_int(n_cases, "the number of cases", 0)
     _check_args(max(int(n_cases), 1), MIN_IMAGE_SIZE, None, seed, priors, modification_rate)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     rows: list[dict] = []
@@ -235,24 +237,16 @@ def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
         yield items[i : i + n]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_args(n_cases, image_size, workers, seed=0, priors="clinical", modification_rate=0.25,
                 artifacts=None) -> None:
-    if not _is_int(n_cases) or n_cases <= 0:
-        raise DermretrError(f"the number of cases must be a positive integer, got {n_cases!r}")
-    if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
-        raise DermretrError(f"the image size must be an integer of at least {MIN_IMAGE_SIZE} px, got {image_size!r}")
-    if workers is not None and (not _is_int(workers) or workers < 1):
-        raise DermretrError(f"workers must be a positive integer, got {workers!r}")
-    if not _is_int(seed) or seed < 0:
-        raise DermretrError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(n_cases, "the number of cases")
+    check_int(image_size, "the image size", MIN_IMAGE_SIZE, what=f"an integer of at least {MIN_IMAGE_SIZE} px")
+    if workers is not None:
+        check_int(workers, "workers")
+    check_int(seed, "seed", 0)
     if not isinstance(priors, str) or priors not in PRIORS:
         raise DermretrError(f"priors must be one of {PRIORS}, got {priors!r}")
-    if (isinstance(modification_rate, bool) or not isinstance(modification_rate, (int, float, np.number))
-            or not 0.0 <= modification_rate <= 1.0):
+    if not is_real(modification_rate) or not 0.0 <= modification_rate <= 1.0:
         raise DermretrError(f"modification rate must be a number in [0, 1], got {modification_rate!r}")
     if artifacts is not None and not isinstance(artifacts, Artifacts):
         raise DermretrError(f"artifacts must be an Artifacts(...) object or None, got {type(artifacts).__name__}")

@@ -1,4 +1,4 @@
-"""Grounding check: is every 7-point criterion visible in the pixels?
+"""Grounding check: whether every 7-point criterion is visible in the pixels.
 
 :func:`grounding_report` trains a tiny multi-task CNN from scratch (one
 classification head per criterion) on the training images of a case table and
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..._checks import check_int
 from ..._device import resolve_device
 from ..._errors import DermretrError
 from ..vocab import CRITERIA, CRITERION_NAMES
@@ -96,7 +97,7 @@ def _load_images(paths: Sequence[str], image_size: int, progress: bool):
             with Image.open(path) as img:
                 img = img.convert("RGB")
                 if img.size != (image_size, image_size):
-                    img = img.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
+                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
                 arr = np.array(img, dtype=np.uint8)
         except (OSError, ValueError) as exc:
             raise DermretrError(f"cannot read image {path}: {exc}") from None
@@ -252,8 +253,7 @@ def grounding_report(
     """
     for name, value, low in (("image_size", image_size, 16), ("epochs", epochs, 1),
                              ("batch_size", batch_size, 2), ("width", width, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise DermretrError(f"{name} must be an integer of at least {low}, got {value!r}")
+        check_int(value, name, low, what=f"an integer of at least {low}")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise DermretrError(f"lr must be a positive number, got {lr!r}")
     if isinstance(train_splits, str):
