@@ -47,6 +47,8 @@ import numpy as np
 import pandas as pd
 
 from dermretr.index import CaseIndex, IndexWarning
+from dermretr.index._faiss import search_params
+from dermretr.index._search import candidates, rerank
 
 CHUNK = 100_000
 SWEEP = (10, 20, 50, 100, 200, 500)
@@ -203,13 +205,14 @@ def bench_kind(kind: str, targets: dict, queries: dict, cases: pd.DataFrame, wan
         total.append(time.perf_counter() - t)
         got[i] = hits["case_id"].str[1:].astype(np.int64).to_numpy()
         t = time.perf_counter()
-        cand = index._candidates(qg[i:i + 1], min(max(n_cand, k), len(index)), k, None)
+        cand = candidates(index, qg[i:i + 1], min(max(n_cand, k), len(index)), k)
         stage1.append(time.perf_counter() - t)
         t = time.perf_counter()
-        index._rerank(qg[i:i + 1], ql[i:i + 1], cand, alpha, k)
+        rerank(index.global_vectors, index.local_vectors, qg[i:i + 1], ql[i:i + 1], cand, alpha, k)
         stage2.append(time.perf_counter() - t)
     # first stage alone against the exact global top-N
-    _, cand_all = index.faiss_index.search(qg, n_cand, params=index._search_params(n_cand))
+    params = search_params(index.faiss_index, index.kind, n_cand, index.ef_search, index.nprobe)
+    _, cand_all = index.faiss_index.search(qg, n_cand, params=params)
     ann = _recall(cand_all, want_global)
     n, d = targets["global"].shape
     row = {"n": n, "dim": d, "kind": kind, "build_s": round(build_s, 2),

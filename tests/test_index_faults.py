@@ -1,4 +1,4 @@
-"""Case index under faults: concurrent and killed saves, damaged index folders, bad arguments.
+"""Case index under faults: concurrent and killed saves, damaged index folders.
 
 Every bad input or damaged file must end in a one-line :class:`DermretrError` naming what is wrong
 (the folder, the file or field, the value) and what to do; nothing the user wrote is ever replaced.
@@ -17,66 +17,15 @@ import time
 import warnings
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
+from index_fixtures import D, M, N, dead_pid, first_query, one_line_error, small_index, snapshot
 
-import dermretr.index as index_module
 from dermretr import _io
 from dermretr._errors import DermretrError, OutputError
-from dermretr.index import CaseIndex, IndexWarning
-
-N, D, M = 30, 8, 2
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _targets(n: int = N, seed: int = 0, local: bool = True) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"global": _unit(rng.normal(size=(n, D))),
-            "local": _unit(rng.normal(size=(n, M, D))) if local else None, "alpha": 0.4}
-
-
-def _cases(n: int = N) -> pd.DataFrame:
-    i = np.arange(n)
-    return pd.DataFrame({"case_id": [f"c{j:03d}" for j in i], "patient_id": "p", "image_path": "/nowhere/x.jpg",
-                         "diagnosis": "lesion", "diagnosis_group": np.array(["MEL", "NEV", "BCC"])[i % 3],
-                         "fitzpatrick": i % 6 + 1, "split": "train", "source": "demo"})
-
-
-def _index(n: int = N, kind: str = "flat", seed: int = 0, local: bool = True) -> CaseIndex:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IndexWarning)
-        return CaseIndex.from_embeddings(_targets(n, seed, local), _cases(n), kind=kind)
-
-
-def _query(index: CaseIndex) -> dict:
-    t = index.targets()
-    return {"global": t["global"][:1], "local": None if t["local"] is None else t["local"][:1]}
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def _one_line_error(call, *parts: str, error=DermretrError) -> str:
-    """``call()`` raises ``error`` with a one-line message holding every one of ``parts``."""
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    missing = [p for p in parts if p not in message]
-    assert not missing, f"{missing} not in {message!r}"
-    return message
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
+from dermretr.index import CaseIndex, IndexWarning, _store
 
 # ---------------------------------------------------------------------------- save: temporaries, umask, user files
 
@@ -84,17 +33,17 @@ def _dead_pid() -> int:
 @pytest.mark.parametrize("mask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
 def test_save_follows_the_umask_and_uses_dermretr_temporaries(tmp_path, monkeypatch, mask, folder_mode, file_mode):
     seen = []
-    real = CaseIndex._write_cases
+    real = _store.write_cases
 
-    def spy(self, file):
+    def spy(cases, file):
         seen.append((file.parent.name, stat.S_IMODE(file.parent.stat().st_mode)))
-        return real(self, file)
+        return real(cases, file)
 
-    monkeypatch.setattr(CaseIndex, "_write_cases", spy)
+    monkeypatch.setattr(_store, "write_cases", spy)
     old = os.umask(mask)
     try:
         for overwrite in (False, True):
-            path = _index().save(tmp_path / "idx", overwrite=overwrite)
+            path = small_index().save(tmp_path / "idx", overwrite=overwrite)
             assert stat.S_IMODE(path.stat().st_mode) == folder_mode
             modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
             assert set(modes) == {"manifest.json", "index.faiss", "global.npy", "local.npy", "cases.csv"}
@@ -109,9 +58,9 @@ def test_save_follows_the_umask_and_uses_dermretr_temporaries(tmp_path, monkeypa
 
 
 def test_a_killed_save_leaves_temporaries_the_next_save_removes(tmp_path):
-    index = _index()
+    index = small_index()
     index.save(tmp_path / "idx")
-    dead, alive = _dead_pid(), os.getppid()
+    dead, alive = dead_pid(), os.getppid()
     stale = [tmp_path / f".idx.dermretr-{dead}-ab12cd34.new", tmp_path / f".idx.dermretr-{dead}-ef56gh78.old"]
     for folder in stale:  # what kill -9 during a save leaves: a half-written new folder, the moved-away old one
         folder.mkdir()
@@ -131,7 +80,7 @@ def test_a_killed_save_leaves_temporaries_the_next_save_removes(tmp_path):
 
 def test_temporaries_of_older_versions_are_reported_not_removed(tmp_path):
     """Older versions named them .NAME.new-XXXXXXXX / .NAME.old-XXXXXXXX, without a process id."""
-    index = _index()
+    index = small_index()
     index.save(tmp_path / "idx")
     old = [tmp_path / ".idx.new-k2j4_x9a", tmp_path / ".idx.old-0abcdefg"]
     for folder in old:
@@ -147,16 +96,16 @@ def test_temporaries_of_older_versions_are_reported_not_removed(tmp_path):
 
 
 def test_an_index_folder_holding_user_files_is_never_replaced(tmp_path):
-    folder = _index().save(tmp_path / "idx")
+    folder = small_index().save(tmp_path / "idx")
     (folder / "notes.txt").write_text("my notes on these cases")
-    before = _snapshot(folder)
-    _one_line_error(lambda: _index(40).save(folder, overwrite=True), str(folder), "notes.txt",
+    before = snapshot(folder)
+    one_line_error(lambda: small_index(40).save(folder, overwrite=True), str(folder), "notes.txt",
                     "did not write", "nothing was changed", error=OutputError)
-    _one_line_error(lambda: CaseIndex.check_output(folder, overwrite=True), "notes.txt", error=OutputError)
-    assert _snapshot(folder) == before
+    one_line_error(lambda: CaseIndex.check_output(folder, overwrite=True), "notes.txt", error=OutputError)
+    assert snapshot(folder) == before
     (folder / "notes.txt").unlink()
     (folder / "extra").mkdir()  # a sub-folder is not an index's either
-    _one_line_error(lambda: _index(40).save(folder, overwrite=True), "extra", error=OutputError)
+    one_line_error(lambda: small_index(40).save(folder, overwrite=True), "extra", error=OutputError)
 
 
 @pytest.mark.parametrize("content", [
@@ -170,16 +119,16 @@ def test_a_folder_with_index_like_names_among_user_files_is_not_an_index(tmp_pat
     folder.mkdir()
     for name, data in content.items():
         (folder / name).write_bytes(data)
-    assert not index_module._is_index_dir(folder)
+    assert not _store.is_index_dir(folder)
     for overwrite in (False, True):
-        _one_line_error(lambda: _index().save(folder, overwrite=overwrite), "is not a dermretr index folder",
+        one_line_error(lambda: small_index().save(folder, overwrite=overwrite), "is not a dermretr index folder",
                         error=OutputError)
-    assert _snapshot(folder) == content
+    assert snapshot(folder) == content
 
 
 @pytest.mark.parametrize("damage", ["older format", "manifest not json", "manifest only"])
 def test_a_damaged_or_older_index_can_be_replaced_with_overwrite(tmp_path, damage):
-    folder = _index().save(tmp_path / "idx")
+    folder = small_index().save(tmp_path / "idx")
     if damage == "older format":
         (folder / "manifest.json").unlink()
     elif damage == "manifest not json":
@@ -190,8 +139,9 @@ def test_a_damaged_or_older_index_can_be_replaced_with_overwrite(tmp_path, damag
                 p.unlink()
     with pytest.raises(DermretrError):
         CaseIndex.load(folder)
-    _one_line_error(lambda: _index(40).save(folder), "already holds an index; pass overwrite=True", error=OutputError)
-    _index(40).save(folder, overwrite=True)
+    one_line_error(lambda: small_index(40).save(folder), "already holds an index; pass overwrite=True",
+                   error=OutputError)
+    small_index(40).save(folder, overwrite=True)
     assert len(CaseIndex.load(folder)) == 40
 
 
@@ -200,24 +150,24 @@ def test_save_through_a_symlink_writes_where_it_points(tmp_path):
     real.mkdir()
     link = tmp_path / "link"
     link.symlink_to(real)
-    assert _index().save(link) == real
-    _index(40).save(link, overwrite=True)
+    assert small_index().save(link) == real
+    small_index(40).save(link, overwrite=True)
     assert link.is_symlink() and len(CaseIndex.load(link)) == 40 and len(CaseIndex.load(real)) == 40
 
 
 @pytest.mark.parametrize("path, message", [(42, "must be a path"), ("", "must be a path"), (None, "must be a path")])
 def test_save_bad_path_or_overwrite(tmp_path, path, message):
-    _one_line_error(lambda: _index().save(path), message, error=OutputError)
-    _one_line_error(lambda: _index().save(tmp_path / "i", overwrite="no"), "overwrite must be True or False")
+    one_line_error(lambda: small_index().save(path), message, error=OutputError)
+    one_line_error(lambda: small_index().save(tmp_path / "i", overwrite="no"), "overwrite must be True or False")
     (tmp_path / "file").write_text("x")
-    _one_line_error(lambda: _index().save(tmp_path / "file" / "idx"), "is a file, not a folder", error=OutputError)
+    one_line_error(lambda: small_index().save(tmp_path / "file" / "idx"), "is a file, not a folder", error=OutputError)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 @pytest.mark.parametrize("where", ["faiss", "npy", "short write"])
 def test_a_full_disk_during_save_is_one_clear_error_and_changes_nothing(tmp_path, monkeypatch, where):
-    folder = _index().save(tmp_path / "idx")
-    before = _snapshot(folder)
+    folder = small_index().save(tmp_path / "idx")
+    before = snapshot(folder)
 
     def full(*args, **kwargs):
         if where == "faiss":
@@ -230,37 +180,37 @@ def test_a_full_disk_during_save_is_one_clear_error_and_changes_nothing(tmp_path
         raise OSError("192000 requested and 177120 written")
 
     if where == "faiss":
-        monkeypatch.setattr(index_module.faiss, "write_index", full)
+        monkeypatch.setattr(faiss, "write_index", full)
         parts = ["FAISS could not write index.faiss ('ret == n' failed: write error)", "disk space"]
     elif where == "short write":
-        monkeypatch.setattr(index_module.np, "save", short)
+        monkeypatch.setattr(np, "save", short)
         parts = ["global.npy was only partly written (192000 requested and 177120 written)", "free some disk space"]
     else:
-        monkeypatch.setattr(index_module.np, "save", full)
+        monkeypatch.setattr(np, "save", full)
         parts = ["No space left on device", "free some disk space"]
-    _one_line_error(lambda: _index(40).save(folder, overwrite=True), "cannot write", str(folder), *parts,
+    one_line_error(lambda: small_index(40).save(folder, overwrite=True), "cannot write", str(folder), *parts,
                     error=OutputError)
-    assert _snapshot(folder) == before
+    assert snapshot(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
 def test_paths_the_system_refuses(tmp_path):
     nul, long = str(tmp_path / "a\0b"), tmp_path / ("x" * 300)
-    _one_line_error(lambda: _index().save(nul), "contains a NUL character", error=OutputError)
-    _one_line_error(lambda: _index().save(long), "cannot use", "File name too long", error=OutputError)
-    _one_line_error(lambda: CaseIndex.load(nul), "contains a NUL character")
-    _one_line_error(lambda: CaseIndex.load(long), "cannot use", "File name too long")
-    _one_line_error(lambda: CaseIndex.open(long), "cannot use", "File name too long")
+    one_line_error(lambda: small_index().save(nul), "contains a NUL character", error=OutputError)
+    one_line_error(lambda: small_index().save(long), "cannot use", "File name too long", error=OutputError)
+    one_line_error(lambda: CaseIndex.load(nul), "contains a NUL character")
+    one_line_error(lambda: CaseIndex.load(long), "cannot use", "File name too long")
+    one_line_error(lambda: CaseIndex.open(long), "cannot use", "File name too long")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_save_while_another_process_writes_the_folder(tmp_path):
     path = tmp_path / "idx"
     with _io.exclusive(path, "index folder"):  # what another process's save holds
-        _one_line_error(lambda: _index().save(path), str(path), "being written by another dermretr process",
+        one_line_error(lambda: small_index().save(path), str(path), "being written by another dermretr process",
                         error=OutputError)
     assert not path.exists()
-    _index().save(path)
+    small_index().save(path)
 
 
 def test_save_checks_the_folder_again_once_it_holds_the_lock(tmp_path, monkeypatch):
@@ -271,12 +221,12 @@ def test_save_checks_the_folder_again_once_it_holds_the_lock(tmp_path, monkeypat
     @contextlib.contextmanager
     def late(target, what="output"):
         monkeypatch.setattr(_io, "exclusive", real)
-        _index(40, seed=9).save(path)  # the other process's save, done just before we got the lock
+        small_index(40, seed=9).save(path)  # the other process's save, done just before we got the lock
         with real(target, what):
             yield
 
     monkeypatch.setattr(_io, "exclusive", late)
-    _one_line_error(lambda: _index().save(path), "already holds an index; pass overwrite=True", error=OutputError)
+    one_line_error(lambda: small_index().save(path), "already holds an index; pass overwrite=True", error=OutputError)
     assert len(CaseIndex.load(path)) == 40
 
 
@@ -284,17 +234,17 @@ _SAVER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
-from test_index_faults import _index
+from index_fixtures import small_index
 from dermretr._errors import DermretrError
-from dermretr.index import CaseIndex
+from dermretr.index import _store
 
 path, n, sync = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-index = _index(n)
-real = CaseIndex._write_cases
-def slow(self, file):  # a save that takes a while, so that the others come while it writes
+index = small_index(n)
+real = _store.write_cases
+def slow(cases, file):  # a save that takes a while, so that the others come while it writes
     time.sleep(0.5)
-    real(self, file)
-CaseIndex._write_cases = slow
+    real(cases, file)
+_store.write_cases = slow
 (sync / f"ready-{n}").touch()
 deadline = time.time() + 60
 while not (sync / "go").exists() and time.time() < deadline:
@@ -346,7 +296,7 @@ def test_concurrent_saves_into_one_new_folder_one_wins(tmp_path):
 
 @pytest.fixture
 def saved(tmp_path) -> Path:
-    return _index().save(tmp_path / "idx")
+    return small_index().save(tmp_path / "idx")
 
 
 def _edit_manifest(folder: Path, **changes) -> None:
@@ -386,7 +336,7 @@ def test_bad_manifest_fields_are_named_with_their_value(saved, field, value, sho
         name = f"{name}.{next(iter(value))}"
 
     for call in (lambda: CaseIndex.load(saved), lambda: CaseIndex.read_manifest(saved)):
-        _one_line_error(call, f"index {saved} is damaged", f"field {name!r} is {shown}", "rebuild it with")
+        one_line_error(call, f"index {saved} is damaged", f"field {name!r} is {shown}", "rebuild it with")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -399,12 +349,12 @@ def test_bad_manifest_fields_are_named_with_their_value(saved, field, value, sho
 ])
 def test_a_manifest_that_is_not_one(saved, text, message):
     (saved / "manifest.json").write_bytes(text)
-    _one_line_error(lambda: CaseIndex.load(saved), message, "rebuild it with")
+    one_line_error(lambda: CaseIndex.load(saved), message, "rebuild it with")
 
 
 def test_manifest_missing_unreadable_or_a_folder(saved, tmp_path, monkeypatch):
-    _one_line_error(lambda: CaseIndex.load(saved / "index.faiss"), "is a file, not an index folder")
-    _one_line_error(lambda: CaseIndex.load(42), "index folder must be a path")
+    one_line_error(lambda: CaseIndex.load(saved / "index.faiss"), "is a file, not an index folder")
+    one_line_error(lambda: CaseIndex.load(42), "index folder must be a path")
     real = Path.read_bytes
 
     def denied(self):
@@ -413,14 +363,14 @@ def test_manifest_missing_unreadable_or_a_folder(saved, tmp_path, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", denied)
-    _one_line_error(lambda: CaseIndex.load(saved), f"cannot read {saved / 'manifest.json'}: Permission denied",
+    one_line_error(lambda: CaseIndex.load(saved), f"cannot read {saved / 'manifest.json'}: Permission denied",
                     "check that it is readable")
     monkeypatch.undo()
     (saved / "manifest.json").unlink()
     (saved / "manifest.json").mkdir()
-    _one_line_error(lambda: CaseIndex.load(saved), "manifest.json is a folder", "rebuild")
+    one_line_error(lambda: CaseIndex.load(saved), "manifest.json is a folder", "rebuild")
     (tmp_path / "empty").mkdir()
-    _one_line_error(lambda: CaseIndex.load(tmp_path / "empty"), "is not a dermretr index (no manifest.json)")
+    one_line_error(lambda: CaseIndex.load(tmp_path / "empty"), "is not a dermretr index (no manifest.json)")
 
 
 def test_the_cli_says_a_damaged_manifest_in_one_line(saved, capsys):
@@ -439,7 +389,7 @@ def _faiss_bytes(kind: str, n: int = N) -> bytes:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        return (_index(n, kind=kind).save(Path(tmp) / "i") / "index.faiss").read_bytes()
+        return (small_index(n, kind=kind).save(Path(tmp) / "i") / "index.faiss").read_bytes()
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["sizes recorded", "older manifest"])
@@ -460,7 +410,7 @@ def test_a_damaged_faiss_file(saved, damage, message, recorded):
     file.write_bytes(new)
     if not recorded:
         _edit_manifest(saved, files=_DELETE)
-    msg = _one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is damaged", "rebuild it with")
+    msg = one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is damaged", "rebuild it with")
     if recorded and len(new) != len(data):
         assert f"index.faiss has {len(new)} bytes but {len(data)} were written" in msg
     elif message is not None:
@@ -473,8 +423,8 @@ def test_faiss_running_out_of_memory_on_a_corrupt_file(saved, monkeypatch):
     def oom(*args):
         raise MemoryError
 
-    monkeypatch.setattr(index_module.faiss, "read_index", oom)
-    _one_line_error(lambda: CaseIndex.load(saved), "index.faiss cannot be read by FAISS", "more memory")
+    monkeypatch.setattr(faiss, "read_index", oom)
+    one_line_error(lambda: CaseIndex.load(saved), "index.faiss cannot be read by FAISS", "more memory")
 
 
 def _save_npy(file: Path, array) -> None:
@@ -519,25 +469,25 @@ def test_damaged_vectors(saved, mmap, name, damage, message):
     else:
         np.save(file, np.concatenate([array, array[:, :1]], axis=1))
     _edit_manifest(saved, files=_DELETE)  # as an older manifest: the contents themselves are checked
-    msg = _one_line_error(lambda: CaseIndex.load(saved, mmap=mmap), f"index {saved} is damaged", "rebuild it with")
+    msg = one_line_error(lambda: CaseIndex.load(saved, mmap=mmap), f"index {saved} is damaged", "rebuild it with")
     assert message is None or message in msg, msg
 
 
 def test_scores_are_never_nan_even_from_vectors_that_bypassed_the_checks():
-    index = _index()
+    index = small_index()
     g = index.global_vectors.copy()
     g[:, 0] = np.nan
     broken = CaseIndex(index.faiss_index, g, index.local_vectors, index.cases, index.manifest)
-    _one_line_error(lambda: broken.search_vectors(_query(index), k=3), "scores are not finite", "rebuild")
+    one_line_error(lambda: broken.search_vectors(first_query(index), k=3), "scores are not finite", "rebuild")
 
 
 @pytest.mark.parametrize("name", ["index.faiss", "global.npy", "local.npy", "cases.csv"])
 def test_missing_or_unreadable_files(saved, name, monkeypatch):
     (saved / name).rename(saved.parent / "moved")
-    _one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is incomplete: {name} is missing",
+    one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is incomplete: {name} is missing",
                     "rebuild it with")
     (saved / name).mkdir()
-    _one_line_error(lambda: CaseIndex.load(saved), f"{name} is not a file")
+    one_line_error(lambda: CaseIndex.load(saved), f"{name} is not a file")
     (saved / name).rmdir()
     (saved.parent / "moved").rename(saved / name)
 
@@ -551,16 +501,16 @@ def test_missing_or_unreadable_files(saved, name, monkeypatch):
         monkeypatch.setattr(builtins, "open", lambda f, *a, **k: denied() if str(f).endswith(name) else
                             real(f, *a, **k))
     elif name == "cases.csv":
-        monkeypatch.setattr(index_module.pd, "read_csv", denied)
+        monkeypatch.setattr(pd, "read_csv", denied)
     else:
-        monkeypatch.setattr(index_module.np, "load", denied)
-    _one_line_error(lambda: CaseIndex.load(saved), "cannot read", "Permission denied", "check that it is readable")
+        monkeypatch.setattr(np, "load", denied)
+    one_line_error(lambda: CaseIndex.load(saved), "cannot read", "Permission denied", "check that it is readable")
 
 
 def test_local_vectors_the_manifest_does_not_know_of(tmp_path):
-    folder = _index(local=False).save(tmp_path / "idx")
+    folder = small_index(local=False).save(tmp_path / "idx")
     np.save(folder / "local.npy", np.zeros((N, M, D), np.float16))
-    _one_line_error(lambda: CaseIndex.load(folder), "local.npy is there but manifest.json says the index has no "
+    one_line_error(lambda: CaseIndex.load(folder), "local.npy is there but manifest.json says the index has no "
                                                     "local vectors")
 
 
@@ -596,7 +546,7 @@ def test_damaged_case_table(saved, damage, message):
         else:
             table["score"] = "1"
         table.to_csv(file, index=False)
-    _one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is damaged", message, "rebuild it with")
+    one_line_error(lambda: CaseIndex.load(saved), f"index {saved} is damaged", message, "rebuild it with")
 
 
 def test_an_intact_index_still_loads_with_every_check(saved):
@@ -608,256 +558,4 @@ def test_an_intact_index_still_loads_with_every_check(saved):
     for mmap in (True, False):
         loaded = CaseIndex.load(saved, mmap=mmap)
         assert loaded.cases.loc[0, "diagnosis"] == "corrected diagnosis"
-        assert np.isfinite(loaded.search_vectors(_query(loaded), k=5)["score"]).all()
-
-
-# ---------------------------------------------------------------------------- arguments of the public methods
-
-
-@pytest.mark.parametrize("name, value, message", [
-    ("rerank", 0, "rerank must be at least 1, got 0"), ("rerank", "abc", "rerank must be an integer, got 'abc'"),
-    ("rerank", True, "rerank must be an integer, got True"), ("rerank", 2.5, "rerank must be an integer"),
-    ("nprobe", -1, "nprobe must be at least 1"), ("nprobe", None, "nprobe must be an integer, got None"),
-    ("ef_search", "128", "ef_search must be an integer, got '128'"),
-    ("exact_filter_below", -1, "exact_filter_below must be at least 0"),
-])
-def test_bad_search_settings(name, value, message):
-    index = _index()
-    before = getattr(index, name)
-    _one_line_error(lambda: setattr(index, name, value), message)
-    assert getattr(index, name) == before
-    setattr(index, name, np.int64(7))
-    assert getattr(index, name) == 7 and type(getattr(index, name)) is int
-    assert len(index.search_vectors(_query(index), k=3)) == 3
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"k": True}, "k must be an integer, got True"), ({"k": "5"}, "k must be an integer, got '5'"),
-    ({"k": None}, "k must be an integer, got None"), ({"k": 31}, "k=31 is larger than the database (30 cases)"),
-    ({"alpha": "high"}, "must be a number in [0, 1], got 'high'"), ({"alpha": float("nan")}, "in [0, 1], got nan"),
-    ({"alpha": True}, "must be a number in [0, 1], got True"), ({"alpha": 1.5}, "in [0, 1], got 1.5"),
-    ({"alpha": [0.5]}, "must be a number in [0, 1], got [0.5]"),
-    ({"filters": ["fitzpatrick"]}, "filters must be a dict column -> allowed values"),
-    ({"filters": "fitzpatrick=5"}, "filters must be a dict column -> allowed values"),
-    ({"filters": {"skin": [5]}}, "cannot filter on unknown column 'skin'; columns: case_id, patient_id"),
-    ({"filters": {5: [5]}}, "cannot filter on unknown column 5; columns:"),
-    ({"filters": {"fitzpatrick": {"a": 1}}}, "filter 'fitzpatrick': the allowed values must be a list"),
-    ({"filters": {"diagnosis_group": [["MEL"]]}}, "each allowed value must be a str, number or bool, got ['MEL']"),
-    ({"filters": {"fitzpatrick": []}}, "filter 'fitzpatrick' has no allowed values"),
-])
-def test_bad_search_vectors_arguments(kwargs, message):
-    index = _index()
-    _one_line_error(lambda: index.search_vectors(_query(index), **kwargs), message)
-
-
-@pytest.mark.parametrize("queries, message", [
-    ({"global": "abc"}, "queries['global'] must be a numeric array, got 'abc'"),
-    ({"global": [[1.0, "x"] * 4]}, "queries['global'] must be a numeric array"),
-    ({"global": np.zeros((0, D), np.float32)}, "holds no query vector"),
-    ({"global": None}, "queries['global'] must be a numeric array, got None"),
-    ({"global": np.ones((1, D)), "local": np.full((1, M, D), np.nan)}, "query local vectors hold NaN"),
-    ({"global": np.ones((1, D)), "local": "x"}, "queries['local'] must be a numeric array"),
-    ([np.ones(D)], "queries must be a dict with a 'global' array"),
-])
-def test_bad_query_vectors(queries, message):
-    _one_line_error(lambda: _index().search_vectors(queries, k=3), message)
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"targets": {"global": "abc", "local": None}}, "targets['global'] must be a numeric array"),
-    ({"targets": {"global": [["a"] * D] * N}}, "targets['global'] must be a numeric array"),
-    ({"targets": {"global": _targets()["global"], "local": [["x"]]}}, "targets['local'] must be a numeric array"),
-    ({"targets": {"global": _targets()["global"], "local": np.zeros((N, 0, D))}}, "must be [n=30, M>0, D=8]"),
-    ({"targets": {"global": _targets()["global"], "local": np.full((N, M, D), 1e6)}}, "too large for float16"),
-    ({"alpha": "high"}, "alpha (the weight of local evidence) must be a number in [0, 1], got 'high'"),
-    ({"targets": _targets(local=False), "alpha": 2.0}, "must be in [0, 1], got 2.0"),
-    ({"kind": "flat", "ef_search": "x"}, "ef_search must be an integer, got 'x'"),
-    ({"kind": "flat", "nlist": 0}, "nlist must be at least 1, got 0"),
-    ({"kind": "ivf", "seed": "x"}, "seed must be an integer, got 'x'"),
-    ({"kind": ["flat"]}, "unknown index kind ['flat']"),
-    ({"rerank": None}, "rerank must be an integer, got None"),
-    ({"model_info": "x"}, "model_info must be a dict"),
-    ({"cases": _cases().assign(rank=1)}, "column(s) ['rank'] whose names search results use"),
-    ({"kind": "hnsw", "ef_search": 2**40}, "ef_search must be at most 2147483647"),
-    ({"kind": "hnsw", "ef_construction": 2**40}, "ef_construction must be at most 2147483647"),
-    ({"kind": "ivf", "seed": 2**70}, "seed must be at most 2147483647"),
-    ({"kind": "ivf", "seed": -1}, "seed must be at least 0"),
-    ({"kind": "ivf", "nlist": 2**70}, "nlist must be at most 2147483647"),
-    ({"kind": "ivfpq", "targets": _targets(1), "cases": _cases(1)}, "FAISS could not train the ivfpq index on 1 cases"),
-])
-def test_bad_from_embeddings_arguments(kwargs, message):
-    args = {"targets": _targets(), "cases": _cases(), **kwargs}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IndexWarning)  # a 1-case IVF-PQ is first shrunk to 1-bit codes
-        _one_line_error(lambda: CaseIndex.from_embeddings(**args), message)
-
-
-# ---------------------------------------------------------------------------- with a tiny model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    import torch
-
-    from dermretr.data import load
-    from dermretr.data.synth import generate
-    from dermretr.models.backbones import create
-    from dermretr.models.retriever import Retriever
-
-    tmp = tmp_path_factory.mktemp("faults")
-    root = generate(tmp / "ds", n_cases=8, seed=3, image_size=64, workers=1, progress=False)
-    cases = load("synthetic", root)
-    torch.manual_seed(0)
-    retriever = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
-    index = CaseIndex.build(retriever, cases, kind="flat")
-    return {"root": root, "cases": cases, "retriever": retriever, "index": index, "tmp": tmp}
-
-
-@pytest.fixture
-def no_encoding(tiny, monkeypatch):
-    """Every bad argument must be refused before any query is encoded."""
-    def boom(*args, **kwargs):
-        raise AssertionError("a bad argument reached the encoder")
-
-    monkeypatch.setattr(tiny["retriever"], "encode_queries", boom)
-    return tiny["index"]
-
-
-@pytest.mark.parametrize("image, text, kwargs, message", [
-    (42, "", {}, "query image must be a file path or a PIL image, got 42"),
-    (None, "", {}, "query image must be a file path or a PIL image, got None"),
-    (b"x.jpg", "", {}, "query image must be a file path or a PIL image, got b'x.jpg' (bytes)"),
-    (np.zeros((8, 8, 3), np.uint8), "", {}, "convert it with PIL.Image.fromarray"),
-    (["a.jpg"], "", {}, "for several queries use search_batch"),
-    ("", "", {}, "query image: the image path is empty"),
-    ("a\0b.jpg", "", {}, "contains a NUL character"),
-    ("FOLDER", "", {}, "is a folder, not an image file"),
-    ("TEXTFILE", "", {}, "is not an image file PIL can read"),
-    ("MISSING", "", {}, "query image: image file not found"),
-    ("IMG", 42, {}, "text must be a str (the descriptor or modification text), got 42"),
-    ("IMG", ["streaks"], {}, "text must be a str"),
-    ("IMG", "", {"k": 0}, "k (results per query) must be at least 1, got 0"),
-    ("IMG", "", {"k": 2.0}, "k must be an integer, got 2.0"),
-    ("IMG", "", {"k": False}, "k must be an integer, got False"),
-    ("IMG", "", {"k": 9}, "k=9 is larger than the database (8 cases)"),
-    ("IMG", "", {"alpha": "0.5"}, "must be a number in [0, 1], got '0.5'"),
-    ("IMG", "", {"alpha": float("nan")}, "must be in [0, 1], got nan"),
-    ("IMG", "", {"filters": {"skin_type": ["V"]}}, "unknown column 'skin_type'; columns: case_id"),
-    ("IMG", "", {"filters": [("fitzpatrick", 5)]}, "filters must be a dict"),
-    ("IMG", "", {"filters": {"fitzpatrick": ["V"]}}, "filter 'fitzpatrick': 'V' is not a number"),
-])
-def test_bad_search_arguments(tiny, no_encoding, tmp_path, image, text, kwargs, message):
-    files = {"FOLDER": tmp_path, "TEXTFILE": tmp_path / "notes.jpg", "MISSING": tmp_path / "gone.jpg",
-             "IMG": tiny["cases"]["image_path"].iloc[0]}
-    (tmp_path / "notes.jpg").write_text("not an image\n")
-    if isinstance(image, str) and image in files:
-        image = files[image]
-    parts = [message] + ([str(image)] if message.startswith(("is a folder", "is not an image", "query image: image"))
-                         else [])
-    _one_line_error(lambda: no_encoding.search(image, text, **{"k": 3, **kwargs}), *parts)
-
-
-@pytest.mark.parametrize("images, texts, kwargs, message", [
-    ("IMG", ["x"], {}, "images must be a list of query images"),
-    (["IMG"], "streaks", {}, "texts must be a list of query texts"),
-    (["IMG"], [3], {}, "query text 0 must be a str, got 3"),
-    (["IMG", "IMG"], ["x"], {}, "2 query images but 1 texts"),
-    ([], [], {}, "no query: give at least one image and text"),
-    (["IMG"], ["x"], {"batch_size": 0}, "batch_size must be at least 1, got 0"),
-    (["IMG"], ["x"], {"batch_size": "8"}, "batch_size must be an integer, got '8'"),
-    (42, ["x"], {}, "images must be a list of query images"),
-])
-def test_bad_search_batch_arguments(tiny, no_encoding, images, texts, kwargs, message):
-    img = tiny["cases"]["image_path"].iloc[0]
-    images = img if images == "IMG" else [img if i == "IMG" else i for i in images] if isinstance(images, list) \
-        else images
-    _one_line_error(lambda: no_encoding.search_batch(images, texts, **{"k": 3, **kwargs}), message)
-
-
-def test_good_arguments_still_search(tiny):
-    from PIL import Image
-
-    index, img = tiny["index"], tiny["cases"]["image_path"].iloc[0]
-    hits = index.search(Path(img), None, k=np.int64(3), alpha=np.float32(0.5), filters=None)
-    assert len(hits) == 3 and np.isfinite(hits["score"]).all()
-    with Image.open(img) as pil:
-        batch = index.search_batch((pil, img), ("streaks", None), k=2)
-    assert batch.groupby("query").size().tolist() == [2, 2]
-
-
-@pytest.mark.parametrize("bad, message", [
-    ("empty", "the case table is empty: nothing to index"),
-    ("no image_path column", "missing required column(s) ['image_path']"),
-    ("image_path missing", "column 'image_path': missing or empty values"),
-    ("image gone", "case image: image file not found"),
-    ("image is a folder", "is a folder, not an image file"),
-    ("score column", "column(s) ['score'] whose names search results use"),
-    ("not a table", "a case table must be a pandas DataFrame, got list"),
-])
-def test_build_with_a_bad_case_table(tiny, bad, message, tmp_path):
-    from dermretr.data.cases import empty_cases
-
-    cases = tiny["cases"].copy()
-    if bad == "empty":
-        cases = empty_cases()
-    elif bad == "no image_path column":
-        cases = cases.drop(columns="image_path")
-    elif bad == "image_path missing":
-        cases["image_path"] = cases["image_path"].astype(object)
-        cases.loc[2, "image_path"] = None
-    elif bad == "image gone":
-        cases.loc[2, "image_path"] = str(tmp_path / "gone.jpg")
-    elif bad == "image is a folder":
-        cases.loc[2, "image_path"] = str(tmp_path)
-    elif bad == "score column":
-        cases["score"] = 1.0
-    else:
-        cases = cases.to_dict("records")
-    _one_line_error(lambda: CaseIndex.build(tiny["retriever"], cases), message)
-
-
-@pytest.mark.parametrize("retriever, kwargs, message", [
-    ("model.pt", {}, "retriever must be a dermretr Retriever, got 'model.pt'"),
-    (None, {}, "retriever must be a dermretr Retriever, got None"),
-    ("R", {"kind": "annoy"}, "unknown index kind 'annoy'"),
-    ("R", {"nlists": 4}, "unknown index option(s) nlists; options: alpha, rerank"),
-    ("R", {"kind": "ivf", "nprobe": "all"}, "nprobe must be an integer, got 'all'"),
-    ("R", {"batch_size": 0}, "batch_size must be at least 1"),
-    ("R", {"batch_size": 2.5}, "batch_size must be an integer"),
-    ("R", {"checkpoint": 5}, "checkpoint must be a path"),
-    ("R", {"checkpoint": "/nowhere/best.pt"}, "checkpoint not found"),
-])
-def test_build_with_bad_arguments_fails_before_encoding(tiny, monkeypatch, retriever, kwargs, message):
-    r = tiny["retriever"]
-
-    def boom(*args, **kw):
-        raise AssertionError("a bad argument reached the encoder")
-
-    monkeypatch.setattr(r, "encode_targets", boom)
-    _one_line_error(lambda: CaseIndex.build(r if retriever == "R" else retriever, tiny["cases"], **kwargs), message)
-
-
-@pytest.mark.parametrize("kind", ["image", "global", "late_fusion", "clip4cir", "text"])
-def test_build_with_retrievers_of_other_kinds(tiny, kind):
-    """Every retriever kind indexes (global vectors only) and searches, or says clearly why not."""
-    from dermretr.models.backbones import create
-    from dermretr.models.retriever import Retriever
-
-    r = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind=kind)
-    index = CaseIndex.build(r, tiny["cases"])
-    assert index.local_vectors is None and index.alpha == 0.0
-    hits = index.search(tiny["cases"]["image_path"].iloc[1], "irregular streaks", k=3)
-    assert len(hits) == 3 and np.isfinite(hits["score"]).all()
-    other = CaseIndex.load(index.save(tiny["tmp"] / f"idx-{kind}", overwrite=True))
-    _one_line_error(lambda: CaseIndex.load(tiny["tmp"] / f"idx-{kind}", tiny["retriever"]), "another model")
-    assert len(other) == len(index)
-
-
-def test_load_and_open_with_bad_arguments(tiny):
-    folder = tiny["index"].save(tiny["tmp"] / "idx-args", overwrite=True)
-    _one_line_error(lambda: CaseIndex.load(folder, "model.pt"), "retriever must be a dermretr Retriever",
-                    "CaseIndex.open(dir)")
-    _one_line_error(lambda: CaseIndex.load(folder, mmap="yes"), "mmap must be True or False")
-    _one_line_error(lambda: CaseIndex.load(folder, checkpoint=3), "checkpoint must be a path")
-    _one_line_error(lambda: CaseIndex.open(folder, device=0), "device must be a str")
-    _one_line_error(lambda: CaseIndex.open(folder), "does not record the checkpoint it was built from")
+        assert np.isfinite(loaded.search_vectors(first_query(loaded), k=5)["score"]).all()

@@ -36,7 +36,7 @@ Examples
 >>> r = Retriever(create("dermretr-tiny", device="cpu"), kind="full", n_masks=2)
 >>> q = r.encode_queries(torch.zeros(3, 3, 128, 128), ["blue-whitish veil", "", "irregular streaks"])
 >>> t = r.encode_targets(torch.zeros(5, 3, 128, 128))
->>> q["global"].shape, q["local"].shape, convex_score(q, t, alpha=0.5)[0].shape
+>>> q.global_vectors.shape, q.local_vectors.shape, convex_score(q, t, alpha=0.5)[0].shape
 ((3, 128), (3, 2, 128), (3, 5))
 """
 
@@ -55,48 +55,20 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._checks import check_alpha, check_int
 from .._errors import DermretrError
 from .._io import atomic_path, os_error
 from ..data.images import load_rgb
 from .backbones import Backbone, create, read_weights, weights_mismatch
 from .composer import Clip4CirCombiner, GatedResidualCombiner, SpatialMasks
+from .embeddings import DEFAULT_ALPHA, Embeddings, convex_score
 
-__all__ = ["Retriever", "KINDS", "convex_score", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint"]
+__all__ = ["Retriever", "KINDS", "convex_score", "Embeddings", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint"]
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
-DEFAULT_ALPHA = 0.6
 # 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query;
 # 4: optional text skip in the composers (config "text_skip"; absent = False, as format 3 was)
 CHECKPOINT_FORMAT = 4
-
-
-def _check_alpha(alpha: float) -> float:
-    alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
-        raise DermretrError(f"alpha (the weight of local evidence) must be in [0, 1], got {alpha}")
-    return alpha
-
-
-def convex_score(queries: dict, targets: dict, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores of every query against every target: ``(s, s_global, s_local)``, each ``[Q, T]``.
-
-    ``queries``/``targets`` are the dicts of :meth:`Retriever.encode_queries`
-    and :meth:`Retriever.encode_targets` (``"global"`` ``[n, D]``, ``"local"``
-    ``[n, M, D]`` or None, ``"alpha"``).  ``alpha`` overrides the model's weight
-    of local evidence; without local vectors ``s_local`` is zero and the score
-    is ``s_global`` whatever ``alpha``.
-
-    >>> q = {"global": np.eye(2, dtype=np.float32), "local": None, "alpha": 0.0}
-    >>> convex_score(q, q)[0].tolist()
-    [[1.0, 0.0], [0.0, 1.0]]
-    """
-    s_global = queries["global"] @ targets["global"].T
-    ql, tl = queries.get("local"), targets.get("local")
-    if ql is None or tl is None:
-        return s_global, s_global, np.zeros_like(s_global)
-    a = _check_alpha(queries.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
-    s_local = np.einsum("qmd,tmd->qt", ql, tl, optimize=True) / ql.shape[1]
-    return a * s_local + (1 - a) * s_global, s_global, s_local
 
 
 class Retriever(nn.Module):
@@ -128,17 +100,17 @@ class Retriever(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise DermretrError(f"unknown retriever kind {kind!r}; kinds: {', '.join(KINDS)}")
-        if not isinstance(n_masks, int) or n_masks < 1:
-            raise DermretrError(f"n_masks must be a positive integer, got {n_masks!r}")
-        alpha = _check_alpha(alpha)
+        check_int(n_masks, "n_masks")
+        alpha = check_alpha(alpha)
         self.backbone = backbone
         self.encoder = backbone.model  # registered so that state_dict holds the backbone weights
         self.kind = kind
-        self.n_masks = n_masks
+        self.n_masks = int(n_masks)
         self.learn_alpha = learn_alpha
         self.freeze_backbone = freeze_backbone
         self.text_skip = bool(text_skip) and kind in ("global", "full")
         dim = backbone.embed_dim
+        self.combiner: nn.Module | None
         if kind == "clip4cir":
             self.combiner = Clip4CirCombiner(dim)
         elif kind in ("global", "full"):
@@ -239,6 +211,7 @@ class Retriever(nn.Module):
         if self.kind == "late_fusion":
             q = x + t
         else:
+            assert self.combiner is not None  # composed kinds have one
             q = self.combiner(x, t)
         q = torch.where(has_text[:, None], q, x)  # empty text: "cases like this image"
         out["global"] = F.normalize(q, dim=-1)
@@ -260,7 +233,7 @@ class Retriever(nn.Module):
         s_global = (q["global"] * t["global"]).sum(-1) if paired else q["global"] @ t["global"].T
         if q.get("local") is None or t.get("local") is None:
             return s_global, s_global, torch.zeros_like(s_global)
-        a = torch.sigmoid(self.alpha_logit) if alpha is None else torch.tensor(_check_alpha(alpha))
+        a = torch.sigmoid(self.alpha_logit) if alpha is None else torch.tensor(check_alpha(alpha))
         pattern = "bmd,bmd->b" if paired else "qmd,tmd->qt"
         s_local = torch.einsum(pattern, q["local"], t["local"]) / q["local"].shape[1]
         return a * s_local + (1 - a) * s_global, s_global, s_local
@@ -277,7 +250,7 @@ class Retriever(nn.Module):
             tensors.append(self.backbone.preprocess(img))
         return torch.stack(tensors).to(self.device)
 
-    def _encode(self, fn, n: int, batch_size: int, progress: bool, desc: str) -> dict:
+    def _encode(self, fn, n: int, batch_size: int, progress: bool, desc: str) -> Embeddings:
         if batch_size < 1:
             raise DermretrError(f"batch_size must be at least 1, got {batch_size}")
         was_training = self.training
@@ -293,27 +266,24 @@ class Retriever(nn.Module):
         finally:
             self.train(was_training)
         dim = self.backbone.embed_dim
-        result = {
-            "global": np.concatenate(parts["global"]) if parts["global"] else np.zeros((0, dim), np.float32),
-            "local": np.concatenate(parts["local"]) if parts["local"] else (
-                np.zeros((0, self.n_masks, dim), np.float32) if self.uses_local else None),
-            "alpha": self.alpha,
-        }
-        result["global"] = np.ascontiguousarray(result["global"], dtype=np.float32)
-        if result["local"] is not None:
-            result["local"] = np.ascontiguousarray(result["local"], dtype=np.float32)
-        return result
+        g = np.concatenate(parts["global"]) if parts["global"] else np.zeros((0, dim), np.float32)
+        local = np.concatenate(parts["local"]) if parts["local"] else (
+            np.zeros((0, self.n_masks, dim), np.float32) if self.uses_local else None)
+        return Embeddings(np.ascontiguousarray(g, dtype=np.float32),
+                          None if local is None else np.ascontiguousarray(local, dtype=np.float32), self.alpha)
 
-    def encode_targets(self, images, batch_size: int = 64, progress: bool = False) -> dict:
-        """Encode database images: ``{"global": [n, D], "local": [n, M, D] or None, "alpha"}`` (float32).
+    def encode_targets(self, images, batch_size: int = 64, progress: bool = False) -> Embeddings:
+        """Encode database images: :class:`~dermretr.models.embeddings.Embeddings` (float32).
 
-        ``images`` is a preprocessed tensor batch, or a sequence of PIL images or paths.
+        ``global_vectors`` ``[n, D]``, ``local_vectors`` ``[n, M, D]`` or None, and the model's
+        ``alpha``.  ``images`` is a preprocessed tensor batch, or a sequence of PIL images or paths.
         """
         n = len(images)
         return self._encode(lambda a, b: self.target_features(self._to_batch(images[a:b])), n, batch_size,
                             progress, "Encoding targets")
 
-    def encode_queries(self, images, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> dict:
+    def encode_queries(self, images, texts: Sequence[str], batch_size: int = 64,
+                       progress: bool = False) -> Embeddings:
         """Encode composed queries (image + text) like :meth:`encode_targets`.
 
         For ``kind="text"`` ``images`` may be None.
@@ -416,7 +386,7 @@ def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
 
 
 def _write_failed(exc: BaseException) -> bool:
-    """Is ``exc`` torch.save's way of saying a write failed (a full disk...)?"""
+    """Whether ``exc`` is torch.save's way of saying a write failed (a full disk...)."""
     text = str(exc)
     return any(w in text for w in ("PytorchStreamWriter", "file write failed", "enforce fail", "unexpected pos"))
 
