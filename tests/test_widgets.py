@@ -577,3 +577,20 @@ def test_tone_changes_are_debounced_like_the_other_controls(index):
         assert qb.results.attrs["text"].startswith("on Fitzpatrick type V-VI skin: ")
     finally:
         qb.close()
+
+
+def test_filters_follow_the_index_rules_a_missing_column_is_said(app, index):
+    """One filter implementation (CaseIndex's): text matches case-insensitively, an unknown column is an error."""
+    app.select_case(index.cases["case_id"].iloc[10])
+    app.session.groups = ("mel",)
+    app.search()
+    assert set(app.results["diagnosis_group"]) == {"MEL"}
+    app.session.groups = ()
+    app.session.cases = app.session.cases.drop(columns="fitzpatrick")  # a case table without skin types
+    before = app.search()
+    app.skin_filter.value = (5,)
+    assert app.last_message[0] == "error"
+    assert "cannot filter on unknown column 'fitzpatrick'" in app.last_message[1]
+    pd.testing.assert_frame_equal(app.results, before)  # the app keeps the last results and keeps working
+    app.skin_filter.value = ()
+    assert len(app.results) == 6 and "6 results for" in _text(app.message.value)
