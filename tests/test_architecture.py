@@ -39,7 +39,10 @@ LAYERS = {
 #: Modules allowed over MAX_MODULE_LINES, and why.
 MODULE_EXCEPTIONS: dict[str, str] = {}
 #: Classes allowed over MAX_CLASS_LINES, and why.
-CLASS_EXCEPTIONS: dict[str, str] = {}
+CLASS_EXCEPTIONS: dict[str, str] = {
+    "dermretr.index._case_index.CaseIndex": "the public face of search: over half its lines are the docstrings and "
+                                            "examples of its methods; the code delegates to the index's modules",
+}
 
 MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 300

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._errors import DermretrError
 from ..data.vocab import case_text, criteria_of, strip_tone
+from ..models.embeddings import Embeddings, EmbeddingsLike, convex_score
 from ._common import attach_metrics, check_relevant, query_columns, same_values
 from ._leak import check_query_text
 from ._metrics import rank_metrics, summarize_metrics
@@ -19,8 +20,8 @@ __all__ = ["case_search", "scores_search", "case_scores", "case_pairs", "case_re
 def case_search(retriever, cases: pd.DataFrame, query_split: str = "test",
                 gallery_splits: Sequence[str] = ("train", "val"), relevant: str = "diagnosis_group",
                 ks: Sequence[int] = (1, 5, 10), alpha: float | None = None, text_style: str = "terse",
-                batch_size: int = 64, progress: bool = False, gallery: dict | None = None,
-                queries: dict | None = None, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
+                batch_size: int = 64, progress: bool = False, gallery: EmbeddingsLike | None = None,
+                queries: EmbeddingsLike | None = None, ties: str = "stable") -> tuple[pd.DataFrame, dict[str, float]]:
     """The "case" protocol: test image + its findings text against the train+val gallery.
 
     Parameters
@@ -101,7 +102,7 @@ def scores_search(q: pd.DataFrame, g: pd.DataFrame, scores: np.ndarray, exclude:
 def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
                 gallery_splits: Sequence[str] = ("train", "val"), alpha: float | None = None,
                 text_style: str = "terse", batch_size: int = 64, progress: bool = False,
-                queries: dict | None = None, gallery: dict | None = None
+                queries: EmbeddingsLike | None = None, gallery: EmbeddingsLike | None = None
                 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """Queries, gallery, scores ``[Q, G]`` and excluded pairs of the "case" protocol.
 
@@ -122,8 +123,6 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
     >>> s.shape, exclude.tolist()
     ((1, 2), [[False, False]])
     """
-    from ..models.retriever import convex_score
-
     q, g, exclude = case_pairs(cases, query_split, gallery_splits)
     if queries is None:
         texts = [case_text(row, style=text_style, seed=None, view="findings") for _, row in q.iterrows()]
@@ -132,10 +131,11 @@ def case_scores(retriever, cases: pd.DataFrame, query_split: str = "test",
         queries = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
     if gallery is None:
         gallery = retriever.encode_targets(g["image_path"].tolist(), batch_size=batch_size, progress=progress)
-    if len(queries["global"]) != len(q) or len(gallery["global"]) != len(g):
+    queries, gallery = Embeddings.from_mapping(queries), Embeddings.from_mapping(gallery)
+    if len(queries) != len(q) or len(gallery) != len(g):
         raise DermretrError(
-            f"pre-computed encodings do not fit: {len(queries['global'])} queries for {len(q)} query cases, "
-            f"{len(gallery['global'])} targets for {len(g)} gallery cases"
+            f"pre-computed encodings do not fit: {len(queries)} queries for {len(q)} query cases, "
+            f"{len(gallery)} targets for {len(g)} gallery cases"
         )
     s, _, _ = convex_score(queries, gallery, alpha=alpha)
     return q, g, np.asarray(s), exclude

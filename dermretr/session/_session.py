@@ -20,6 +20,7 @@ from .._errors import DermretrError
 from ..data.images import load_rgb
 from ..data.vocab import CRITERIA, tone_findings
 from ..evaluate import tone_ranges
+from ..models.embeddings import Embeddings
 from ._figures import check_method, explain_figures, map_figure
 from ._images import LRUCache, decode_image, png_bytes
 from ._query import (
@@ -232,11 +233,10 @@ class QuerySession:
                     if self.tone_only and self.tone is not None and self.tone_scale and self.tone_column else {})
         return query_filters(self.skin_types, self.groups, in_range)
 
-    def encode(self, text: str) -> dict:
+    def encode(self, text: str) -> Embeddings:
         """The reference and ``text`` encoded as a query (cached per reference and text)."""
-        def make() -> dict:
-            q = self.retriever.encode_queries([self.reference], [text])
-            return {"global": q["global"], "local": q.get("local")}
+        def make() -> Embeddings:
+            return Embeddings.from_mapping(self.retriever.encode_queries([self.reference], [text]))
 
         return self._queries.get_or_make((self._ref_key, text), make)
 
@@ -341,5 +341,5 @@ class QuerySession:
     def map_figure(self) -> Figure:
         """The index's UMAP map with the last query (star) and its results; fitted once per index (cached)."""
         q = self.last.get("query")
-        return map_figure(self.index, self.map_params, None if q is None else q["global"],
+        return map_figure(self.index, self.map_params, None if q is None else q.global_vectors,
                           self._results["case_id"].astype(str).tolist())

@@ -38,7 +38,3 @@ from ._umap import COLOR_BY, MapReducer, clear_map_cache, fit_map, umap_map
 
 __all__ = ["contact_sheet", "load_thumbnail", "overlay", "text_bars", "MapReducer", "fit_map", "clear_map_cache",
            "umap_map", "gallery", "COLOR_BY", "format_value"]
-
-# Transitional alias: dermretr.widgets imported the gallery's caption formatter under this private name;
-# remove once it imports format_value.
-_fmt = format_value

@@ -22,7 +22,7 @@ COLOR_BY: tuple[str, ...] = ("diagnosis", "diagnosis_group", "fitzpatrick", "spl
 
 
 def _as_embeddings(embeddings: Any, what: str = "embeddings") -> np.ndarray:
-    if hasattr(embeddings, "global_vectors"):  # a CaseIndex
+    if hasattr(embeddings, "global_vectors"):  # a CaseIndex or an Embeddings record
         embeddings = embeddings.global_vectors
     elif isinstance(embeddings, Mapping):
         if "global" not in embeddings:
