@@ -74,7 +74,8 @@ def main() -> None:
     print(f"{'run':>4} {'seconds':>8}")
     for i, t in enumerate(times, 1):
         print(f"{i:>4} {t:>8.2f}")
-    print(f"median {median:.2f} s for {len(cases)} cases (target < {args.target_s:.0f} s): {'OK' if ok else 'TOO SLOW'}")
+    verdict = "OK" if ok else "TOO SLOW"
+    print(f"median {median:.2f} s for {len(cases)} cases (target < {args.target_s:.0f} s): {verdict}")
     print(json.dumps({"benchmark": "load_isic2020", "rows": args.rows, "seconds": [round(t, 3) for t in times],
                       "median_s": round(median, 3), "target_s": args.target_s, "ok": ok}))
 

@@ -3,16 +3,66 @@
 A reference lesion image plus descriptor text ("atypical pigment network,
 blue-whitish veil") retrieves the most relevant biopsy-confirmed cases.
 
+The main names are here, loaded on first use (``import dermretr`` stays quick,
+for the command line): :func:`load` (a case table from SOURCE:PATH),
+:func:`generate` (a DermSynth dataset), :func:`create` (a backbone),
+:class:`Retriever`, :func:`fit` and :class:`TrainConfig`, :class:`CaseIndex`,
+:class:`QuerySession` (a query in code) and :class:`QueryBuilder` (the same
+in a notebook app), and :class:`DermretrError` (every error caused by input).
+
 Subpackages
 -----------
 data
     The case table schema, the 7-point vocabulary, DermSynth synthetic
     dermoscopy, dataset loaders and leak-free splits.
-viz
-    Figures (matplotlib), e.g. :func:`dermretr.viz.contact_sheet`.
+models, train, index, evaluate
+    Retrievers, their training, search indexes and retrieval metrics.
+explain, fairness, viz
+    Attribution maps, skin-tone slicing, figures.
+session, widgets
+    Queries in code and in a notebook app.
+
+See docs/architecture.md for the layers and what each package holds.
+
+Examples
+--------
+>>> import dermretr
+>>> dermretr.TrainConfig(data="synthetic:./ds", out="run").epochs
+15
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DermretrError
 
+if TYPE_CHECKING:
+    from .data import load
+    from .data.synth import generate
+    from .index import CaseIndex
+    from .models import Retriever, create
+    from .session import QuerySession
+    from .train import TrainConfig, fit
+    from .widgets import QueryBuilder
+
 __version__ = "0.1.0"
-__all__ = ["DermretrError", "__version__"]
+__all__ = ["load", "generate", "create", "Retriever", "fit", "TrainConfig", "CaseIndex", "QuerySession",
+           "QueryBuilder", "DermretrError", "__version__"]
+
+#: Where each name of the face lives (imported on first use: most of them need torch).
+_LAZY = {"load": ".data", "generate": ".data.synth", "create": ".models", "Retriever": ".models", "fit": ".train",
+         "TrainConfig": ".train", "CaseIndex": ".index", "QuerySession": ".session", "QueryBuilder": ".widgets"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

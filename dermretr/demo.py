@@ -88,7 +88,8 @@ def demo_settings(fast: bool = False, **overrides) -> DemoSettings:
     if bad or "full" not in settings.kinds:
         raise DermretrError(f"demo kinds must include 'full' and come from {', '.join(KINDS)}; got {settings.kinds}")
     if settings.n_cases < 60:
-        raise DermretrError(f"the demo needs at least 60 cases to have train, val and test splits; got {settings.n_cases}")
+        raise DermretrError("the demo needs at least 60 cases to have train, val and test splits; "
+                            f"got {settings.n_cases}")
     return settings
 
 
@@ -98,7 +99,8 @@ def demo_settings(fast: bool = False, **overrides) -> DemoSettings:
 def curves_figure(histories: dict[str, list[dict]], metric: str = "map@10") -> Figure:
     """Training loss and validation ``metric`` per epoch, one line per method.
 
-    >>> fig = curves_figure({"full": [{"epoch": 1, "loss": 2.0, "map@10": 0.2}, {"epoch": 2, "loss": 1.5, "map@10": 0.3}]})
+    >>> fig = curves_figure({"full": [{"epoch": 1, "loss": 2.0, "map@10": 0.2},
+    ...                               {"epoch": 2, "loss": 1.5, "map@10": 0.3}]})
     >>> [ax.get_title() for ax in fig.axes]
     ['Training loss', 'Validation map@10 (case search)']
     """
@@ -265,7 +267,8 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         "<h2>Data</h2><h3>Cases per diagnosis</h3>" + summary["diagnosis"].to_html(border=0)
         + "<h3>Cases per Fitzpatrick skin type</h3>" + summary["fitzpatrick"].to_html(border=0)
         + f'<p><img src="{figures["contact_sheet"]}" width="900"></p>',
-        "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its findings text (never its diagnosis); "
+        "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its findings text "
+        "(never its diagnosis); "
         "relevant = gallery cases of the same diagnosis group (own case and same patient excluded). "
         "<b>modify</b>: reference image + modification text; relevant = the exact target.</p>"
         "<p><b>Floors</b> need no model: <i>random</i> is the expected value of a random ranking, <i>majority</i> "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -140,3 +141,43 @@ def test_missing_subcommand_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
+
+
+def test_train_options_are_generated_from_train_config():
+    """Every TrainConfig field is an option of `dermretr train` with the same default; the flags of old stay."""
+    import dataclasses
+
+    from dermretr.cli import TRAIN_FIELDS_NOT_OPTIONS, build_parser
+    from dermretr.train import TrainConfig, field_docs
+
+    parser = build_parser()
+    args = vars(parser.parse_args(["train", "--data", "synthetic:d", "--out", "o"]))
+    defaults = dataclasses.asdict(TrainConfig(data="synthetic:d", out="o"))
+    for name, value in defaults.items():
+        if name in TRAIN_FIELDS_NOT_OPTIONS:
+            continue
+        assert name in args, f"TrainConfig.{name} has no option"
+        assert args[name] == value and type(args[name]) is type(value), name
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    text = train.format_help()
+    for name in defaults:
+        if name not in TRAIN_FIELDS_NOT_OPTIONS:
+            assert "--" + name.replace("_", "-") in text, name
+            assert field_docs()[name].split()[1].strip(".,;:()") in text, name  # its help comes from the docstring
+    for flag in ("--fixed-alpha", "--freeze-backbone", "--no-text-skip", "--tone-triplets", "--no-modifications",
+                 "--resume", "--no-progress", "--balance-by", "--n-masks", "--patient-weight",
+                 "--word-region-weight", "--pretrained", "--backbone", "--model"):
+        assert flag in text, flag
+    parsed = vars(parser.parse_args(["train", "--data", "d", "--out", "o", "--fixed-alpha", "--no-text-skip",
+                                     "--no-modifications", "--tone-triplets", "--freeze-backbone", "--resume",
+                                     "--no-progress", "--no-augment", "--select-metric", "mrr", "--seed", "3"]))
+    assert not parsed["learn_alpha"] and not parsed["text_skip"] and not parsed["modifications"]
+    assert parsed["tone_triplets"] and parsed["freeze_backbone"] and parsed["resume"] and not parsed["progress"]
+    assert not parsed["augment"] and parsed["select_metric"] == "mrr" and parsed["seed"] == 3
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom dermretr.cli import build_parser\nbuild_parser()\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["False", "False"]

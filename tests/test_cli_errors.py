@@ -27,7 +27,7 @@ def test_internal_error_is_one_line_exit_1_and_debug_shows_it(monkeypatch, capsy
     def broken(args):
         raise ValueError("a bug\nover two lines")
 
-    monkeypatch.setattr(cli, "_cmd_info", broken)
+    monkeypatch.setattr(cli, "cmd_info", broken)
     monkeypatch.delenv("DERMRETR_DEBUG", raising=False)
     assert main(["info", "synthetic:/nowhere"]) == 1
     err = _one_line(capsys.readouterr().err)
@@ -48,7 +48,7 @@ def test_internal_error_in_a_real_process(tmp_path):
     """A subprocess with a command that crashes: one line on stderr, exit code 1; --debug gives the traceback."""
     code = ("import sys, dermretr.cli as c\n"
             "def boom(args): raise KeyError('x')\n"
-            "c._cmd_info = boom\n"
+            "c.cmd_info = boom\n"
             "sys.exit(c.main(sys.argv[1:]))\n")
     env = {k: v for k, v in os.environ.items() if k != "DERMRETR_DEBUG"}
     proc = subprocess.run([sys.executable, "-c", code, "info", "synthetic:x"], capture_output=True, text=True,
@@ -69,7 +69,7 @@ def test_environment_faults_are_one_line_exit_2(monkeypatch, capsys, exc, messag
     def failing(args):
         raise exc
 
-    monkeypatch.setattr(cli, "_cmd_info", failing)
+    monkeypatch.setattr(cli, "cmd_info", failing)
     monkeypatch.delenv("DERMRETR_DEBUG", raising=False)
     assert main(["info", "synthetic:/nowhere"]) == 2
     err = _one_line(capsys.readouterr().err)
@@ -82,7 +82,7 @@ def test_warnings_are_one_dermretr_line_without_source(monkeypatch, capsys):
         warnings.warn("3 images missing in /data/meta.csv", DataWarning, stacklevel=1)  # every time, not once
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_info", warns)
+    monkeypatch.setattr(cli, "cmd_info", warns)
     assert main(["info", "synthetic:/nowhere"]) == 0
     err = capsys.readouterr().err
     assert err == "dermretr: warning: 3 images missing in /data/meta.csv\n" * 2
@@ -213,7 +213,8 @@ def test_index_refuses_a_user_folder(tmp_path, capsys):
     _untouched(out)
 
 
-@pytest.mark.parametrize("command", [["synth", "--out", "x"], ["demo"], ["train", "--data", "synthetic:x", "--out", "x"],
+@pytest.mark.parametrize("command", [["synth", "--out", "x"], ["demo"],
+                                     ["train", "--data", "synthetic:x", "--out", "x"],
                                      ["evaluate", "--run", "r", "--data", "synthetic:x", "--out", "m.json"],
                                      ["fairness", "--run", "r", "--data", "synthetic:x"]])
 def test_negative_or_text_seed_is_a_usage_error(tmp_path, capsys, monkeypatch, command):

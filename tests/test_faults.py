@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures import read_only_folder, tmpfs
 
 from dermretr._errors import OutputError
-from fixtures import read_only_folder, tmpfs
 
 TRIALS = 3
 

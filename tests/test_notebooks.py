@@ -96,7 +96,8 @@ def test_exactly_the_five_course_notebooks():
 def test_notebook_is_committed_without_outputs(name):
     nb = _read(name)
     nbformat.validate(nb)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
     assert not dirty, f"{name}: cells {dirty} have outputs or execution counts; clear them before committing"
     assert not {"papermill", "widgets"} & set(nb.metadata), f"{name}: notebook metadata holds execution state"
     timed = [i for i, c in enumerate(nb.cells) if {"execution", "papermill"} & set(c.metadata)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
 
+import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +86,34 @@ def test_binder_environment_is_the_root_one_without_the_editable_install():
     assert strip(root) == binder, "binder/environment.yml must list exactly environment.yml's packages"
     post = (ROOT / "binder" / "postBuild").read_text()
     assert "pip install --no-deps" in post and os.access(ROOT / "binder" / "postBuild", os.X_OK)
+
+
+def test_package_faces_export_the_main_names_lazily():
+    """``import dermretr`` stays light (the command line's --help); its names load on first use."""
+    code = ("import sys, dermretr\n"
+            "light = not {'torch', 'numpy', 'pandas'} & set(sys.modules)\n"
+            "names = {n: getattr(dermretr, n) for n in dermretr.__all__}\n"
+            "print(light, sorted(names))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    light, _, names = proc.stdout.strip().partition(" ")
+    assert light == "True", "import dermretr must not import torch, numpy or pandas"
+    assert set(ast.literal_eval(names)) == {"load", "generate", "create", "Retriever", "fit", "TrainConfig",
+                                            "CaseIndex", "QuerySession", "QueryBuilder", "DermretrError",
+                                            "__version__"}
+    import dermretr
+    import dermretr.models as models
+    from dermretr.data import load
+    from dermretr.index import CaseIndex
+    from dermretr.models.backbones import create
+    from dermretr.models.retriever import Retriever
+    from dermretr.train import TrainConfig, fit
+
+    assert (dermretr.load, dermretr.create, dermretr.Retriever, dermretr.fit, dermretr.TrainConfig,
+            dermretr.CaseIndex) == (load, create, Retriever, fit, TrainConfig, CaseIndex)
+    assert set(models.__all__) == {"create", "Retriever", "KINDS", "convex_score", "Embeddings"}
+    assert models.Retriever is Retriever and models.create is create and "full" in models.KINDS
+    from dermretr.models.embeddings import Embeddings, convex_score
+
+    assert models.Embeddings is Embeddings and models.convex_score is convex_score
+    with pytest.raises(AttributeError):
+        dermretr.no_such_name  # noqa: B018

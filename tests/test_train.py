@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from fixtures import train_config
 
 from dermretr._errors import DermretrError
 from dermretr.cli import main
 from dermretr.models.retriever import Retriever
-from fixtures import train_config
 from dermretr.train import TrainConfig, fit
 
 
@@ -129,11 +129,12 @@ def test_optimizer_groups_and_balanced_sampling_weights():
     import pandas as pd
 
     from dermretr.models.backbones import create
-    from dermretr.train import _balance_weights, _param_groups
+    from dermretr.train._data import balance_weights
+    from dermretr.train._loop import param_groups
 
     model = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
     cfg = TrainConfig(data="synthetic:x", out="x", lr=1e-3, alpha_lr_mult=20.0)
-    groups, params = _param_groups(model, cfg)
+    groups, params = param_groups(model, cfg)
     by_id = {id(p): g for g in groups for p in g["params"]}
     assert by_id[id(model.alpha_logit)]["lr"] == pytest.approx(0.02)
     assert by_id[id(model.logit_scale)]["weight_decay"] == 0.0
@@ -142,12 +143,12 @@ def test_optimizer_groups_and_balanced_sampling_weights():
     assert len(params) == sum(p.requires_grad for p in model.parameters())
 
     cases = pd.DataFrame({"diagnosis_group": ["MEL", "MEL", "MEL", "NEV"], "fitzpatrick": [1, 1, 6, pd.NA]})
-    w = _balance_weights(cases, "diagnosis_group").numpy()
+    w = balance_weights(cases, "diagnosis_group").numpy()
     assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])  # each group's weights sum to 1
-    w2 = _balance_weights(cases, "diagnosis_group, fitzpatrick").numpy()
+    w2 = balance_weights(cases, "diagnosis_group, fitzpatrick").numpy()
     assert w2.tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])  # unknown skin type is its own stratum
     with pytest.raises(DermretrError, match="balance_by 'skin'.*not in the case table"):
-        _balance_weights(cases, "skin")
+        balance_weights(cases, "skin")
 
 
 def test_fit_takes_a_case_table_with_its_own_splits(synth_root, tmp_path):
@@ -166,3 +167,42 @@ def test_fit_takes_a_case_table_with_its_own_splits(synth_root, tmp_path):
         fit(TrainConfig(data=cfg.data, out=str(tmp_path / "run2"), epochs=1, batch_size=8, image_size=64,
                         progress=False), cases=[1, 2])
     assert not (tmp_path / "run2").exists()
+
+
+def test_fit_or_load_trains_once_then_reuses_resumes_and_refuses_other_settings(small_data, tmp_path, monkeypatch):
+    from dermretr.train import _loop, fit_or_load
+
+    run = tmp_path / "run"
+    first = fit_or_load(_cfg(small_data, run, epochs=1, resume=True))  # resume is decided by fit_or_load
+    assert [h["epoch"] for h in first.history] == [1] and first.run_dir == run
+    stamp = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run with the same settings was trained again")
+
+    monkeypatch.setattr(_loop, "load", no_training)
+    again = fit_or_load(_cfg(small_data, run, epochs=1, progress=True))  # progress may differ
+    monkeypatch.undo()
+    assert again.history == first.history and again.best == first.best
+    assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp  # nothing written
+    a, b = first.retriever.state_dict(), again.retriever.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+    longer = fit_or_load(_cfg(small_data, run, epochs=2))  # more epochs: the run continues
+    assert [h["epoch"] for h in longer.history] == [1, 2]
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    with pytest.raises(DermretrError, match=r"holds a run trained with other settings \(lr: run has 0.0005, "
+                                            r"asked 0.001\).*nothing was changed"):
+        fit_or_load(_cfg(small_data, run, epochs=2, lr=1e-3))
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
+
+
+def test_fit_or_load_refuses_a_folder_of_the_users(small_data, tmp_path):
+    from dermretr.train import fit_or_load
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.docx").write_text("keep")
+    with pytest.raises(DermretrError, match="thesis.docx"):
+        fit_or_load(_cfg(small_data, mine))
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.docx"]

@@ -13,22 +13,20 @@ import os
 import pickle
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures import read_only_folder, train_config
 
-from dermretr import train
 from dermretr._errors import DermretrError, OutputError
 from dermretr._io import OWNER_FILE, StaleTemporaryWarning, exclusive
 from dermretr.cli import main
 from dermretr.evaluate import run_checkpoint
 from dermretr.models.backbones import create, read_weights
 from dermretr.models.retriever import CHECKPOINT_FORMAT, Retriever
-from dermretr.train import TrainConfig, config_from_dict, fit
-from fixtures import read_only_folder, train_config
+from dermretr.train import _loop, fit
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +78,7 @@ def _no_data_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the data was loaded before the fault was reported")
 
-    monkeypatch.setattr(train, "load", refuse)
+    monkeypatch.setattr(_loop, "load", refuse)
 
 
 def _plain_message(exc_info, *parts: str) -> str:
@@ -405,18 +403,6 @@ def test_a_damaged_run_config_is_a_clear_error_on_resume(data, done_run, tmp_pat
     assert {p.name: _digest(p) for p in (run / "checkpoints").iterdir()} == before
 
 
-def test_config_from_dict_checks_the_values(tmp_path):
-    good = asdict(TrainConfig(data="synthetic:x", out="x"))
-    assert config_from_dict(good) == TrainConfig(data="synthetic:x", out="x")
-    with pytest.raises(DermretrError, match=r"^run/config.json: batch_size must be an integer, got '8'$"):
-        config_from_dict(dict(good, batch_size="8"), source="run/config.json")
-    with pytest.raises(DermretrError, match="training options must be a dict, got list"):
-        config_from_dict([1])  # type: ignore[arg-type]
-    (tmp_path / "config.json").write_text("{\n  'lr': 1\n}\n")
-    with pytest.raises(DermretrError, match=r"config.json is not valid JSON \(Expecting property name .*line 2\)"):
-        train.read_run_config(tmp_path / "config.json")
-
-
 def test_a_moved_run_folder_still_resumes(data, done_run, tmp_path):
     run = _copy(done_run, tmp_path)  # its config.json names the original folder
     assert json.loads((run / "config.json").read_text())["out"] != str(run)
@@ -424,81 +410,11 @@ def test_a_moved_run_folder_still_resumes(data, done_run, tmp_path):
     assert [h["epoch"] for h in result.history] == [1]
 
 
-# --------------------------------------------------------------------------- TrainConfig.check
-
-
-NAN, INF = float("nan"), float("inf")
-
-
-@pytest.mark.parametrize("field, value, says", [
-    ("epochs", "3", "epochs must be an integer, got '3'"),
-    ("epochs", 0, "epochs must be a positive integer, got 0"),
-    ("epochs", 2.0, "epochs must be an integer, got 2.0"),
-    ("batch_size", True, "batch_size must be an integer, got True"),
-    ("batch_size", 1, "batch_size must be at least 2"),
-    ("image_size", -64, "image_size must be a positive integer"),
-    ("n_masks", False, "n_masks must be an integer, got False"),
-    ("seed", -1, "seed must be an integer >= 0"),
-    ("seed", 2**40, "seed must be below 2**32"),
-    ("num_workers", -2, "num_workers must be an integer >= 0"),
-    ("lr", NAN, "lr must be a finite number > 0, got nan"),
-    ("lr", INF, "lr must be a finite number > 0, got inf"),
-    ("lr", 0.0, "lr must be a finite number > 0, got 0.0"),
-    ("lr", "1e-3", "lr must be a number, got '1e-3'"),
-    ("weight_decay", -0.1, "weight_decay must be a finite number >= 0"),
-    ("weight_decay", NAN, "weight_decay must be a finite number >= 0, got nan"),
-    ("alpha", 1.5, "alpha must be a finite number in [0, 1], got 1.5"),
-    ("alpha", NAN, "alpha must be a finite number in [0, 1], got nan"),
-    ("alpha", -INF, "alpha must be a finite number in [0, 1], got -inf"),
-    ("alpha", True, "alpha must be a number, got True"),
-    ("alpha_lr_mult", 0, "alpha_lr_mult must be a finite number > 0"),
-    ("alpha_lr_mult", INF, "alpha_lr_mult must be a finite number > 0, got inf"),
-    ("patient_weight", -1, "patient_weight must be a finite number >= 0"),
-    ("patient_weight", NAN, "patient_weight must be a finite number >= 0, got nan"),
-    ("word_region_weight", INF, "word_region_weight must be a finite number >= 0, got inf"),
-    ("select_metric", "map@abc", "select_metric 'map@abc' is not a retrieval metric"),
-    ("select_metric", "map@0", "select_metric 'map@0' is not a retrieval metric"),
-    ("select_metric", "map@", "select_metric 'map@' is not a retrieval metric"),
-    ("select_metric", "mrr@5", "select_metric 'mrr@5' is not a retrieval metric"),
-    ("select_metric", "accuracy", "select_metric 'accuracy' is not a retrieval metric"),
-    ("select_metric", 10, "select_metric must be a non-empty string, got 10"),
-    ("model", None, "model must be a non-empty string, got None"),
-    ("model", "bert", "unknown model 'bert'"),
-    ("backbone", 3, "backbone must be a non-empty string, got 3"),
-    ("data", "", "data must be a non-empty string, got ''"),
-    ("out", " ", "out must be a non-empty string"),
-    ("out", Path("run"), "out must be a non-empty string, got PosixPath('run')"),
-    ("balance_by", ["diagnosis_group"], "balance_by must be a non-empty string"),
-    ("device", "tpu", "device 'tpu' is not one of auto, cpu, cuda, cuda:N or mps"),
-    ("device", "cuda:x", "device 'cuda:x' is not one of"),
-    ("pretrained", 3, "pretrained must be a pretrained tag or the path of a weights file"),
-    ("resume", "yes", "resume must be True or False, got 'yes'"),
-    ("augment", 1, "augment must be True or False, got 1"),
-    ("extra", [1], "extra must be a dict"),
-    ("extra", {"f": object()}, "extra must hold JSON values only"),
-])
-def test_bad_training_options_are_rejected(field, value, says):
-    cfg = TrainConfig(data="synthetic:x", out="x")
-    setattr(cfg, field, value)
-    with pytest.raises(DermretrError) as err:
-        cfg.check()
-    _plain_message(err, says)
-
-
-def test_good_training_options_pass_the_check():
-    for kw in (dict(select_metric="mrr"), dict(select_metric="ndcg@7"), dict(select_metric="recall@100"),
-               dict(alpha=0), dict(alpha=1), dict(weight_decay=0), dict(device="cuda:1"), dict(pretrained=None),
-               dict(epochs=np.int64(3), lr=np.float32(1e-3), augment=np.bool_(True))):
-        cfg = TrainConfig(data="synthetic:x", out="x", **kw)
-        cfg.check()
-        json.loads(json.dumps(asdict(cfg), default=train._plain))  # numpy values are saved as plain JSON
-
-
 def test_bad_options_that_need_the_data_fail_before_the_model_is_built(data, tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the fault was reported")
 
-    monkeypatch.setattr(train, "create", no_model)
+    monkeypatch.setattr(_loop, "create", no_model)
     with pytest.raises(DermretrError, match="balance_by 'skin': column"):
         fit(_cfg(data, tmp_path / "a", balance_by="skin"))
     (tmp_path / "table.csv").write_text("a,b\n")
@@ -611,16 +527,16 @@ def test_a_run_whose_first_epoch_never_finished_starts_again(data, tmp_path, mon
     assert (run / "config.json").is_file() and not (run / "checkpoints" / "last.pt").exists()
     monkeypatch.undo()
     order = []
-    for name in ("_write_state", "_write_metrics", "_write_best", "_write_curve"):
-        def spy(*args, _real=getattr(train, name), _name=name, **kwargs):
+    for name in ("write_state", "write_metrics", "write_best", "write_curve"):
+        def spy(*args, _real=getattr(_loop, name), _name=name, **kwargs):
             order.append(_name)
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(train, name, spy)
+        monkeypatch.setattr(_loop, name, spy)
     result = fit(_cfg(data, run))  # no --resume needed: nothing of the first attempt was completed
     assert [h["epoch"] for h in result.history] == [1]
     # last.pt first, best.pt after it: best.pt is never newer than last.pt and metrics.jsonl
-    assert order == ["_write_state", "_write_metrics", "_write_best", "_write_curve"]
+    assert order == ["write_state", "write_metrics", "write_best", "write_curve"]
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_on_the_next(data, done_run, tmp_path):
@@ -660,7 +576,8 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_ones(data, do
         fit(_cfg(data, run, epochs=2, resume=True))
     _plain_message(err, f"cannot write {run / 'checkpoints' / 'last.pt'}",
                    "free some disk space or choose a folder on another disk")
-    assert _tree(run, but=("config.json",)) == before  # no temporary left, last.pt, best.pt and metrics.jsonl as they were
+    # no temporary left, last.pt, best.pt and metrics.jsonl as they were
+    assert _tree(run, but=("config.json",)) == before
     monkeypatch.undo()
     result = fit(_cfg(data, run, epochs=2, resume=True))  # space freed: the run continues
     assert [h["epoch"] for h in result.history] == [1, 2]
@@ -695,28 +612,28 @@ def _state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("stage, epoch", [("_write_best", 1), ("_write_metrics", 1), ("_write_metrics", 2),
-                                          ("_write_curve", 2)])
+@pytest.mark.parametrize("stage, epoch", [("write_best", 1), ("write_metrics", 1), ("write_metrics", 2),
+                                          ("write_curve", 2)])
 def test_a_kill_between_the_epoch_writes_is_repaired_on_resume(data, straight2, tmp_path, monkeypatch, stage,
                                                                 epoch):
     run = tmp_path / "run"
-    real = getattr(train, stage)
+    real = getattr(_loop, stage)
 
     def killed(*args, **kwargs):
-        at = args[2]["epoch"] if stage == "_write_best" else len(args[1])
+        at = args[2]["epoch"] if stage == "write_best" else len(args[1])
         if at == epoch:
             raise KeyboardInterrupt  # kill -9 right here
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, stage, killed)
+    monkeypatch.setattr(_loop, stage, killed)
     with pytest.raises(KeyboardInterrupt):
         fit(_cfg(data, run, epochs=2))
     monkeypatch.undo()
     last = _state(run / "checkpoints" / "last.pt")
     assert last["epoch"] == epoch  # last.pt was written: it is the reference
-    if stage == "_write_best":
+    if stage == "write_best":
         assert not (run / "checkpoints" / "best.pt").exists()
-    if stage == "_write_metrics":
+    if stage == "write_metrics":
         assert len(_records(run)) == epoch - 1 if (run / "metrics.jsonl").exists() else epoch == 1
 
     fit(_cfg(data, run, epochs=epoch, resume=True))  # nothing left to train: only the repair

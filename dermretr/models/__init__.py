@@ -1,0 +1,37 @@
+"""Retrieval models: open_clip backbones, the composers, the losses and the :class:`Retriever` of every kind.
+
+The names below load on first use (they need torch): ``from dermretr.models import Retriever`` imports
+:mod:`dermretr.models.retriever` then.
+
+* :func:`create` builds a :class:`~dermretr.models.backbones.Backbone` (open_clip, hf-hub or a local folder).
+* :class:`Retriever` composes a reference image with text; :data:`KINDS` are its kinds (the composed model and
+  the baselines).
+* :class:`Embeddings` is what its encoders return; :func:`convex_score` scores queries against targets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backbones import create
+    from .embeddings import Embeddings, convex_score
+    from .retriever import KINDS, Retriever
+
+__all__ = ["create", "Retriever", "KINDS", "convex_score", "Embeddings"]
+
+_LAZY = {"create": ".backbones", "Retriever": ".retriever", "KINDS": ".retriever", "convex_score": ".embeddings",
+         "Embeddings": ".embeddings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

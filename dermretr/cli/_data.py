@@ -1,0 +1,101 @@
+"""``dermretr info``, ``synth`` and ``demo``: datasets and the end-to-end demo."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .._errors import DermretrError
+from ._parsing import parse_artifacts
+
+__all__ = ["cmd_info", "cmd_synth", "cmd_demo", "print_summary", "loader_options"]
+
+
+def loader_options(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DermretrError(f"loader option {pair!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    if "missing" in out:
+        raise DermretrError("option 'missing' is set by `dermretr info` itself (it counts missing images)")
+    return out
+
+
+def cmd_info(args) -> int:
+    import os
+
+    from ..data import load, parse_spec
+
+    source, path = parse_spec(args.spec)
+    try:
+        cases = load(source, os.path.expanduser(path), missing="keep", **loader_options(args.option))
+    except TypeError as exc:  # an option the loader does not take
+        raise DermretrError(f"{source}: {exc}") from None
+    found = cases["image_path"].map(os.path.isfile)
+    print(f"{args.spec}: {len(cases)} cases from {cases['patient_id'].nunique()} patients")
+    print(f"images found: {int(found.sum())}, missing: {int((~found).sum())}")
+    if (~found).any():
+        print("missing, e.g.: " + ", ".join(cases.loc[~found, "image_path"].head(5)))
+    print_summary(cases)
+    return 0
+
+
+def print_summary(cases, out=None) -> None:
+    import pandas as pd
+
+    from ..data import summarize_cases
+
+    out = out or sys.stdout
+    tables = summarize_cases(cases)
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        for title, key in (("Cases per diagnosis", "diagnosis"), ("Cases per criterion value", "criteria"),
+                           ("Cases per Fitzpatrick skin type", "fitzpatrick"), ("Splits", "splits")):
+            print(f"\n{title}\n{'-' * len(title)}\n{tables[key].to_string()}", file=out)
+
+
+def cmd_synth(args) -> int:
+    from ..data.synth import generate
+
+    root = generate(args.out, n_cases=args.n_cases, seed=args.seed, image_size=args.image_size,
+                    artifacts=parse_artifacts(args.artifacts), priors=args.priors,
+                    modification_rate=args.modification_rate, workers=args.workers,
+                    overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"DermSynth: {args.n_cases} cases written to {root}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import pandas as pd
+
+    from ..data import load
+    from ..demo import demo_settings, run_demo
+
+    settings = demo_settings(fast=args.fast, n_cases=args.n_cases, image_size=args.image_size,
+                             epochs=args.epochs, seed=args.seed, workers=args.workers)
+    mode = "fast" if args.fast else "full"
+    print(f"dermretr demo ({mode}): {settings.n_cases} DermSynth cases, {settings.image_size} px, "
+          f"{settings.epochs} epochs for each of {', '.join(settings.kinds)}")
+    result = run_demo(args.out, settings, progress=not args.no_progress)
+    cases = load("synthetic", result.out / "dermsynth")
+    print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")
+    print_summary(cases)
+    shown = [c for c in ("recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "mrr", "queries")
+             if c in result.table.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print("\nResults on the test split (95% bootstrap CIs; floor: no model; (macro): mean over diagnosis groups)\n"
+              + result.table[shown].to_string())
+        if result.fairness:
+            print("\nComposed model by skin type (Fitzpatrick pairs)\n" + result.fairness["slices"].to_string())
+    print("\nExample composed query, top results:")
+    cols = [c for c in ("rank", "case_id", "diagnosis", "fitzpatrick", "score", "s_global", "s_local")
+            if c in result.example.columns]
+    print(result.example[cols].to_string(index=False))
+    total = sum(result.seconds.values())
+    print(f"\nContact sheet written to {result.out / 'contact_sheet.png'}")
+    print(f"Metrics written to {result.metrics}")
+    print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+    print(f"Report written to {result.report} ({total:.0f} s)")
+    return 0
+

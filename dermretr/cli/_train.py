@@ -1,0 +1,72 @@
+"""``dermretr train``: its options are generated from :class:`~dermretr.train.TrainConfig`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from ._parsing import parse_seed
+
+__all__ = ["TRAIN_FIELDS_NOT_OPTIONS", "add_train_options", "cmd_train"]
+
+
+#: TrainConfig fields without a command-line option, and why.
+TRAIN_FIELDS_NOT_OPTIONS = {"extra": "free-form JSON values, for Python callers"}
+#: Extra spellings of TrainConfig's bool options: option -> (field, value it sets).
+_TRAIN_FLAG_ALIASES = {"--fixed-alpha": ("learn_alpha", False)}
+_TRAIN_TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def add_train_options(train: argparse.ArgumentParser) -> None:
+    """One option per :class:`~dermretr.train.TrainConfig` field, from its type, default and docstring entry.
+
+    ``batch_size`` is ``--batch-size``; a bool field is a ``--x/--no-x`` pair; a field without a
+    default is required.  The help texts are :func:`~dermretr.train.field_docs`.
+    """
+    import dataclasses
+
+    from ..train import TrainConfig, field_docs
+
+    docs = field_docs()
+    aliases = {f: (opt, value) for opt, (f, value) in _TRAIN_FLAG_ALIASES.items()}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in TRAIN_FIELDS_NOT_OPTIONS:
+            continue
+        option = "--" + f.name.replace("_", "-")
+        text = docs[f.name].replace("%", "%%").removesuffix(".")
+        first = text.split(" ", 1)[0]
+        if first[1:].isalpha() and first[1:].islower():  # "Training epochs" -> "training epochs"; "AdamW" stays
+            text = text[0].lower() + text[1:]
+        if f.type == "bool":
+            shown = option if f.default else f"--no-{option[2:]}"
+            train.add_argument(option, action=argparse.BooleanOptionalAction, default=f.default,
+                               help=f"{text} (default: {shown})")
+            if f.name in aliases:
+                alias, value = aliases[f.name]
+                train.add_argument(alias, dest=f.name, action="store_const", const=value, default=f.default,
+                                   help=f"the same as --{'' if value else 'no-'}{option[2:]}")
+        elif f.default is dataclasses.MISSING:
+            train.add_argument(option, required=True, type=_TRAIN_TYPES[str(f.type)], help=text)
+        else:
+            kind = parse_seed if f.name == "seed" else _TRAIN_TYPES[str(f.type)]
+            train.add_argument(option, type=kind, default=f.default, help=f"{text} (default: %(default)s)")
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from ..train import TrainConfig, fit
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                            if f.name not in TRAIN_FIELDS_NOT_OPTIONS})
+    try:
+        result = fit(config)
+    except KeyboardInterrupt:
+        print("dermretr: training interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    best = result.best
+    print(f"best epoch {best.get('epoch')}: {best.get('metric')} = {best.get('value', float('nan')):.4f}; "
+          f"run in {result.run_dir}")
+    return 0
+
