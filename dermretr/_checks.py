@@ -26,7 +26,7 @@ import math
 import numbers
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -55,7 +55,7 @@ RANK_METRICS: tuple[str, ...] = ("recall", "precision", "map", "ndcg")
 METRIC_RE = re.compile(r"^(recall|precision|map|ndcg)@([1-9][0-9]*)$|^mrr$")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int | np.integer]:
     """True for a Python or NumPy integer, False for a bool (``True`` is not a count).
 
     >>> is_int(3), is_int(np.int64(3)), is_int(True), is_int(3.0)

@@ -73,9 +73,9 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
 
 
 def test_cli_groupings_are_the_library_ones():
-    from dermretr.cli import _GROUPINGS
+    from dermretr.cli import GROUPINGS as CLI_GROUPINGS
 
-    assert _GROUPINGS == tuple(GROUPINGS)
+    assert CLI_GROUPINGS == tuple(GROUPINGS)
 
 
 def test_cli_fairness_bad_input(synth_root, runs, tmp_path, capsys):

@@ -26,7 +26,6 @@ vascular_structures     0.55 .. 0.70         0.59 .. 0.71
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

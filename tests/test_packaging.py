@@ -61,6 +61,7 @@ def test_ci_runs_exactly_readmes_test_command():
     assert block, "README must mark its test command"
     command = block.group(1).strip()
     assert "pytest" in command and "pip install" in command and "python3 -m venv" in command
+    assert "ruff check ." in command and "mypy" in command  # style and types fail CI like a test
     extracted = subprocess.run(
         ["awk", '/<!-- test-command:start -->/{on=1; next} /<!-- test-command:end -->/{on=0} on && !/^```/',
          str(ROOT / "README.md")], capture_output=True, text=True, check=True,

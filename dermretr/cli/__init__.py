@@ -50,7 +50,6 @@ from ._train import TRAIN_FIELDS_NOT_OPTIONS, add_train_options, cmd_train
 
 __all__ = ["main", "build_parser", "TRAIN_FIELDS_NOT_OPTIONS", "GROUPINGS"]
 
-_GROUPINGS = GROUPINGS  # the name of old (tests/test_fairness_report.py)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._checks import show
+from .._checks import is_int, is_real, show
 from .._errors import DermretrError
 from ._common import FAISS_FILE, INDEX_FORMAT, INDEX_KINDS, MANIFEST, PARAMS, check_path, exists
 
@@ -84,7 +84,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise DermretrError(f"index {path} is damaged: {MANIFEST} holds {show(manifest, 30)} instead of a "
                             f"JSON object; {rebuild}")
     fmt = manifest.get("format")
-    if isinstance(fmt, bool) or not isinstance(fmt, int):
+    if not is_int(fmt):
         raise DermretrError(f"{file} has no format version: it is from an older dermretr format; {rebuild}")
     if fmt > INDEX_FORMAT:
         raise DermretrError(f"{path} was written by a newer dermretr (index format {fmt}; this version reads "
@@ -106,9 +106,6 @@ def check_manifest(manifest: dict, path: Path, rebuild: str) -> None:
         return DermretrError(f"index {path} is damaged: {MANIFEST} field {field!r} is {show(value)} (expected "
                              f"{expected}); {rebuild}")
 
-    def is_int(value: Any) -> bool:  # a JSON integer (no NumPy types in a manifest read back)
-        return isinstance(value, int) and not isinstance(value, bool)
-
     def optional_str(value: Any) -> bool:
         return value is None or isinstance(value, str)
 
@@ -120,7 +117,7 @@ def check_manifest(manifest: dict, path: Path, rebuild: str) -> None:
         if not is_int(value) or value < low:
             raise bad(field, value, "a positive integer" if low else "an integer >= 0")
     alpha = manifest["alpha"]
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if not is_real(alpha) or not 0.0 <= alpha <= 1.0:
         raise bad("alpha", alpha, "a number in [0, 1]")
     params = manifest.get("params", {})
     if not isinstance(params, dict):

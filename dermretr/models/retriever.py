@@ -55,7 +55,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_alpha, check_int
+from .._checks import check_alpha, check_int, is_int
 from .._errors import DermretrError
 from .._io import atomic_path, os_error
 from ..data.images import load_rgb
@@ -354,7 +354,7 @@ def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
             raise fail("it holds bare weights without dermretr's config (backbone weights go to --pretrained)")
         raise fail("it is not a dermretr checkpoint (no config/state_dict)")
     fmt = payload.get("format", 0)
-    if isinstance(fmt, bool) or not isinstance(fmt, int):
+    if not is_int(fmt):
         raise fail(f"its format {fmt!r} is not a checkpoint format number")
     if fmt > CHECKPOINT_FORMAT:
         raise DermretrError(f"{path} was written by a newer dermretr (format {fmt}); upgrade")
@@ -377,7 +377,7 @@ def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
     if not isinstance(cfg.get("text_skip", False), bool):
         raise fail(f"its config has text_skip={cfg['text_skip']!r}, not {_TYPE_NAMES[bool]}")
     size = cfg.get("image_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    if size is not None and (not is_int(size) or size < 1):
         raise fail(f"its config has image_size={size!r}, not a positive integer")
     if fmt < 3 and cfg["kind"] == "full":
         raise DermretrError(f"{path} is a full model from an older dermretr whose spatial masks have since "

@@ -127,7 +127,7 @@ class QuerySession:
         # the last search and the caches
         self.last: dict[str, Any] = {}
         self._results = no_results(self.cases)
-        self._queries: LRUCache[dict] = LRUCache(32)
+        self._queries: LRUCache[Embeddings] = LRUCache(32)
         self._thumbs: LRUCache[bytes] = LRUCache(4096)
 
     def __repr__(self) -> str:
