@@ -33,10 +33,10 @@ Examples
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._errors import DermretrError
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .data import load
@@ -55,14 +55,4 @@ __all__ = ["load", "generate", "create", "Retriever", "fit", "TrainConfig", "Cas
 _LAZY = {"load": ".data", "generate": ".data.synth", "create": ".models", "Retriever": ".models", "fit": ".train",
          "TrainConfig": ".train", "CaseIndex": ".index", "QuerySession": ".session", "QueryBuilder": ".widgets"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

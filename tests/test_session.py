@@ -20,22 +20,6 @@ from dermretr.session import UNKNOWN, QuerySession, SearchReport, tone_exposure_
 SESSION = Path(__file__).resolve().parents[1] / "dermretr" / "session"
 
 
-@pytest.fixture(scope="module")
-def model():
-    import torch
-
-    from dermretr.models.backbones import create
-    from dermretr.models.retriever import Retriever
-
-    torch.manual_seed(0)
-    return Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
-
-
-@pytest.fixture(scope="module")
-def index(model, synth_cases):
-    return CaseIndex.build(model, synth_cases, batch_size=64)
-
-
 @pytest.fixture
 def session(index):
     return QuerySession(index, k=6)

@@ -20,22 +20,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def model():
-    import torch
-
-    from dermretr.models.backbones import create
-    from dermretr.models.retriever import Retriever
-
-    torch.manual_seed(0)
-    return Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
-
-
-@pytest.fixture(scope="module")
-def index(model, synth_cases):
-    return CaseIndex.build(model, synth_cases, batch_size=64)
-
-
 @pytest.fixture
 def app(index):
     qb = QueryBuilder(index, k=6, debounce=0, map_params={"n_epochs": 30})

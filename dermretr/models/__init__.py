@@ -11,8 +11,9 @@ The names below load on first use (they need torch): ``from dermretr.models impo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .backbones import create
@@ -24,14 +25,4 @@ __all__ = ["create", "Retriever", "KINDS", "convex_score", "Embeddings"]
 _LAZY = {"create": ".backbones", "Retriever": ".retriever", "KINDS": ".retriever", "convex_score": ".embeddings",
          "Embeddings": ".embeddings"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

@@ -72,9 +72,9 @@ Examples
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from ._config import RESUME_KEYS_FREE, TrainConfig, config_from_dict, field_docs, read_run_config
 
 if TYPE_CHECKING:
@@ -90,14 +90,4 @@ __all__ = ["TrainConfig", "fit", "fit_or_load", "TrainResult", "RESUME_KEYS_FREE
 _LAZY = {"fit": "._fit", "fit_or_load": "._fit", "TrainResult": "._loop", "is_run_folder": "._runs",
          "derive_tone_triplets": "._triplets"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
