@@ -151,3 +151,11 @@ def test_the_checker_can_fail(tmp_path):
     assert ("dermretr.widgets", ["QueryBuilder"], 2) in found
     assert _layer("dermretr.widgets") > _layer("dermretr.data.x")
     assert ("dermretr.data.vocab", ["_private"], 3) in found
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
+def test_modules_use_postponed_annotations(module, path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
+                 and any(a.name == "annotations" for a in n.names) for n in tree.body)
+    assert future or not tree.body[1:], f"{module}: start it with `from __future__ import annotations`"

@@ -115,3 +115,27 @@ def test_the_index_takes_records_and_gives_them_back():
     # a record from the index builds the same index again
     again = CaseIndex.from_embeddings(back, from_record.cases)
     pd.testing.assert_frame_equal(again.search_vectors(queries, k=4), hits)
+
+
+def test_a_query_dict_without_alpha_weighs_local_evidence_as_convex_score_does():
+    """Older query dicts without "alpha" scored with DEFAULT_ALPHA; the record must not turn that into 0."""
+    from dermretr.evaluate import case_scores
+    from dermretr.models.embeddings import DEFAULT_ALPHA, Embeddings, convex_score
+
+    rng = np.random.default_rng(0)
+    q = {"global": rng.normal(size=(3, 4)).astype(np.float32), "local": rng.normal(size=(3, 2, 4)).astype(np.float32)}
+    t = {"global": rng.normal(size=(2, 4)).astype(np.float32), "local": rng.normal(size=(2, 2, 4)).astype(np.float32)}
+    assert Embeddings.from_mapping(q).alpha == DEFAULT_ALPHA
+    np.testing.assert_allclose(convex_score(Embeddings.from_mapping(q), t)[0], convex_score(q, t)[0])
+    cases = pd.DataFrame({"case_id": list("abcde"), "patient_id": list("pqrst"), "image_path": list("vwxyz"),
+                          "diagnosis": "melanoma", "diagnosis_group": "MEL",
+                          "split": ["train", "train", "test", "test", "test"]})
+    _, _, s, _ = case_scores(None, cases, queries=q, gallery=t)
+    np.testing.assert_allclose(s, convex_score(q, t)[0], rtol=1e-6)
+
+
+def test_integer_arrays_from_older_code_become_float32():
+    from dermretr.models.embeddings import Embeddings
+
+    e = Embeddings.from_mapping({"global": np.eye(2, dtype=np.int64)})
+    assert e.global_vectors.dtype == np.float32 and e.alpha == 0.0

@@ -40,6 +40,20 @@ def test_tiny_backbone_exposes_global_patch_and_token_features(tiny):
     assert "dermretr-small" in backbones.list_models()
 
 
+def test_convolutional_towers_give_their_feature_map_cells_as_patch_tokens():
+    """open_clip's ResNets and timm CNNs only give NCHW feature maps; the full model pools their cells."""
+    torch.manual_seed(0)
+    cnn = create("dermretr-cnn", device="cpu", image_size=64)  # timm resnet18, stride 32
+    g, tokens = cnn.encode_image(_images())
+    assert tuple(g.shape) == (3, 128) and tuple(tokens.shape) == (3, 4, 512)
+    assert cnn.grid == (2, 2) and cnn.vision_width == 512
+    r = Retriever(cnn, kind="full", n_masks=2)
+    with torch.no_grad():
+        q = r.query_features(_images(2), ["streaks", "blue-whitish veil"])
+    assert tuple(q["global"].shape) == (2, 128) and tuple(q["local"].shape) == (2, 2, 128)
+    assert torch.isfinite(q["local"]).all()
+
+
 def test_unknown_name_lists_close_matches():
     with pytest.raises(DermretrError, match="did you mean dermretr-tiny"):
         create("dermretr-tinny", device="cpu")

@@ -118,3 +118,21 @@ def test_package_faces_export_the_main_names_lazily():
     assert models.Embeddings is Embeddings and models.convex_score is convex_score
     with pytest.raises(AttributeError):
         dermretr.no_such_name  # noqa: B018
+
+
+def test_every_data_file_of_the_package_ships_in_a_wheel():
+    """Binder (postBuild) and Colab install without -e: files that are not .py must be package data."""
+    import fnmatch
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    data = [p for p in (ROOT / "dermretr").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+            and "__pycache__" not in p.parts]
+    assert data, "the package has data files (the model configs)"
+    for path in data:
+        rel = path.relative_to(ROOT)
+        covered = any(
+            rel.as_posix().startswith(package.replace(".", "/") + "/")
+            and fnmatch.fnmatch(rel.relative_to(package.replace(".", "/")).as_posix(), pattern)
+            for package, patterns in package_data.items() for pattern in patterns)
+        assert covered, f"{rel} is not in [tool.setuptools.package-data]: a wheel would lack it"

@@ -29,11 +29,13 @@ def test_ensure_generates_then_keeps_a_dataset_with_the_same_settings(tmp_path):
 
 def test_ensure_replaces_a_dataset_with_other_settings_or_missing_images(tmp_path):
     root = ensure(tmp_path / "ds", **SMALL)
-    ensure(root, **{**SMALL, "n_cases": 10})
+    with pytest.raises(OutputError, match="already holds a DermSynth dataset"):
+        ensure(root, **{**SMALL, "n_cases": 10})  # by default a dataset with other settings is not replaced
+    ensure(root, **{**SMALL, "n_cases": 10}, replace=True)
     assert len(pd.read_csv(root / "meta" / "meta.csv")) == 10
     stamp = _stamp(root)
     next((root / "images").rglob("*.jpg")).unlink()  # an incomplete dataset is generated again
-    ensure(root, **{**SMALL, "n_cases": 10})
+    ensure(root, **{**SMALL, "n_cases": 10}, replace=True)
     assert _stamp(root) != stamp and len(list((root / "images").rglob("*.jpg"))) == 10
     with pytest.raises(OutputError, match="already holds a DermSynth dataset"):
         ensure(root, **{**SMALL, "seed": 2}, replace=False)
@@ -50,5 +52,5 @@ def test_ensure_never_touches_a_folder_it_did_not_write(tmp_path):
     ds = ensure(tmp_path / "ds", **SMALL)
     (ds / "notes.txt").write_text("mine")  # a dataset to which the user added a file is not replaced
     with pytest.raises(OutputError, match="notes.txt"):
-        ensure(ds, **{**SMALL, "n_cases": 9})
+        ensure(ds, **{**SMALL, "n_cases": 9}, replace=True)
     assert (ds / "notes.txt").read_text() == "mine" and len(pd.read_csv(ds / "meta" / "meta.csv")) == 8

@@ -8,8 +8,10 @@ and the text's pooled embedding *and* its token features.
 Names accepted:
 
 * dermretr's configs ``"dermretr-tiny"`` (ViT width 192, depth 4, patch 16,
-  128 px; text width 128, depth 3, context 64) and ``"dermretr-small"``,
-  registered with ``open_clip.add_model_config``;
+  128 px; text width 128, depth 3, context 64), ``"dermretr-small"`` and
+  ``"dermretr-cnn"`` (a timm ResNet-18 image tower, random init, with the tiny
+  text tower: a convolutional model for small data), registered with
+  ``open_clip.add_model_config``;
 * any open_clip architecture (``"ViT-B-16"``) with an optional pretrained tag;
 * ``"hf-hub:ORG/REPO"`` (e.g. ``hf-hub:redlessone/DermLIP_ViT-B-16``) and
   ``"local-dir:/path"`` (a folder with ``open_clip_config.json`` and weights);
@@ -51,6 +53,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from .._device import resolve_device
@@ -174,11 +177,14 @@ class Backbone:
         """Global embedding ``[B, D]`` (not normalised) and patch tokens ``[B, N, W]``.
 
         Patch tokens are the last block's output after the final norm, without
-        class/prefix tokens.
+        class/prefix tokens; for convolutional towers (open_clip's ResNets, timm
+        CNNs) they are the cells of the last feature map, row by row.
         """
         visual: Any = self.model.visual  # an open_clip tower (nn.Module attributes are typed Tensor | Module)
+        # open_clip's ViT gives token lists (NLC); its ResNets and timm towers give feature maps only (NCHW)
         out = visual.forward_intermediates(
-            images, indices=1, normalize_intermediates=True, output_fmt="NLC"
+            images, indices=1, normalize_intermediates=True,
+            output_fmt="NLC" if isinstance(visual, VisionTransformer) else "NCHW",
         )
         tokens = out["image_intermediates"][-1]
         if tokens.dim() == 4:  # NCHW from towers that ignore output_fmt

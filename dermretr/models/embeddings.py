@@ -45,6 +45,17 @@ def _check_vectors(value: Any, name: str, ndim: int, shape: str) -> None:
                             f"{value.shape}")
 
 
+def _as_float(value: Any) -> Any:
+    """A numeric array-like as an array, float32 unless it already is a float array (kept as given)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value
+    try:
+        array = np.asarray(value)
+    except Exception:  # not array-like: left for the record's own check to name
+        return value
+    return array.astype(np.float32) if array.dtype.kind in "biuf" else value
+
+
 @dataclass(frozen=True, eq=False)  # no field-wise ==: arrays do not compare to one bool
 class Embeddings:
     """Encoded queries or targets: global vectors, local vectors (or None) and the weight of local evidence.
@@ -92,18 +103,27 @@ class Embeddings:
     def from_mapping(cls, m: Mapping[str, Any] | Embeddings) -> Embeddings:
         """A record from an older ``{"global", "local", "alpha"}`` dict (``local`` and ``alpha`` optional).
 
-        A missing or None ``alpha`` is 0; an :class:`Embeddings` is returned as it is.
+        A dict without ``alpha`` (or with None) weighs local evidence :data:`DEFAULT_ALPHA` when it holds
+        local vectors, as :func:`convex_score` always read such dicts, and 0 without them.  Integer arrays,
+        lists and CPU tensors become float32; float arrays are kept as they are.  An :class:`Embeddings` is
+        returned as it is.
 
-        >>> Embeddings.from_mapping({"global": np.zeros((1, 2), np.float32), "local": None}).alpha
+        >>> g = np.zeros((1, 2), np.float32)
+        >>> Embeddings.from_mapping({"global": g, "local": None}).alpha
         0.0
+        >>> Embeddings.from_mapping({"global": g, "local": np.zeros((1, 3, 2), np.float32)}).alpha
+        0.6
         """
         if isinstance(m, Embeddings):
             return m
         if not isinstance(m, Mapping) or "global" not in m:
             raise DermretrError(f"embeddings must be a dict with a 'global' array (as Retriever.encode_targets "
                                 f"returns), got {show(m)}")
-        alpha = m.get("alpha")
-        return cls(m["global"], m.get("local"), 0.0 if alpha is None else alpha)
+        glob, local, alpha = _as_float(m["global"]), m.get("local"), m.get("alpha")
+        local = None if local is None else _as_float(local)
+        if alpha is None:
+            alpha = 0.0 if local is None else DEFAULT_ALPHA
+        return cls(glob, local, alpha)
 
     def __len__(self) -> int:
         return int(self.global_vectors.shape[0])

@@ -86,6 +86,7 @@ from ..session import (
     tone_labels,
 )
 from ._builder import QueryBuilder
+from ._panel import log as log  # the "dermretr.widgets" logger (errors in callbacks go there), as before
 
 __all__ = ["QueryBuilder", "QuerySession", "decode_image", "UNKNOWN", "SKIN_TYPES", "ANY_SKIN", "tone_labels",
            "tone_counts", "tone_exposure_text", "tone_filter", "tone_findings"]

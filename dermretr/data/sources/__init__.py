@@ -3,3 +3,5 @@
 Use :func:`dermretr.data.load` (``load("ham10000", root)`` or
 ``load("ham10000:/path")``); the modules here are imported on demand.
 """
+
+from __future__ import annotations
