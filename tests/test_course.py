@@ -1,0 +1,147 @@
+"""dermretr.course.Course: the course notebooks' sizes, dataset and trained models in one place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dermretr.course as course_module
+from dermretr._errors import DermretrError
+from dermretr.course import SIZES, Course
+
+
+def _stamp(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+# ----------------------------------------------------------------------------- sizes and arguments
+
+
+def test_the_sizes_are_the_course_sizes():
+    full, fast = Course(), Course(fast=True)
+    assert (full.n_cases, full.image_size, full.epochs, full.batch_size, full.n_boot) == (600, 96, 10, 48, 1000)
+    assert (fast.n_cases, fast.image_size, fast.epochs, fast.batch_size, fast.n_boot) == (240, 64, 3, 32, 200)
+    assert full.sizes == SIZES["full"] and fast.sizes == SIZES["fast"]
+    assert full.runs == Path("dermretr-course") / "full" and fast.runs == Path("dermretr-course") / "fast"
+    assert full.root == Path("dermsynth-course") and full.source == "synthetic"
+
+
+def test_paths_follow_the_arguments(tmp_path):
+    c = Course(f"derm7pt:{tmp_path / 'release_v0'}", fast=True, seed=4, out=tmp_path / "models")
+    assert c.source == "derm7pt" and c.root == tmp_path / "release_v0" and c.seed == 4
+    assert c.runs == tmp_path / "models" / "fast"
+    assert c.run_dir("full-1mask") == tmp_path / "models" / "fast" / "full-1mask"
+    assert c.checkpoint("full") == tmp_path / "models" / "fast" / "full" / "checkpoints" / "best.pt"
+    assert "240 cases of 64 px" in repr(c) and "fast=True" in repr(c)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(data="nowhere"), "SOURCE:PATH"),
+    (dict(data="derm8pt:./x"), "derm8pt"),
+    (dict(data=Path("dermsynth")), "data spec"),
+    (dict(fast="yes"), "fast must be True or False, got 'yes'"),
+    (dict(fast=1), "fast must be True or False, got 1"),
+    (dict(fast=None), "fast must be True or False"),
+    (dict(seed=-1), "seed must be a whole number"),
+    (dict(seed=1.5), "seed must be a whole number"),
+    (dict(seed=True), "seed must be a whole number"),
+    (dict(out=""), "out must be a folder path"),
+    (dict(out=None), "out must be a folder path"),
+    (dict(out=3), "out must be a folder path"),
+])
+def test_bad_arguments_are_one_line_errors(kwargs, match):
+    with pytest.raises(DermretrError, match=match) as info:
+        Course(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "../full", "a\\b", " full", None, 3])
+def test_bad_run_names_are_refused(name):
+    with pytest.raises(DermretrError, match="a run name must be a plain folder name") as info:
+        Course().checkpoint(name)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(n_maks=2), "unknown training setting 'n_maks'.*n_masks"),
+    (dict(out="elsewhere"), "the course sets 'out' itself"),
+    (dict(data="synthetic:./other"), "the course sets 'data' itself"),
+])
+def test_bad_training_settings_are_refused_before_anything_runs(tmp_path, monkeypatch, settings, match):
+    monkeypatch.setattr(course_module, "ensure", lambda *a, **k: pytest.fail("the data must not be generated"))
+    c = Course(f"synthetic:{tmp_path / 'ds'}", fast=True, out=tmp_path / "runs")
+    with pytest.raises(DermretrError, match=match):
+        c.train("full", **settings)
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+def test_the_dataset_is_generated_as_the_notebooks_did(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(course_module, "ensure", lambda root, **kwargs: calls.append((root, kwargs)))
+    monkeypatch.setattr(course_module, "load", lambda spec: spec)
+    c = Course(f"synthetic:{tmp_path / 'ds'}", fast=True, seed=3)
+    assert c.cases == f"synthetic:{tmp_path / 'ds'}"
+    assert calls == [(tmp_path / "ds", dict(n_cases=240, image_size=64, seed=3, modification_rate=0.4, replace=True,
+                                             progress=False))]
+    Course(f"synthetic:{tmp_path / 'ds'}").cases
+    assert calls[1][1]["n_cases"] == 600 and calls[1][1]["image_size"] == 96 and calls[1][1]["progress"] is True
+
+
+@pytest.fixture(scope="module")
+def course_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("course")
+
+
+@pytest.fixture(scope="module")
+def fast_course(course_dir):
+    """A fast course whose dataset has been generated (by its first ``cases``)."""
+    c = Course(f"synthetic:{course_dir / 'dermsynth'}", fast=True, seed=0, out=course_dir / "models")
+    assert not (course_dir / "dermsynth").exists()
+    c.cases
+    return c
+
+
+def test_cases_are_generated_once_then_reused(fast_course, course_dir):
+    meta = course_dir / "dermsynth" / "meta" / "meta.csv"
+    cases = fast_course.cases
+    assert len(cases) == 240 and meta.is_file()
+    stamp = _stamp(meta)
+    assert fast_course.cases is cases  # cached
+    again = Course(fast_course.data, fast=True, seed=0, out=course_dir / "models").cases  # a later notebook
+    assert _stamp(meta) == stamp, "a dataset with the same settings must not be generated again"
+    assert again["case_id"].tolist() == cases["case_id"].tolist()
+    params = json.loads((course_dir / "dermsynth" / "meta" / "dermsynth.json").read_text())
+    assert (params["n_cases"], params["image_size"], params["seed"], params["modification_rate"]) == (240, 64, 0, 0.4)
+
+
+def test_another_source_is_only_read(fast_course, monkeypatch):
+    monkeypatch.setattr(course_module, "ensure", lambda *a, **k: pytest.fail("only a synthetic source is generated"))
+    as_derm7pt = Course(f"derm7pt:{fast_course.root}", fast=True)
+    assert len(as_derm7pt.cases) == 240 and as_derm7pt.cases["source"].iloc[0] == "derm7pt"
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+def test_train_trains_once_then_reuses(fast_course, course_dir):
+    first = fast_course.train("tiny", epochs=1)  # the real fit_or_load, one epoch to stay quick
+    run = fast_course.run_dir("tiny")
+    assert first.run_dir.resolve() == run.resolve() and len(first.history) == 1
+    best = fast_course.checkpoint("tiny")
+    assert best.is_file()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"] == fast_course.data and saved["out"] == str(run)
+    assert (saved["image_size"], saved["batch_size"], saved["seed"], saved["progress"]) == (64, 32, 0, False)
+    stamp = _stamp(best)
+
+    later = Course(fast_course.data, fast=True, seed=0, out=course_dir / "models")  # a later notebook
+    again = later.train("tiny", epochs=1)
+    assert _stamp(best) == stamp, "a finished run with the same settings must not be trained again"
+    assert again.history == first.history and again.best == first.best
+    with pytest.raises(DermretrError, match="n_masks"):
+        later.train("tiny", epochs=1, n_masks=1)  # the same folder, other settings
