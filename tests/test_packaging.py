@@ -136,3 +136,19 @@ def test_every_data_file_of_the_package_ships_in_a_wheel():
             and fnmatch.fnmatch(rel.relative_to(package.replace(".", "/")).as_posix(), pattern)
             for package, patterns in package_data.items() for pattern in patterns)
         assert covered, f"{rel} is not in [tool.setuptools.package-data]: a wheel would lack it"
+
+
+def test_licence_and_citation_files():
+    """LICENSE matches the licence pyproject declares; CITATION.cff has what CFF 1.2.0 requires."""
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "MIT"
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert {"message", "title", "authors", "version"} <= set(cff)
+    assert cff["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert any("2603.09108" in str(ref) for ref in cff["references"])  # the method the model follows
+    try:
+        from cffconvert.cli.create_citation import create_citation  # optional: the full schema check
+    except ImportError:
+        return
+    create_citation(str(ROOT / "CITATION.cff"), None).validate()
