@@ -7,6 +7,9 @@ The names below load on first use (they need torch): ``from dermretr.models impo
 * :class:`Retriever` composes a reference image with text; :data:`KINDS` are its kinds (the composed model and
   the baselines).
 * :class:`Embeddings` is what its encoders return; :func:`convex_score` scores queries against targets.
+* :mod:`dermretr.models.hub` shares a retriever the Hugging Face way: :meth:`Retriever.save_pretrained`,
+  :meth:`Retriever.from_pretrained` (a folder, ``hf-hub:ORG/NAME`` or ``dermretr/NAME``) and
+  :meth:`Retriever.push_to_hub`.
 """
 
 from __future__ import annotations

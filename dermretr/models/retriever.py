@@ -63,7 +63,8 @@ from .backbones import Backbone, create, read_weights, weights_mismatch
 from .composer import Clip4CirCombiner, GatedResidualCombiner, SpatialMasks
 from .embeddings import DEFAULT_ALPHA, Embeddings, convex_score
 
-__all__ = ["Retriever", "KINDS", "convex_score", "Embeddings", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint"]
+__all__ = ["Retriever", "KINDS", "convex_score", "Embeddings", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint",
+           "from_checkpoint"]
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 # 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query;
@@ -319,21 +320,41 @@ class Retriever(nn.Module):
         path = Path(path).expanduser()
         if not path.exists():
             raise DermretrError(f"checkpoint not found: {path}")
-        payload = read_weights(path, _EXPECTED)
-        cfg, state = _checkpoint_parts(payload, path)
-        try:
-            backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
-        except DermretrError as exc:  # e.g. a backbone unknown here, or a device not available
-            raise DermretrError(f"cannot load {path} (backbone {cfg['backbone']!r}): {exc}") from None
-        model = cls(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"], learn_alpha=cfg["learn_alpha"],
-                    freeze_backbone=cfg["freeze_backbone"], text_skip=cfg.get("text_skip", False))
-        problem = weights_mismatch(model, state)
-        if problem:
-            shown = ", ".join(f"{k} {cfg[k]!r}" for k in ("backbone", "kind", "n_masks"))
-            raise DermretrError(f"cannot load {path}: its weights do not fit its config ({shown}): {problem}; "
-                                f"expected {_EXPECTED}")
-        model.load_state_dict(state, strict=True)
-        return model.to(backbone.device)
+        return from_checkpoint(read_weights(path, _EXPECTED), path, device, model_class=cls)
+
+    # ------------------------------------------------------------------ Hugging Face style sharing (models/hub.py)
+
+    def save_pretrained(self, directory: str | os.PathLike, *, card: dict | None = None, overwrite: bool = False,
+                        dtype: str = "float32") -> Path:
+        """Write a Hugging Face style model folder (``model.safetensors``, ``config.json``, ``README.md``).
+
+        See :func:`dermretr.models.hub.save_pretrained` (``card``: the model card's facts and metrics).
+        """
+        from .hub import save_pretrained
+
+        return save_pretrained(self, directory, card=card, overwrite=overwrite, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str = "auto", *, revision: str | None = None,
+                        token: str | None = None) -> Retriever:
+        """Load a folder written by :meth:`save_pretrained`, ``"hf-hub:ORG/NAME"`` or a shipped ``"dermretr/NAME"``.
+
+        See :func:`dermretr.models.hub.from_pretrained`.
+        """
+        from .hub import from_pretrained
+
+        return from_pretrained(name_or_path, device, revision=revision, token=token, model_class=cls)
+
+    def push_to_hub(self, repo_id: str, *, card: dict | None = None, token: str | None = None, private: bool = False,
+                    commit_message: str = "Upload dermretr model", dtype: str = "float32"):
+        """Upload this model to the Hugging Face Hub as ``repo_id`` (``"ORG/NAME"``); needs a login or ``token``.
+
+        See :func:`dermretr.models.hub.push_to_hub`.
+        """
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, card=card, token=token, private=private, commit_message=commit_message,
+                           dtype=dtype)
 
 
 _EXPECTED = "a dermretr checkpoint (RUN_DIR/checkpoints/best.pt written by `dermretr train`)"
@@ -342,10 +363,41 @@ _CONFIG_TYPES = {"backbone": str, "kind": str, "n_masks": int, "learn_alpha": bo
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
-def _checkpoint_parts(payload, path: Path) -> tuple[dict, dict]:
+def from_checkpoint(payload, source: str | os.PathLike, device: str = "auto", *, expected: str = _EXPECTED,
+                    model_class: type[Retriever] | None = None) -> Retriever:
+    """The retriever a checkpoint ``payload`` (``{"format", "config", "state_dict"}``) read from ``source`` holds.
+
+    The config is checked, the backbone created on ``device`` and the weights loaded strictly;
+    anything wrong raises a one-line :class:`~dermretr.DermretrError` naming ``source`` and
+    ``expected`` (what the caller wanted).
+
+    >>> r = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="image")
+    >>> payload = {"format": CHECKPOINT_FORMAT, "config": r.config(), "state_dict": r.state_dict()}
+    >>> from_checkpoint(payload, "in-memory", "cpu").kind
+    'image'
+    """
+    path = Path(source)
+    cfg, state = _checkpoint_parts(payload, path, expected)
+    try:
+        backbone = create(cfg["backbone"], device=device, image_size=cfg.get("image_size"))
+    except DermretrError as exc:  # e.g. a backbone unknown here, or a device not available
+        raise DermretrError(f"cannot load {path} (backbone {cfg['backbone']!r}): {exc}") from None
+    model = (model_class or Retriever)(backbone, kind=cfg["kind"], n_masks=cfg["n_masks"],
+                                       learn_alpha=cfg["learn_alpha"], freeze_backbone=cfg["freeze_backbone"],
+                                       text_skip=cfg.get("text_skip", False))
+    problem = weights_mismatch(model, state)
+    if problem:
+        shown = ", ".join(f"{k} {cfg[k]!r}" for k in ("backbone", "kind", "n_masks"))
+        raise DermretrError(f"cannot load {path}: its weights do not fit its config ({shown}): {problem}; "
+                            f"expected {expected}")
+    model.load_state_dict(state, strict=True)
+    return model.to(backbone.device)
+
+
+def _checkpoint_parts(payload, path: Path, expected: str = _EXPECTED) -> tuple[dict, dict]:
     """The config and state dict of a checkpoint's ``payload``, checked; a DermretrError naming ``path``."""
     def fail(reason: str) -> DermretrError:
-        return DermretrError(f"cannot load {path}: {reason}; expected {_EXPECTED}")
+        return DermretrError(f"cannot load {path}: {reason}; expected {expected}")
 
     if not isinstance(payload, dict):
         raise fail(f"it holds a {type(payload).__name__}, not a checkpoint")
