@@ -83,6 +83,17 @@ def test_synth_writes_the_requested_dataset(tmp_path, capsys):
     assert params["artifacts"] == [] and params["priors"] == "uniform" and params["seed"] == 3
 
 
+def test_info_prints_the_sources_licence_line(tmp_path, capsys):
+    from dermretr.data.sources._terms import licence_line
+    from dermretr.data.synth import generate
+
+    root = generate(tmp_path / "ds", n_cases=6, image_size=64, workers=1, progress=False)
+    assert main(["info", f"synthetic:{root}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == licence_line("synthetic")
+    assert lines[1].startswith("Licence: MIT") and lines[1].endswith("terms: docs/datasets.md")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

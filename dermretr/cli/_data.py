@@ -27,6 +27,7 @@ def cmd_info(args) -> int:
     import os
 
     from ..data import load, parse_spec
+    from ..data.sources._terms import licence_line
 
     source, path = parse_spec(args.spec)
     try:
@@ -35,6 +36,7 @@ def cmd_info(args) -> int:
         raise DermretrError(f"{source}: {exc}") from None
     found = cases["image_path"].map(os.path.isfile)
     print(f"{args.spec}: {len(cases)} cases from {cases['patient_id'].nunique()} patients")
+    print(licence_line(source))
     print(f"images found: {int(found.sum())}, missing: {int((~found).sum())}")
     if (~found).any():
         print("missing, e.g.: " + ", ".join(cases.loc[~found, "image_path"].head(5)))

@@ -1,5 +1,8 @@
 """Loader for DDI, the Diverse Dermatology Images dataset (Daneshjou et al. 2022, Stanford AIMI).
 
+Licence: not found in the sources available here; check https://ddi-dataset.github.io before use; terms,
+restrictions and citation: docs/datasets.md.
+
 Layout
 ------
 ``ROOT/ddi_metadata.csv`` with the columns ``DDI_ID``, ``DDI_file``,

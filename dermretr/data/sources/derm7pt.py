@@ -1,5 +1,8 @@
 """Loader for the Derm7pt layout (``meta/meta.csv`` + ``images/``), also used by DermSynth.
 
+Licence: not found in the sources available here; check https://derm.cs.sfu.ca before use; terms, restrictions
+and citation: docs/datasets.md.
+
 Text views: the seven 7-point criteria, rendered by :mod:`dermretr.data.vocab`
 (:func:`~dermretr.data.vocab.case_text` renders them for queries and training
 alike).  ``descriptors`` and ``findings`` both hold the canonical phrases of

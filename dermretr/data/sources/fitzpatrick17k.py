@@ -1,5 +1,8 @@
 """Loader for Fitzpatrick17k (Groh et al. 2021): clinical photographs with Fitzpatrick skin types.
 
+Licence: CC BY-NC-SA 3.0 Unported (non-commercial, share-alike); terms, restrictions and citation:
+docs/datasets.md.
+
 Layout
 ------
 ``ROOT/fitzpatrick17k.csv`` as published in the ``mattgroh/fitzpatrick17k``

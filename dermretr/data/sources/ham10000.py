@@ -1,5 +1,8 @@
 """Loader for HAM10000 (dermoscopic images of pigmented lesions, Tschandl et al. 2018).
 
+Licence: not found in the sources available here; check https://doi.org/10.7910/DVN/DBW86T before use; terms,
+restrictions and citation: docs/datasets.md.
+
 Layout (the Harvard Dataverse / ISIC release, unchanged)::
 
     ROOT/HAM10000_metadata.csv                 one row per image

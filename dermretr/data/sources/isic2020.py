@@ -1,5 +1,8 @@
 """Loader for the ISIC 2020 challenge training set (SIIM-ISIC melanoma classification).
 
+Licence: not found in the sources available here; check https://challenge2020.isic-archive.com before use;
+terms, restrictions and citation: docs/datasets.md.
+
 Layout (the ISIC challenge release, unchanged; Kaggle's copy also works)::
 
     ROOT/ISIC_2020_Training_GroundTruth.csv   one row per image

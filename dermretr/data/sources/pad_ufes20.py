@@ -1,5 +1,8 @@
 """Loader for PAD-UFES-20 (smartphone clinical images with patient data, Pacheco et al. 2020).
 
+Licence: not found in the sources available here; check https://data.mendeley.com/datasets/zr7vgbcyr2 before
+use; terms, restrictions and citation: docs/datasets.md.
+
 Layout (the Mendeley Data release, unchanged)::
 
     ROOT/metadata.csv                one row per image

@@ -3,8 +3,10 @@
 PH2 was acquired at the Dermatology Service of Hospital Pedro Hispano
 (Matosinhos, Portugal): 80 common nevi, 80 atypical nevi and 40 melanomas, one
 dermoscopic image per lesion, each with a binary lesion segmentation and the
-dermoscopic criteria graded by dermatologists.  Licence: free for research
-use; cite T. Mendonça, P. M. Ferreira, J. S. Marques, A. R. S. Marcal and
+dermoscopic criteria graded by dermatologists.
+
+Licence: free for research use (cite Mendonça et al., EMBC 2013); terms, restrictions and citation:
+docs/datasets.md.  Cite T. Mendonça, P. M. Ferreira, J. S. Marques, A. R. S. Marcal and
 J. Rozeira, "PH² - A dermoscopic image database for research and
 benchmarking", 35th Annual International Conference of the IEEE Engineering
 in Medicine and Biology Society (EMBC), 2013.

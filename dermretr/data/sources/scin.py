@@ -1,5 +1,8 @@
 """Loader for SCIN, the Skin Condition Image Network (Google Research & Stanford, 2024).
 
+Licence: SCIN Data Use License (attribution; no attempt to re-identify contributors); terms, restrictions and
+citation: docs/datasets.md.
+
 Layout
 ------
 ``ROOT/dataset/scin_cases.csv`` and ``ROOT/dataset/scin_labels.csv`` as in the
