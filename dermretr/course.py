@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._checks import check_seed, show
-from ._errors import DermretrError
+from ._errors import DermretrError, OutputError
 from .data import load, parse_spec
 from .data.synth import ensure
 
@@ -63,6 +64,20 @@ MODIFICATION_RATE = 0.4
 
 #: TrainConfig fields a course sets itself: the data is the course's, the run folder is ``runs / name``.
 _COURSE_FIELDS = ("data", "out")
+
+
+def _is_course_dataset(root: Path) -> bool:
+    """Whether ``root`` holds no DermSynth yet, or one with one of the course's sizes (the course may replace it)."""
+    params_file = root / "meta" / "dermsynth.json"
+    if not params_file.exists():
+        return True
+    try:
+        params = json.loads(params_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return params.get("modification_rate") == MODIFICATION_RATE and any(
+        params.get("n_cases") == sizes.n_cases and params.get("image_size") == sizes.image_size
+        for sizes in SIZES.values())
 
 
 class Course:
@@ -172,8 +187,19 @@ class Course:
     def _ensure_data(self) -> None:
         """Generate DermSynth in :attr:`root` with the course sizes unless it is there (synthetic source only)."""
         if self.source == "synthetic" and not self._data_ready:
-            ensure(self.root, n_cases=self.n_cases, image_size=self.image_size, seed=self.seed,
-                   modification_rate=MODIFICATION_RATE, replace=True, progress=not self.fast)
+            if not _is_course_dataset(self.root):
+                # a DermSynth of the user's own (other sizes): ensure keeps it if it fits, refuses to replace it
+                try:
+                    ensure(self.root, n_cases=self.n_cases, image_size=self.image_size, seed=self.seed,
+                           modification_rate=MODIFICATION_RATE, replace=False, progress=not self.fast)
+                except OutputError:
+                    raise OutputError(f"{self.root} holds a DermSynth dataset with other settings than the "
+                                      f"course's ({self.n_cases} cases, {self.image_size} px, modification rate "
+                                      f"{MODIFICATION_RATE}); the course does not replace a dataset it did not "
+                                      f"make: point DATA to another folder") from None
+            else:
+                ensure(self.root, n_cases=self.n_cases, image_size=self.image_size, seed=self.seed,
+                       modification_rate=MODIFICATION_RATE, replace=True, progress=not self.fast)
         self._data_ready = True
 
     @property

@@ -145,3 +145,16 @@ def test_train_trains_once_then_reuses(fast_course, course_dir):
     assert again.history == first.history and again.best == first.best
     with pytest.raises(DermretrError, match="n_masks"):
         later.train("tiny", epochs=1, n_masks=1)  # the same folder, other settings
+
+
+def test_a_users_own_dermsynth_with_other_sizes_is_never_replaced(tmp_path):
+    """The course replaces only its own datasets (its fast or full sizes); another DermSynth is refused."""
+    from dermretr._errors import OutputError
+    from dermretr.data.synth import generate
+
+    root = generate(tmp_path / "mine", n_cases=12, image_size=64, seed=5, workers=1, progress=False)
+    before = (root / "meta" / "dermsynth.json").read_text()
+    with pytest.raises(OutputError, match="does not replace a dataset it did not make"):
+        Course(f"synthetic:{root}", fast=True).cases
+    assert (root / "meta" / "dermsynth.json").read_text() == before
+    assert len(list((root / "images").rglob("*.jpg"))) == 12

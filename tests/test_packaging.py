@@ -126,14 +126,17 @@ def test_every_data_file_of_the_package_ships_in_a_wheel():
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
-    data = [p for p in (ROOT / "dermretr").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-            and "__pycache__" not in p.parts]
+    # git-tracked files only (not a local .DS_Store); setuptools' globs skip dotfiles, so must this check
+    tracked = subprocess.run(["git", "ls-files", "dermretr"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = [ROOT / f for f in tracked if not f.endswith(".py") and not Path(f).name.startswith(".")]
     assert data, "the package has data files (the model configs)"
     for path in data:
         rel = path.relative_to(ROOT)
         covered = any(
             rel.as_posix().startswith(package.replace(".", "/") + "/")
             and fnmatch.fnmatch(rel.relative_to(package.replace(".", "/")).as_posix(), pattern)
+            and not any(part.startswith(".") for part in rel.parts)
             for package, patterns in package_data.items() for pattern in patterns)
         assert covered, f"{rel} is not in [tool.setuptools.package-data]: a wheel would lack it"
 

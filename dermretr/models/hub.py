@@ -155,7 +155,8 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
     card : dict, optional
         The model card's facts and metrics; see :func:`model_card`.
     overwrite : bool
-        Replace a model folder dermretr wrote before.
+        Replace a model folder dermretr wrote before: all of it, its ``README.md`` model card too (edit
+        the card through ``card``, not by hand, or keep a copy); a folder with any other file is refused.
     dtype : {"float32", "float16"}
         Of the saved weights: float16 halves the file; encodings then agree to about 1e-3.
 
