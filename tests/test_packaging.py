@@ -126,10 +126,10 @@ def test_every_data_file_of_the_package_ships_in_a_wheel():
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
-    # git-tracked files only (not a local .DS_Store); setuptools' globs skip dotfiles, so must this check
-    tracked = subprocess.run(["git", "ls-files", "dermretr"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
-    data = [ROOT / f for f in tracked if not f.endswith(".py") and not Path(f).name.startswith(".")]
+    # setuptools' globs skip dotfiles (a local .DS_Store, an ownership marker), so must this check; no git
+    # needed: a tree unpacked from an archive is checked the same way
+    data = [p for p in (ROOT / "dermretr").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+            and "__pycache__" not in p.parts and not any(part.startswith(".") for part in p.parts[len(ROOT.parts):])]
     assert data, "the package has data files (the model configs)"
     for path in data:
         rel = path.relative_to(ROOT)

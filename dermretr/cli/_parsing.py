@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 __all__ = ["Parser", "parse_seed", "parse_artifacts"]
 
@@ -10,7 +11,7 @@ __all__ = ["Parser", "parse_seed", "parse_artifacts"]
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line and exit with code 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

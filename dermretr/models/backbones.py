@@ -180,16 +180,7 @@ class Backbone:
         class/prefix tokens; for convolutional towers (open_clip's ResNets, timm
         CNNs) they are the cells of the last feature map, row by row.
         """
-        visual: Any = self.model.visual  # an open_clip tower (nn.Module attributes are typed Tensor | Module)
-        # open_clip's ViT gives token lists (NLC); its ResNets and timm towers give feature maps only (NCHW)
-        out = visual.forward_intermediates(
-            images, indices=1, normalize_intermediates=True,
-            output_fmt="NLC" if isinstance(visual, VisionTransformer) else "NCHW",
-        )
-        tokens = out["image_intermediates"][-1]
-        if tokens.dim() == 4:  # NCHW from towers that ignore output_fmt
-            tokens = tokens.flatten(2).transpose(1, 2)
-        return out["image_features"], tokens
+        return _image_features(self.model.visual, images)
 
     def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pooled embedding ``[B, D]``, token features ``[B, L, W_t]`` and a padding mask ``[B, L]``.
@@ -214,6 +205,19 @@ class Backbone:
         with torch.no_grad():
             tok = self.tokenize([""])
             return int(self.encode_text(tok)[1].shape[-1])
+
+
+def _image_features(visual: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global embedding and patch tokens ``[B, N, W]`` of an open_clip image tower (:meth:`Backbone.encode_image`)."""
+    # open_clip's ViT gives token lists (NLC); its ResNets and timm towers give feature maps only (NCHW)
+    out = visual.forward_intermediates(
+        images, indices=1, normalize_intermediates=True,
+        output_fmt="NLC" if isinstance(visual, VisionTransformer) else "NCHW",
+    )
+    tokens = out["image_intermediates"][-1]
+    if tokens.dim() == 4:  # feature maps: one token per cell, row by row
+        tokens = tokens.flatten(2).transpose(1, 2)
+    return out["image_features"], tokens
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -556,10 +560,7 @@ def create(
         raise DermretrError(f"cannot tell the input size of model {name!r}; pass image_size")
     img_size = int(side)
     with torch.no_grad():  # one probe forward gives the embedding dimension and the token shape
-        pooled, tokens = Backbone.encode_image(
-            Backbone(model, pre, train_pre, None, name, pretrained, 0, 0, grid, img_size),  # type: ignore[arg-type]
-            torch.zeros(1, 3, img_size, img_size, device=dev),
-        )
+        pooled, tokens = _image_features(model.visual, torch.zeros(1, 3, img_size, img_size, device=dev))
     embed_dim = int(pooled.shape[-1])
     n = tokens.shape[1]
     if not grid or grid[0] * grid[1] != n:

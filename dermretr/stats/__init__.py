@@ -12,6 +12,7 @@ weighted mean, ``sum_i w_i x_i`` with ``w_i = 1 / (n_classes * n_class(i))``; it
 
 Examples
 --------
+>>> import numpy as np
 >>> codes, labels = class_codes(["NEV", "NEV", "NEV", "MEL"])
 >>> codes.tolist(), labels
 ([1, 1, 1, 0], ['MEL', 'NEV'])
@@ -20,8 +21,6 @@ Examples
 """
 
 from __future__ import annotations
-
-import numpy as np  # noqa: F401  (the doctest above uses np)
 
 from ._groups import (
     basic_interval,
