@@ -560,7 +560,7 @@ def create(
         raise DermretrError(f"cannot tell the input size of model {name!r}; pass image_size")
     img_size = int(side)
     with torch.no_grad():  # one probe forward gives the embedding dimension and the token shape
-        pooled, tokens = _image_features(model.visual, torch.zeros(1, 3, img_size, img_size, device=dev))
+        pooled, tokens = _image_features(visual, torch.zeros(1, 3, img_size, img_size, device=dev))
     embed_dim = int(pooled.shape[-1])
     n = tokens.shape[1]
     if not grid or grid[0] * grid[1] != n:
