@@ -1,20 +1,22 @@
 """The course notebooks' shared setup: their sizes, their dataset and their trained models, in one place.
 
-Every notebook of the course (``notebooks/``) starts from the same four
-parameters (``DATA``, ``FAST``, ``SEED``, ``OUT``) and needs the same three
-things: the sizes that ``FAST`` selects, the case table (DermSynth generated
-first when the source is synthetic) and a way to train a model once and reuse
-it in every later notebook.  :class:`Course` holds all three, so that the
-notebooks hold narrative, calls and exercises, and every notebook uses the
-same sizes (they share the dataset and the trained models).
+Every notebook of the course (``notebooks/``) starts from the same
+parameters (``DATA``, ``FAST``, ``SEED``, ``OUT`` and, where a model is
+searched, ``MODEL``) and needs the same things: the sizes that ``FAST``
+selects, the case table (DermSynth generated first when the source is
+synthetic), the model to search with (the released DermSynth model, loaded
+in a second, unless ``MODEL = None`` asks to train one) and a way to train a
+model once and reuse it in every later notebook.  :class:`Course` holds them,
+so that the notebooks hold narrative, calls and exercises, and every notebook
+uses the same sizes (they share the dataset and the trained models).
 
 Examples
 --------
 >>> course = Course("synthetic:./dermsynth-course")
->>> course.n_cases, course.image_size, course.epochs, course.batch_size, course.n_boot
-(600, 96, 10, 48, 1000)
->>> course.runs.as_posix()
-'dermretr-course/full'
+>>> course.n_cases, course.image_size, course.train_image_size, course.epochs, course.batch_size, course.n_boot
+(600, 128, 96, 10, 48, 1000)
+>>> course.runs.as_posix(), course.model
+('dermretr-course/full', 'dermretr/dermsynth-tiny')
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from ._checks import check_seed, show
 from ._errors import DermretrError, OutputError
 from .data import load, parse_spec
 from .data.synth import ensure
+from .models.hub import RELEASED
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .index import CaseIndex
+    from .models.retriever import Retriever
     from .train import TrainResult
 
 __all__ = ["Course", "CourseSizes", "SIZES"]
@@ -46,7 +51,8 @@ class CourseSizes:
     """The sizes of one version of the course (see :data:`SIZES`)."""
 
     n_cases: int  #: DermSynth images
-    image_size: int  #: pixels of an image side, in the dataset and in training
+    image_size: int  #: pixels of an image side in the dataset (the released model's 128)
+    train_image_size: int  #: pixels of an image side in training (images are resized)
     epochs: int  #: training epochs
     batch_size: int  #: cases per training batch
     n_boot: int  #: bootstrap resamples behind every confidence interval
@@ -55,9 +61,11 @@ class CourseSizes:
 #: The course sizes: ``"full"`` (the default, several minutes of training on a laptop CPU) and ``"fast"``
 #: (a first look and the test suite: a minute or two).  The one place they are set.
 SIZES: dict[str, CourseSizes] = {
-    "full": CourseSizes(n_cases=600, image_size=96, epochs=10, batch_size=48, n_boot=1000),
-    "fast": CourseSizes(n_cases=240, image_size=64, epochs=3, batch_size=32, n_boot=200),
+    "full": CourseSizes(n_cases=600, image_size=128, train_image_size=96, epochs=10, batch_size=48, n_boot=1000),
+    "fast": CourseSizes(n_cases=240, image_size=128, train_image_size=64, epochs=3, batch_size=32, n_boot=200),
 }
+#: (cases, pixels) of the DermSynth datasets earlier versions of the course generated: still the course's own.
+_EARLIER_SIZES = ((600, 96), (240, 64))
 
 #: The share of DermSynth lesions re-drawn with one criterion changed (the modification triplets).
 MODIFICATION_RATE = 0.4
@@ -75,9 +83,9 @@ def _is_course_dataset(root: Path) -> bool:
         params = json.loads(params_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return params.get("modification_rate") == MODIFICATION_RATE and any(
-        params.get("n_cases") == sizes.n_cases and params.get("image_size") == sizes.image_size
-        for sizes in SIZES.values())
+    made = {(sizes.n_cases, sizes.image_size) for sizes in SIZES.values()} | set(_EARLIER_SIZES)
+    return params.get("modification_rate") == MODIFICATION_RATE and \
+        (params.get("n_cases"), params.get("image_size")) in made
 
 
 class Course:
@@ -97,6 +105,12 @@ class Course:
         Seed of the data, the training and every resampling.
     out : str or path
         Where trained models are kept (and reused): ``out/fast`` or ``out/full``.
+    model : str, path or None
+        The model :meth:`retriever` and :meth:`index` search with: a name or
+        folder that ``Retriever.from_pretrained`` reads, by default the
+        released DermSynth model ``"dermretr/dermsynth-tiny"`` (no training:
+        the first composed query comes within a minute); ``None`` trains one
+        on ``data`` with the course sizes instead (several minutes).
 
     Attributes
     ----------
@@ -115,6 +129,8 @@ class Course:
         ``batch_size`` and ``n_boot`` are also attributes of the course.
     runs : Path
         The folder of this version's trained models: ``out/fast`` or ``out/full``.
+    model : str or None
+        As given (a path as a string).
 
     Raises
     ------
@@ -123,13 +139,15 @@ class Course:
 
     Examples
     --------
-    Nothing is generated or trained until it is asked for: ``course.cases``
-    generates DermSynth (once) and loads the case table, ``course.train("full")``
-    trains the composed model into ``runs/full`` (once) and reuses it later.
+    Nothing is generated, loaded or trained until it is asked for:
+    ``course.cases`` generates DermSynth (once) and loads the case table,
+    ``course.retriever()`` loads the released model (or, with ``model=None``,
+    trains the composed model into ``runs/full`` once and reuses it later),
+    ``course.train("full")`` trains whatever the notebook asks for.
 
     >>> course = Course("synthetic:./dermsynth-course", fast=True, seed=0, out="dermretr-course")
-    >>> course.n_cases, course.image_size, course.epochs, course.batch_size, course.n_boot
-    (240, 64, 3, 32, 200)
+    >>> course.n_cases, course.image_size, course.train_image_size, course.epochs, course.batch_size, course.n_boot
+    (240, 128, 64, 3, 32, 200)
     >>> course.root.as_posix(), course.checkpoint("full").as_posix()
     ('dermsynth-course', 'dermretr-course/fast/full/checkpoints/best.pt')
     >>> Course(fast="yes")
@@ -139,7 +157,7 @@ class Course:
     """
 
     def __init__(self, data: str = "synthetic:./dermsynth-course", fast: bool = False, seed: int = 0,
-                 out: str | os.PathLike = "dermretr-course") -> None:
+                 out: str | os.PathLike = "dermretr-course", model: str | os.PathLike | None = RELEASED) -> None:
         self.source, path = parse_spec(data)
         self.data = data
         if not isinstance(fast, (bool, np.bool_)):
@@ -152,8 +170,13 @@ class Course:
         self._out = os.fspath(out)
         self.sizes = SIZES["fast" if self.fast else "full"]
         self.runs = Path(out).expanduser() / ("fast" if self.fast else "full")
+        if model is not None and (not isinstance(model, (str, os.PathLike)) or not str(model).strip()):
+            raise DermretrError(f"model must be a model name or folder (such as {RELEASED!r}) or None to train one, "
+                                f"got {show(model)}")
+        self.model = None if model is None else os.fspath(model)
         self._cases: pd.DataFrame | None = None
         self._data_ready = False
+        self._retrievers: dict[str, Retriever] = {}
 
     # ------------------------------------------------------------------ sizes
 
@@ -164,8 +187,13 @@ class Course:
 
     @property
     def image_size(self) -> int:
-        """Pixels of an image side, in the generated dataset and in training."""
+        """Pixels of an image side in the generated dataset."""
         return self.sizes.image_size
+
+    @property
+    def train_image_size(self) -> int:
+        """Pixels of an image side in training."""
+        return self.sizes.train_image_size
 
     @property
     def epochs(self) -> int:
@@ -257,9 +285,10 @@ class Course:
         **settings
             :class:`~dermretr.train.TrainConfig` fields (``model``, ``n_masks``,
             ``balance_by``...).  The course sets ``data`` and ``out``; it also
-            sets ``epochs``, ``batch_size``, ``image_size`` and ``seed`` from
-            its sizes and ``progress`` (on unless fast), which settings may
-            change (a pretrained backbone wants ``image_size=224``).
+            sets ``epochs``, ``batch_size``, ``image_size`` (its
+            :attr:`train_image_size`) and ``seed`` from its sizes and
+            ``progress`` (on unless fast), which settings may change (a
+            pretrained backbone wants ``image_size=224``).
 
         Returns
         -------
@@ -286,12 +315,46 @@ class Course:
             raise DermretrError(f"the course sets {fixed[0]!r} itself (the course's data, the run folder runs/name); "
                                 f"make another Course to use other data or another folder")
         self._ensure_data()
-        values = dict(epochs=self.epochs, batch_size=self.batch_size, image_size=self.image_size, seed=self.seed,
-                      progress=not self.fast)
+        values = dict(epochs=self.epochs, batch_size=self.batch_size, image_size=self.train_image_size,
+                      seed=self.seed, progress=not self.fast)
         return fit_or_load(TrainConfig(data=self.data, out=str(run), **{**values, **settings}))
+
+    def retriever(self, name: str = "full") -> Retriever:
+        """The model the notebook searches with: :attr:`model` loaded, or ``name`` trained when it is None.
+
+        With a :attr:`model` (by default the released DermSynth model) nothing
+        is trained: it is loaded once (on a real dataset it is only a start:
+        it has seen DermSynth alone; set ``model=None`` to train on the
+        data).  With ``model=None`` the composed model ``name`` is trained
+        into ``runs / name`` with the course sizes (:meth:`train`), or the
+        finished run there is reused, and its best checkpoint is loaded.
+        Either way the same object is returned on every later call.
+        """
+        from .models.retriever import Retriever
+
+        if name not in self._retrievers:
+            if self.model is not None:
+                if self.source != "synthetic" and self.model == RELEASED:
+                    print(f"note: {RELEASED} was trained on DermSynth only; for {self.source} data set MODEL = None "
+                          "to train a model on it")
+                self._retrievers[name] = Retriever.from_pretrained(self.model)
+            else:
+                self.train(name)
+                self._retrievers[name] = Retriever.load(self.checkpoint(name))
+        return self._retrievers[name]
+
+    def index(self, name: str = "full") -> CaseIndex:
+        """A search index of :attr:`cases` made with :meth:`retriever` (``name``), which it records."""
+        from .index import CaseIndex
+
+        model = self.retriever(name)
+        if self.model is not None:
+            return CaseIndex.build(self.model, self.cases, device=str(model.device))
+        return CaseIndex.build(model, self.cases, checkpoint=self.checkpoint(name))
 
     def __repr__(self) -> str:
         sizes = self.sizes
+        searched = f"searches with {self.model}" if self.model is not None else "trains the model it searches with"
         return (f"Course({self.data!r}, fast={self.fast}, seed={self.seed}, out={self._out!r}): "
-                f"{sizes.n_cases} cases of {sizes.image_size} px, {sizes.epochs} epochs in batches of "
-                f"{sizes.batch_size}, {sizes.n_boot} bootstrap resamples")
+                f"{sizes.n_cases} cases of {sizes.image_size} px; {searched}; training at {sizes.train_image_size} "
+                f"px, {sizes.epochs} epochs in batches of {sizes.batch_size}; {sizes.n_boot} bootstrap resamples")

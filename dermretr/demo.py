@@ -10,12 +10,18 @@ skin-type-balanced training).  ``OUT/metrics.json`` holds the same records as
 ``dermretr evaluate``.
 
 A second call with the same settings reuses the dataset and the finished runs.
+``released=True`` (``dermretr demo --released``) trains nothing: it evaluates the
+released model ``dermretr/dermsynth-tiny`` on a DermSynth set it never saw,
+with the same report, in a minute or two.
 
 Examples
 --------
 >>> s = demo_settings(fast=True)
 >>> s.n_cases, s.image_size, s.epochs, len(s.kinds)
 (160, 64, 3, 6)
+>>> r = demo_settings(released=True)
+>>> r.n_cases, r.image_size, r.seed, r.kinds, r.released
+(1000, 128, 1, ('full',), True)
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class DemoSettings:
     seed: int = 0
     workers: int | None = None
     fast: bool = False
+    released: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -72,14 +79,26 @@ class DemoResult:
     fairness: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def demo_settings(fast: bool = False, **overrides) -> DemoSettings:
+def demo_settings(fast: bool = False, released: bool = False, **overrides) -> DemoSettings:
     """Default settings: about 9 minutes on 2 CPU cores, or under 2 with ``fast=True``.
+
+    ``released=True``: the released model's demo (no training): 1,000 DermSynth cases at its
+    128 px, data seed 1 (its training data had seed 0), the composed model only.
 
     >>> demo_settings(n_cases=300).n_cases
     300
     """
-    base = DemoSettings(n_cases=160, image_size=64, epochs=3, batch_size=32, n_boot=200, fast=True) if fast \
-        else DemoSettings()
+    if fast and released:
+        raise DermretrError("choose --fast or --released, not both (--released trains nothing and is quick already)")
+    if released:
+        base = DemoSettings(n_cases=1000, image_size=128, epochs=0, kinds=("full",), seed=1, released=True)
+        fixed = sorted(k for k in ("image_size", "epochs", "kinds") if overrides.get(k) is not None)
+        if fixed:
+            raise DermretrError(f"--released evaluates the released model as it is: {', '.join(fixed)} cannot be "
+                                "set (it was trained at 128 px)")
+    else:
+        base = DemoSettings(n_cases=160, image_size=64, epochs=3, batch_size=32, n_boot=200, fast=True) if fast \
+            else DemoSettings()
     unknown = sorted(set(overrides) - set(asdict(base)))
     if unknown:
         raise DermretrError(f"unknown demo setting(s) {unknown}")
@@ -238,27 +257,76 @@ def _example_query(cases: pd.DataFrame, data: Path, seed: int) -> tuple[pd.Serie
     return row, str(pick["modification_text"]), {str(pick["target_case_id"])}
 
 
-def _fairness(before: pd.DataFrame, after: pd.DataFrame, cases: pd.DataFrame, s: DemoSettings, out: Path,
+def _fairness(before: pd.DataFrame, after: pd.DataFrame | None, cases: pd.DataFrame, s: DemoSettings, out: Path,
               figures: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """The gap by Fitzpatrick pairs before and after skin-type-balanced training, with figures."""
+    """The gap by Fitzpatrick pairs before and (when ``after`` is given) after skin-type-balanced training."""
     from .fairness import compare_runs, format_slices, plot_comparison, plot_slices, slice_metrics
 
     metrics = ("recall@1", "map@10")
     min_group = 20 if not s.fast else 5
     slices = slice_metrics(before, cases, by="fitzpatrick_pairs", metrics=metrics, n_boot=s.n_boot,
                            min_group=min_group, seed=s.seed)
+    figures["slices"] = "skin_tone_slices.png"
+    save_figure(plot_slices(slices, title="Composed model by skin type (test queries)"), out / figures["slices"])
+    if after is None:
+        return {"slices": format_slices(slices)}
     comparison = compare_runs(before, after, cases, by="fitzpatrick_pairs", metrics=metrics, n_boot=s.n_boot,
                               min_group=min_group, seed=s.seed)
-    figures["slices"], figures["mitigation"] = "skin_tone_slices.png", "skin_tone_mitigation.png"
-    save_figure(plot_slices(slices, title="Composed model by skin type (test queries)"), out / figures["slices"])
+    figures["mitigation"] = "skin_tone_mitigation.png"
     save_figure(plot_comparison(comparison), out / figures["mitigation"])
     return {"slices": format_slices(slices), "comparison": comparison}
+
+
+def _benchmark_html(s: DemoSettings) -> str:
+    """How far to trust the table: the demo's size, and the released model's measured numbers at the benchmark's."""
+    from .models.hub import RELEASED, pretrained_metrics
+
+    try:
+        records = [r for r in pretrained_metrics(RELEASED) if str(r.get("protocol", "")).startswith("case (") and
+                   r["protocol"].endswith("seed1)") and (r["metric"], r["k"]) in (("recall", 1), ("map", 10))]
+    except DermretrError:
+        records = []
+    if s.released:
+        head = (f"<p>This is the released model <code>{RELEASED}</code>, trained on 1,000 DermSynth cases for 15 "
+                "epochs (the benchmark's size; <code>scripts/release_dermsynth_tiny.py</code>), evaluated on "
+                f"{s.n_cases} cases it never saw (data seed {s.seed}): its model card reports these same queries. "
+                "Nothing was trained, so the other methods and the skin-type mitigation are not shown; "
+                "<code>dermretr demo</code> trains them.</p>")
+    else:
+        head = (f"<p><b>How far to trust this table.</b> Each method was trained once, on {s.n_cases} cases for "
+                f"{s.epochs} epochs (minutes of CPU): differences whose intervals overlap are noise, and close "
+                "methods change places from one training seed to the next. It is a demonstration, not a benchmark: "
+                "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> compares the methods on 1,000 cases "
+                "over three seeds with paired differences (README, <i>The model and how it does</i>).</p>")
+    if not records:
+        return head
+    frame = pd.DataFrame(records)
+    frame["column"] = [f"{m}@{k} ({a})" for m, k, a in zip(frame["metric"], frame["k"], frame["average"])]
+    frame["cell"] = [f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and pd.notna(lo) else "")
+                     for v, lo, hi in zip(frame["value"], frame["ci_low"], frame["ci_high"])]
+    table = frame.pivot(index="run", columns="column", values="cell")
+    values = frame[(frame["average"] == "macro") & (frame["metric"] == "map")].set_index("run")
+    verdict = ""
+    if {"full", "floor:criteria_match"} <= set(values.index):
+        full, floor = values.loc["full"], values.loc["floor:criteria_match"]
+        if full["ci_low"] > floor["ci_high"]:
+            verdict = "ahead of"
+        elif full["ci_high"] < floor["ci_low"]:
+            verdict = "behind"
+        else:
+            verdict = "level with (overlapping intervals)"
+        verdict = (f" On macro mAP@10 the composed model is {verdict} the criteria-match floor, which ranks by the "
+                   "annotated 7-point findings with no model at all.")
+    return head + (f"<p>The released composed model at the benchmark's size, from its model card (case protocol, a "
+                   f"fresh DermSynth test split, 95% bootstrap CIs; <i>floor</i> rows need no model).{verdict}</p>"
+                   + table.to_html(border=0))
 
 
 def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dict[str, str], example_text: str,
                   example_case: str, seconds: dict[str, float], summary: dict[str, pd.DataFrame],
                   fairness: dict[str, pd.DataFrame]) -> Path:
-    settings = ", ".join(f"{k}={v}" for k, v in asdict(s).items() if k not in ("extra", "workers"))
+    settings = ", ".join(f"{k}={v}" for k, v in asdict(s).items() if k not in ("extra", "workers") and
+                         not (s.released and k in ("epochs", "batch_size", "fast")))
     times = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     sections = [
         f"<h1>dermretr demo</h1><p>Composed image + text retrieval of skin-lesion cases on DermSynth "
@@ -276,21 +344,20 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         "7-point findings. A model is only useful where it beats them. <b>(macro)</b> columns average over "
         "diagnosis groups (the mean of each group's mean, CI resampled within groups), so a ranking that favours "
         "the most common group cannot look good; the plain columns average over queries.</p>"
-        "<p>This is a small, quick run: a few hundred training cases and a few minutes of CPU. At this size the "
-        "full model, which has the most to learn, can be behind the simpler ones on case search, and "
-        "differences whose CIs overlap are noise. <code>python benchmarks/bench_models.py --seeds 0 1 2</code> "
-        "compares the methods on 1,000 cases over three training seeds, with paired differences.</p>"
-        + table.to_html(border=0) + f'<p><img src="{figures["results"]}" width="900"></p>',
-        f'<h2>Training</h2><p><img src="{figures["curves"]}" width="900"></p>',
+        + table.to_html(border=0) + f'<p><img src="{figures["results"]}" width="900"></p>' + _benchmark_html(s),
+        "<h2>Training</h2>" + (f'<p><img src="{figures["curves"]}" width="900"></p>' if "curves" in figures else
+                               "<p>Not trained here: the released model was loaded as it ships.</p>"),
         f"<h2>An example composed query</h2><p>Reference case {html.escape(example_case)} + "
         f"&ldquo;{html.escape(example_text)}&rdquo;</p>"
         f'<p><img src="{figures["example"]}" width="1000"></p>',
         "<h2>Skin tone</h2><p>The composed model's case search by Fitzpatrick pairs (DermSynth renders lower lesion "
-        "contrast on darker skin), with 95% CIs; groups with few queries are flagged. Then the same model trained "
-        "with sampling balanced over diagnosis group and skin type, compared on the same queries (paired "
-        "bootstrap CIs, permutation p-values).</p>" + fairness["slices"].to_html(border=0)
-        + f'<p><img src="{figures["slices"]}" width="800"></p>'
-        + _comparison_html(fairness["comparison"]) + f'<p><img src="{figures["mitigation"]}" width="900"></p>',
+        "contrast on darker skin), with 95% CIs; groups with few queries are flagged. "
+        + ("Then the same model trained with sampling balanced over diagnosis group and skin type, compared on the "
+           "same queries (paired bootstrap CIs, permutation p-values).</p>" if "comparison" in fairness else
+           "The mitigation (skin-type-balanced training) needs training: <code>dermretr demo</code> runs it.</p>")
+        + fairness["slices"].to_html(border=0) + f'<p><img src="{figures["slices"]}" width="800"></p>'
+        + (_comparison_html(fairness["comparison"]) + f'<p><img src="{figures["mitigation"]}" width="900"></p>'
+           if "comparison" in fairness else ""),
     ]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>dermretr demo</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;"
@@ -328,6 +395,7 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     from .evaluate import evaluate_run, results_table, write_metrics
     from .floors import evaluate_floors
     from .index import CaseIndex
+    from .models.hub import RELEASED
     from .models.retriever import Retriever
     from .viz import contact_sheet, gallery
 
@@ -339,25 +407,31 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     cases = load("synthetic", data)
     seconds["data"] = time.perf_counter() - t0
 
-    figures = {"contact_sheet": "contact_sheet.png", "curves": "training_curves.png", "results": "results.png",
-               "example": "example_query.png"}
+    figures = {"contact_sheet": "contact_sheet.png", "results": "results.png", "example": "example_query.png"}
     save_figure(contact_sheet(cases, by="diagnosis_group", per_group=6, seed=s.seed,
                               title="DermSynth: example cases per diagnosis group"), out / figures["contact_sheet"])
 
     t0 = time.perf_counter()
-    histories = {}
-    for kind in s.kinds:
-        log(f"Training {kind} ({s.epochs} epochs) ...")
-        histories[kind] = _train(kind, data, out / "runs" / kind, s, progress)
-    seconds["training"] = time.perf_counter() - t0
-    save_figure(curves_figure(histories), out / figures["curves"])
+    models: dict[str, Retriever] = {}
+    if s.released:
+        log(f"Loading the released model {RELEASED} (nothing is trained) ...")
+        models["full"] = Retriever.from_pretrained(RELEASED, device="cpu")
+        seconds["loading the model"] = time.perf_counter() - t0
+    else:
+        histories = {}
+        for kind in s.kinds:
+            log(f"Training {kind} ({s.epochs} epochs) ...")
+            histories[kind] = _train(kind, data, out / "runs" / kind, s, progress)
+        seconds["training"] = time.perf_counter() - t0
+        figures["curves"] = "training_curves.png"
+        save_figure(curves_figure(histories), out / figures["curves"])
 
     t0 = time.perf_counter()
     records: list[dict] = []
     per_query = []
     for kind in s.kinds:
         run = out / "runs" / kind
-        model = Retriever.load(run / "checkpoints" / "best.pt", device="cpu")  # loaded once for both protocols
+        model = models[kind] if kind in models else Retriever.load(run / "checkpoints" / "best.pt", device="cpu")
         for protocol in ("case", "modify"):
             pq, recs = evaluate_run(run, cases, protocol, triplets=data if protocol == "modify" else None,
                                     n_boot=s.n_boot, seed=s.seed, device="cpu", name=kind, retriever=model)
@@ -376,9 +450,12 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     seconds["evaluation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ckpt = out / "runs" / "full" / "checkpoints" / "best.pt"
-    full = Retriever.load(ckpt, device="cpu")
-    index = CaseIndex.build(full, cases, kind="flat", checkpoint=ckpt, progress=progress)
+    if s.released:  # the index records the released model by name: `dermretr search --index` loads it again
+        index = CaseIndex.build(RELEASED, cases, kind="flat", progress=progress, device="cpu")
+    else:
+        ckpt = out / "runs" / "full" / "checkpoints" / "best.pt"
+        index = CaseIndex.build(Retriever.load(ckpt, device="cpu"), cases, kind="flat", checkpoint=ckpt,
+                                progress=progress)
     index.save(out / "index", overwrite=True)
     row, text, target = _example_query(cases, data, s.seed)
     example = index.search(row["image_path"], text, k=9)  # the reference itself is in the index: leave it out
@@ -392,12 +469,14 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     seconds["index and search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    log("Skin tone: slicing the composed model by Fitzpatrick pairs, then training a skin-type-balanced one ...")
     before = next(pq for pq in per_query if pq["run"].iloc[0] == "full" and pq["protocol"].iloc[0] == "case")
-    balanced = replace(s, extra={**s.extra, "balance_by": "diagnosis_group,fitzpatrick"})
-    _train("full", data, out / "runs" / "full-balanced", balanced, progress)
-    after, _ = evaluate_run(out / "runs" / "full-balanced", cases, "case", n_boot=s.n_boot, seed=s.seed,
-                            device="cpu", name="full-balanced")
+    after = None
+    if not s.released:
+        log("Skin tone: slicing the composed model by Fitzpatrick pairs, then training a skin-type-balanced one ...")
+        balanced = replace(s, extra={**s.extra, "balance_by": "diagnosis_group,fitzpatrick"})
+        _train("full", data, out / "runs" / "full-balanced", balanced, progress)
+        after, _ = evaluate_run(out / "runs" / "full-balanced", cases, "case", n_boot=s.n_boot, seed=s.seed,
+                                device="cpu", name="full-balanced")
     fair = _fairness(before, after, cases, s, out, figures)
     seconds["skin tone"] = time.perf_counter() - t0
 

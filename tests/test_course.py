@@ -10,6 +10,7 @@ import pytest
 import dermretr.course as course_module
 from dermretr._errors import DermretrError
 from dermretr.course import SIZES, Course
+from dermretr.models.hub import RELEASED
 
 
 def _stamp(path: Path) -> int:
@@ -21,8 +22,12 @@ def _stamp(path: Path) -> int:
 
 def test_the_sizes_are_the_course_sizes():
     full, fast = Course(), Course(fast=True)
-    assert (full.n_cases, full.image_size, full.epochs, full.batch_size, full.n_boot) == (600, 96, 10, 48, 1000)
-    assert (fast.n_cases, fast.image_size, fast.epochs, fast.batch_size, fast.n_boot) == (240, 64, 3, 32, 200)
+    assert (full.n_cases, full.image_size, full.train_image_size, full.epochs, full.batch_size, full.n_boot) == \
+        (600, 128, 96, 10, 48, 1000)
+    assert (fast.n_cases, fast.image_size, fast.train_image_size, fast.epochs, fast.batch_size, fast.n_boot) == \
+        (240, 128, 64, 3, 32, 200)
+    # the dataset has the released model's image size; training resizes to the course's smaller one
+    assert full.model == fast.model == "dermretr/dermsynth-tiny" == RELEASED
     assert full.sizes == SIZES["full"] and fast.sizes == SIZES["fast"]
     assert full.runs == Path("dermretr-course") / "full" and fast.runs == Path("dermretr-course") / "fast"
     assert full.root == Path("dermsynth-course") and full.source == "synthetic"
@@ -34,7 +39,10 @@ def test_paths_follow_the_arguments(tmp_path):
     assert c.runs == tmp_path / "models" / "fast"
     assert c.run_dir("full-1mask") == tmp_path / "models" / "fast" / "full-1mask"
     assert c.checkpoint("full") == tmp_path / "models" / "fast" / "full" / "checkpoints" / "best.pt"
-    assert "240 cases of 64 px" in repr(c) and "fast=True" in repr(c)
+    assert "240 cases of 128 px" in repr(c) and "training at 64 px" in repr(c) and "fast=True" in repr(c)
+    assert "searches with dermretr/dermsynth-tiny" in repr(c)
+    assert "trains the model it searches with" in repr(Course(model=None))
+    assert Course(model=tmp_path / "my-model").model == str(tmp_path / "my-model")
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -50,6 +58,8 @@ def test_paths_follow_the_arguments(tmp_path):
     (dict(out=""), "out must be a folder path"),
     (dict(out=None), "out must be a folder path"),
     (dict(out=3), "out must be a folder path"),
+    (dict(model=""), "model must be a model name or folder"),
+    (dict(model=3), "model must be a model name or folder .* or None to train one, got 3"),
 ])
 def test_bad_arguments_are_one_line_errors(kwargs, match):
     with pytest.raises(DermretrError, match=match) as info:
@@ -86,10 +96,10 @@ def test_the_dataset_is_generated_as_the_notebooks_did(tmp_path, monkeypatch):
     monkeypatch.setattr(course_module, "load", lambda spec: spec)
     c = Course(f"synthetic:{tmp_path / 'ds'}", fast=True, seed=3)
     assert c.cases == f"synthetic:{tmp_path / 'ds'}"
-    assert calls == [(tmp_path / "ds", dict(n_cases=240, image_size=64, seed=3, modification_rate=0.4, replace=True,
+    assert calls == [(tmp_path / "ds", dict(n_cases=240, image_size=128, seed=3, modification_rate=0.4, replace=True,
                                              progress=False))]
     Course(f"synthetic:{tmp_path / 'ds'}").cases
-    assert calls[1][1]["n_cases"] == 600 and calls[1][1]["image_size"] == 96 and calls[1][1]["progress"] is True
+    assert calls[1][1]["n_cases"] == 600 and calls[1][1]["image_size"] == 128 and calls[1][1]["progress"] is True
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +126,7 @@ def test_cases_are_generated_once_then_reused(fast_course, course_dir):
     assert _stamp(meta) == stamp, "a dataset with the same settings must not be generated again"
     assert again["case_id"].tolist() == cases["case_id"].tolist()
     params = json.loads((course_dir / "dermsynth" / "meta" / "dermsynth.json").read_text())
-    assert (params["n_cases"], params["image_size"], params["seed"], params["modification_rate"]) == (240, 64, 0, 0.4)
+    assert (params["n_cases"], params["image_size"], params["seed"], params["modification_rate"]) == (240, 128, 0, 0.4)
 
 
 def test_another_source_is_only_read(fast_course, monkeypatch):
@@ -158,3 +168,31 @@ def test_a_users_own_dermsynth_with_other_sizes_is_never_replaced(tmp_path):
         Course(f"synthetic:{root}", fast=True).cases
     assert (root / "meta" / "dermsynth.json").read_text() == before
     assert len(list((root / "images").rglob("*.jpg"))) == 12
+
+
+def test_the_released_model_is_searched_without_training(fast_course, monkeypatch):
+    from dermretr.index import CaseIndex
+    from dermretr.models.retriever import Retriever
+
+    monkeypatch.setattr(Course, "train", lambda *a, **k: pytest.fail("the released model needs no training"))
+    model = fast_course.retriever()
+    assert isinstance(model, Retriever) and model.config()["image_size"] == 128
+    assert fast_course.retriever() is model  # loaded once
+    index = fast_course.index()
+    assert isinstance(index, CaseIndex) and len(index) == len(fast_course.cases)
+    assert index.manifest["model"]["pretrained"] == RELEASED and index.manifest["model"]["checkpoint_path"] is None
+    case = fast_course.cases.iloc[0]
+    hits = index.search(case["image_path"], "blue-whitish veil", k=3, exclude=case["case_id"])
+    assert len(hits) == 3 and case["case_id"] not in set(hits["case_id"])
+
+
+def test_without_a_model_the_searched_model_is_trained_here(fast_course, course_dir, capsys):
+    trained = Course(fast_course.data, fast=True, seed=0, out=course_dir / "models", model=None)
+    trained.train("full", epochs=1)  # the run retriever() trains (one epoch here, to stay quick)
+    model = trained.retriever("full")
+    assert model.config()["image_size"] == 64  # the course's training size, not the released model
+    index = trained.index("full")
+    assert index.manifest["model"]["checkpoint_path"] == str(trained.checkpoint("full").resolve())
+    as_real = Course(f"derm7pt:{fast_course.root}", fast=True)
+    as_real.retriever()
+    assert "was trained on DermSynth only; for derm7pt data set MODEL = None" in capsys.readouterr().out

@@ -68,6 +68,10 @@ def _reload(folder, **kwargs):
 
 def test_round_trip_float32_gives_identical_encodings(tiny, saved):
     assert _files(saved) == FILES | {OWNER_FILE}
+    from dermretr._io import umask
+
+    for name in FILES:  # every file follows the umask (safetensors alone would write 0600)
+        assert (saved / name).stat().st_mode & 0o777 == 0o666 & ~umask(), name
     assert json.loads((saved / OWNER_FILE).read_text())["kind"] == "model"
     config = json.loads((saved / "config.json").read_text())
     assert config["config"] == tiny.config() and config["format"] == 4 and config["library_name"] == "dermretr"
@@ -89,6 +93,44 @@ def test_round_trip_float16_is_close_and_half_the_size(tiny, saved, tmp_path):
     assert next(again.parameters()).dtype == torch.float32  # loaded back into the float32 model
     for a, b in zip(_encode(tiny), _encode(again)):
         assert np.allclose(a, b, atol=5e-3) and not np.array_equal(a, b)
+
+
+def test_a_closed_vocabulary_keeps_its_words_exactly_and_shrinks_the_file(tiny, saved, tmp_path):
+    texts = ["blue-whitish veil", "irregular streaks", "atypical pigment network"]
+    small = tiny.save_pretrained(tmp_path / "small", vocabulary=texts)
+    config = json.loads((small / "config.json").read_text())
+    rows = config["token_rows"]
+    assert rows["key"] == "encoder.token_embedding.weight" and rows["vocab_size"] == 49408 and 5 < rows["kept"] < 20
+    # the 49,408 x 128 table is two thirds of the tiny model: the file shrinks about three times
+    ratio = (small / "model.safetensors").stat().st_size / (saved / "model.safetensors").stat().st_size
+    assert 0.25 < ratio < 0.4
+    assert f"{rows['kept']:,} of 49,408 tokens kept" in (small / "README.md").read_text()
+    again = _reload(small)
+    images, _ = _inputs()
+    for text in (*texts, "irregular streaks blue-whitish veil", ""):  # the kept words encode exactly as before
+        a, b = tiny.encode_queries(images, [text] * 3), again.encode_queries(images, [text] * 3)
+        assert np.array_equal(a.global_vectors, b.global_vectors) and np.array_equal(a.local_vectors, b.local_vectors)
+    assert np.array_equal(_encode(tiny)[2], _encode(again)[2])  # the image side is untouched
+    # any other word reads as the one shared unknown-word row: two unknown words give the same query
+    unknown = [again.encode_queries(images[:1], [w]).global_vectors for w in ("zebra", "spaceship")]
+    assert np.array_equal(unknown[0], unknown[1])
+    assert not np.array_equal(tiny.encode_queries(images[:1], ["zebra"]).global_vectors,
+                              tiny.encode_queries(images[:1], ["spaceship"]).global_vectors)
+
+
+def test_a_closed_vocabulary_checks_its_input_and_its_stored_rows(tiny, tmp_path):
+    for bad, match in (("blue veil", "vocabulary must be a list of texts, got 'blue veil'"),
+                       ([1], r"vocabulary\[0\] must be a string, got 1"),
+                       ([" "], "vocabulary holds no word")):
+        with pytest.raises(DermretrError, match=match):
+            tiny.save_pretrained(tmp_path / "bad", vocabulary=bad)
+    assert not (tmp_path / "bad").exists()
+    small = tiny.save_pretrained(tmp_path / "small", vocabulary=["veil"])
+    config = json.loads((small / "config.json").read_text())
+    config["token_rows"]["key"] = "encoder.other.weight"  # config and weights disagree
+    (small / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DermretrError, match="token-embedding rows are incomplete"):
+        _reload(small)
 
 
 def test_bad_dtype_and_model_are_one_line_errors(tiny, tmp_path):
@@ -336,11 +378,29 @@ def test_hf_hub_missing_repository(monkeypatch):
 # ----------------------------------------------------------------------------- shipped models
 
 
-def test_no_model_ships_yet_and_the_error_says_so():
-    assert hub.shipped_models() == []
+def test_the_released_model_ships_and_an_unknown_name_says_what_does():
+    assert hub.shipped_models() == ["dermsynth-tiny"] and hub.RELEASED == "dermretr/dermsynth-tiny"
     with pytest.raises(DermretrError) as err:
         Retriever.from_pretrained("dermretr/derm7pt-base")
-    assert "no model 'dermretr/derm7pt-base' ships with dermretr (shipped: none shipped yet)" in str(err.value)
+    assert "no model 'dermretr/derm7pt-base' ships with dermretr (shipped: dermretr/dermsynth-tiny)" in str(err.value)
+
+
+def test_nothing_ships_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "PRETRAINED_DIR", tmp_path / "none")
+    assert hub.shipped_models() == []
+    with pytest.raises(DermretrError, match=r"\(shipped: none shipped yet\)"):
+        Retriever.from_pretrained("dermretr/dermsynth-tiny")
+
+
+def test_the_card_metrics_are_in_config_json_too(tiny, tmp_path):
+    folder = tiny.save_pretrained(tmp_path / "m", card={"metrics": METRICS})
+    assert hub.pretrained_metrics(folder) == METRICS
+    assert hub.pretrained_metrics(tiny.save_pretrained(tmp_path / "bare")) == []
+    config = json.loads((folder / "config.json").read_text())
+    config["metrics"] = {"not": "a list"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DermretrError, match="are not a list of records"):
+        hub.pretrained_metrics(folder)
 
 
 def test_shipped_names_map_to_package_folders(tiny, saved, tmp_path, monkeypatch):

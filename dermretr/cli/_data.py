@@ -74,11 +74,14 @@ def cmd_demo(args) -> int:
     from ..data import load
     from ..demo import demo_settings, run_demo
 
-    settings = demo_settings(fast=args.fast, n_cases=args.n_cases, image_size=args.image_size,
-                             epochs=args.epochs, seed=args.seed, workers=args.workers)
-    mode = "fast" if args.fast else "full"
-    print(f"dermretr demo ({mode}): {settings.n_cases} DermSynth cases, {settings.image_size} px, "
-          f"{settings.epochs} epochs for each of {', '.join(settings.kinds)}")
+    settings = demo_settings(fast=args.fast, released=args.released, n_cases=args.n_cases,
+                             image_size=args.image_size, epochs=args.epochs, seed=args.seed, workers=args.workers)
+    if settings.released:
+        print(f"dermretr demo (released model): {settings.n_cases} DermSynth cases, {settings.image_size} px, data "
+              f"seed {settings.seed}; nothing is trained")
+    else:
+        print(f"dermretr demo ({'fast' if args.fast else 'full'}): {settings.n_cases} DermSynth cases, "
+              f"{settings.image_size} px, {settings.epochs} epochs for each of {', '.join(settings.kinds)}")
     result = run_demo(args.out, settings, progress=not args.no_progress)
     cases = load("synthetic", result.out / "dermsynth")
     print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")

@@ -13,14 +13,20 @@ __all__ = ["INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "pars
 
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)
+RELEASED = "dermretr/dermsynth-tiny"  # dermretr.models.hub.RELEASED (not imported: torch loads slowly)
 
 
 def add_index_commands(sub) -> None:
     index = sub.add_parser("index", help="index a dataset for case search with a trained retriever",
-                           description="Encode every case of SOURCE:PATH with RUN_DIR's checkpoint and write a "
-                                       "search index folder (FAISS over global vectors, local vectors for exact "
-                                       "re-ranking, the case table and manifest.json).")
-    index.add_argument("--run", required=True, help="run folder of `dermretr train` (RUN_DIR)")
+                           description="Encode every case of SOURCE:PATH with RUN_DIR's checkpoint (or a pretrained "
+                                       f"model, by default the released {RELEASED}) and write a search index folder "
+                                       "(FAISS over global vectors, local vectors for exact re-ranking, the case "
+                                       "table and manifest.json).")
+    which = index.add_mutually_exclusive_group()
+    which.add_argument("--run", help="run folder of `dermretr train` (RUN_DIR)")
+    which.add_argument("--model", default=None,
+                       help=f"a model folder (save_pretrained), hf-hub:ORG/NAME or a shipped name (default without "
+                            f"--run: {RELEASED}, trained on DermSynth)")
     index.add_argument("--data", required=True, help="SOURCE:PATH of the cases to index")
     index.add_argument("--out", required=True, help="index folder to write (INDEX_DIR)")
     index.add_argument("--kind", choices=INDEX_KINDS, default="flat",
@@ -34,7 +40,11 @@ def add_index_commands(sub) -> None:
     search = sub.add_parser("search", help="search an index with a reference image and descriptor text",
                             description="Composed case search: the reference image plus text against INDEX_DIR; "
                                         "the retriever is rebuilt from the checkpoint recorded in the index.")
-    search.add_argument("--index", required=True, help="index folder written by `dermretr index`")
+    where = search.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", help="index folder written by `dermretr index`")
+    where.add_argument("--data", help=f"SOURCE:PATH: index this dataset now with --model (default {RELEASED}) and "
+                                      "search it (nothing is written)")
+    search.add_argument("--model", default=None, help=f"with --data: the model (default {RELEASED})")
     search.add_argument("--image", required=True, help="reference lesion image")
     search.add_argument("--text", default="", help="descriptor or modification text (default: none)")
     search.add_argument("-k", type=int, default=10, help="results (default: 10)")
@@ -64,21 +74,23 @@ def cmd_index(args) -> int:
     from ..index import CaseIndex
     from ..models.retriever import Retriever
 
-    run = Path(args.run).expanduser()
-    ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
-    if not ckpt.is_file():
-        raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
+    ckpt = None
+    if args.run is not None:
+        run = Path(args.run).expanduser()
+        ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
+        if not ckpt.is_file():
+            raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
     out = CaseIndex.check_output(args.out, overwrite=args.overwrite)  # before the long part
-    retriever = Retriever.load(ckpt, device=args.device)
+    model = Retriever.load(ckpt, device=args.device) if ckpt is not None else (args.model or RELEASED)
     cases = load(args.data)
     start = time.perf_counter()
-    index = CaseIndex.build(retriever, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
-                            progress=not args.no_progress)
+    index = CaseIndex.build(model, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
+                            progress=not args.no_progress, device=args.device)
     index.save(out, overwrite=args.overwrite)
     m = index.manifest
     local = f"{m['n_masks']} local vectors each, alpha {m['alpha']:.2f}" if m["n_masks"] else "global vectors only"
-    print(f"indexed {len(index)} cases ({m['kind']}, dim {m['dim']}, {local}) from {ckpt} in "
-          f"{time.perf_counter() - start:.1f} s -> {out}")
+    print(f"indexed {len(index)} cases ({m['kind']}, dim {m['dim']}, {local}) with "
+          f"{ckpt if ckpt is not None else m['model']['pretrained']} in {time.perf_counter() - start:.1f} s -> {out}")
     return 0
 
 
@@ -88,7 +100,14 @@ def cmd_search(args) -> int:
     from ..index import CaseIndex
 
     filters = parse_filters(args.filter)
-    index = CaseIndex.open(args.index, device=args.device)
+    if args.index is not None:
+        if args.model is not None:
+            raise DermretrError("--model goes with --data; an --index folder searches with the model it was built with")
+        index = CaseIndex.open(args.index, device=args.device)
+    else:
+        from ..data import load
+
+        index = CaseIndex.build(args.model or RELEASED, load(args.data), device=args.device)
     if args.rerank is not None:
         if args.rerank < 1:
             raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")

@@ -20,6 +20,7 @@ from ._common import INT_MAX, OPTIONS, check_count, check_path, check_result_col
 from ._faiss import check_kind, check_options, new_index
 from ._filters import filter_mask
 from ._manifest import new_manifest, read_manifest
+from ._model import load_pretrained
 from ._model import model_info as _model_info
 from ._vectors import check_targets, image_cases
 
@@ -109,13 +110,17 @@ class CaseIndex:
     @classmethod
     def build(cls, retriever: Any, cases: pd.DataFrame, kind: str = "flat", *,
               checkpoint: str | os.PathLike | None = None, batch_size: int = 64, progress: bool = False,
-              **options: Any) -> CaseIndex:
+              device: str = "auto", **options: Any) -> CaseIndex:
         """Encode every case image with ``retriever`` and index the vectors.
 
         Parameters
         ----------
-        retriever : Retriever
-            The model; its :meth:`encode_targets` gives the database vectors.
+        retriever : Retriever or str
+            The model; its :meth:`encode_targets` gives the database vectors.  A
+            name or folder that :meth:`Retriever.from_pretrained` reads (such as
+            the released ``"dermretr/dermsynth-tiny"``) is loaded (``device``) and
+            recorded in the manifest, so that :meth:`open` and ``dermretr search``
+            load it again.
         cases : DataFrame
             A case table (validated here); ``image_path`` must be readable
             (the index stores it as an absolute path).
@@ -128,6 +133,8 @@ class CaseIndex:
             Images encoded at once.
         progress : bool
             Show a progress bar.
+        device : str
+            Where a ``retriever`` given by name is loaded (``"auto"``: CUDA when present).
         **options
             Passed to :meth:`from_embeddings` (``nlist``, ``nprobe``,
             ``hnsw_m``, ``ef_construction``, ``ef_search``, ``pq_m``,
@@ -154,6 +161,9 @@ class CaseIndex:
         3
         """
         # everything that can be wrong is said before the (long) encoding
+        pretrained = None
+        if isinstance(retriever, (str, os.PathLike)):
+            retriever, pretrained = load_pretrained(retriever, device, checkpoint)
         check_retriever(retriever)
         check_kind(kind)
         unknown = sorted(map(str, set(options) - set(OPTIONS)))
@@ -164,7 +174,7 @@ class CaseIndex:
         if checkpoint is not None:
             checkpoint = check_path(checkpoint, "checkpoint")
         cases = image_cases(cases)
-        info = _model_info(retriever, checkpoint)
+        info = _model_info(retriever, checkpoint, pretrained=pretrained)
         try:
             targets = retriever.encode_targets(cases["image_path"].tolist(), batch_size=batch_size,
                                                progress=bool(progress))

@@ -135,7 +135,7 @@ def check_manifest(manifest: dict, path: Path, rebuild: str) -> None:
     if model is not None:
         if not isinstance(model, dict):
             raise bad("model", model, "a JSON object or null")
-        for key in ("config_hash", "weights_sha256", "checkpoint_path", "checkpoint_sha256"):
+        for key in ("config_hash", "weights_sha256", "checkpoint_path", "checkpoint_sha256", "pretrained"):
             if not optional_str(model.get(key)):
                 raise bad(f"model.{key}", model.get(key), "a string or null")
         if model.get("config") is not None and not isinstance(model["config"], dict):

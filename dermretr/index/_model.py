@@ -11,7 +11,7 @@ from typing import Any
 
 from .._errors import DermretrError
 
-__all__ = ["config_hash", "file_sha256", "weights_sha256", "model_info", "check_model"]
+__all__ = ["config_hash", "file_sha256", "weights_sha256", "model_info", "check_model", "load_pretrained"]
 
 
 def config_hash(config: Mapping) -> str:
@@ -56,12 +56,14 @@ def weights_sha256(retriever: Any) -> str:
     return h.hexdigest()
 
 
-def model_info(retriever: Any, checkpoint: str | os.PathLike | None = None) -> dict:
+def model_info(retriever: Any, checkpoint: str | os.PathLike | None = None, *, pretrained: str | None = None
+               ) -> dict:
     """What identifies a retriever in an index manifest.
 
     Returns ``{"config", "config_hash", "weights_sha256", "checkpoint_path",
-    "checkpoint_sha256"}``; the checkpoint entries are None unless
-    ``checkpoint`` (the file the retriever was loaded from) is given.
+    "checkpoint_sha256", "pretrained"}``; the checkpoint entries are None unless
+    ``checkpoint`` (the file the retriever was loaded from) is given, ``pretrained``
+    unless the retriever was loaded with ``Retriever.from_pretrained(pretrained)``.
 
     >>> from dermretr.models.backbones import create
     >>> from dermretr.models.retriever import Retriever
@@ -71,7 +73,7 @@ def model_info(retriever: Any, checkpoint: str | os.PathLike | None = None) -> d
     """
     config = retriever.config()
     info = {"config": config, "config_hash": config_hash(config), "weights_sha256": weights_sha256(retriever),
-            "checkpoint_path": None, "checkpoint_sha256": None}
+            "checkpoint_path": None, "checkpoint_sha256": None, "pretrained": pretrained}
     if checkpoint is not None:
         path = Path(checkpoint).expanduser().resolve()
         if not path.is_file():
@@ -112,3 +114,19 @@ def check_model(path: Path, manifest: dict, retriever: Any, checkpoint: Path | N
             raise DermretrError(f"index {path} was built with other weights of the same model (weights sha256 "
                                 f"{model['weights_sha256'][:12]}; this model's is {got[:12]}); use the "
                                 f"checkpoint it was built with, or {rebuild}")
+
+
+def load_pretrained(name: str | os.PathLike, device: str, checkpoint: Any = None) -> tuple[Any, str]:
+    """A retriever given by name (``Retriever.from_pretrained``) and what an index manifest records of it.
+
+    A local folder is recorded by its absolute path, a shipped or ``hf-hub:`` model by its name.
+    """
+    from ..models.retriever import Retriever
+
+    if checkpoint is not None:
+        raise DermretrError("checkpoint= goes with a retriever loaded from a checkpoint file; a model given by name "
+                            "is recorded by that name")
+    text = os.fspath(name)
+    local = Path(text).expanduser()
+    recorded = str(local.resolve()) if local.is_dir() else text.strip()
+    return Retriever.from_pretrained(text, device=device), recorded

@@ -306,15 +306,23 @@ def load_parts(path: str | os.PathLike, retriever: Any = None, checkpoint: str |
     return faiss_index, g, local, cases, manifest
 
 
-def open_retriever(path: str | os.PathLike, device: Any) -> tuple[Path, Any, str]:
-    """:meth:`CaseIndex.open`: the index folder, the retriever its manifest records, and that checkpoint."""
+def open_retriever(path: str | os.PathLike, device: Any) -> tuple[Path, Any, str | None]:
+    """:meth:`CaseIndex.open`: the index folder, the retriever its manifest records, and that checkpoint (if any).
+
+    The manifest records a checkpoint file (an index built from a run) or a pretrained model
+    (an index built with ``Retriever.from_pretrained``'s name or folder); the model is loaded
+    from it and checked against the recorded weights by :meth:`CaseIndex.load`.
+    """
     from ..models.retriever import Retriever
 
     path = check_path(path, "index folder")
     if not isinstance(device, str):
         raise DermretrError(f"device must be a str ('auto', 'cpu' or 'cuda'), got {show(device)}")
     manifest = read_manifest(path)
-    ckpt = (manifest.get("model") or {}).get("checkpoint_path")
+    model = manifest.get("model") or {}
+    ckpt = model.get("checkpoint_path")
+    if not ckpt and model.get("pretrained"):
+        return path, Retriever.from_pretrained(model["pretrained"], device=device), None
     if not ckpt:
         raise DermretrError(f"index {path} does not record the checkpoint it was built from; load it in Python "
                             "with CaseIndex.load(dir, retriever) or rebuild it with `dermretr index`")

@@ -203,7 +203,8 @@ def _limitations(card: dict) -> list[str]:
     return [*lines, *(f"- {t}" for t in card.get("limitations", [])), ""]
 
 
-def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "float32") -> str:
+def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "float32",
+               kept_tokens: tuple[int, int] | None = None) -> str:
     """The model card (``README.md``) :func:`save_pretrained` writes for ``model``.
 
     Parameters
@@ -221,6 +222,9 @@ def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "f
         Nothing is made up: what is missing reads "not stated" or "not measured".
     dtype : str
         The dtype of the saved weights, shown in the card.
+    kept_tokens : (int, int), optional
+        Token-embedding rows kept of the tokenizer's vocabulary, when the weights were saved with a
+        closed vocabulary (``save_pretrained(..., vocabulary=...)``); shown in the card.
 
     Examples
     --------
@@ -242,6 +246,9 @@ def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "f
                ("spatial masks", cfg["n_masks"] if model.uses_local else "none"),
                ("weight of local evidence (alpha)", f"{model.alpha:.3f}"), ("weights", f"{WEIGHTS_FILE}, {dtype}"),
                ("checkpoint format", CHECKPOINT_FORMAT), ("written by", f"dermretr {__version__}")]
+    if kept_tokens is not None:
+        details.insert(5, ("text vocabulary", f"{kept_tokens[0]:,} of {kept_tokens[1]:,} tokens kept (the words of "
+                           "its training texts); any other word reads as one shared unknown-word vector"))
     lines = [*_front_matter(card), f"# {title}", "",
              card.get("description") or "A dermretr composed image+text retriever: a reference skin-lesion image "
              "plus a text (dermoscopic findings, or a change to them) ranks the cases of a database by similarity.",

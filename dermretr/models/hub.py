@@ -39,7 +39,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,14 @@ import torch
 from .. import __version__
 from .._checks import check_choice, show
 from .._errors import DermretrError, OutputError
-from .._io import OWNER_FILE, atomic_dir, exclusive, os_error, owner_kind
+from .._io import OWNER_FILE, atomic_dir, exclusive, os_error, owner_kind, umask
 from ._card import CARD_KEYS, DTYPES, WEIGHTS_FILE, check_card, model_card
+from ._tokens import prune_tokens, restore_tokens
 from .retriever import CHECKPOINT_FORMAT, Retriever, from_checkpoint
 
-__all__ = ["save_pretrained", "from_pretrained", "push_to_hub", "model_card", "shipped_models", "WEIGHTS_FILE",
+__all__ = ["save_pretrained", "from_pretrained", "push_to_hub", "model_card", "shipped_models", "RELEASED",
+           "pretrained_metrics",
+           "WEIGHTS_FILE",
            "CONFIG_FILE", "CARD_FILE", "PRETRAINED_DIR", "DTYPES", "CARD_KEYS"]
 
 CONFIG_FILE = "config.json"
@@ -64,6 +67,10 @@ _KIND = "model"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 _HUB = "hf-hub:"
 _SHIPPED = "dermretr/"
+#: The released model shipped with dermretr: the course notebooks, the query builder and
+#: ``dermretr index``/``search`` use it unless told to train or given another model
+#: (``scripts/release_dermsynth_tiny.py`` makes it; its card holds its quality).
+RELEASED = "dermretr/dermsynth-tiny"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _EXPECTED = "a dermretr model folder (written by Retriever.save_pretrained)"
@@ -142,7 +149,8 @@ def _weights(model: Retriever, dtype: str) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Mapping | None = None,
-                    overwrite: bool = False, dtype: str = "float32") -> Path:
+                    overwrite: bool = False, dtype: str = "float32", vocabulary: Iterable[str] | None = None
+                    ) -> Path:
     """Write ``model`` as a Hugging Face style model folder; see the module docstring.
 
     Parameters
@@ -159,6 +167,13 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
         the card through ``card``, not by hand, or keep a copy); a folder with any other file is refused.
     dtype : {"float32", "float16"}
         Of the saved weights: float16 halves the file; encodings then agree to about 1e-3.
+    vocabulary : list of str, optional
+        For a model trained on a closed vocabulary (DermSynth's findings): the texts it was
+        trained on and the phrases its users will type.  Only the token-embedding rows of their
+        words are kept (the other rows never received a gradient); every other word then reads
+        as one shared "unknown word" row, their mean.  The tiny backbone's file shrinks about
+        three times; texts of the kept words encode exactly as before.  ``config.json``
+        records it (``"token_rows"``) and the card says how many tokens were kept.
 
     Returns
     -------
@@ -181,7 +196,14 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
         raise DermretrError(f"model must be a dermretr Retriever, got {show(model)}")
     if not isinstance(overwrite, bool):
         raise DermretrError(f"overwrite must be True or False, got {show(overwrite)}")
-    text = model_card(model, card, dtype=dtype)  # checks card and dtype before anything is written
+    check_choice("dtype", dtype, tuple(DTYPES))
+    weights, token_rows = _weights(model, dtype), None
+    if vocabulary is not None:
+        weights, token_rows = prune_tokens(model, weights, vocabulary)
+    # checks card and dtype before anything is written
+    card = check_card(card)
+    text = model_card(model, card, dtype=dtype, kept_tokens=None if token_rows is None else
+                      (token_rows["kept"], token_rows["vocab_size"]))
     path = _check_output(directory, overwrite)
     from safetensors.torch import save_file
 
@@ -191,7 +213,8 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
             try:
                 # one metadata key: safetensors writes several in no fixed order, and the same model
                 # should give the same bytes (and sha256) every time
-                save_file(_weights(model, dtype), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+                save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+                os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~umask())  # safetensors writes 0600; outputs follow the umask
             except OSError as exc:
                 raise os_error(exc, path) from None
             except Exception as exc:  # safetensors reports I/O failures (a full disk...) as its own error
@@ -202,6 +225,10 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
             config = {"library_name": "dermretr", "format": CHECKPOINT_FORMAT, "dermretr_version": __version__,
                       "config": model.config(), "dtype": dtype,
                       "sha256": {WEIGHTS_FILE: _sha256(tmp / WEIGHTS_FILE)}}
+            if token_rows is not None:
+                config["token_rows"] = token_rows
+            if card.get("metrics"):  # the card's numbers, machine-readable (pretrained_metrics)
+                config["metrics"] = [dict(r) for r in card["metrics"]]
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             (tmp / CARD_FILE).write_text(text, encoding="utf-8")
             (tmp / OWNER_FILE).write_text(json.dumps({"kind": _KIND, "written_by": f"dermretr {__version__}"}) + "\n")
@@ -214,13 +241,32 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
 def shipped_models() -> list[str]:
     """The names ``NAME`` of the models shipped inside dermretr, loadable as ``"dermretr/NAME"``.
 
-    >>> shipped_models()  # none shipped yet
-    []
+    >>> shipped_models()  # the released DermSynth model
+    ['dermsynth-tiny']
     """
     try:
         return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
     except OSError:
         return []
+
+
+def pretrained_metrics(name_or_path: str | os.PathLike) -> list[dict]:
+    """The metric records a model folder's card was written with (``[]`` when it was written without).
+
+    The same records as the card's evaluation table (``metrics.json`` records: ``run``,
+    ``method``, ``protocol``, ``average``, ``metric``, ``k``, ``value``, ``ci_low``,
+    ``ci_high``, ``n_queries``), read from ``config.json``.
+
+    >>> pretrained_metrics("dermretr/no-such-model")
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: no model 'dermretr/no-such-model' ships with dermretr (shipped: ...
+    """
+    records = _read_config(_resolve(name_or_path, None, None)).get("metrics") or []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DermretrError(f"the metrics in {name_or_path}'s {CONFIG_FILE} are not a list of records; copy or "
+                            "download the model folder again")
+    return records
 
 
 def _shipped_text() -> str:
@@ -367,10 +413,13 @@ def from_pretrained(name_or_path: str | os.PathLike, device: str = "auto", *, re
 
     Examples
     --------
+    >>> model = from_pretrained("dermretr/dermsynth-tiny", device="cpu")  # the released model, shipped
+    >>> model.config()["kind"], model.config()["image_size"]
+    ('full', 128)
     >>> from_pretrained("dermretr/no-such-model")
     Traceback (most recent call last):
     ...
-    dermretr._errors.DermretrError: no model 'dermretr/no-such-model' ships with dermretr (shipped: none ...
+    dermretr._errors.DermretrError: no model 'dermretr/no-such-model' ships with dermretr (shipped: dermretr/...
     """
     folder = _resolve(name_or_path, revision, token)
     meta = _read_config(folder)
@@ -392,6 +441,8 @@ def from_pretrained(name_or_path: str | os.PathLike, device: str = "auto", *, re
     except Exception as exc:  # SafetensorError and friends
         raise DermretrError(f"cannot load {weights}: not a readable safetensors file ({_first_line(exc)}); copy or "
                             "download the model folder again") from None
+    if meta.get("token_rows") is not None:
+        state = restore_tokens(state, meta["token_rows"])
     payload = {"format": meta.get("format", 0), "config": meta["config"], "state_dict": state}
     return from_checkpoint(payload, folder, device, expected=_EXPECTED, model_class=model_class)
 

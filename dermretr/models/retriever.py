@@ -325,14 +325,15 @@ class Retriever(nn.Module):
     # ------------------------------------------------------------------ Hugging Face style sharing (models/hub.py)
 
     def save_pretrained(self, directory: str | os.PathLike, *, card: dict | None = None, overwrite: bool = False,
-                        dtype: str = "float32") -> Path:
+                        dtype: str = "float32", vocabulary: Sequence[str] | None = None) -> Path:
         """Write a Hugging Face style model folder (``model.safetensors``, ``config.json``, ``README.md``).
 
-        See :func:`dermretr.models.hub.save_pretrained` (``card``: the model card's facts and metrics).
+        See :func:`dermretr.models.hub.save_pretrained` (``card``: the model card's facts and metrics;
+        ``vocabulary``: keep only the token embeddings of these texts' words).
         """
         from .hub import save_pretrained
 
-        return save_pretrained(self, directory, card=card, overwrite=overwrite, dtype=dtype)
+        return save_pretrained(self, directory, card=card, overwrite=overwrite, dtype=dtype, vocabulary=vocabulary)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str = "auto", *, revision: str | None = None,

@@ -24,9 +24,10 @@ private modules (``_session``, ``_query``, ``_tone``, ``_images``,
 from __future__ import annotations
 
 from ._images import decode_image, png_bytes, thumbnail
-from ._query import SKIN_TYPES, UNKNOWN, SearchReport, check_index, skin_label
+from ._query import SKIN_TYPES, UNKNOWN, SearchReport, as_index, check_index, skin_label
 from ._session import QuerySession
 from ._tone import ANY_SKIN, tone_counts, tone_exposure_text, tone_filter, tone_labels
 
-__all__ = ["QuerySession", "SearchReport", "check_index", "decode_image", "png_bytes", "thumbnail", "skin_label",
-           "UNKNOWN", "SKIN_TYPES", "ANY_SKIN", "tone_labels", "tone_counts", "tone_exposure_text", "tone_filter"]
+__all__ = ["QuerySession", "SearchReport", "as_index", "check_index", "decode_image", "png_bytes", "thumbnail",
+           "skin_label", "UNKNOWN", "SKIN_TYPES", "ANY_SKIN", "tone_labels", "tone_counts", "tone_exposure_text",
+           "tone_filter"]

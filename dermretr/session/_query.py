@@ -30,9 +30,10 @@ from ..data.vocab import (
 )
 from ..index import filter_mask
 
-__all__ = ["UNKNOWN", "SKIN_TYPES", "SearchReport", "check_index", "initial_alpha", "skin_label", "check_case_id",
-           "known_criteria", "reference_text", "compose_text", "check_criterion", "read_descriptors", "query_filters",
-           "describe_filters", "matching_cases", "no_match_note", "shortfall_note", "no_results", "relevance"]
+__all__ = ["UNKNOWN", "SKIN_TYPES", "SearchReport", "as_index", "check_index", "initial_alpha", "skin_label",
+           "check_case_id", "known_criteria", "reference_text", "compose_text", "check_criterion", "read_descriptors",
+           "query_filters", "describe_filters", "matching_cases", "no_match_note", "shortfall_note", "no_results",
+           "relevance"]
 
 #: Dropdown entry of a criterion whose value is not known.
 UNKNOWN = "(unknown)"
@@ -70,6 +71,33 @@ class SearchReport:
         if self.relevant is not None:
             head += f"; {self.relevant} relevant (green frame)"
         return [head, *self.notes]
+
+
+def as_index(index: Any, model: Any, device: str = "auto") -> Any:
+    """``index`` as a CaseIndex: a case table (or ``"SOURCE:PATH"``) is indexed with ``model``.
+
+    A CaseIndex is returned as it is; an index folder (``dermretr index``) is opened with the
+    model its manifest records; a case table or a dataset spec is encoded with ``model``: a
+    :class:`~dermretr.models.retriever.Retriever` or a name that ``Retriever.from_pretrained``
+    reads (by default the released ``"dermretr/dermsynth-tiny"``).
+    """
+    import os
+    from pathlib import Path
+
+    from ..data import load
+    from ..index import CaseIndex
+
+    if isinstance(index, (str, os.PathLike)):
+        text = os.fspath(index)
+        if (Path(text).expanduser() / "manifest.json").is_file():
+            return CaseIndex.open(text, device=device)
+        if ":" not in text:
+            raise DermretrError(f"{text!r} is neither an index folder (written by CaseIndex.save or `dermretr index`) "
+                                "nor a dataset spec SOURCE:PATH (such as 'synthetic:./dermsynth')")
+        index = load(text)
+    if isinstance(index, pd.DataFrame):
+        return CaseIndex.build(model, index, device=device)
+    return index
 
 
 def check_index(index: Any, retriever: Any = None, owner: str = "QuerySession") -> Any:

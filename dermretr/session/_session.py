@@ -21,11 +21,13 @@ from ..data.images import load_rgb
 from ..data.vocab import CRITERIA, tone_findings
 from ..evaluate import tone_ranges
 from ..models.embeddings import Embeddings
+from ..models.hub import RELEASED
 from ._figures import check_method, explain_figures, map_figure
 from ._images import LRUCache, decode_image, png_bytes
 from ._query import (
     UNKNOWN,
     SearchReport,
+    as_index,
     check_case_id,
     check_criterion,
     check_index,
@@ -57,8 +59,10 @@ class QuerySession:
     (:attr:`skin_types`, :attr:`groups`, :attr:`tone_only`), then
     :meth:`results`.  Encoded queries (32) and thumbnails (4096) are cached.
 
-    Parameters are those of the builder: ``index``, ``retriever`` (default
-    ``index.retriever``), ``k``, ``alpha`` (default the index's),
+    Parameters are those of the builder: ``index`` (a CaseIndex, an index
+    folder, or a case table or ``"SOURCE:PATH"`` that is indexed with ``model``,
+    by default the released ``"dermretr/dermsynth-tiny"``; see :func:`as_index`),
+    ``retriever`` (default ``index.retriever``), ``k``, ``alpha`` (default the index's),
     ``exclude_reference`` (leave the reference case out of its results),
     ``explain_method`` (behind :meth:`explain`), ``map_params`` (UMAP
     parameters of :meth:`map_figure`) and ``seed`` (of :meth:`random_case_id`).
@@ -86,7 +90,8 @@ class QuerySession:
 
     def __init__(self, index, retriever=None, *, k: int = 8, alpha: float | None = None,
                  exclude_reference: bool = True, explain_method: str = "gradcam",
-                 map_params: Mapping[str, Any] | None = None, seed: int | None = None):
+                 map_params: Mapping[str, Any] | None = None, seed: int | None = None, model: Any = RELEASED):
+        index = as_index(index, model if retriever is None else retriever)
         self.retriever = check_index(index, retriever)
         k_ok = check_int(k, "k")
         assert k_ok is not None  # check_int returns None only with allow_none

@@ -14,12 +14,23 @@ from matplotlib.figure import Figure
 from .._checks import check_int
 from .._errors import DermretrError
 from ..data.images import ImageReadError
-from ..session import QuerySession, check_index
+from ..models.hub import RELEASED
+from ..session import QuerySession, as_index, check_index
 from ._grid import figure_output, html_output
 from ._live import Debouncer
 from ._panel import QueryPanel
 
 __all__ = ["QueryBuilder"]
+
+
+def _check_debounce(debounce: Any) -> float:
+    try:
+        seconds = float(debounce)
+    except (TypeError, ValueError):
+        raise DermretrError(f"debounce must be a number of seconds, got {debounce!r}") from None
+    if not seconds >= 0:
+        raise DermretrError(f"debounce must be >= 0 seconds, got {seconds}")
+    return seconds
 
 
 class QueryBuilder(QueryPanel):
@@ -30,9 +41,9 @@ class QueryBuilder(QueryPanel):
 
     Parameters
     ----------
-    index : CaseIndex
-        The database to search.  An index with no case is accepted: the app
-        then says so and every control is disabled.
+    index : CaseIndex, index folder, case table or "SOURCE:PATH"
+        The database; a table or spec is indexed with ``model`` first (see
+        :func:`~dermretr.session.as_index`).  An empty index disables the app.
     retriever : Retriever, optional
         Encodes the queries; default ``index.retriever`` (set by
         :meth:`CaseIndex.build`, :meth:`CaseIndex.open` or
@@ -55,6 +66,9 @@ class QueryBuilder(QueryPanel):
         ``n_epochs``, ``seed``); the map is fitted once per index and cached.
     max_k : int
         Largest k the slider offers.
+    model : Retriever or str
+        Indexes a case table given as ``index`` (unless ``retriever`` is given);
+        default the released DermSynth model ``"dermretr/dermsynth-tiny"``.
     seed : int, optional
         Seed of the "random case" button.
 
@@ -102,16 +116,13 @@ class QueryBuilder(QueryPanel):
 
     def __init__(self, index, retriever=None, *, k: int = 8, alpha: float | None = None, debounce: float = 0.3,
                  thumb: int = 96, exclude_reference: bool = True, explain_method: str = "gradcam",
-                 map_params: Mapping[str, Any] | None = None, max_k: int = 50, seed: int | None = None):
+                 map_params: Mapping[str, Any] | None = None, max_k: int = 50, seed: int | None = None,
+                 model: Any = RELEASED):
+        index = as_index(index, model if retriever is None else retriever)
         retriever = check_index(index, retriever, owner="QueryBuilder")
         check_int(k, "k")
         top = check_int(max_k, "max_k")
-        try:
-            debounce = float(debounce)
-        except (TypeError, ValueError):
-            raise DermretrError(f"debounce must be a number of seconds, got {debounce!r}") from None
-        if not debounce >= 0:
-            raise DermretrError(f"debounce must be >= 0 seconds, got {debounce}")
+        debounce = _check_debounce(debounce)
         side = check_int(thumb, "thumb", 16, what="an integer of at least 16 pixels")
         assert top is not None and side is not None  # check_int returns None only with allow_none
         self.thumb = side

@@ -71,10 +71,12 @@ class QueryPanel:
         s, wide = self.session, {"description_width": "initial"}
         self.case_picker = W.Dropdown(options=list(zip(self._case_labels(), s.ids.tolist())), value=None,
                                       description="reference case", style=wide, layout=W.Layout(width="320px"))
+        self.case_picker.add_class("dermretr-case-picker")
         self.preview = W.Image(value=png_bytes(np.full((8, 8, 3), 235, np.uint8)), format="png",
                                layout=W.Layout(width=f"{2 * self.thumb}px", height=f"{2 * self.thumb}px"))
         self.preview.add_class("dermretr-preview")
         self.random_button = W.Button(description="random case", icon="random", layout=W.Layout(width="130px"))
+        self.random_button.add_class("dermretr-random")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload image",
                                    layout=W.Layout(width="180px"))
         self.criteria: dict[str, W.Dropdown] = {}
