@@ -150,6 +150,7 @@ def main() -> None:
             "annotated criteria directly, ranks about as well as or better than the model (README: a negative "
             "result)."],
         "authors": "The dermretr developers",
+        "load_as": f"dermretr/{NAME}",
     }
     dest = model.save_pretrained(args.dest, card=card, overwrite=True, dtype="float16", vocabulary=words)
     size = (dest / "model.safetensors").stat().st_size

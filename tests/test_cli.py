@@ -13,6 +13,34 @@ from PIL import Image
 from dermretr.cli import main
 
 
+def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsys, monkeypatch):
+    import json
+
+    import dermretr.train as train
+
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("--released must not train"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--released", "--out", str(out), "--n-cases", "120", "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "dermretr demo (released model): 120 DermSynth cases, 128 px, data seed 1; nothing is trained" in text
+    assert "Results on the test split" in text and "Full minus each method and floor" in text
+    records = json.loads((out / "metrics.json").read_text())
+    assert {r["method"] for r in records} == {"full", "random", "majority", "criteria_match"}
+    assert {r["protocol"] for r in records if r["method"] == "full"} == {"case", "modify"}
+    report = (out / "report.html").read_text()
+    assert "Not trained here: the released model was loaded as it ships" in report
+    assert "This is the released model <code>dermretr/dermsynth-tiny</code>" in report
+    assert "needs training" in report and 'src="training_curves.png"' not in report
+    for figure in ("contact_sheet.png", "results.png", "example_query.png", "skin_tone_slices.png"):
+        assert f'src="{figure}"' in report and (out / figure).is_file()
+    manifest = json.loads((out / "index" / "manifest.json").read_text())
+    assert manifest["model"]["pretrained"] == "dermretr/dermsynth-tiny" and manifest["count"] == 120
+    assert not (out / "runs").exists()
+    for bad, match in ((["--fast"], "choose --fast or --released"), (["--epochs", "3"], "epochs cannot be set")):
+        assert main(["demo", "--released", "--out", str(tmp_path / "x"), *bad]) == 2
+        assert match in capsys.readouterr().err
+
+
 def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     import json
 
@@ -51,6 +79,8 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     per_query = pd.read_csv(out / "per_query.csv")
     assert set(per_query["method"]) == {"full", "global", "clip4cir", "late_fusion", "image", "text", "random",
                                         "majority", "criteria_match"}
+    assert "against each method and floor, paired" in report and "How far to trust this table" in report
+    assert "Full minus each method and floor" in text
     # a second run reuses the dataset and the finished runs
     mtime = (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns
     assert main(args) == 0

