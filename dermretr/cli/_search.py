@@ -38,8 +38,9 @@ def add_index_commands(sub) -> None:
     index.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
     index.add_argument("--no-progress", action="store_true")
     search = sub.add_parser("search", help="search an index with a reference image and descriptor text",
-                            description="Composed case search: the reference image plus text against INDEX_DIR; "
-                                        "the retriever is rebuilt from the checkpoint recorded in the index.")
+                            description="Composed case search: the reference image plus text against INDEX_DIR "
+                                        "(with the model it records: a checkpoint or a pretrained model) or against "
+                                        "SOURCE:PATH indexed now with --model.")
     where = search.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder written by `dermretr index`")
     where.add_argument("--data", help=f"SOURCE:PATH: index this dataset now with --model (default {RELEASED}) and "
