@@ -81,7 +81,7 @@ class DemoResult:
 
 
 def demo_settings(fast: bool = False, released: bool = False, **overrides) -> DemoSettings:
-    """Default settings: about 9 minutes on 2 CPU cores, or under 2 with ``fast=True``.
+    """Default settings: about 12 minutes on 2 CPU cores (measured: 715 s), under 2 with ``fast=True``.
 
     ``released=True``: the released model's demo (no training): 1,000 DermSynth cases at its
     128 px, data seed 1 (its training data had seed 0), the composed model only.
@@ -305,7 +305,8 @@ def _benchmark_html(s: DemoSettings) -> str:
     frame["column"] = [f"{m}@{k} ({a})" for m, k, a in zip(frame["metric"], frame["k"], frame["average"])]
     frame["cell"] = [f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and pd.notna(lo) else "")
                      for v, lo, hi in zip(frame["value"], frame["ci_low"], frame["ci_high"])]
-    table = frame.pivot(index="run", columns="column", values="cell")
+    table = frame.pivot(index="run", columns="column", values="cell").rename(index={"full": "full (released model)"})
+    table.index.name = table.columns.name = None
     return head + ("<p>The released composed model at the benchmark's size, from its model card (case protocol, a "
                    "fresh DermSynth test split, 95% bootstrap CIs; <i>floor</i> rows need no model).</p>"
                    + table.to_html(border=0))

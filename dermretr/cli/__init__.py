@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a small, quick version (160 cases, 64 px, 3 epochs; under 2 minutes)")
     demo.add_argument("--released", action="store_true",
                       help="no training: the same report for the released model dermretr/dermsynth-tiny on 1,000 "
-                           "DermSynth cases it never saw (data seed 1; about 2 minutes)")
+                           "DermSynth cases it never saw (data seed 1; under a minute on 2 cores)")
     demo.add_argument("--n-cases", type=int, default=None,
                       help="DermSynth cases (default: 500, fast: 160, released: 1000)")
     demo.add_argument("--image-size", type=int, default=None, help="image side in px (default: 96, fast: 64)")
