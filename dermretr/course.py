@@ -34,7 +34,7 @@ from ._checks import check_seed, show
 from ._errors import DermretrError, OutputError
 from .data import load, parse_spec
 from .data.synth import ensure
-from .models.hub import RELEASED
+from .models._released import RELEASED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -332,6 +332,10 @@ class Course:
         """
         from .models.retriever import Retriever
 
+        if self.model is not None and name != "full":
+            raise DermretrError(f"the course searches with {self.model} (MODEL); retriever({name!r}) needs a model "
+                                "trained here: course.train(name, ...) then Retriever.load(course.checkpoint(name)), "
+                                "or set MODEL = None")
         if name not in self._retrievers:
             if self.model is not None:
                 if self.source != "synthetic" and self.model == RELEASED:

@@ -22,7 +22,7 @@ def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsy
     out = tmp_path / "demo"
     assert main(["demo", "--released", "--out", str(out), "--n-cases", "120", "--workers", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "dermretr demo (released model): 120 DermSynth cases, 128 px, data seed 1; nothing is trained" in text
+    assert "dermretr demo (released model): 120 DermSynth cases, 128 px, data seed 1001; nothing is trained" in text
     assert "Results on the test split" in text and "Full minus each method and floor" in text
     records = json.loads((out / "metrics.json").read_text())
     assert {r["method"] for r in records} == {"full", "random", "majority", "criteria_match"}
@@ -30,13 +30,16 @@ def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsy
     report = (out / "report.html").read_text()
     assert "Not trained here: the released model was loaded as it ships" in report
     assert "This is the released model <code>dermretr/dermsynth-tiny</code>" in report
+    # 120 cases are not the card's 1,000: the report must not claim the card's queries
+    assert "which holds none of its training patients (its model card reports 1,000 cases of seed 1001)" in report
     assert "needs training" in report and 'src="training_curves.png"' not in report
     for figure in ("contact_sheet.png", "results.png", "example_query.png", "skin_tone_slices.png"):
         assert f'src="{figure}"' in report and (out / figure).is_file()
     manifest = json.loads((out / "index" / "manifest.json").read_text())
     assert manifest["model"]["pretrained"] == "dermretr/dermsynth-tiny" and manifest["count"] == 120
     assert not (out / "runs").exists()
-    for bad, match in ((["--fast"], "choose --fast or --released"), (["--epochs", "3"], "epochs cannot be set")):
+    for bad, match in ((["--fast"], "choose --fast or --released"), (["--epochs", "3"], "epochs cannot be set"),
+                       (["--seed", "1000"], "would regenerate the released model's own training data")):
         assert main(["demo", "--released", "--out", str(tmp_path / "x"), *bad]) == 2
         assert match in capsys.readouterr().err
 

@@ -178,6 +178,8 @@ def test_the_released_model_is_searched_without_training(fast_course, monkeypatc
     model = fast_course.retriever()
     assert isinstance(model, Retriever) and model.config()["image_size"] == 128
     assert fast_course.retriever() is model  # loaded once
+    with pytest.raises(DermretrError, match=r"searches with dermretr/dermsynth-tiny \(MODEL\); retriever\('image'\)"):
+        fast_course.retriever("image")
     index = fast_course.index()
     assert isinstance(index, CaseIndex) and len(index) == len(fast_course.cases)
     assert index.manifest["model"]["pretrained"] == RELEASED and index.manifest["model"]["checkpoint_path"] is None
@@ -188,8 +190,7 @@ def test_the_released_model_is_searched_without_training(fast_course, monkeypatc
 
 def test_without_a_model_the_searched_model_is_trained_here(fast_course, course_dir, capsys):
     trained = Course(fast_course.data, fast=True, seed=0, out=course_dir / "models", model=None)
-    trained.train("full", epochs=1)  # the run retriever() trains (one epoch here, to stay quick)
-    model = trained.retriever("full")
+    model = trained.retriever("full")  # trains the course's "full" run (or reuses it)
     assert model.config()["image_size"] == 64  # the course's training size, not the released model
     index = trained.index("full")
     assert index.manifest["model"]["checkpoint_path"] == str(trained.checkpoint("full").resolve())

@@ -222,9 +222,8 @@ def _with_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", EXPECTED)
-def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
+def _run_fast(name, kernel_name, tmp_path, **parameters):
+    """Notebook ``name`` with its solutions, executed in fast mode; the executed notebook."""
     papermill = pytest.importorskip("papermill")
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -233,10 +232,25 @@ def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
     nbformat.write(_with_solutions(_read(name)), source)
     executed = papermill.execute_notebook(
         str(source), str(tmp_path / f"{name}.out.ipynb"),
-        parameters={"FAST": True, "DATA": f"synthetic:{tmp_path / 'dermsynth'}", "SEED": 0},
+        parameters={"FAST": True, "DATA": f"synthetic:{tmp_path / 'dermsynth'}", "SEED": 0, **parameters},
         kernel_name=kernel_name, cwd=str(tmp_path), progress_bar=False, log_output=False,
         start_timeout=300, execution_timeout=FAST_LIMIT_S,
     )
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    return executed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
+    _run_fast(name, kernel_name, tmp_path)
+
+
+@pytest.mark.slow
+def test_notebook_03_trains_its_model_when_model_is_none(kernel_name, tmp_path):
+    params = next(c for c in _read("03_composed_queries").cells if "parameters" in c.metadata.get("tags", []))
+    assert re.search(r'^MODEL = "dermretr/dermsynth-tiny"', params.source, re.M)  # the default: the released model
+    _run_fast("03_composed_queries", kernel_name, tmp_path, MODEL=None)
+    assert (tmp_path / "dermretr-course" / "fast" / "full" / "checkpoints" / "best.pt").is_file()

@@ -60,6 +60,41 @@ def test_a_changed_or_missing_pretrained_model_is_a_clear_error(folder, small, t
         CaseIndex.build(str(folder), small, checkpoint=tmp_path / "x.pt")
 
 
+def test_another_models_weights_name_the_model_to_rebuild_with(folder, small, tmp_path):
+    import torch
+
+    from dermretr.models.backbones import create
+    from dermretr.models.retriever import Retriever
+
+    CaseIndex.build(str(folder), small, device="cpu").save(tmp_path / "index")
+    torch.manual_seed(99)
+    other = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="full", n_masks=2)
+    replaced = other.save_pretrained(tmp_path / "replaced")
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    manifest["model"]["pretrained"] = str(replaced)  # same config, other weights (a newer release, say)
+    (tmp_path / "index" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DermretrError, match=rf"other weights .* `dermretr index --model {replaced} --data SPEC"):
+        CaseIndex.open(tmp_path / "index", device="cpu")
+
+
+def test_arguments_are_checked_before_a_model_is_loaded(small, monkeypatch):
+    from dermretr.index import _model
+
+    monkeypatch.setattr(_model, "load_pretrained", lambda *a, **k: pytest.fail("loaded before the checks"))
+    with pytest.raises(DermretrError, match="annoy"):
+        CaseIndex.build("dermretr/dermsynth-tiny", small, kind="annoy")
+    with pytest.raises(DermretrError, match="batch_size"):
+        CaseIndex.build("dermretr/dermsynth-tiny", small, batch_size=0)
+
+
+def test_real_images_indexed_with_the_released_model_warn(small):
+    real = small.head(6).assign(source="derm7pt")
+    with pytest.warns(UserWarning, match="trained on DermSynth only and has never seen a real lesion; to search "
+                                         "derm7pt images, train a model"):
+        index = CaseIndex.build("dermretr/dermsynth-tiny", real, device="cpu")
+    assert index.manifest["model"]["pretrained"] == "dermretr/dermsynth-tiny"
+
+
 def test_the_session_indexes_a_case_table_or_a_spec_with_the_model(folder, small, synth_root):
     session = QuerySession(small, model=str(folder), k=3)
     assert session.index.manifest["model"]["pretrained"] == str(folder.resolve()) and len(session.cases) == 24
@@ -68,8 +103,9 @@ def test_the_session_indexes_a_case_table_or_a_spec_with_the_model(folder, small
     from_spec = as_index(f"synthetic:{synth_root}", str(folder), device="cpu")
     assert isinstance(from_spec, CaseIndex) and len(from_spec) == 160
     assert as_index(from_spec, "ignored") is from_spec
-    with pytest.raises(DermretrError, match="neither an index folder .* nor a dataset spec SOURCE:PATH"):
-        as_index("no-such-folder", str(folder))
+    for path in ("no-such-folder", r"C:\Users\me\index", "runs/2024-01-01T10:00/index"):  # colons in paths too
+        with pytest.raises(DermretrError, match="neither an index folder .* nor a dataset spec SOURCE:PATH"):
+            as_index(path, str(folder))
 
 
 def test_the_builder_takes_a_case_table(folder, small):

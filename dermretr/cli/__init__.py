@@ -69,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a small, quick version (160 cases, 64 px, 3 epochs; under 2 minutes)")
     demo.add_argument("--released", action="store_true",
                       help="no training: the same report for the released model dermretr/dermsynth-tiny on 1,000 "
-                           "DermSynth cases it never saw (data seed 1; under a minute on 2 cores)")
+                           "DermSynth cases it never saw (data seed 1001; about a minute on 2 cores)")
     demo.add_argument("--n-cases", type=int, default=None,
                       help="DermSynth cases (default: 500, fast: 160, released: 1000)")
     demo.add_argument("--image-size", type=int, default=None, help="image side in px (default: 96, fast: 64)")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 12, fast: 3)")
     demo.add_argument("--seed", type=parse_seed, default=None, help="data, training and resampling seed "
-                                                                     "(default: 0; released: 1)")
+                                                                     "(default: 0; released: 1001)")
     demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

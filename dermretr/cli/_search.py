@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._errors import DermretrError
+from ..models._released import RELEASED
 
-__all__ = ["INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
+__all__ = ["RELEASED", "INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
 
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)
-RELEASED = "dermretr/dermsynth-tiny"  # dermretr.models.hub.RELEASED (not imported: torch loads slowly)
 
 
 def add_index_commands(sub) -> None:

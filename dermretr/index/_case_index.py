@@ -160,20 +160,20 @@ class CaseIndex:
         >>> len(index.search(root / "images" / "s000" / "ds000001.jpg", "blue-whitish veil", k=3))
         3
         """
-        # everything that can be wrong is said before the (long) encoding
-        pretrained = None
-        if isinstance(retriever, (str, os.PathLike)):
-            retriever, pretrained = load_pretrained(retriever, device, checkpoint)
-        check_retriever(retriever)
+        # everything that can be wrong is said before the (long) encoding, and before a model is loaded
         check_kind(kind)
         unknown = sorted(map(str, set(options) - set(OPTIONS)))
         if unknown:
             raise DermretrError(f"unknown index option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
         check_options(**options)
         batch_size = check_count(batch_size, "batch_size")
+        cases = image_cases(cases)
+        pretrained = None
+        if isinstance(retriever, (str, os.PathLike)):
+            retriever, pretrained = load_pretrained(retriever, device, checkpoint, cases)
+        check_retriever(retriever)
         if checkpoint is not None:
             checkpoint = check_path(checkpoint, "checkpoint")
-        cases = image_cases(cases)
         info = _model_info(retriever, checkpoint, pretrained=pretrained)
         try:
             targets = retriever.encode_targets(cases["image_path"].tolist(), batch_size=batch_size,

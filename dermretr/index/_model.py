@@ -86,7 +86,8 @@ def model_info(retriever: Any, checkpoint: str | os.PathLike | None = None, *, p
 def check_model(path: Path, manifest: dict, retriever: Any, checkpoint: Path | None) -> None:
     """Raise unless ``retriever`` (and ``checkpoint``) are the model the index at ``path`` was built with."""
     model = manifest.get("model") or {}
-    rebuild = f"rebuild the index with `dermretr index --run RUN_DIR --data SPEC --out {path} --overwrite`"
+    source = f"--model {model['pretrained']}" if model.get("pretrained") else "--run RUN_DIR"
+    rebuild = f"rebuild the index with `dermretr index {source} --data SPEC --out {path} --overwrite`"
     if not model.get("config_hash"):
         raise DermretrError(f"index {path} was built from embeddings without a model record, so a retriever "
                             "cannot be checked against it; load it without one and use search_vectors(), or "
@@ -116,17 +117,29 @@ def check_model(path: Path, manifest: dict, retriever: Any, checkpoint: Path | N
                                 f"checkpoint it was built with, or {rebuild}")
 
 
-def load_pretrained(name: str | os.PathLike, device: str, checkpoint: Any = None) -> tuple[Any, str]:
+def load_pretrained(name: str | os.PathLike, device: str, checkpoint: Any = None, cases: Any = None
+                    ) -> tuple[Any, str]:
     """A retriever given by name (``Retriever.from_pretrained``) and what an index manifest records of it.
 
     A local folder is recorded by its absolute path, a shipped or ``hf-hub:`` model by its name.
+    Indexing real images (``cases`` of another source than DermSynth) with the released DermSynth
+    model warns once: it has never seen a real lesion.
     """
+    import warnings
+
+    from ..models._released import RELEASED
     from ..models.retriever import Retriever
 
     if checkpoint is not None:
         raise DermretrError("checkpoint= goes with a retriever loaded from a checkpoint file; a model given by name "
                             "is recorded by that name")
     text = os.fspath(name)
+    if text.strip() == RELEASED and cases is not None and "source" in getattr(cases, "columns", ()):
+        real = sorted({str(v) for v in cases["source"].dropna()} - {"synthetic"})
+        if real:
+            warnings.warn(f"{RELEASED} was trained on DermSynth only and has never seen a real lesion; to search "
+                          f"{', '.join(real)} images, train a model on them (`dermretr train`) and index with it",
+                          stacklevel=3)
     local = Path(text).expanduser()
     recorded = str(local.resolve()) if local.is_dir() else text.strip()
     return Retriever.from_pretrained(text, device=device), recorded

@@ -50,6 +50,7 @@ from .._checks import check_choice, show
 from .._errors import DermretrError, OutputError
 from .._io import OWNER_FILE, atomic_dir, exclusive, os_error, owner_kind, umask
 from ._card import CARD_KEYS, DTYPES, WEIGHTS_FILE, check_card, model_card
+from ._released import RELEASED
 from ._tokens import prune_tokens, restore_tokens
 from .retriever import CHECKPOINT_FORMAT, Retriever, from_checkpoint
 
@@ -67,10 +68,7 @@ _KIND = "model"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 _HUB = "hf-hub:"
 _SHIPPED = "dermretr/"
-#: The released model shipped with dermretr: the course notebooks, the query builder and
-#: ``dermretr index``/``search`` use it unless told to train or given another model
-#: (``scripts/release_dermsynth_tiny.py`` makes it; its card holds its quality).
-RELEASED = "dermretr/dermsynth-tiny"
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _EXPECTED = "a dermretr model folder (written by Retriever.save_pretrained)"

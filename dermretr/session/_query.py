@@ -84,16 +84,17 @@ def as_index(index: Any, model: Any, device: str = "auto") -> Any:
     import os
     from pathlib import Path
 
-    from ..data import load
+    from ..data import SOURCES, load
     from ..index import CaseIndex
 
     if isinstance(index, (str, os.PathLike)):
         text = os.fspath(index)
         if (Path(text).expanduser() / "manifest.json").is_file():
             return CaseIndex.open(text, device=device)
-        if ":" not in text:
-            raise DermretrError(f"{text!r} is neither an index folder (written by CaseIndex.save or `dermretr index`) "
-                                "nor a dataset spec SOURCE:PATH (such as 'synthetic:./dermsynth')")
+        if text.partition(":")[0].strip().lower() not in SOURCES:  # a path, even one with a colon (C:\...)
+            raise DermretrError(f"{text!r} is neither an index folder (no manifest.json there; written by "
+                                "CaseIndex.save or `dermretr index`) nor a dataset spec SOURCE:PATH (such as "
+                                f"'synthetic:./dermsynth'; sources: {', '.join(SOURCES)})")
         index = load(text)
     if isinstance(index, pd.DataFrame):
         return CaseIndex.build(model, index, device=device)

@@ -20,8 +20,8 @@ from .._errors import DermretrError
 from ..data.images import load_rgb
 from ..data.vocab import CRITERIA, tone_findings
 from ..evaluate import tone_ranges
+from ..models._released import RELEASED
 from ..models.embeddings import Embeddings
-from ..models.hub import RELEASED
 from ._figures import check_method, explain_figures, map_figure
 from ._images import LRUCache, decode_image, png_bytes
 from ._query import (

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from .._checks import check_int
 from .._errors import DermretrError
 from ..data.images import ImageReadError
-from ..models.hub import RELEASED
+from ..models._released import RELEASED
 from ..session import QuerySession, as_index, check_index
 from ._grid import figure_output, html_output
 from ._live import Debouncer
