@@ -378,7 +378,9 @@ def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dic
         + table.to_html(border=0) + f'<p><img src="{figures["results"]}" width="900"></p>'
         + "<h3>The composed model against each method and floor, paired</h3><p>The same case queries, macro "
         "averages; a difference counts only when its 95% CI excludes 0 (verdict), otherwise it is not shown either "
-        "way.</p>" + paired.to_html(border=0, index=False, float_format=lambda v: f"{v:.3f}") + _benchmark_html(s),
+        "way. The p-value (a sign-flip permutation test) answers a slightly different question and can disagree "
+        "with the interval near the boundary; the verdict follows the interval.</p>"
+        + paired.to_html(border=0, index=False, float_format=lambda v: f"{v:.3f}") + _benchmark_html(s),
         "<h2>Training</h2>" + (f'<p><img src="{figures["curves"]}" width="900"></p>' if "curves" in figures else
                                "<p>Not trained here: the released model was loaded as it ships.</p>"),
         f"<h2>An example composed query</h2><p>Reference case {html.escape(example_case)} + "
