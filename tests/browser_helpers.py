@@ -2,9 +2,10 @@
 
 Nothing is downloaded: Selenium is given the driver's path (so Selenium Manager never runs - :func:`browser`
 makes sure of it), and Chromium runs with background networking off and every host name but 127.0.0.1
-unresolvable.  :func:`require` skips a test whose tools are missing, except when the environment variable
-``CI`` is set: then it fails, so that CI cannot skip a browser test silently.  ``DERMRETR_CHROMIUM`` and
-``DERMRETR_CHROMEDRIVER`` point at other binaries.
+unresolvable.  :func:`require` skips a test when Chromium or chromedriver (Debian packages, outside pip's reach)
+are missing, except when the environment variable ``CI`` is set: then it fails, so that CI cannot skip a browser
+test silently; a missing pip package of the ``[dev]`` extra (selenium, voila, jupyterlab) always fails.
+``DERMRETR_CHROMIUM`` and ``DERMRETR_CHROMEDRIVER`` point at other binaries.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from fixtures import skip_unless_ci
 
 CHROMIUM = os.environ.get("DERMRETR_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DERMRETR_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -36,12 +38,9 @@ CHROMIUM_FLAGS = (
 
 
 def require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so the browser test may not be skipped (.ci/run installs chromium and "
-                    "chromium-driver; pip install -e '.[dev]' brings voila, jupyterlab and selenium)")
-    pytest.skip(reason)
+    """Chromium and chromedriver are Debian packages: skipped without them, except under CI (.ci/run installs them)."""
+    if not ok:
+        skip_unless_ci(reason, ".ci/run installs chromium and chromium-driver")
 
 
 def executable(path: str, name: str) -> str | None:
@@ -56,9 +55,9 @@ def chromium_and_driver(*modules: str) -> tuple[str, str]:
     driver = executable(CHROMEDRIVER, "chromedriver")
     require(chromium is not None, f"Chromium not found ({CHROMIUM}; Debian package chromium)")
     require(driver is not None, f"chromedriver not found ({CHROMEDRIVER}; Debian package chromium-driver)")
-    require(importlib.util.find_spec("selenium") is not None, "selenium is not installed (the [dev] extra)")
-    for module in modules:
-        require(importlib.util.find_spec(module) is not None, f"{module} is not installed")
+    for module in ("selenium", *modules):  # pip packages of the [dev] extra: required, never skipped
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"{module} is not installed; pip install -e '.[dev]' brings it")
     assert chromium is not None and driver is not None
     return chromium, driver
 
