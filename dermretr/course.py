@@ -353,7 +353,7 @@ class Course:
 
         model = self.retriever(name)
         if self.model is not None:
-            return CaseIndex.build(self.model, self.cases, device=str(model.device))
+            return CaseIndex.build(model, self.cases, pretrained=self.model)
         return CaseIndex.build(model, self.cases, checkpoint=self.checkpoint(name))
 
     def __repr__(self) -> str:

@@ -43,7 +43,8 @@ from ._io import atomic_path, claim_dir, owner_kind, save_figure
 from .models._released import RELEASED, RELEASED_DATA_SEED, RELEASED_FRESH_SEED
 from .models.retriever import KINDS
 
-__all__ = ["DemoSettings", "DemoResult", "demo_settings", "run_demo", "results_figure", "curves_figure"]
+__all__ = ["DemoSettings", "DemoResult", "demo_settings", "run_demo", "results_figure", "curves_figure",
+           "paired_table"]
 
 #: Order in which methods appear in the report (the composed model first).
 METHOD_ORDER = ("full", "global", "clip4cir", "late_fusion", "image", "text")

@@ -78,9 +78,9 @@ def test_another_models_weights_name_the_model_to_rebuild_with(folder, small, tm
 
 
 def test_arguments_are_checked_before_a_model_is_loaded(small, monkeypatch):
-    from dermretr.index import _model
+    from dermretr.index import _case_index
 
-    monkeypatch.setattr(_model, "load_pretrained", lambda *a, **k: pytest.fail("loaded before the checks"))
+    monkeypatch.setattr(_case_index, "load_pretrained", lambda *a, **k: pytest.fail("loaded before the checks"))
     with pytest.raises(DermretrError, match="annoy"):
         CaseIndex.build("dermretr/dermsynth-tiny", small, kind="annoy")
     with pytest.raises(DermretrError, match="batch_size"):
@@ -136,9 +136,25 @@ def test_cli_index_and_search_with_a_model_and_no_run(folder, synth_root, tmp_pa
     assert exited.value.code == 2 and "not allowed with argument --run" in capsys.readouterr().err
 
 
-def test_the_cli_names_the_released_model_as_the_package_does():
+def test_the_cli_lists_the_index_kinds_the_package_has():
     from dermretr.cli import _search
     from dermretr.index import INDEX_KINDS
-    from dermretr.models.hub import RELEASED
 
-    assert _search.RELEASED == RELEASED and tuple(_search.INDEX_KINDS) == tuple(INDEX_KINDS)
+    assert tuple(_search.INDEX_KINDS) == tuple(INDEX_KINDS)  # a copy there: faiss loads slowly
+
+
+def test_a_loaded_model_is_recorded_by_the_name_it_came_from(folder, small, tmp_path, monkeypatch):
+    from dermretr.index import _case_index
+    from dermretr.models.retriever import Retriever
+
+    loaded = Retriever.from_pretrained(folder, device="cpu")
+    monkeypatch.setattr(_case_index, "load_pretrained", lambda *a, **k: pytest.fail("loaded a second time"))
+    index = CaseIndex.build(loaded, small, pretrained=str(folder))
+    assert index.manifest["model"]["pretrained"] == str(folder.resolve()) and index.retriever is loaded
+    index.save(tmp_path / "index")
+    monkeypatch.undo()
+    assert len(CaseIndex.open(tmp_path / "index", device="cpu")) == len(small)
+    with pytest.raises(DermretrError, match="pretrained= names the model of a retriever given as an object"):
+        CaseIndex.build(str(folder), small, pretrained=str(folder))
+    with pytest.raises(DermretrError, match="give checkpoint= or pretrained=, not both"):
+        CaseIndex.build(loaded, small, pretrained=str(folder), checkpoint=tmp_path / "x.pt")

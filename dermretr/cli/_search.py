@@ -10,7 +10,7 @@ from pathlib import Path
 from .._errors import DermretrError
 from ..models._released import RELEASED
 
-__all__ = ["RELEASED", "INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
+__all__ = ["INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
 
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)

@@ -20,7 +20,7 @@ from ._common import INT_MAX, OPTIONS, check_count, check_path, check_result_col
 from ._faiss import check_kind, check_options, new_index
 from ._filters import filter_mask
 from ._manifest import new_manifest, read_manifest
-from ._model import load_pretrained
+from ._model import load_pretrained, pretrained_name
 from ._model import model_info as _model_info
 from ._vectors import check_targets, image_cases
 
@@ -110,7 +110,7 @@ class CaseIndex:
     @classmethod
     def build(cls, retriever: Any, cases: pd.DataFrame, kind: str = "flat", *,
               checkpoint: str | os.PathLike | None = None, batch_size: int = 64, progress: bool = False,
-              device: str = "auto", **options: Any) -> CaseIndex:
+              device: str = "auto", pretrained: str | os.PathLike | None = None, **options: Any) -> CaseIndex:
         """Encode every case image with ``retriever`` and index the vectors.
 
         Parameters
@@ -135,6 +135,9 @@ class CaseIndex:
             Show a progress bar.
         device : str
             Where a ``retriever`` given by name is loaded (``"auto"``: CUDA when present).
+        pretrained : str or path, optional
+            The name or folder a ``retriever`` given as an object was loaded from with
+            ``Retriever.from_pretrained``: recorded like a name (so it is not loaded twice).
         **options
             Passed to :meth:`from_embeddings` (``nlist``, ``nprobe``,
             ``hnsw_m``, ``ef_construction``, ``ef_search``, ``pq_m``,
@@ -168,9 +171,16 @@ class CaseIndex:
         check_options(**options)
         batch_size = check_count(batch_size, "batch_size")
         cases = image_cases(cases)
-        pretrained = None
         if isinstance(retriever, (str, os.PathLike)):
+            if pretrained is not None:
+                raise DermretrError("pretrained= names the model of a retriever given as an object; a model given "
+                                    "by name is recorded by that name")
             retriever, pretrained = load_pretrained(retriever, device, checkpoint, cases)
+        elif pretrained is not None:
+            if checkpoint is not None:
+                raise DermretrError("give checkpoint= or pretrained=, not both: the index records one way to load "
+                                    "its model again")
+            pretrained = pretrained_name(pretrained)
         check_retriever(retriever)
         if checkpoint is not None:
             checkpoint = check_path(checkpoint, "checkpoint")

@@ -11,7 +11,8 @@ from typing import Any
 
 from .._errors import DermretrError
 
-__all__ = ["config_hash", "file_sha256", "weights_sha256", "model_info", "check_model", "load_pretrained"]
+__all__ = ["config_hash", "file_sha256", "weights_sha256", "model_info", "check_model", "load_pretrained",
+           "pretrained_name"]
 
 
 def config_hash(config: Mapping) -> str:
@@ -121,9 +122,8 @@ def load_pretrained(name: str | os.PathLike, device: str, checkpoint: Any = None
                     ) -> tuple[Any, str]:
     """A retriever given by name (``Retriever.from_pretrained``) and what an index manifest records of it.
 
-    A local folder is recorded by its absolute path, a shipped or ``hf-hub:`` model by its name.
-    Indexing real images (``cases`` of another source than DermSynth) with the released DermSynth
-    model warns once: it has never seen a real lesion.
+    What is recorded is :func:`pretrained_name`'s.  Indexing real images (``cases`` of another source
+    than DermSynth) with the released DermSynth model warns once: it has never seen a real lesion.
     """
     import warnings
 
@@ -140,6 +140,14 @@ def load_pretrained(name: str | os.PathLike, device: str, checkpoint: Any = None
             warnings.warn(f"{RELEASED} was trained on DermSynth only and has never seen a real lesion; to search "
                           f"{', '.join(real)} images, train a model on them (`dermretr train`) and index with it",
                           stacklevel=3)
+    return Retriever.from_pretrained(text, device=device), pretrained_name(text)
+
+
+def pretrained_name(name: str | os.PathLike) -> str:
+    """What an index manifest records of a model loaded with ``Retriever.from_pretrained(name)``.
+
+    A local folder is recorded by its absolute path, a shipped or ``hf-hub:`` model by its name.
+    """
+    text = os.fspath(name)
     local = Path(text).expanduser()
-    recorded = str(local.resolve()) if local.is_dir() else text.strip()
-    return Retriever.from_pretrained(text, device=device), recorded
+    return str(local.resolve()) if local.is_dir() else text.strip()
