@@ -55,8 +55,7 @@ from ._tokens import prune_tokens, restore_tokens
 from .retriever import CHECKPOINT_FORMAT, Retriever, from_checkpoint
 
 __all__ = ["save_pretrained", "from_pretrained", "push_to_hub", "model_card", "shipped_models", "RELEASED",
-           "pretrained_metrics",
-           "WEIGHTS_FILE",
+           "pretrained_metrics", "WEIGHTS_FILE",
            "CONFIG_FILE", "CARD_FILE", "PRETRAINED_DIR", "DTYPES", "CARD_KEYS"]
 
 CONFIG_FILE = "config.json"
@@ -194,12 +193,12 @@ def save_pretrained(model: Retriever, directory: str | os.PathLike, *, card: Map
         raise DermretrError(f"model must be a dermretr Retriever, got {show(model)}")
     if not isinstance(overwrite, bool):
         raise DermretrError(f"overwrite must be True or False, got {show(overwrite)}")
+    # everything that can be wrong is said before the weights are copied and anything is written
     check_choice("dtype", dtype, tuple(DTYPES))
+    card = check_card(card)
     weights, token_rows = _weights(model, dtype), None
     if vocabulary is not None:
         weights, token_rows = prune_tokens(model, weights, vocabulary)
-    # checks card and dtype before anything is written
-    card = check_card(card)
     text = model_card(model, card, dtype=dtype, kept_tokens=None if token_rows is None else
                       (token_rows["kept"], token_rows["vocab_size"]))
     path = _check_output(directory, overwrite)
