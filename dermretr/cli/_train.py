@@ -55,16 +55,23 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     import dataclasses
+    import os
 
-    from ..train import TrainConfig, fit
+    from ..train import RankStopped, TrainConfig, fit
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if f.name not in TRAIN_FIELDS_NOT_OPTIONS})
+    main_process = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun only rank 0 speaks
     try:
         result = fit(config)
+    except RankStopped:  # rank 0 failed and says why; the other processes stop quietly
+        return 2
     except KeyboardInterrupt:
-        print("dermretr: training interrupted; continue with the same command and --resume", file=sys.stderr)
+        if main_process:
+            print("dermretr: training interrupted; continue with the same command and --resume", file=sys.stderr)
         return 130
+    if not main_process:
+        return 0
     best = result.best
     print(f"best epoch {best.get('epoch')}: {best.get('metric')} = {best.get('value', float('nan')):.4f}; "
           f"run in {result.run_dir}")

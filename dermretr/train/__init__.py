@@ -30,6 +30,24 @@ interrupted at any point continues with ``resume=True`` from the last
 completed epoch, with the same result as an uninterrupted run on CPU.
 :func:`fit_or_load` trains a run once and reuses it afterwards (notebooks).
 
+Several processes (torchrun)
+----------------------------
+``torchrun --nproc_per_node N -m dermretr train ...`` (or :func:`fit` in a script started that way; add
+``--nnodes``/``--rdzv-endpoint`` for several machines) trains data-parallel: DistributedDataParallel, NCCL on
+CUDA (each process on the GPU of its ``LOCAL_RANK``), gloo on CPU.  ``batch_size`` is the global batch: every
+process draws the epoch's class-balanced order alike and takes its slice of each global batch, the features
+of all processes are gathered (with gradients) so the loss of every process is the loss of the whole global
+batch with all of its negatives, and only rank 0 validates and writes the run folder.  Because the global
+batches do not depend on the number of processes, ``resume`` continues a run with another number of processes
+(the weights and the optimiser's state travel from rank 0).  The run folder must be on a file system rank 0
+sees; the others read nothing from it.
+
+What is and is not identical between 1 and N processes: the global batches, texts, triplets and schedule
+are; the augmentations and dropout masks are not (each process draws its own; rank 0 those of a one-process
+run), and the order of floating-point sums differs (averaged half-batch gradients).  Without random draws the
+epoch losses agree to about 1e-7 relative (tests/test_train_distributed.py); with them, as two augmentation
+streams would.  Each process holds the training images in memory, as one process does.
+
 Run folder safety
 -----------------
 * RUN_DIR must be new, empty, or a run folder dermretr wrote (marked with
@@ -78,16 +96,18 @@ from .._lazy import lazy_exports
 from ._config import RESUME_KEYS_FREE, TrainConfig, config_from_dict, field_docs, read_run_config
 
 if TYPE_CHECKING:
+    from ._distributed import GlobalBatches, RankStopped
     from ._fit import fit, fit_or_load
     from ._loop import TrainResult
     from ._runs import is_run_folder
     from ._triplets import derive_tone_triplets
 
 __all__ = ["TrainConfig", "fit", "fit_or_load", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict",
-           "read_run_config", "field_docs", "derive_tone_triplets", "is_run_folder"]
+           "read_run_config", "field_docs", "derive_tone_triplets", "is_run_folder", "GlobalBatches",
+           "RankStopped"]
 
 #: Names loaded on first use: they need torch, which TrainConfig (and so ``dermretr --help``) does not.
 _LAZY = {"fit": "._fit", "fit_or_load": "._fit", "TrainResult": "._loop", "is_run_folder": "._runs",
-         "derive_tone_triplets": "._triplets"}
+         "derive_tone_triplets": "._triplets", "GlobalBatches": "._distributed", "RankStopped": "._distributed"}
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

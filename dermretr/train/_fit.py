@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..models.backbones import read_weights
 from ..models.retriever import Retriever
 from ._checkpoints import best_epoch, metrics_text
 from ._config import RESUME_KEYS_FREE, TrainConfig, read_run_config
+from ._distributed import join, leave, main_only
 from ._loop import TrainResult, train_run
 from ._runs import is_run_folder
 
@@ -40,20 +42,30 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None,
             raise DermretrError(f"cases must be a case table (pandas DataFrame), got {type(cases).__name__}")
         cases = validate_cases(cases)
     run = Path(config.out).expanduser().absolute()
-    claim_dir(run, "run", option="--out", recognise=is_run_folder, create=False)  # a file, a user's folder: refused
-    with exclusive(run, "--out"):
-        created = not run.exists()
-        try:
-            return train_run(config, run, on_epoch_end, cases)
-        except BaseException:
-            if created:  # nothing of the run was written: leave no empty folder behind
-                try:
-                    if {p.name for p in run.iterdir()} <= {OWNER_FILE}:
-                        (run / OWNER_FILE).unlink(missing_ok=True)
-                        run.rmdir()
-                except OSError:
-                    pass
-            raise
+    cluster, device = join(config.device, config.batch_size)  # under torchrun: the processes of the run
+    try:
+        with ExitStack() as stack:
+            created = main_only(cluster, _claim, run, stack)
+            try:
+                return train_run(config, run, on_epoch_end, cases, cluster, device)
+            except BaseException:
+                if created and cluster.main:  # nothing of the run was written: leave no empty folder behind
+                    try:
+                        if {p.name for p in run.iterdir()} <= {OWNER_FILE}:
+                            (run / OWNER_FILE).unlink(missing_ok=True)
+                            run.rmdir()
+                    except OSError:
+                        pass
+                raise
+    finally:
+        leave(cluster)
+
+
+def _claim(run: Path, stack: ExitStack) -> bool:
+    """Rank 0 checks and locks the run folder (a file, a user's folder: refused); whether it is new."""
+    claim_dir(run, "run", option="--out", recognise=is_run_folder, create=False)
+    stack.enter_context(exclusive(run, "--out"))
+    return not run.exists()
 
 
 def fit_or_load(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None, *,

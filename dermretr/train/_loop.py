@@ -14,27 +14,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .._checks import parse_metric
-from .._device import resolve_device
 from .._errors import DermretrError
 from .._io import atomic_path, os_error
 from ..data import load
 from ..data.vocab import TEXT_STYLES, case_text
 from ..evaluate import case_search
 from ..models.backbones import create
-from ..models.composer import SpatialMasks
-from ..models.losses import RetrievalLoss, group_positives
+from ..models.losses import RetrievalLoss
 from ..models.retriever import Retriever
 from ._checkpoints import read_state, repair, write_best, write_curve, write_metrics, write_state
 from ._config import TrainConfig, plain
 from ._data import Pairs, balance_weights, cache_images, transforms
+from ._distributed import Cluster, GlobalBatches, main_only
 from ._runs import prepare_run
-from ._triplets import training_triplets, triplet_positives
+from ._step import Step, StepBatch
+from ._triplets import training_triplets
 
-__all__ = ["TrainResult", "train_run", "param_groups", "word_region"]
+__all__ = ["TrainResult", "train_run", "param_groups"]
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Run:
     """What one epoch of a run needs: the data in memory, the model and its optimiser, the loss."""
 
     config: TrainConfig
+    cluster: Cluster
     device: torch.device
     cases: pd.DataFrame
     train_idx: np.ndarray
@@ -71,6 +74,7 @@ class _Run:
     loss_fn: RetrievalLoss
     use_amp: bool
     amp_dtype: torch.dtype
+    step: nn.Module  # Step, or Step in DistributedDataParallel with several processes
 
     def views(self, idx: list[int]) -> torch.Tensor:
         tf = self.aug_tf or self.base_tf
@@ -78,64 +82,100 @@ class _Run:
 
 
 def train_run(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None,
-              cases: pd.DataFrame | None = None) -> TrainResult:
-    """Train into the run folder ``run`` (absolute, locked by :func:`fit`); see :mod:`dermretr.train`."""
-    ckpt_dir = prepare_run(run, config)
-    r = _setup(config, cases)
-    model, optimizer, scheduler, scaler = r.model, r.optimizer, r.scheduler, r.scaler
+              cases: pd.DataFrame | None = None, cluster: Cluster | None = None,
+              device: torch.device | None = None) -> TrainResult:
+    """Train into the run folder ``run`` (absolute, locked by :func:`fit`); see :mod:`dermretr.train`.
+
+    ``cluster`` and ``device`` are :func:`~dermretr.train._distributed.join`'s (default: one process, the
+    config's device); with several processes only rank 0 writes, and every process returns the same result.
+    """
+    cluster = cluster or Cluster()
+    ckpt_dir = main_only(cluster, prepare_run, run, config)
+    r = _setup(config, cases, cluster, device)
+    model = r.model
     has_val = bool((r.cases["split"].astype(str) == "val").any())
-    ks = sorted({1, 5, 10} | {k for k in [parse_metric(config.select_metric)[1]] if k})
 
     history: list[dict] = []
     best: dict = {}
     start_epoch = 1
-    if config.resume and (ckpt_dir / "last.pt").exists():  # read_weights says what is wrong with it
-        done, history, best = read_state(ckpt_dir / "last.pt", model, optimizer, scheduler, scaler)
-        start_epoch = done + 1
-        repair(run, model, done, history, best, config.select_metric)
-    with atomic_path(run / "config.json") as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True, default=plain) + "\n")
+    if config.resume:
+        state = main_only(cluster, _read_last, r, run, ckpt_dir)
+        if state is not None:
+            done, history, best = state[:3]
+            start_epoch = done + 1
+            if not cluster.main:  # the weights come from rank 0 when the processes are joined below
+                r.optimizer.load_state_dict(state[3])
+                r.scheduler.load_state_dict(state[4])
+                r.scaler.load_state_dict(state[5])
+    main_only(cluster, _write_config, run, config)
+    if cluster.distributed:  # copies rank 0's weights to every process, then averages the gradients
+        r.step = DistributedDataParallel(r.step, device_ids=None, find_unused_parameters=True)
 
     for epoch in range(start_epoch, config.epochs + 1):
         record = _train_epoch(r, epoch)
-        if has_val:
-            # the gallery (training images) is encoded from the images already in memory
-            gallery = model.encode_targets([r.images[i] for i in r.train_idx], batch_size=max(config.batch_size, 64))
-            _, summary = case_search(model, r.cases, query_split="val", gallery_splits=("train",), ks=ks,
-                                     batch_size=max(config.batch_size, 64), gallery=gallery)
-            record.update({k: v for k, v in summary.items() if k != "n_queries"})
+        record, best = main_only(cluster, _end_epoch, r, run, ckpt_dir, record, history, best, has_val)
         history.append(record)
-        name = config.select_metric if config.select_metric in record else "-loss"  # no usable validation: loss
-        metric = record[name] if name in record else -record["loss"]
-        improved = not best or metric > best["value"] or (math.isnan(best["value"]) and not math.isnan(metric))
-        if improved:
-            best = {"epoch": epoch, "metric": name, "value": metric}
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise os_error(exc, ckpt_dir) from None
-        # last.pt first: it is the reference a resumed run repairs the others from (see dermretr.train)
-        write_state(ckpt_dir / "last.pt", model, optimizer, scheduler, scaler, epoch, history, best)
-        write_metrics(run, history)
-        if improved:
-            write_best(model, ckpt_dir / "best.pt", best)
-        write_curve(run, history, config.select_metric)
-        if config.progress:
-            shown = ", ".join(f"{k} {record[k]:.3f}" for k in ("loss", "recall@1", "map@10") if k in record)
-            tqdm.write(f"epoch {epoch}/{config.epochs}: {shown} ({record['train_seconds']:.0f} s)")
         if on_epoch_end is not None:
             on_epoch_end(record)
     return TrainResult(retriever=model, history=history, best=best, run_dir=Path(config.out).expanduser())
 
 
-def _setup(config: TrainConfig, cases: pd.DataFrame | None) -> _Run:
+def _write_config(run: Path, config: TrainConfig) -> None:
+    with atomic_path(run / "config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True, default=plain) + "\n")
+
+
+def _read_last(r: _Run, run: Path, ckpt_dir: Path) -> tuple | None:
+    """Rank 0 continues from ``last.pt`` (and repairs the files after it); what the other processes need."""
+    if not (ckpt_dir / "last.pt").exists():  # read_weights says what is wrong with one that is there
+        return None
+    done, history, best = read_state(ckpt_dir / "last.pt", r.model, r.optimizer, r.scheduler, r.scaler)
+    repair(run, r.model, done, history, best, r.config.select_metric)
+    if not r.cluster.distributed:
+        return done, history, best
+    return done, history, best, r.optimizer.state_dict(), r.scheduler.state_dict(), r.scaler.state_dict()
+
+
+def _end_epoch(r: _Run, run: Path, ckpt_dir: Path, record: dict, history: list[dict], best: dict,
+               has_val: bool) -> tuple[dict, dict]:
+    """Validate, pick the best and write the epoch's files (rank 0); the epoch's record and the best record."""
+    config, model, epoch = r.config, r.model, record["epoch"]
+    ks = sorted({1, 5, 10} | {k for k in [parse_metric(config.select_metric)[1]] if k})
+    if has_val:
+        # the gallery (training images) is encoded from the images already in memory
+        gallery = model.encode_targets([r.images[i] for i in r.train_idx], batch_size=max(config.batch_size, 64))
+        _, summary = case_search(model, r.cases, query_split="val", gallery_splits=("train",), ks=ks,
+                                 batch_size=max(config.batch_size, 64), gallery=gallery)
+        record.update({k: v for k, v in summary.items() if k != "n_queries"})
+    history = [*history, record]
+    name = config.select_metric if config.select_metric in record else "-loss"  # no usable validation: loss
+    metric = record[name] if name in record else -record["loss"]
+    improved = not best or metric > best["value"] or (math.isnan(best["value"]) and not math.isnan(metric))
+    if improved:
+        best = {"epoch": epoch, "metric": name, "value": metric}
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, ckpt_dir) from None
+    # last.pt first: it is the reference a resumed run repairs the others from (see dermretr.train)
+    write_state(ckpt_dir / "last.pt", model, r.optimizer, r.scheduler, r.scaler, epoch, history, best)
+    write_metrics(run, history)
+    if improved:
+        write_best(model, ckpt_dir / "best.pt", best)
+    write_curve(run, history, config.select_metric)
+    if config.progress:
+        shown = ", ".join(f"{k} {record[k]:.3f}" for k in ("loss", "recall@1", "map@10") if k in record)
+        tqdm.write(f"epoch {epoch}/{config.epochs}: {shown} ({record['train_seconds']:.0f} s)")
+    return record, best
+
+
+def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster,
+           device: torch.device | None) -> _Run:
     """The device, seeds, data, model, optimiser and schedule of a run, in this order (bad data fails first)."""
-    device = resolve_device(config.device)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DermretrError(f"device {config.device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s) "
-                            f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DermretrError(f"device {config.device!r} asked for, but MPS is not available here; use 'auto' or 'cpu'")
+    if device is None:
+        from ._distributed import join
+
+        _, device = join(config.device, config.batch_size)  # checks the device (one process: starts nothing)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -155,7 +195,7 @@ def _setup(config: TrainConfig, cases: pd.DataFrame | None) -> _Run:
                       learn_alpha=config.learn_alpha, freeze_backbone=config.freeze_backbone,
                       text_skip=config.text_skip).to(device)
     base_tf, aug_tf = transforms(backbone, backbone.image_size, config.augment)
-    images = cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress)
+    images = cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress and cluster.main)
     pairs = Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
     triplets = (training_triplets(config.data, cases, train_idx, config.seed, tone_wanted=config.tone_triplets)
@@ -173,62 +213,56 @@ def _setup(config: TrainConfig, cases: pd.DataFrame | None) -> _Run:
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    return _Run(config=config, device=device, cases=cases, train_idx=train_idx, train_cases=train_cases,
-                groups=groups, weights=weights, images=images, pairs=pairs, base_tf=base_tf, aug_tf=aug_tf,
-                triplets=triplets, model=model, params=params, optimizer=optimizer, scheduler=scheduler,
-                scaler=scaler, loss_fn=loss_fn, use_amp=use_amp, amp_dtype=amp_dtype)
+    return _Run(config=config, cluster=cluster, device=device, cases=cases, train_idx=train_idx,
+                train_cases=train_cases, groups=groups, weights=weights, images=images, pairs=pairs, base_tf=base_tf,
+                aug_tf=aug_tf, triplets=triplets, model=model, params=params, optimizer=optimizer,
+                scheduler=scheduler, scaler=scaler, loss_fn=loss_fn, use_amp=use_amp, amp_dtype=amp_dtype,
+                step=Step(model, loss_fn, config, cluster))
 
 
 def _train_epoch(r: _Run, epoch: int) -> dict:
-    """One epoch of optimiser steps; its record (mean losses, the learning rate, alpha, seconds)."""
-    config, device, model, triplets = r.config, r.device, r.model, r.triplets
+    """One epoch of optimiser steps; its record (mean losses, the learning rate, alpha, seconds).
+
+    With several processes each one takes its slice of every global batch (:class:`GlobalBatches`) and
+    draws its own augmentations (rank 0 those of a one-process run); the texts, labels and triplets of a
+    global batch are drawn alike on every process.
+    """
+    config, device, model, triplets, cluster = r.config, r.device, r.model, r.triplets, r.cluster
     t0 = time.perf_counter()
-    torch.manual_seed(config.seed * 100_003 + epoch)  # augmentation draws: same per epoch on resume
+    torch.manual_seed(config.seed * 100_003 + epoch + cluster.rank * 2**40)  # augmentations: same per epoch on resume
     rng = random.Random(config.seed * 100_003 + epoch)
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     # the sampler takes a tensor of weights as well (torch's annotation says Sequence[float])
     sampler = (WeightedRandomSampler(r.weights, num_samples=len(r.train_idx), replacement=True,  # type: ignore[arg-type]
                                      generator=gen)
                if config.balanced else torch.utils.data.RandomSampler(r.pairs, generator=gen))
-    loader = DataLoader(r.pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers)
+    slices = GlobalBatches(sampler, config.batch_size, cluster.world, cluster.rank)
     trip_order = (torch.randperm(len(triplets), generator=gen).tolist()
                   if triplets is not None and len(triplets) else [])
+    batches = slices.batches()  # drawn after the triplets' order, as in every run before
+    loader = DataLoader(r.pairs, batch_sampler=slices, num_workers=config.num_workers)
     model.train()
     sums: dict[str, float] = {}
     n_steps = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
-    for step, (q_img, t_img, rows) in enumerate(bar):
-        rows = rows.tolist()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not (config.progress and cluster.main),
+               leave=False)
+    pids = r.train_cases["patient_id"].to_numpy()
+    half = max(2, config.batch_size // 2)
+    for step, (q_img, t_img, _) in enumerate(bar):
+        rows = batches[step]
         q_img, t_img = q_img.to(device), t_img.to(device)
         # the composed query's text is the findings view, as at search time: a caption naming the
         # diagnosis would teach the model to read the answer from the question
         texts = [case_text(r.train_cases.iloc[i], style=rng.choice(TEXT_STYLES), seed=rng.randrange(2**31),
                            view="findings") for i in rows]
+        tb = None
+        if trip_order:
+            assert triplets is not None
+            tb = triplets.iloc[[trip_order[(step * half + j) % len(trip_order)] for j in range(half)]]
+        batch = StepBatch(texts=texts, groups=[r.groups[i] for i in rows],
+                          patient_ids=pids[rows] if config.patient_weight > 0 else None, triplets=tb, views=r.views)
         with torch.autocast(device.type, dtype=r.amp_dtype, enabled=r.use_amp):
-            q = model.query_features(q_img, texts)
-            t = model.target_features(t_img)
-            pos, valid = group_positives([r.groups[i] for i in rows], device=device)
-            patient_sim = patient_pos = None
-            if config.patient_weight > 0:
-                target_global = t["global"]
-                assert target_global is not None  # every retriever kind has global target vectors
-                patient_sim = target_global @ target_global.T
-                pids = r.train_cases["patient_id"].to_numpy()[rows]
-                patient_pos = torch.tensor(pids[:, None] == pids[None, :], device=device)
-            loss, parts = r.loss_fn(model.score(q, t), model.logit_scale, pos, valid, model.uses_local,
-                                    patient_sim, patient_pos, word_region(model, q, t, texts, config))
-            if trip_order:
-                assert triplets is not None
-                half = max(2, config.batch_size // 2)
-                pick = [trip_order[(step * half + j) % len(trip_order)] for j in range(half)]
-                tb = triplets.iloc[pick]
-                qm = model.query_features(r.views(tb["ref"].tolist()), tb["text"].tolist())
-                tm = model.target_features(r.views(tb["tgt"].tolist()))
-                mpos = torch.tensor(triplet_positives(tb), device=device)
-                mloss, mparts = r.loss_fn(model.score(qm, tm), model.logit_scale, mpos, None, model.uses_local)
-                loss = loss + mloss
-                parts["modification"] = mparts["combined"]
+            loss, parts, stats = r.step(q_img, t_img, batch)
         r.optimizer.zero_grad(set_to_none=True)
         r.scaler.scale(loss).backward()
         r.scaler.unscale_(r.optimizer)
@@ -238,17 +272,13 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
         r.scheduler.step()
         n_steps += 1
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        for k, v in parts.items():
+        for k, v in {**parts, **stats}.items():
             sums[k] = sums.get(k, 0.0) + v
-        attn = t.get("attn")
-        if attn is not None:  # are the target masks distinct and focused? (collapse check)
-            stats = SpatialMasks.statistics(attn)
-            sums["mask_entropy"] = sums.get("mask_entropy", 0.0) + stats["entropy_fraction"]
-            sums["mask_overlap"] = sums.get("mask_overlap", 0.0) + stats["overlap"]
         bar.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}")
     return {"epoch": epoch, **{k: v / max(1, n_steps) for k, v in sums.items()},
             "lr": r.optimizer.param_groups[0]["lr"], "alpha": model.alpha,
-            "train_seconds": round(time.perf_counter() - t0, 2)}
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            **({"processes": cluster.world} if cluster.distributed else {})}
 
 
 def param_groups(model: Retriever, config: TrainConfig) -> tuple[list[dict], list[torch.nn.Parameter]]:
@@ -274,22 +304,3 @@ def param_groups(model: Retriever, config: TrainConfig) -> tuple[list[dict], lis
     if fast:
         groups.append({"params": fast, "weight_decay": 0.0, "lr": config.lr * config.alpha_lr_mult})
     return [g for g in groups if g["params"]], decay + no_decay + fast
-
-
-def word_region(model: Retriever, q: dict, t: dict, texts: list[str], config: TrainConfig) -> torch.Tensor | None:
-    """AFLoc-style word-to-region scores between query texts and target patches, when enabled."""
-    if config.word_region_weight <= 0 or t.get("tokens") is None:
-        return None
-    from ..models.losses import word_region_scores
-
-    tokens = model.backbone.tokenize(texts)
-    _, feats, mask = model.backbone.encode_text(tokens)
-    proj = getattr(model.encoder, "text_projection", None)
-    words = feats @ proj if isinstance(proj, torch.Tensor) else feats
-    vproj = model.backbone.project_tokens()
-    patches = t["tokens"] @ vproj if vproj is not None else t["tokens"]
-    if words.shape[-1] != patches.shape[-1]:
-        return None
-    mask = mask & (tokens != tokens.max(dim=1, keepdim=True).values)  # drop the end-of-text token
-    mask[:, 0] = False  # and the start token
-    return word_region_scores(words, mask, patches)
