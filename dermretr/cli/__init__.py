@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a loader option, e.g. -o image=clinic or -o pattern={md5hash}.jpg (repeatable)")
     train = sub.add_parser("train", help="train a composed retriever or a baseline",
                            description="Train on SOURCE:PATH; RUN_DIR gets config.json, metrics.jsonl, "
-                                       "checkpoints/{last,best}.pt and training_curve.png.")
+                                       "checkpoints/{last,best}.pt and training_curve.png.  Data-parallel on "
+                                       "several GPUs or CPU processes: torchrun --nproc_per_node N -m dermretr "
+                                       "train ... (--batch-size is the global batch; see docs/scale.md).")
     add_train_options(train)
 
     add_evaluate_command(sub)

@@ -10,10 +10,13 @@ from pathlib import Path
 from .._errors import DermretrError
 from ..models._released import RELEASED
 
-__all__ = ["INDEX_KINDS", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
+__all__ = ["INDEX_KINDS", "ENGINES", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
 
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)
+ENGINES = ("local", "ray")
+_RAY_ONLY = (("address", "--address"), ("workers", "--workers"), ("gpus_per_worker", "--gpus-per-worker"),
+             ("shard_size", "--shard-size"), ("keep_shards", "--keep-shards"))
 
 
 def add_index_commands(sub) -> None:
@@ -37,6 +40,23 @@ def add_index_commands(sub) -> None:
     index.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
     index.add_argument("--no-progress", action="store_true")
+    scale = index.add_argument_group("encoding with Ray Data (--engine ray; needs pip install \"dermretr[scale]\")")
+    scale.add_argument("--engine", choices=ENGINES, default="local",
+                       help="local: encode in this process (default); ray: encode on a Ray cluster's actors in "
+                            "shards kept in INDEX_DIR.shards/ until the index is saved, so that a rerun after a "
+                            "crash encodes only the shards still missing")
+    scale.add_argument("--address", default=None,
+                       help="the Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: RAY_ADDRESS, else a "
+                            "local cluster started for this run)")
+    scale.add_argument("--workers", type=int, default=None,
+                       help="Ray actors encoding at once, each loading the model once (default: one per GPU share "
+                            "with --gpus-per-worker, else one per CPU, at most 8 locally)")
+    scale.add_argument("--gpus-per-worker", type=float, default=None,
+                       help="GPUs of each actor, e.g. 1 or 0.5 (default: 0, CPUs only)")
+    scale.add_argument("--shard-size", type=int, default=None,
+                       help="cases per shard, the unit of restart and re-encoding (default: 4096)")
+    scale.add_argument("--keep-shards", action="store_true",
+                       help="keep INDEX_DIR.shards/ after the index is saved (another --kind then encodes nothing)")
     search = sub.add_parser("search", help="search an index with a reference image and descriptor text",
                             description="Composed case search: the reference image plus text against INDEX_DIR "
                                         "(with the model it records: a checkpoint or a pretrained model) or against "
@@ -75,12 +95,14 @@ def cmd_index(args) -> int:
     from ..index import CaseIndex
     from ..models.retriever import Retriever
 
-    ckpt = None
-    if args.run is not None:
-        run = Path(args.run).expanduser()
-        ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
-        if not ckpt.is_file():
-            raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
+    if args.engine == "ray":
+        return _index_with_ray(args)
+    given = [flag for name, flag in _RAY_ONLY if getattr(args, name) is not None and getattr(args, name) is not False]
+    if given:
+        one = len(given) == 1
+        raise DermretrError(f"{', '.join(given)} {'is' if one else 'are'} for --engine ray only (encoding with Ray "
+                            f"Data); add --engine ray or leave {'it' if one else 'them'} out")
+    ckpt = _checkpoint(args)
     out = CaseIndex.check_output(args.out, overwrite=args.overwrite)  # before the long part
     model = Retriever.load(ckpt, device=args.device) if ckpt is not None else (args.model or RELEASED)
     cases = load(args.data)
@@ -88,10 +110,47 @@ def cmd_index(args) -> int:
     index = CaseIndex.build(model, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
                             progress=not args.no_progress, device=args.device)
     index.save(out, overwrite=args.overwrite)
-    m = index.manifest
+    print(_summary(index.manifest, ckpt, time.perf_counter() - start, out))
+    return 0
+
+
+def _summary(m: dict, ckpt: Path | None, seconds: float, out: Path) -> str:
+    """The line ``dermretr index`` ends with."""
     local = f"{m['n_masks']} local vectors each, alpha {m['alpha']:.2f}" if m["n_masks"] else "global vectors only"
-    print(f"indexed {len(index)} cases ({m['kind']}, dim {m['dim']}, {local}) with "
-          f"{ckpt if ckpt is not None else m['model']['pretrained']} in {time.perf_counter() - start:.1f} s -> {out}")
+    return (f"indexed {m['count']} cases ({m['kind']}, dim {m['dim']}, {local}) with "
+            f"{ckpt if ckpt is not None else m['model']['pretrained']} in {seconds:.1f} s -> {out}")
+
+
+def _checkpoint(args) -> Path | None:
+    """RUN_DIR/checkpoints/{best,last}.pt of ``--run`` (None without --run)."""
+    if args.run is None:
+        return None
+    run = Path(args.run).expanduser()
+    ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
+    if not ckpt.is_file():
+        raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
+    return ckpt
+
+
+def _index_with_ray(args) -> int:
+    """``dermretr index --engine ray``: :func:`dermretr.index.encode_archive`, restartable."""
+    from ..data import load
+    from ..index import CaseIndex, encode_archive
+    from ..index._ray import check_ray_options, require_ray
+
+    options = dict(workers=args.workers, gpus_per_worker=args.gpus_per_worker or 0,
+                   shard_size=4096 if args.shard_size is None else args.shard_size, address=args.address,
+                   device=args.device)
+    check_ray_options(**options)  # every value, and Ray being there, before the data and the model are read
+    require_ray()
+    ckpt = _checkpoint(args)
+    CaseIndex.check_output(args.out, overwrite=args.overwrite)
+    cases = load(args.data)
+    run = encode_archive(ckpt if ckpt is not None else (args.model or RELEASED), cases, args.out, kind=args.kind,
+                         batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
+                         keep_shards=args.keep_shards, **options)
+    print(_summary(run.manifest, ckpt, run.seconds, run.path) + f"; Ray: {run.shards} shards, {run.encoded} encoded, "
+          f"{run.reused} reused" + (f" (shards kept in {run.path}.shards)" if args.keep_shards else ""))
     return 0
 
 

@@ -50,10 +50,18 @@ CaseIndex(kind='hnsw', count=50, dim=16, n_masks=0, alpha=0.0, rerank=100, model
 >>> index.search_vectors({"global": g[:1]}, k=3, exclude=["c0"])["case_id"].iloc[0] != "c0"
 True
 
+Archives too large for one process are encoded with Ray Data (the optional ``scale`` extra):
+:func:`encode_archive` (``dermretr index --engine ray``) encodes the cases on a pool of Ray actors in
+shards kept beside the index folder until it is saved, so that a rerun after a crash encodes only
+the shards still missing, and writes the same folder as :meth:`CaseIndex.save`.  Ray is imported
+only when such a run starts.
+
 The package's modules: ``_case_index`` (the class), ``_faiss`` (index kinds, options, FAISS
 files), ``_filters`` (:func:`filter_mask`), ``_search`` (the two stages and exclusions),
 ``_store`` and ``_manifest`` (the folder on disk), ``_model`` (model identity), ``_vectors``
-(build inputs) and ``_common`` (constants and small checks).
+(build inputs), ``_common`` (constants and small checks), and for the Ray engine ``_ray`` (the
+runs and the actors), ``_shards`` (the shards folder and keys) and ``_stream`` (an index folder
+written from shards).
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from ._case_index import CaseIndex
 from ._common import INDEX_FORMAT, INDEX_KINDS, RESULT_COLUMNS, IndexWarning
 from ._filters import filter_mask
 from ._model import config_hash, file_sha256, model_info
+from ._ray import INSTALL_RAY, ArchiveRun, encode_archive
 
 __all__ = ["CaseIndex", "IndexWarning", "INDEX_FORMAT", "INDEX_KINDS", "model_info", "config_hash",
-           "file_sha256", "RESULT_COLUMNS", "filter_mask"]
+           "file_sha256", "RESULT_COLUMNS", "filter_mask", "encode_archive", "ArchiveRun", "INSTALL_RAY"]

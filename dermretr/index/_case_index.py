@@ -16,8 +16,8 @@ from ..data.cases import validate_cases
 from ..data.vocab import mentioned_criteria
 from ..models.embeddings import Embeddings, EmbeddingsLike
 from . import _search, _store
-from ._common import INT_MAX, OPTIONS, check_count, check_path, check_result_columns, check_retriever
-from ._faiss import check_kind, check_options, new_index
+from ._common import INT_MAX, check_count, check_path, check_result_columns, check_retriever
+from ._faiss import check_index_options, check_kind, check_options, new_index
 from ._filters import filter_mask
 from ._manifest import new_manifest, read_manifest
 from ._model import load_pretrained, pretrained_name
@@ -164,11 +164,7 @@ class CaseIndex:
         3
         """
         # everything that can be wrong is said before the (long) encoding, and before a model is loaded
-        check_kind(kind)
-        unknown = sorted(map(str, set(options) - set(OPTIONS)))
-        if unknown:
-            raise DermretrError(f"unknown index option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
-        check_options(**options)
+        check_index_options(kind, options)
         batch_size = check_count(batch_size, "batch_size")
         cases = image_cases(cases)
         if isinstance(retriever, (str, os.PathLike)):

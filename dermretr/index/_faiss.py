@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,11 @@ import numpy as np
 
 from .._checks import check_alpha, show
 from .._errors import DermretrError, OutputError
-from ._common import FAISS_FILE, INDEX_KINDS, INT_MAX, MANIFEST, IndexWarning, as_int, check_count
+from ._common import FAISS_FILE, INDEX_KINDS, INT_MAX, MANIFEST, OPTIONS, IndexWarning, as_int, check_count
 
-__all__ = ["FAISS_TYPES", "MIN_POINTS_PER_LIST", "check_kind", "check_options", "fit_nlist", "fit_pq", "new_index",
-           "faiss_reason", "read_faiss", "write_faiss", "search_params", "first_stage"]
+__all__ = ["FAISS_TYPES", "MIN_POINTS_PER_LIST", "check_kind", "check_options", "check_index_options", "fit_nlist",
+           "fit_pq", "new_index", "empty_index", "train_index", "add_vectors", "faiss_reason", "read_faiss",
+           "write_faiss", "search_params", "first_stage"]
 
 #: The FAISS class each index kind reads back as (checked before searching it).
 FAISS_TYPES = {"flat": "IndexFlat", "hnsw": "IndexHNSW", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ"}
@@ -43,6 +44,23 @@ def check_options(alpha: Any = None, rerank: Any = 100, nlist: Any = None, nprob
         if value is not None or name in ("rerank", "hnsw_m", "ef_construction", "ef_search", "pq_nbits"):
             check_count(value, name, 1, None if name == "rerank" else INT_MAX)
     check_count(seed, "seed", 0, INT_MAX)
+
+
+def check_index_options(kind: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``kind`` and the index ``options`` of :meth:`~dermretr.index.CaseIndex.build` checked; all options filled.
+
+    >>> check_index_options("hnsw", {"ef_search": 64})["ef_search"], check_index_options("flat", {})["rerank"]
+    (64, 100)
+    """
+    check_kind(kind)
+    unknown = sorted(map(str, set(options) - set(OPTIONS)))
+    if unknown:
+        raise DermretrError(f"unknown index option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+    full = {"alpha": None, "rerank": 100, "nlist": None, "nprobe": None, "hnsw_m": 32, "ef_construction": 200,
+            "ef_search": 128, "pq_m": None, "pq_nbits": 8, "seed": 0, **options}
+    check_options(**full)
+    full["rerank"] = check_count(full["rerank"], "rerank")
+    return full
 
 
 def fit_nlist(n: int, nlist: int | None, stacklevel: int = 2) -> int:
@@ -79,6 +97,77 @@ def fit_pq(n: int, d: int, pq_m: int | None, pq_nbits: int, stacklevel: int = 2)
     return pq_m, pq_nbits
 
 
+def empty_index(kind: str, n: int, d: int, *, nlist: int | None, nprobe: int | None, hnsw_m: int,
+                ef_construction: int, ef_search: int, pq_m: int | None, pq_nbits: int, seed: int,
+                stacklevel: int = 2) -> tuple[Any, dict[str, Any]]:
+    """An empty FAISS inner-product index of ``kind`` for ``n`` vectors of dimension ``d``, and its parameters.
+
+    IVF kinds come back untrained (:func:`train_index`); the list count and PQ codes are fitted to
+    ``n`` (:func:`fit_nlist`, :func:`fit_pq`, whose warnings get ``stacklevel`` as seen from here).
+
+    >>> index, params = empty_index("ivf", 400, 8, nlist=4, nprobe=None, hnsw_m=32, ef_construction=200,
+    ...                             ef_search=128, pq_m=None, pq_nbits=8, seed=0)
+    >>> index.is_trained, params
+    (False, {'nlist': 4, 'nprobe': 1})
+    >>> train_index(index, "ivf", np.eye(8, dtype=np.float32).repeat(50, axis=0), 400)
+    >>> add_vectors(index, "ivf", np.eye(8, dtype=np.float32).repeat(50, axis=0), 400)
+    >>> index.is_trained, index.ntotal
+    (True, 400)
+    """
+    params: dict[str, Any] = {}
+    metric = faiss.METRIC_INNER_PRODUCT
+    index: Any  # the FAISS class depends on the kind
+    if kind == "flat":
+        return faiss.IndexFlatIP(d), params
+    if kind == "hnsw":
+        hnsw_m, ef_construction, ef_search = (as_int(v, name) for v, name in (
+            (hnsw_m, "hnsw_m"), (ef_construction, "ef_construction"), (ef_search, "ef_search")))
+        if min(hnsw_m, ef_construction, ef_search) < 1:
+            raise DermretrError("hnsw_m, ef_construction and ef_search must be positive")
+        index = faiss.IndexHNSWFlat(d, hnsw_m, metric)
+        index.hnsw.efConstruction = ef_construction
+        params.update(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
+        return index, params
+    nlist = fit_nlist(n, nlist, stacklevel + 1)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, metric)
+    else:
+        pq_m, pq_nbits = fit_pq(n, d, pq_m, pq_nbits, stacklevel + 1)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, pq_m, pq_nbits, metric)
+        params.update(pq_m=pq_m, pq_nbits=pq_nbits)
+    index.cp.seed = as_int(seed, "seed")
+    index.cp.min_points_per_centroid = 1  # too few points was handled (and said) by fit_nlist / fit_pq
+    if kind == "ivfpq":
+        index.pq.cp.min_points_per_centroid = 1
+    nprobe = max(1, nlist // 8) if nprobe is None else as_int(nprobe, "nprobe")
+    if nprobe < 1:
+        raise DermretrError(f"nprobe must be at least 1, got {nprobe}")
+    params.update(nlist=nlist, nprobe=min(nprobe, nlist))
+    return index, params
+
+
+def train_index(index: Any, kind: str, sample: np.ndarray, n: int) -> None:
+    """Train an IVF index of :func:`empty_index` on ``sample`` (float32 rows of the ``n`` to be added).
+
+    A kind without training (``flat``, ``hnsw``) is left as it is.
+    """
+    if kind not in ("ivf", "ivfpq"):
+        return
+    try:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    except RuntimeError as exc:
+        raise DermretrError(f"FAISS could not train the {kind} index on {n} cases ({faiss_reason(exc)}); "
+                            "use kind='flat', exact and fast at this size") from None
+
+
+def add_vectors(index: Any, kind: str, g: np.ndarray, n: int) -> None:
+    """Add the float32 rows ``g`` (all ``n`` vectors, or the next chunk of them) to a (trained) index."""
+    try:
+        index.add(np.ascontiguousarray(g, dtype=np.float32))
+    except RuntimeError as exc:
+        raise DermretrError(f"FAISS could not add {n} vectors to the {kind} index ({faiss_reason(exc)})") from None
+
+
 def new_index(g: np.ndarray, kind: str, *, nlist: int | None, nprobe: int | None, hnsw_m: int,
               ef_construction: int, ef_search: int, pq_m: int | None, pq_nbits: int, seed: int,
               stacklevel: int = 2) -> tuple[Any, dict[str, Any]]:
@@ -88,44 +177,11 @@ def new_index(g: np.ndarray, kind: str, *, nlist: int | None, nprobe: int | None
     warnings of :func:`fit_nlist` and :func:`fit_pq`.
     """
     n, d = g.shape
-    params: dict[str, Any] = {}
-    metric = faiss.METRIC_INNER_PRODUCT
-    index: Any  # the FAISS class depends on the kind
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        hnsw_m, ef_construction, ef_search = (as_int(v, name) for v, name in (
-            (hnsw_m, "hnsw_m"), (ef_construction, "ef_construction"), (ef_search, "ef_search")))
-        if min(hnsw_m, ef_construction, ef_search) < 1:
-            raise DermretrError("hnsw_m, ef_construction and ef_search must be positive")
-        index = faiss.IndexHNSWFlat(d, hnsw_m, metric)
-        index.hnsw.efConstruction = ef_construction
-        params.update(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
-    else:
-        nlist = fit_nlist(n, nlist, stacklevel + 1)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, metric)
-        else:
-            pq_m, pq_nbits = fit_pq(n, d, pq_m, pq_nbits, stacklevel + 1)
-            index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, pq_m, pq_nbits, metric)
-            params.update(pq_m=pq_m, pq_nbits=pq_nbits)
-        index.cp.seed = as_int(seed, "seed")
-        index.cp.min_points_per_centroid = 1  # too few points was handled (and said) by fit_nlist / fit_pq
-        if kind == "ivfpq":
-            index.pq.cp.min_points_per_centroid = 1
-        try:
-            index.train(g)
-        except RuntimeError as exc:
-            raise DermretrError(f"FAISS could not train the {kind} index on {n} cases ({faiss_reason(exc)}); "
-                                "use kind='flat', exact and fast at this size") from None
-        nprobe = max(1, nlist // 8) if nprobe is None else as_int(nprobe, "nprobe")
-        if nprobe < 1:
-            raise DermretrError(f"nprobe must be at least 1, got {nprobe}")
-        params.update(nlist=nlist, nprobe=min(nprobe, nlist))
-    try:
-        index.add(g)
-    except RuntimeError as exc:
-        raise DermretrError(f"FAISS could not add {n} vectors to the {kind} index ({faiss_reason(exc)})") from None
+    index, params = empty_index(kind, n, d, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                                ef_construction=ef_construction, ef_search=ef_search, pq_m=pq_m, pq_nbits=pq_nbits,
+                                seed=seed, stacklevel=stacklevel + 1)
+    train_index(index, kind, g, n)
+    add_vectors(index, kind, g, n)
     return index, params
 
 

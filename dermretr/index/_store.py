@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,8 +46,8 @@ from ._model import check_model
 if TYPE_CHECKING:
     from ._case_index import CaseIndex
 
-__all__ = ["NA", "check_output", "foreign_entries", "is_index_dir", "write_cases", "save_index", "load_parts",
-           "open_retriever"]
+__all__ = ["NA", "check_output", "foreign_entries", "is_index_dir", "write_cases", "save_index", "save_folder",
+           "load_parts", "open_retriever"]
 
 NA = "\\N"  # how a missing value is written in cases.csv (an empty string stays an empty string)
 
@@ -227,22 +227,39 @@ def save_index(index: CaseIndex, path: str | os.PathLike, overwrite: Any, stackl
         manifest["params"]["ef_search"] = index.ef_search
     if index.kind in ("ivf", "ivfpq"):
         manifest["params"]["nprobe"] = index.nprobe
-    manifest["columns"] = {str(c): str(t) for c, t in index.cases.dtypes.items()}
-    manifest["case_ids_sha256"] = case_ids_sha256(index.cases["case_id"])
+
+    def write_vectors(tmp: Path) -> Any:
+        _write_npy(tmp / GLOBAL, np.asarray(index.global_vectors, dtype=np.float32), path)
+        if index.local_vectors is not None:
+            _write_npy(tmp / LOCAL, np.asarray(index.local_vectors, dtype=np.float16), path)
+        return index.faiss_index
+
+    index.manifest = save_folder(path, bool(overwrite), manifest, index.cases, write_vectors, stacklevel + 1)
+    return path
+
+
+def save_folder(path: Path, overwrite: bool, manifest: dict, cases: pd.DataFrame,
+                write_vectors: Callable[[Path], Any], stacklevel: int = 2) -> dict:
+    """Write an index folder at ``path`` (checked by :func:`check_output`) atomically, under its lock.
+
+    ``write_vectors(tmp)`` writes ``global.npy`` (and ``local.npy``) into the new folder ``tmp`` and
+    returns the FAISS index; this function adds ``index.faiss``, ``cases.csv`` and ``manifest.json``
+    (``manifest`` completed with the case columns, the case-id hash and the file sizes, and returned).
+    """
+    manifest = dict(manifest)
+    manifest["columns"] = {str(c): str(t) for c, t in cases.dtypes.items()}
+    manifest["case_ids_sha256"] = case_ids_sha256(cases["case_id"])
     with _io.exclusive(path, "index folder"):
-        check_output(path, bool(overwrite))  # again: another process may have written it meanwhile
+        check_output(path, overwrite)  # again: another process may have written it meanwhile
         with _io.atomic_dir(path) as tmp:
-            write_faiss(index.faiss_index, tmp / FAISS_FILE, path)
-            _write_npy(tmp / GLOBAL, np.asarray(index.global_vectors, dtype=np.float32), path)
-            if index.local_vectors is not None:
-                _write_npy(tmp / LOCAL, np.asarray(index.local_vectors, dtype=np.float16), path)
-            write_cases(index.cases, tmp / CASES)
+            faiss_index = write_vectors(tmp)
+            write_faiss(faiss_index, tmp / FAISS_FILE, path)
+            write_cases(cases, tmp / CASES)
             manifest["files"] = {name: (tmp / name).stat().st_size for name in (FAISS_FILE, GLOBAL, LOCAL)
                                  if (tmp / name).exists()}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    index.manifest = manifest
     _warn_old_temporaries(path, stacklevel + 1)
-    return path
+    return manifest
 
 
 def load_parts(path: str | os.PathLike, retriever: Any = None, checkpoint: str | os.PathLike | None = None,

@@ -67,7 +67,8 @@ class TrainConfig:
     epochs : int
         Training epochs.
     batch_size : int
-        In-batch size, also the number of negatives (at least 2).
+        In-batch size, also the number of negatives (at least 2); under torchrun the global batch, split over
+        the processes.
     image_size : int
         Input image side in pixels.
     lr : float
