@@ -133,7 +133,20 @@ def _read_last(r: _Run, run: Path, ckpt_dir: Path) -> tuple | None:
     repair(run, r.model, done, history, best, r.config.select_metric)
     if not r.cluster.distributed:
         return done, history, best
-    return done, history, best, r.optimizer.state_dict(), r.scheduler.state_dict(), r.scaler.state_dict()
+    # on the CPU, so that no process unpickles tensors onto rank 0's GPU (the optimiser moves them to its own)
+    return (done, history, best, _on_cpu(r.optimizer.state_dict()), r.scheduler.state_dict(),
+            r.scaler.state_dict())
+
+
+def _on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (nested dicts, lists, tuples) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def _end_epoch(r: _Run, run: Path, ckpt_dir: Path, record: dict, history: list[dict], best: dict,
