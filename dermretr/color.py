@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rgb_to_lab", "lab_to_rgb", "ita", "ITA_CATEGORIES", "ita_category"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "srgb_to_linear", "linear_to_srgb", "ita", "ITA_CATEGORIES", "ita_category"]
 
 _WHITE = np.array([0.95047, 1.0, 1.08883])
 _M_RGB2XYZ = np.array(
@@ -31,12 +31,23 @@ _EPS = 216 / 24389
 _KAPPA = 24389 / 27
 
 
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """Undo the sRGB transfer curve: gamma-encoded values in [0, 1] to linear light.
+
+    >>> round(float(srgb_to_linear(np.array(0.5))), 4)
+    0.214
+    """
+    c = np.asarray(c, dtype=np.float64)
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(c, 0.0, None)
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Apply the sRGB transfer curve: linear light (negative values clipped to 0) to gamma-encoded values.
+
+    >>> round(float(linear_to_srgb(srgb_to_linear(np.array(0.5)))), 6)
+    0.5
+    """
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, None)
     return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1 / 2.4) - 0.055)
 
 
@@ -47,7 +58,7 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     [100.0, 0.0, 0.0]
     """
     rgb = np.asarray(rgb, dtype=np.float64)
-    xyz = _srgb_to_linear(rgb) @ _M_RGB2XYZ.T / _WHITE
+    xyz = srgb_to_linear(rgb) @ _M_RGB2XYZ.T / _WHITE
     f = np.where(xyz > _EPS, np.cbrt(xyz), (_KAPPA * xyz + 16) / 116)
     L = 116 * f[..., 1] - 16
     a = 500 * (f[..., 0] - f[..., 1])
@@ -67,7 +78,7 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     fz = fy - lab[..., 2] / 200
     f = np.stack([fx, fy, fz], axis=-1)
     xyz = np.where(f**3 > _EPS, f**3, (116 * f - 16) / _KAPPA) * _WHITE
-    return np.clip(_linear_to_srgb(xyz @ _M_XYZ2RGB.T), 0.0, 1.0)
+    return np.clip(linear_to_srgb(xyz @ _M_XYZ2RGB.T), 0.0, 1.0)
 
 
 def ita(L: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:

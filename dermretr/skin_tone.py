@@ -1,9 +1,12 @@
 """Skin tone from the pixels: the Individual Typology Angle of a lesion image's healthy skin.
 
-:func:`skin_mask` picks the healthy skin (no dark corners, hair or lesion),
-:func:`estimate_ita` measures its ITA, :func:`ita_to_fitzpatrick` maps it to an
-approximate Fitzpatrick type, :func:`estimate_skin_tone` adds all three to a
-case table (labelled *estimated*), and :func:`skin_mask_agreement` checks the
+:func:`skin_mask` picks the healthy skin after colour constancy (no dark
+corners, background, highlights, shadows, hair or lesion; the pixel models are
+in :mod:`dermretr.skin_pixels`), :func:`estimate_ita` measures its patch-wise
+ITA, :func:`estimate_ita_details` adds a confidence and its parts,
+:func:`ita_to_fitzpatrick` maps it to an approximate Fitzpatrick type,
+:func:`estimate_skin_tone` adds them to a case table (labelled *estimated*;
+'unknown' below :data:`MIN_CONFIDENCE`), and :func:`skin_mask_agreement` checks the
 lesion/skin separation against true lesion masks (PH2's, DermSynth's), read
 with :func:`default_mask_bit` and :func:`check_mask_aspect`.  It sits on
 :mod:`dermretr.data` (images and masks are read with its loaders).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,12 +32,28 @@ import pandas as pd
 from ._checks import check_int
 from ._errors import DataWarning, DermretrError
 from .color import ITA_CATEGORIES, ita, ita_category, rgb_to_lab
+from .skin_pixels import (
+    CONSTANCY,
+    as_rgb,
+    check_mask_aspect,
+    correct_illuminant,
+    default_mask_bit,
+    field_of_view,
+    lesion_region,
+    otsu_threshold,
+    patch_ita,
+    skin_colour,
+    specular,
+)
 from .stats import as_text
 
 __all__ = [
     "ITA_FITZPATRICK",
+    "MIN_CONFIDENCE",
+    "SkinToneEstimate",
     "skin_mask",
     "estimate_ita",
+    "estimate_ita_details",
     "ita_to_fitzpatrick",
     "estimate_skin_tone",
     "skin_mask_agreement",
@@ -46,123 +66,171 @@ __all__ = [
 #: DermSynth draws each type's skin colour inside that category (``render.ITA_RANGES``).
 ITA_FITZPATRICK: dict[str, int] = {name: i + 1 for i, (name, _, _) in enumerate(ITA_CATEGORIES)}
 
-#: Pixels farther than this from the centre (the image spans [-1, 1]) are dark corners / vignette.
-_RADIUS = 0.95
-#: Pixels darker than this L* are shadow or background, never skin.
-_BLACK_L = 3.0
 #: A thin dark structure (hair, ruler mark) is at least this much darker (L*) than its closing.
 _HAIR_DEPTH = 5.0
 #: Otsu's two classes must differ by at least this (L*) to be lesion and skin rather than texture.
 _MIN_CONTRAST = 4.0
 #: Pixels farther than this from the centre decide which Otsu class is skin (lesions are centred).
 _RING = 0.6
+#: Without a lesion mask, Otsu's lesion is grown by 1/this of the side (0: not grown).
+_LESION_MARGIN = 20
+#: Skin pixels farther than this many robust standard deviations (1.4826 MAD) of L* from the median are
+#: shadows or highlights (Hampel's outlier rule).
+_HAMPEL = 3.0
+
+#: Default colour constancy (see :func:`dermretr.skin_pixels.correct_illuminant`).
+DEFAULT_CONSTANCY = "skin_locus"
+#: The patch grid of the patch-wise ITA (``PATCH_GRID`` x ``PATCH_GRID`` tiles of the image).
+PATCH_GRID = 8
+#: Below this many usable skin patches the ITA falls back to all skin pixels pooled.
+MIN_PATCHES = 3
+#: Confidence parts: skin covering this share of the image, this many usable patches, and a patch-ITA
+#: interquartile range of this many degrees (half credit) are what :func:`estimate_ita_details` scores.
+FULL_COVERAGE, FULL_PATCHES, SPREAD_SCALE = 0.15, 8, 15.0
+#: A lighter class set aside by Otsu over this share of the skin candidates (from the first to the second
+#: value) takes the confidence's ``separation`` part from 1 to 0.
+SEPARATION = (0.1, 0.4)
+#: ... counted only when it is this much lighter (L*, class means): a lesion and skin, not the two sides of
+#: uneven lighting.
+SEPARATION_CONTRAST = 12.0
+#: Estimates with a confidence below this are 'unknown' in :func:`estimate_skin_tone`.
+MIN_CONFIDENCE = 0.25
 
 
-def _as_rgb(image: Any) -> np.ndarray:
-    """An image (array, PIL image or path) as float RGB in [0, 1], refusing what is not one."""
-    from PIL import Image
+@dataclass(frozen=True)
+class SkinToneEstimate:
+    """One image's skin tone estimate and how far to trust it (from :func:`estimate_ita_details`).
 
-    from .data.images import load_rgb
+    Attributes
+    ----------
+    ita : float
+        ITA in degrees of the healthy skin (NaN when too little skin is visible).
+    fitzpatrick : int or None
+        Approximate Fitzpatrick type (:func:`ita_to_fitzpatrick`).
+    confidence : float
+        ``coverage * patches * spread * separation`` in [0, 1] (0 when the ITA is NaN).
+    skin_fraction : float
+        Share of the image's pixels taken as healthy skin.
+    n_patches : int
+        Patches of the :data:`PATCH_GRID` tiling that are at least half skin.
+    ita_iqr : float
+        Interquartile range (degrees) of the patch ITAs (NaN under two patches).
+    coverage, patches, spread, separation : float
+        The confidence parts: ``min(1, skin_fraction / FULL_COVERAGE)``,
+        ``min(1, n_patches / FULL_PATCHES)``, ``1 / (1 + (ita_iqr / SPREAD_SCALE) ** 2)``
+        and, without a lesion mask, 1 falling to 0 as the share of skin
+        candidates Otsu set aside as *lighter* (by 12 L* or more) than the
+        kept class grows from 10% to 40% (:data:`SEPARATION`): a lesion that
+        fills the periphery is then taken for skin and the real skin for a
+        reflection.
+    gains : tuple of float
+        The colour-constancy gains applied to linear R, G, B.
+    """
 
-    if isinstance(image, (str, os.PathLike)):
-        image = load_rgb(image)
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or min(arr.shape[:2]) < 8:
-        raise DermretrError(f"an RGB image (height x width x 3, at least 8 px) is needed, got shape {arr.shape}")
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float64) / 65535.0
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
-            raise DermretrError("a float image must hold values in [0, 1]")
-        return np.clip(arr.astype(np.float64), 0.0, 1.0)
-    raise DermretrError(f"unsupported image dtype {arr.dtype} (use uint8, uint16 or float in [0, 1])")
-
-
-def _otsu(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of 1-D values (maximal between-class variance)."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    return float(edges[int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2)) + 1])
-
-
-def _field(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from the centre (the image spans [-1, 1]) and the field of view: no dark corner, no black."""
-    h, w = L.shape
-    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    radius = np.hypot(yy, xx)
-    return radius, (radius <= _RADIUS) & (L > _BLACK_L)
+    ita: float
+    fitzpatrick: int | None
+    confidence: float
+    skin_fraction: float
+    n_patches: int
+    ita_iqr: float
+    coverage: float
+    patches: float
+    spread: float
+    separation: float
+    gains: tuple[float, float, float]
 
 
-def _skin(rgb: np.ndarray, lesion_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """CIELAB of ``rgb`` and the healthy-skin pixels (:func:`skin_mask`'s rules)."""
+def _skin(rgb: np.ndarray, lesion_mask: np.ndarray | None,
+          constancy: str | None = DEFAULT_CONSTANCY) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """CIELAB of the corrected ``rgb``, its healthy skin (:func:`skin_mask`'s rules), gains, lighter share, guard.
+
+    ``lighter`` is the share of the skin candidates Otsu set aside as
+    *lighter* than the kept class (the ``separation`` part of the
+    confidence); ``guard`` the band Otsu's lesion was grown by.
+    """
     from scipy import ndimage
 
     lab = rgb_to_lab(rgb)
+    radius, valid = field_of_view(lab[..., 0])
+    rgb, gains = correct_illuminant(rgb, valid, constancy)
+    if not np.all(gains == 1.0):
+        lab = rgb_to_lab(rgb)
     L = lab[..., 0]
     h, w = L.shape
-    radius, valid = _field(L)
+    valid &= skin_colour(rgb) & ~specular(rgb, lab)
     size = max(3, (min(h, w) // 24) | 1)  # wider than a hair, narrower than a lesion
     valid &= ndimage.grey_closing(L, size=(size, size)) - L <= _HAIR_DEPTH
+    lighter, guard = 0.0, np.zeros_like(valid)
     if lesion_mask is not None:
         mask = np.asarray(lesion_mask, dtype=bool)
         if mask.shape != (h, w):
             raise DermretrError(f"the lesion mask is {mask.shape[:2]} but the image is {(h, w)}")
         valid &= ~ndimage.binary_dilation(mask, iterations=max(1, min(h, w) // 40))
-        return lab, valid
-    outer = radius > _RING
-    for _ in range(2):  # a second pass when bright structures (scars, reflections) were split off first
+    else:
+        outer = radius > _RING
+        for _ in range(2):  # a second pass when bright structures (scars, reflections) were split off first
+            vals = L[valid]
+            if vals.size < 16:
+                break
+            t = otsu_threshold(vals)
+            dark = L < t
+            lo, hi = vals[vals < t], vals[vals >= t]
+            if lo.size == 0 or hi.size == 0 or hi.mean() - lo.mean() < _MIN_CONTRAST:
+                break
+            ring = valid & outer
+            keep_dark = dark[ring].mean() > 0.5 if ring.any() else lo.size > hi.size
+            if keep_dark and hi.mean() - lo.mean() >= SEPARATION_CONTRAST:
+                lighter = max(lighter, hi.size / vals.size)
+            if not keep_dark and _LESION_MARGIN:
+                grown = lesion_region(valid & dark, max(1, min(h, w) // _LESION_MARGIN))
+                guard |= grown & valid & ~dark
+                valid &= ~grown
+            valid &= dark if keep_dark else ~dark
+            if not keep_dark:
+                break
+    if valid.sum() >= 16:  # shadows and highlights left on the skin
         vals = L[valid]
-        if vals.size < 16:
-            break
-        t = _otsu(vals)
-        dark = L < t
-        lo, hi = vals[vals < t], vals[vals >= t]
-        if lo.size == 0 or hi.size == 0 or hi.mean() - lo.mean() < _MIN_CONTRAST:
-            break
-        ring = valid & outer
-        keep_dark = dark[ring].mean() > 0.5 if ring.any() else lo.size > hi.size
-        valid &= dark if keep_dark else ~dark
-        if not keep_dark:
-            break
-    return lab, valid
+        med = np.median(vals)
+        valid &= np.abs(L - med) <= _HAMPEL * 1.4826 * np.median(np.abs(vals - med))
+    return lab, valid, gains, lighter, guard
 
 
-def skin_mask(image: Any, lesion_mask: np.ndarray | None = None) -> np.ndarray:
+def skin_mask(image: Any, lesion_mask: np.ndarray | None = None,
+              constancy: str | None = DEFAULT_CONSTANCY) -> np.ndarray:
     """The pixels :func:`estimate_ita` treats as healthy skin (boolean ``[H, W]``).
 
-    Left out: dark corners (outside 95% of the half-side from the centre) and
-    near-black pixels, hair and ruler marks (a morphological black-hat on L*:
-    thin structures more than 5 L* darker than their surroundings), and the
-    lesion: ``lesion_mask`` dilated by 2.5% of the side, or without a mask,
-    Otsu's threshold on L* (the class that fills most of the periphery is
-    skin; a second pass when the first split bright structures off; no split
-    when the two classes differ by less than 4 L*).
+    After colour constancy (``constancy``, see
+    :func:`dermretr.skin_pixels.correct_illuminant`), left out are: dark
+    corners (outside 95% of the half-side from the centre) and near-black
+    pixels; everything outside the YCbCr skin cluster of Chai & Ngan (1999)
+    (background, cloth, paper, rulers, gel: :func:`dermretr.skin_pixels.skin_colour`);
+    specular highlights (:func:`dermretr.skin_pixels.specular`); hair and
+    ruler marks (a morphological black-hat on L*: thin structures more than
+    5 L* darker than their surroundings); the lesion: ``lesion_mask`` dilated
+    by 2.5% of the side, or without a mask, Otsu's threshold on L* (the class
+    that fills most of the periphery is skin; a second pass when the first
+    split bright structures off; no split when the two classes differ by
+    less than 4 L*); and last, shadows and highlights: skin pixels whose L*
+    is more than 3 robust standard deviations from the median (Hampel).
 
-    >>> img = np.full((64, 64, 3), 0.8)
-    >>> img[24:40, 24:40] = 0.3
+    >>> img = np.full((64, 64, 3), [0.85, 0.65, 0.55])
+    >>> img[24:40, 24:40] = [0.35, 0.2, 0.15]
+    >>> img[:, :8] = [0.2, 0.35, 0.7]  # a blue cloth
     >>> m = skin_mask(img)
-    >>> bool(m[5, 32]), bool(m[32, 32]), bool(m[0, 0])
-    (True, False, False)
+    >>> bool(m[5, 32]), bool(m[32, 32]), bool(m[0, 0]), bool(m[32, 3])
+    (True, False, False, False)
     """
-    return _skin(_as_rgb(image), lesion_mask)[1]
+    return _skin(as_rgb(image), lesion_mask, constancy)[1]
 
 
-def estimate_ita(image: Any, lesion_mask: np.ndarray | None = None, min_fraction: float = 0.01) -> float:
+def estimate_ita(image: Any, lesion_mask: np.ndarray | None = None, min_fraction: float = 0.01,
+                 constancy: str | None = DEFAULT_CONSTANCY, min_confidence: float = 0.0) -> float:
     """Individual Typology Angle (degrees) of the healthy skin of a lesion image.
 
-    The image is converted to CIELAB (:func:`dermretr.color.rgb_to_lab`),
-    the skin pixels are chosen by :func:`skin_mask`, and the angle is
-    ``arctan((L* - 50) / b*) * 180 / pi`` of their median L* and median b*.
+    The image is colour-corrected (``constancy``), converted to CIELAB
+    (:func:`dermretr.color.rgb_to_lab`), the skin pixels are chosen by
+    :func:`skin_mask`, and the ITA is the median of the patch ITAs
+    (:func:`estimate_ita_details`).
 
     Parameters
     ----------
@@ -173,6 +241,11 @@ def estimate_ita(image: Any, lesion_mask: np.ndarray | None = None, min_fraction
         one the lesion is segmented by Otsu's threshold on L*.
     min_fraction : float
         NaN is returned when fewer pixels than this fraction are skin.
+    constancy : {"skin_locus", "shades_of_gray", "gray_world", None}
+        Colour constancy first (:func:`dermretr.skin_pixels.correct_illuminant`).
+    min_confidence : float
+        NaN is returned when the estimate's confidence is lower (default 0:
+        never; :func:`estimate_skin_tone` uses :data:`MIN_CONFIDENCE`).
 
     Returns
     -------
@@ -186,14 +259,73 @@ def estimate_ita(image: Any, lesion_mask: np.ndarray | None = None, min_fraction
     >>> round(estimate_ita(skin), 2), round(float(ita(65.0, 15.0)), 2)
     (45.0, 45.0)
     """
-    return _ita_of(*_skin(_as_rgb(image), lesion_mask), min_fraction)
+    est = estimate_ita_details(image, lesion_mask, min_fraction, constancy)
+    return est.ita if est.confidence >= min_confidence else float("nan")
 
 
-def _ita_of(lab: np.ndarray, valid: np.ndarray, min_fraction: float = 0.01) -> float:
-    """ITA of the median L* and b* of the ``valid`` pixels of ``lab`` (NaN when too few)."""
-    if valid.sum() < max(16, min_fraction * valid.size):
-        return float("nan")
-    return float(ita(np.median(lab[..., 0][valid]), np.median(lab[..., 2][valid])))
+def estimate_ita_details(image: Any, lesion_mask: np.ndarray | None = None, min_fraction: float = 0.01,
+                         constancy: str | None = DEFAULT_CONSTANCY) -> SkinToneEstimate:
+    """The ITA of an image's healthy skin with its confidence and the parts of it (a :class:`SkinToneEstimate`).
+
+    The skin (:func:`skin_mask`) is tiled into :data:`PATCH_GRID` x
+    :data:`PATCH_GRID` patches; each patch that is at least half skin gets
+    its own ITA (:func:`dermretr.skin_pixels.patch_ita`) and the estimate is
+    their median (patch-wise ITA as in Kinyanjui et al. 2020; Groh et al.
+    2021 show how far a whole-image ITA strays on clinical photographs).
+    Under :data:`MIN_PATCHES` patches the skin pixels are pooled; with fewer
+    than ``min_fraction`` of the pixels (and 16) the ITA is NaN.
+
+    The confidence multiplies four parts in [0, 1]: how much skin there is
+    (``skin_fraction / FULL_COVERAGE``, capped at 1), how many patches
+    (``n_patches / FULL_PATCHES``, capped), how much the patches agree
+    (``1 / (1 + (IQR / SPREAD_SCALE) ** 2)``: 0.5 at an interquartile range
+    of 15 degrees, about the width of one ITA category; under two patches
+    the spread is unknown and scores 0.5) and how clear the lesion/skin
+    separation was (``separation``, see :class:`SkinToneEstimate`).
+
+    Examples
+    --------
+    >>> from dermretr.color import lab_to_rgb
+    >>> skin = np.broadcast_to(lab_to_rgb(np.array([65.0, 10.0, 15.0])), (64, 64, 3)).copy()
+    >>> est = estimate_ita_details(skin)
+    >>> round(est.ita, 1), est.fitzpatrick, est.confidence, est.n_patches, est.ita_iqr
+    (45.0, 2, 1.0, 44, 0.0)
+
+    A blue cloth with a little skin in the middle: an estimate, but one not to trust.
+
+    >>> blue = np.full((64, 64, 3), [0.2, 0.35, 0.7])
+    >>> blue[24:40, 24:40] = skin[:16, :16]
+    >>> est = estimate_ita_details(blue)
+    >>> round(est.ita, 1), est.n_patches, round(est.skin_fraction, 4), est.confidence < MIN_CONFIDENCE
+    (45.0, 4, 0.0625, True)
+    """
+    lab, skin, gains, lighter, _ = _skin(as_rgb(image), lesion_mask, constancy)
+    return _details(lab, skin, gains, lighter, min_fraction=min_fraction)
+
+
+def _details(lab: np.ndarray, skin: np.ndarray, gains: np.ndarray, lighter: float = 0.0,
+             min_fraction: float = 0.01) -> SkinToneEstimate:
+    """:func:`estimate_ita_details` of analysed pixels."""
+    n_skin = int(skin.sum())
+    values = patch_ita(lab, skin, PATCH_GRID)
+    if values.size >= MIN_PATCHES:
+        angle = float(np.median(values))
+    elif n_skin >= max(16, min_fraction * skin.size):
+        angle = float(ita(np.median(lab[..., 0][skin]), np.median(lab[..., 2][skin])))
+    else:
+        angle = float("nan")
+    iqr = float(np.subtract(*np.percentile(values, [75, 25]))) if values.size >= 2 else float("nan")
+    fraction = n_skin / skin.size
+    coverage = min(1.0, fraction / FULL_COVERAGE)
+    patches = min(1.0, values.size / FULL_PATCHES)
+    spread = 1.0 / (1.0 + (iqr / SPREAD_SCALE) ** 2) if np.isfinite(iqr) else 0.5
+    separation = float(np.clip(1 - (lighter - SEPARATION[0]) / (SEPARATION[1] - SEPARATION[0]), 0, 1))
+    confidence = coverage * patches * spread * separation if np.isfinite(angle) else 0.0
+    g = tuple(float(x) for x in gains)
+    return SkinToneEstimate(ita=angle, fitzpatrick=ita_to_fitzpatrick(angle), confidence=float(confidence),
+                            skin_fraction=float(fraction), n_patches=int(values.size), ita_iqr=iqr,
+                            coverage=float(coverage), patches=float(patches), spread=float(spread),
+                            separation=separation, gains=(g[0], g[1], g[2]))
 
 
 def ita_to_fitzpatrick(angle: float) -> int | None:
@@ -232,8 +364,9 @@ def _shrunk(img: Any, mask: np.ndarray | None, max_side: int) -> tuple[np.ndarra
 
 
 def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: int = 256,
-                       progress: bool = True) -> pd.DataFrame:
-    """Estimate every case's skin tone from its image: ``ita_estimated`` and its category and type.
+                       progress: bool = True, constancy: str | None = DEFAULT_CONSTANCY,
+                       min_confidence: float = MIN_CONFIDENCE) -> pd.DataFrame:
+    """Estimate every case's skin tone from its image: ``ita_estimated``, its category, type and confidence.
 
     Parameters
     ----------
@@ -246,14 +379,23 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
         Larger images are shrunk to this side first (speed).
     progress : bool
         Show a progress bar.
+    constancy : {"skin_locus", "shades_of_gray", "gray_world", None}
+        Colour constancy (:func:`dermretr.skin_pixels.correct_illuminant`).
+    min_confidence : float
+        Estimates whose confidence (:func:`estimate_ita_details`) is lower
+        are left unknown rather than guessed (default :data:`MIN_CONFIDENCE`;
+        0 keeps every estimate).
 
     Returns
     -------
     DataFrame
         A copy of ``cases`` with ``ita_estimated`` (float, NaN when unknown),
-        ``ita_category_estimated`` (string) and ``fitzpatrick_estimated``
-        (Int64, via :func:`ita_to_fitzpatrick`).  Images that cannot be read
-        or show too little skin stay unknown (one :class:`DataWarning`).
+        ``ita_category_estimated`` (string), ``fitzpatrick_estimated``
+        (Int64, via :func:`ita_to_fitzpatrick`), ``ita_confidence`` (float in
+        [0, 1]; NaN when unreadable: kept for unknown estimates too) and
+        ``ita_iqr_estimated`` (the spread of the patch ITAs, degrees).
+        Images that cannot be read, show too little skin or give an estimate
+        below ``min_confidence`` stay unknown (one :class:`DataWarning`).
 
     Examples
     --------
@@ -274,8 +416,12 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
     if not isinstance(cases, pd.DataFrame) or "image_path" not in cases.columns:
         raise DermretrError("estimate_skin_tone needs a case table with an 'image_path' column")
     check_int(max_side, "max_side", 16)
+    if constancy not in CONSTANCY:
+        raise DermretrError(f"constancy must be one of {list(CONSTANCY)}, got {constancy!r}")
+    if not 0.0 <= float(min_confidence) <= 1.0:
+        raise DermretrError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
     masks = as_text(cases["mask"]) if use_masks and "mask" in cases.columns else None
-    values = np.full(len(cases), np.nan)
+    values, confidence, spread = np.full(len(cases), np.nan), np.full(len(cases), np.nan), np.full(len(cases), np.nan)
     failed: list[str] = []
     paths = as_text(cases["image_path"])
     for i, path in enumerate(tqdm(paths, desc="Skin tone (ITA)", unit="img", disable=not progress)):
@@ -284,14 +430,22 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
             mask = None
             if masks is not None and masks[i] and os.path.isfile(masks[i]):
                 mask = load_masks(masks[i])["lesion"]
-            values[i] = estimate_ita(*_shrunk(img, mask, max_side))
+            est = estimate_ita_details(*_shrunk(img, mask, max_side), constancy=constancy)
         except (DermretrError, OSError, ValueError):  # unreadable image or mask
             failed.append(path)
+            continue
+        values[i], confidence[i], spread[i] = est.ita, est.confidence, est.ita_iqr
+    no_skin = int(np.isnan(values).sum()) - len(failed)
+    doubtful = np.isfinite(values) & (confidence < min_confidence)
+    values[doubtful] = np.nan
     unknown = int(np.isnan(values).sum())
     if unknown:
         parts = [f"{len(failed)} unreadable, e.g. {failed[0]}"] if failed else []
-        if unknown > len(failed):
-            parts.append(f"{unknown - len(failed)} with too little skin visible")
+        if no_skin:
+            parts.append(f"{no_skin} with too little skin visible")
+        if doubtful.any():
+            parts.append(f"{int(doubtful.sum())} with a confidence below {min_confidence:g} (little skin or "
+                         "patches that disagree; see ita_confidence)")
         what = "; ".join(parts)
         warnings.warn(f"skin tone could not be estimated for {unknown} of {len(cases)} cases ({what}); "
                       "they are 'unknown'", DataWarning, stacklevel=2)
@@ -300,6 +454,8 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
     out["ita_category_estimated"] = pd.array([ita_category(v) if np.isfinite(v) else pd.NA for v in values],
                                              dtype="string")
     out["fitzpatrick_estimated"] = pd.array([ita_to_fitzpatrick(v) for v in values], dtype="Int64")
+    out["ita_confidence"] = confidence
+    out["ita_iqr_estimated"] = spread
     return out
 
 
@@ -316,8 +472,9 @@ def skin_mask_agreement(cases: pd.DataFrame, mask_column: str = "lesion_mask", m
     compared inside the *field of view* F that :func:`skin_mask` considers at
     all (not in the dark corners outside 95% of the half-side, not near-black).
     With S the estimated skin, the estimated lesion is E = F and not S (so hair
-    and other thin dark structures the method leaves out count as lesion), and
-    T is the true lesion inside F.
+    and other thin dark structures the method leaves out count as lesion)
+    less the guard band Otsu's lesion is grown by (neither lesion nor skin),
+    and T is the true lesion inside F.
 
     Parameters
     ----------
@@ -409,10 +566,11 @@ def skin_mask_agreement(cases: pd.DataFrame, mask_column: str = "lesion_mask", m
         rgb, shrunk = _shrunk(img, truth, max_side)
         assert shrunk is not None  # a mask was given
         truth = shrunk
-        lab, skin = _skin(_as_rgb(rgb), None)  # segmented once: the ITA without a mask is measured on it
-        _, field = _field(lab[..., 0])
+        arr = as_rgb(rgb)
+        lab, skin, gains, lighter, guard = _skin(arr, None)  # segmented once: the ITA without a mask is measured on it
+        _, field = field_of_view(rgb_to_lab(arr)[..., 0])
         t = truth & field
-        e = field & ~skin
+        e = field & ~skin & ~guard
         union, n_skin, n_true_skin = int((e | t).sum()), int(skin.sum()), int((field & ~truth).sum())
         out.append({"case_id": cid,
                     "iou": (e & t).sum() / union if union else np.nan,
@@ -421,7 +579,7 @@ def skin_mask_agreement(cases: pd.DataFrame, mask_column: str = "lesion_mask", m
                     "lesion_fraction": t.sum() / max(int(field.sum()), 1),
                     "lesion_fraction_estimated": e.sum() / max(int(field.sum()), 1),
                     "field_pixels": int(field.sum()), "skin_pixels": n_skin,
-                    "ita": _ita_of(lab, skin), "ita_true_mask": estimate_ita(rgb, truth)})
+                    "ita": _details(lab, skin, gains, lighter).ita, "ita_true_mask": estimate_ita(rgb, truth)})
     table = pd.DataFrame(out, columns=["case_id", *_AGREEMENT_COLUMNS])
     for c in _AGREEMENT_COLUMNS:
         table[c] = table[c].astype(int if c.endswith("_pixels") else float)
@@ -433,37 +591,3 @@ def skin_mask_agreement(cases: pd.DataFrame, mask_column: str = "lesion_mask", m
         summary[f"{c}_median"] = float(table[c].median())
     table.attrs["summary"] = summary
     return table
-
-
-def default_mask_bit(mask_column: str, mask_bit: int | None = None) -> int | None:
-    """The bit of a mask file's raw values read as the lesion (for :func:`dermretr.data.images.load_mask`).
-
-    ``mask_bit`` when given; else bit 0 for DermSynth's ``mask`` column (its
-    lesion bit; higher bits are criteria), else None: every non-zero pixel
-    (PH2's ``lesion_mask`` and other binary masks).
-
-    >>> default_mask_bit("mask"), default_mask_bit("lesion_mask"), default_mask_bit("mask", 3)
-    (0, None, 3)
-    """
-    if mask_bit is not None:
-        return mask_bit
-    return 0 if mask_column == "mask" else None
-
-
-def check_mask_aspect(mask_shape: tuple[int, ...], image_size: tuple[int, int], case_id: Any, path: Any) -> None:
-    """Refuse a mask whose aspect ratio differs from its image's by more than 2% (the mask of another image).
-
-    ``mask_shape`` is the mask array's ``(height, width)``, ``image_size`` the
-    image's PIL size ``(width, height)``; masks are compared by aspect ratio,
-    not size, since a mask may be stored at another resolution.
-
-    >>> check_mask_aspect((100, 200), (400, 200), "c1", "c1_mask.png")
-    >>> check_mask_aspect((100, 100), (400, 200), "c1", "c1_mask.png")
-    Traceback (most recent call last):
-        ...
-    dermretr._errors.DermretrError: case c1: the mask c1_mask.png is 100x100 but its image is 400x200 (another ...
-    """
-    (mh, mw), (w, h) = mask_shape[:2], image_size
-    if abs(mh / mw - h / w) > 0.02 * (h / w):
-        raise DermretrError(f"case {case_id}: the mask {path} is {mw}x{mh} but its image is {w}x{h} (another "
-                            "aspect ratio): is it the mask of another image?")

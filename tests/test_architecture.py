@@ -7,7 +7,7 @@ docs/architecture.md and CONTRIBUTING.md describe the layers; this test keeps th
     explain/  fairness/  viz       4
     evaluate/  index  train        3
     models/                        2
-    data/, skin_tone               1   (skin_tone reads images through data)
+    data/, skin_tone, skin_pixels  1   (skin_tone reads images through data)
     _checks, stats, _io, _errors, color, _device, _lazy   0
 
 A module may import from its own layer and the layers below it, never from a
@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dermretr"
 
 LAYERS = {
     "dermretr._checks": 0, "dermretr.stats": 0, "dermretr._io": 0, "dermretr._errors": 0, "dermretr.color": 0,
-    "dermretr._device": 0, "dermretr._lazy": 0, "dermretr.skin_tone": 1,
+    "dermretr._device": 0, "dermretr._lazy": 0, "dermretr.skin_tone": 1, "dermretr.skin_pixels": 1,
     "dermretr.data": 1,
     "dermretr.models": 2,
     "dermretr.evaluate": 3, "dermretr.floors": 3, "dermretr.index": 3, "dermretr.train": 3,
