@@ -7,8 +7,9 @@ both); what this measures is their overhead, so that a cluster run is not paid f
   against the Ray engine (``encode_archive``, ``--engine ray``) with ``--workers`` actors (the cores shared
   out, or one GPU each when GPUs are present: then also images/s per GPU), both from the images on disk to a
   saved index folder, with the released model at 128 px.  The rate per extra image (from runs on half and
-  all of the cases) leaves out what a run pays once; the end-to-end rate includes it.  Target: Ray's rate
-  per extra image at least 0.8 times the plain one.
+  all of the cases) leaves out what a run pays once, but is noisy when the fixed costs vary by more than the
+  extra images take; the end-to-end rate includes them.  Target: Ray's end-to-end rate (its cluster's own
+  start excluded) at least 0.8 times the plain one; both rates are reported.
 * Training (``dermretr train``): optimiser steps/s of one process against ``torchrun --nproc_per_node P``
   (gloo on CPU with one thread per process; NCCL with one GPU per process when GPUs are present, then also
   images/s per GPU), from the epochs' ``train_seconds`` (validation and start-up excluded).  Reported, no
@@ -116,6 +117,7 @@ def training(data: str, tmp: Path, args) -> list[dict]:
     """Steps/s (and images/s) of one training process and of torchrun with P processes."""
     gpus = torch.cuda.device_count()
     procs = gpus if gpus > 1 else args.processes
+    steps_per_epoch = _steps_per_epoch(data, args.batch_size)
     common = ["train", "--data", data, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
               "--image-size", str(args.image_size), "--no-progress"]
     rows = []
@@ -130,11 +132,11 @@ def training(data: str, tmp: Path, args) -> list[dict]:
                       str(processes), "-m", "dermretr", *common, "--out", str(out)],
                      env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))})
             history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-            steps = _steps_per_epoch(data, args.batch_size) * len(history)
+            steps = steps_per_epoch * len(history)
             rates.append(steps / sum(h["train_seconds"] for h in history))
         steps_per_s = statistics.median(rates)
         row = {"part": "train", "engine": "plain" if processes == 1 else "torchrun", "workers": processes,
-               "items": _steps_per_epoch(data, args.batch_size) * args.epochs, "steps_per_s": round(steps_per_s, 3),
+               "items": steps_per_epoch * args.epochs, "steps_per_s": round(steps_per_s, 3),
                "per_s": round(steps_per_s * args.batch_size, 1), "device": "cuda" if gpus else "cpu"}
         if gpus:
             row["images_per_s_per_gpu"] = round(steps_per_s * args.batch_size / processes, 1)
@@ -187,10 +189,11 @@ def main() -> None:
         if "cluster_start_seconds" in r:
             print(f"Ray end to end: {r['end_to_end_ratio']} of the plain rate (its local cluster started once, in "
                   f"{r['cluster_start_seconds']} s, not counted)")
-    ray_ratio = next((r["ratio"] for r in rows if r["part"] == "encode" and "ratio" in r), None)
+    ray_ratio = next((r["end_to_end_ratio"] for r in rows if r["part"] == "encode" and "ratio" in r), None)
     ok = None if ray_ratio is None else ray_ratio >= 0.8
     if ray_ratio is not None:
-        print(f"Ray encoding at least 0.8 times the plain rate: {'OK' if ok else 'NOT MET'} ({ray_ratio})")
+        print(f"Ray encoding end to end at least 0.8 times the plain rate: {'OK' if ok else 'NOT MET'} "
+              f"({ray_ratio})")
     print(json.dumps({"benchmark": "scale_out", "cpu_count": os.cpu_count(), "gpus": torch.cuda.device_count(),
                       "runs": rows, "target_ray_ratio": 0.8, "ok": ok}))
 

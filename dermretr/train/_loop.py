@@ -82,14 +82,12 @@ class _Run:
 
 
 def train_run(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], None] | None,
-              cases: pd.DataFrame | None = None, cluster: Cluster | None = None,
-              device: torch.device | None = None) -> TrainResult:
+              cases: pd.DataFrame | None, cluster: Cluster, device: torch.device) -> TrainResult:
     """Train into the run folder ``run`` (absolute, locked by :func:`fit`); see :mod:`dermretr.train`.
 
-    ``cluster`` and ``device`` are :func:`~dermretr.train._distributed.join`'s (default: one process, the
-    config's device); with several processes only rank 0 writes, and every process returns the same result.
+    ``cluster`` and ``device`` are :func:`~dermretr.train._distributed.join`'s; with several processes
+    only rank 0 writes, and every process returns the same result.
     """
-    cluster = cluster or Cluster()
     ckpt_dir = main_only(cluster, prepare_run, run, config)
     r = _setup(config, cases, cluster, device)
     model = r.model
@@ -182,13 +180,8 @@ def _end_epoch(r: _Run, run: Path, ckpt_dir: Path, record: dict, history: list[d
     return record, best
 
 
-def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster,
-           device: torch.device | None) -> _Run:
-    """The device, seeds, data, model, optimiser and schedule of a run, in this order (bad data fails first)."""
-    if device is None:
-        from ._distributed import join
-
-        _, device = join(config.device, config.batch_size)  # checks the device (one process: starts nothing)
+def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster, device: torch.device) -> _Run:
+    """The seeds, data, model, optimiser and schedule of a run, in this order (bad data fails first)."""
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
