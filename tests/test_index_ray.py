@@ -7,6 +7,7 @@ and local vectors) at 64 px, the data 48 DermSynth cases, cut in shards of 10 (o
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,9 +43,10 @@ def ray_cluster():
                     '"dermretr[scale]")')
     # idle task workers are kept (Ray would end them once the actors' pass has taken the CPUs, and every later
     # hashing pass would wait some 6 s for new ones): the module runs in half a minute less
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 << 20, logging_level="ERROR",
-             log_to_driver=False, _system_config={"idle_worker_killing_time_threshold_ms": 600_000,
-                                                  "num_workers_soft_limit": 8})
+    ray_engine._init_local(ray, num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 << 20,
+                           logging_level="ERROR", log_to_driver=False,
+                           _system_config={"idle_worker_killing_time_threshold_ms": 600_000,
+                                           "num_workers_soft_limit": 8})
     yield ray
     ray.shutdown()
 
@@ -309,7 +311,12 @@ def test_an_unreadable_image_is_one_line_naming_it_and_its_case(ray_cluster, arc
     message = str(info.value)
     assert "\n" not in message and f"case image: cannot read {tmp_path / 'gone.jpg'}" in message, message
     assert repr(cases.loc[13, "case_id"]) in message
-    assert list(tmp_path.iterdir()) == []  # no index, and the shards folder of a run without shards is gone
+    assert not (tmp_path / "idx").exists()  # no index
+    # the shards that other actors finished before the error are kept for the rerun (whole, nothing else)
+    shards = tmp_path / "idx.shards"
+    kept = sorted(p.name for p in shards.iterdir()) if shards.exists() else []
+    assert all(re.fullmatch(r"shard-00000[02-4]\.(npz|json)|\.dermretr\.json", name) for name in kept), kept
+    assert [p for p in tmp_path.iterdir() if p.name not in ("idx.shards",)] == []
 
 
 def test_a_model_must_be_loadable_by_the_workers(archive, tmp_path):
@@ -359,27 +366,82 @@ def test_a_cluster_is_shut_down_only_by_the_run_that_started_it():
             pass
 
 
+def _shard(shard, paths, stored=""):
+    return {"shard": np.array([shard]), "start": np.array([0]), "stop": np.array([len(paths)]),
+            "case_ids": [[f"c{i}" for i in range(len(paths))]], "paths": [paths], "stored": np.array([stored])}
+
+
+class SlowStartRay(FakeRay):
+    """A Ray whose local node misses its start-up deadline ``failures`` times (ray-project/ray#65983)."""
+
+    def __init__(self, failures: int):
+        super().__init__(initialized=False)
+        self.failures = failures
+
+    def init(self, **kwargs):
+        super().init(**kwargs)
+        if self.failures:
+            self.failures -= 1
+            self.initialized = False
+            raise Exception("The current node timed out during startup. This could happen because some of the "
+                            "raylet failed to startup or the GCS has become overloaded.")
+
+
+def test_a_local_cluster_that_times_out_while_starting_is_started_again():
+    fake = SlowStartRay(failures=2)
+    with ray_engine._connected(fake, None, 2, 1 << 28) as local:
+        assert local
+    assert [c[0] for c in fake.calls] == ["init", "shutdown", "init", "shutdown", "init", "shutdown"]
+    fake = SlowStartRay(failures=3)  # every attempt fails: one line, no traceback
+    with pytest.raises(DermretrError, match="^cannot start a local Ray cluster: The current node timed out during "
+                                            "startup"):
+        with ray_engine._connected(fake, None, 2, 1 << 28):
+            pass
+    assert [c[0] for c in fake.calls].count("init") == ray_engine._START_ATTEMPTS
+
+
+def test_the_encoder_actor_keys_each_shard_and_encodes_only_a_changed_one(archive, tmp_path):
+    """The actor hashes the shard's images; a shard whose stored key is still right comes back without vectors."""
+    from dermretr.index import model_info
+
+    info = model_info(archive["model"])
+    identity = {k: info[k] for k in ("config_hash", "weights_sha256")}
+    encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "model-id", batch_size=4,
+                                      threads=1)
+    paths = archive["cases"]["image_path"].iloc[:5].tolist()
+    out = encoder(_shard(7, paths))
+    assert out["shard"].tolist() == [7] and out["error"].tolist() == [""]
+    assert out["global"].shape == (1, 5, 128) and out["local"].shape == (1, 5, 2, 128)
+    key = out["key"][0]
+    assert key == _shards.hash_shard("model-id", 0, 5, [f"c{i}" for i in range(5)], paths)[0]
+    expected = archive["model"].encode_targets(paths, batch_size=4)
+    assert np.allclose(out["global"][0], expected.global_vectors, atol=1e-5)
+    reused = encoder(_shard(7, paths, stored=key))  # unchanged inputs: nothing encoded
+    assert reused["error"].tolist() == [""] and reused["key"][0] == key
+    assert reused["global"].shape == (1, 0, 128) and reused["local"].shape[1] == 0
+    assert encoder(_shard(7, paths, stored="0" * 64))["global"].shape == (1, 5, 128)  # another key: encoded
+
+
 def test_the_encoder_actor_says_what_went_wrong_as_data(archive, tmp_path):
     """What a worker cannot do comes back as a one-line message (Ray would bury a raised error in its own)."""
     from dermretr.index import model_info
 
     info = model_info(archive["model"])
     identity = {k: info[k] for k in ("config_hash", "weights_sha256")}
-    encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, batch_size=4, threads=1)
+    encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "m", batch_size=4, threads=1)
     paths = archive["cases"]["image_path"].iloc[:5].tolist()
-    out = encoder({"shard": np.array([7]), "paths": [paths]})
-    assert out["shard"].tolist() == [7] and out["error"].tolist() == [""]
-    assert out["global"].shape == (1, 5, 128) and out["local"].shape == (1, 5, 2, 128)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    out = encoder({"shard": np.array([2]), "paths": [[*paths[:2], str(broken)]]})
+    out = encoder(_shard(2, [*paths[:2], str(broken)]))
     assert out["error"][0].startswith("case image: ") and str(broken) in out["error"][0]
     assert "\n" not in out["error"][0] and out["global"].shape == (1, 0, 128)
-    other = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", dict(identity, weights_sha256="0" * 64), 4, 1)
-    assert "loaded another model" in other({"shard": np.array([0]), "paths": [paths]})["error"][0]
-    gone = ray_engine.ShardEncoder(str(tmp_path / "gone.pt"), True, "cpu", identity, 4, 1)
-    assert gone({"shard": np.array([0]), "paths": [paths]})["error"][0].startswith(
-        "a Ray worker cannot load the model: checkpoint not found")
+    out = encoder(_shard(3, [*paths[:2], str(tmp_path / "gone.jpg")]))  # unreadable while hashing
+    assert out["error"][0].startswith("case image: cannot read") and "'c2'" in out["error"][0]
+    other = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", dict(identity, weights_sha256="0" * 64), "m",
+                                    4, 1)
+    assert "loaded another model" in other(_shard(0, paths))["error"][0]
+    gone = ray_engine.ShardEncoder(str(tmp_path / "gone.pt"), True, "cpu", identity, "m", 4, 1)
+    assert gone(_shard(0, paths))["error"][0].startswith("a Ray worker cannot load the model: checkpoint not found")
 
 
 def test_the_shard_store_reuses_only_matching_shards_and_removes_only_its_own(tmp_path, recwarn):
@@ -392,7 +454,8 @@ def test_the_shard_store_reuses_only_matching_shards_and_removes_only_its_own(tm
     ids, paths, digests = ["a", "b", "c"], ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg"], ["1" * 64, "2" * 64, "3" * 64]
     key = _shards.shard_key("model", 0, 3, ids, paths, digests)
     store.write(0, key, 0, 3, g, local)
-    assert store.fresh(0, key, 3, 8, 2)
+    assert store.fresh(0, key, 3, 8, 2) and store.stored_key(0, 3, 8, 2) == key
+    assert store.stored_key(0, 4, 8, 2) == "" and store.stored_key(1, 3, 8, 2) == ""  # other shapes; never written
     got = store.read(0, 3, 8, 2)
     assert np.array_equal(got[0], g) and np.array_equal(got[1], local)
     assert not any(store.fresh(0, key, *shape) for shape in ((4, 8, 2), (3, 8, 0), (3, 16, 2)))  # shapes checked
@@ -404,7 +467,7 @@ def test_the_shard_store_reuses_only_matching_shards_and_removes_only_its_own(tm
     npz = tmp_path / "idx.shards" / "shard-000000.npz"
     data = npz.read_bytes()
     npz.write_bytes(b"\0" * len(data))  # same size, damaged: re-encoded, not trusted
-    assert not store.fresh(0, key, 3, 8, 2)
+    assert not store.fresh(0, key, 3, 8, 2) and store.stored_key(0, 3, 8, 2) == ""
     with pytest.raises(DermretrError, match="shard .*shard-000000.npz cannot be read .*delete it and run again"):
         store.read(0, 3, 8, 2)
     # the model identity: weights and config count, where the checkpoint lies does not

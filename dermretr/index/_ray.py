@@ -1,14 +1,14 @@
 """Encoding an archive with Ray Data: ``dermretr index --engine ray`` and :func:`encode_archive`.
 
-The case table is cut into shards of ``shard_size`` rows (:mod:`._shards`).  Two Ray Data passes run
-over the shard descriptors (``ray.data.from_items``, one block per shard):
-
-1. **hashing** (stateless Ray tasks, :func:`~._shards.hash_shards`): the key of every shard, from the
-   model's identity and the case ids, paths and sha256 of the image bytes of its rows.  This reads every
-   image once more than encoding does (sha256 runs at about 1 GB/s per core, far faster than encoding);
-2. **encoding** (``map_batches`` over an actor pool of ``workers`` :class:`ShardEncoder` actors, each
-   with ``gpus_per_worker`` GPUs): only the shards whose stored key differs (or that are missing) are
-   encoded; each actor loads the retriever once and encodes one shard per call.
+The case table is cut into shards of ``shard_size`` rows (:mod:`._shards`), and one Ray Data pass runs
+over the shard descriptors (``ray.data.from_items``, one block per shard): ``map_batches`` over an actor
+pool of ``workers`` :class:`ShardEncoder` actors, each with ``gpus_per_worker`` GPUs, each loading the
+retriever once.  For every shard an actor first computes the shard's key (the model's identity and the
+case ids, paths and sha256 of the image bytes of its rows; sha256 runs at about 1 GB/s per core, far
+faster than encoding) and encodes the shard only when that key differs from the one the shard was
+written with (sent along by the driver; empty when the shard is missing or damaged).  Hashing in the
+same actors, rather than in a pass of its own, saves a second pipeline's start-up (several seconds of
+Ray tasks importing numpy and pandas) on every run.
 
 The driver writes each shard as it arrives (so the actors need no shared disk for the output), shows
 the shards done out of all, and at the end writes the index folder from the shards, streamed
@@ -40,7 +40,7 @@ from .._errors import DermretrError
 from ._common import check_count
 from ._faiss import check_index_options
 from ._model import load_pretrained, model_info
-from ._shards import ShardStore, hash_shards, model_identity, shard_ranges, shards_dir
+from ._shards import ShardStore, hash_shard, model_identity, shard_ranges, shards_dir
 from ._store import check_output
 from ._stream import write_from_shards
 from ._vectors import image_cases
@@ -136,7 +136,7 @@ def check_ray_options(workers: Any = None, gpus_per_worker: Any = 0, shard_size:
 
 
 class ShardEncoder:
-    """The Ray Data actor: loads the retriever once, then encodes one shard of image paths per call.
+    """The Ray Data actor: loads the retriever once, then keys and (when changed) encodes one shard per call.
 
     Parameters
     ----------
@@ -150,20 +150,22 @@ class ShardEncoder:
     identity : dict
         The driver's :func:`~dermretr.index.model_info`: the model loaded here must have the same
         config hash and weights (a checkpoint replaced during the run is an error, not a mixed index).
+    model_id : str
+        The driver's :func:`~dermretr.index.model_identity`, part of every shard's key.
     batch_size : int
         Images encoded at once.
     threads : int
         Torch CPU threads of this actor.
     """
 
-    def __init__(self, source: str, checkpoint: bool, device: str, identity: Mapping, batch_size: int,
-                 threads: int):
+    def __init__(self, source: str, checkpoint: bool, device: str, identity: Mapping, model_id: str,
+                 batch_size: int, threads: int):
         import torch
 
         from ..models.retriever import Retriever
 
         torch.set_num_threads(max(1, int(threads)))
-        self.batch_size = int(batch_size)
+        self.batch_size, self.model_id = int(batch_size), str(model_id)
         self.retriever: Any = None
         self.dim = self.n_masks = 0
         self.error = ""  # said for every shard (as data: Ray would bury a raised one in its own errors)
@@ -182,27 +184,32 @@ class ShardEncoder:
         self.n_masks = int(self.retriever.n_masks) if self.retriever.uses_local else 0
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Encode the shards of ``batch`` (columns ``shard``, ``paths``; one shard per batch, as Ray Data is asked).
+        """Key, and encode when changed, the shard of ``batch`` (one shard per batch, as Ray Data is asked).
 
-        The result has ``shard``, ``global`` (``[1, r, D]``), ``local`` (``[1, r, M, D]``, for retrievers
-        with local vectors) and ``error`` (``""``, or the one-line message of a shard that could not be
-        encoded, whose arrays are then empty).
+        ``batch`` has the columns ``shard``, ``start``, ``stop``, ``case_ids``, ``paths`` and ``stored``
+        (the key the shard was written with, ``""`` for none).  The result has ``shard``, ``key``,
+        ``global`` (``[1, r, D]``), ``local`` (``[1, r, M, D]``, for retrievers with local vectors),
+        both with ``r = 0`` when the stored shard is still good (its key unchanged) or on an error, and
+        ``error`` (``""``, or the one-line message of a shard that could not be keyed or encoded).
         """
-        (shard,), (paths,) = batch["shard"], batch["paths"]
+        shard, start, stop = (int(batch[c][0]) for c in ("shard", "start", "stop"))
+        paths = [str(p) for p in batch["paths"][0]]
         error = self.error
+        key, e = "", None
         if not error:
+            key, error = hash_shard(self.model_id, start, stop, batch["case_ids"][0], paths)
+        if not error and key != str(batch["stored"][0]):
             try:
-                e = self.retriever.encode_targets([str(p) for p in paths], batch_size=self.batch_size)
+                e = self.retriever.encode_targets(paths, batch_size=self.batch_size)
             except DermretrError as exc:
                 error = f"case image: {exc}"
-        out: dict[str, np.ndarray]
-        if error:
-            out = {"global": np.zeros((1, 0, self.dim), np.float32),
-                   "local": np.zeros((1, 0, self.n_masks, self.dim), np.float32)}
-        else:
+        empty_local = np.zeros((1, 0, self.n_masks, self.dim), np.float32)
+        out = {"global": np.zeros((1, 0, self.dim), np.float32), "local": empty_local}
+        if e is not None and not error:
             out = {"global": e.global_vectors[None],
-                   "local": e.local_vectors[None] if e.local_vectors is not None else np.zeros((1, 0, 0, self.dim))}
-        return {"shard": np.asarray([int(shard)], dtype=np.int64), "error": np.asarray([error], dtype=object),
+                   "local": e.local_vectors[None] if e.local_vectors is not None else empty_local}
+        return {"shard": np.asarray([shard], dtype=np.int64), "key": np.asarray([key], dtype=object),
+                "error": np.asarray([error], dtype=object),
                 **{k: v.astype(np.float32, copy=False) for k, v in out.items()}}
 
 
@@ -225,6 +232,26 @@ def _probe(address: str) -> None:
                             "start --head` on that machine, or check the address and port") from None
 
 
+_STARTUP_TIMEOUT = "timed out during startup"
+_START_ATTEMPTS = 3
+
+
+def _init_local(ray: Any, attempts: int = _START_ATTEMPTS, **options: Any) -> None:
+    """``ray.init`` of a local cluster, tried again when its node timed out during startup.
+
+    Ray's raylet gives the dashboard agent a fixed 15 s to publish its port and exits otherwise
+    (ray-project/ray#65983), which a busy machine can miss; a second start usually succeeds.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", **options)
+            return
+        except Exception as exc:
+            if _STARTUP_TIMEOUT not in str(exc) or attempt == attempts:
+                raise
+            ray.shutdown()
+
+
 @contextlib.contextmanager
 def _connected(ray: Any, address: str | None, workers: int, object_store: int) -> Iterator[bool]:
     """A connection of this process to Ray for the block (True: to a local cluster started here).
@@ -241,11 +268,11 @@ def _connected(ray: Any, address: str | None, workers: int, object_store: int) -
     quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     try:
         if address is None:
-            ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                     object_store_memory=object_store, **quiet)
+            _init_local(ray, num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+                        object_store_memory=object_store, **quiet)
         else:
             ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # Ray raises a bare Exception when its node does not start
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         where = "start a local Ray cluster" if address is None else f"connect to the Ray cluster at --address {address}"
         raise DermretrError(f"cannot {where}: {reason}") from None
@@ -420,13 +447,12 @@ def encode_archive(model: str | os.PathLike, cases: pd.DataFrame, out: str | os.
                 # Ray Data's own deprecation notices (its settings' old names) are nothing a user can act on
                 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
                 n_actors, per_cpu, threads = _pool(ray, workers, gpus, local)
-                keys = _hash(ray, ranges, ids, paths, model_id)
-                stale = [i for i, (a, b) in enumerate(ranges) if not store.fresh(i, keys[i], b - a, dim, n_masks)]
-                if stale:
-                    _encode(ray, store, stale, ranges, keys, paths, dict(
-                        source=source, checkpoint=is_checkpoint, device=device, batch_size=batch_size,
-                        threads=threads, identity={k: info[k] for k in ("config_hash", "weights_sha256")}),
-                        min(n_actors, len(stale)), per_cpu, gpus, progress)
+                stored = [store.stored_key(i, b - a, dim, n_masks) for i, (a, b) in enumerate(ranges)]
+                encoded = _run_shards(ray, store, ranges, stored, ids, paths, dict(
+                    source=source, checkpoint=is_checkpoint, device=device, model_id=model_id,
+                    batch_size=batch_size, threads=threads,
+                    identity={k: info[k] for k in ("config_hash", "weights_sha256")}),
+                    min(n_actors, len(ranges)), per_cpu, gpus, progress)
             manifest = write_from_shards(path, bool(overwrite), cases, kind, options, ranges,
                                          lambda i: store.read(i, ranges[i][1] - ranges[i][0], dim, n_masks),
                                          dim, n_masks, alpha, info, stacklevel=3)
@@ -435,43 +461,36 @@ def encode_archive(model: str | os.PathLike, cases: pd.DataFrame, out: str | os.
         finally:
             if not store.shard_files():  # a run that failed before its first shard leaves no folder behind
                 store.remove()
-    return ArchiveRun(path, len(cases), len(ranges), len(stale), len(ranges) - len(stale),
-                      time.perf_counter() - started, manifest)
+    return ArchiveRun(path, len(cases), len(ranges), encoded, len(ranges) - encoded, time.perf_counter() - started,
+                      manifest)
 
 
-def _hash(ray: Any, ranges: list[tuple[int, int]], ids: list[str], paths: list[str], model_id: str
-          ) -> dict[int, str]:
-    """The hashing pass: every shard's key, computed by Ray tasks (one per shard)."""
-    descriptors = ray.data.from_items([{"shard": i, "start": a, "stop": b, "case_ids": ids[a:b], "paths": paths[a:b]}
-                                       for i, (a, b) in enumerate(ranges)], override_num_blocks=len(ranges))
-    keys = descriptors.map_batches(hash_shards, fn_kwargs={"model_id": model_id}, batch_size=1,
-                                   batch_format="numpy", num_cpus=1)
-    out = {}
-    for row in _rows(ray, keys):
-        if row["error"]:
-            raise DermretrError(str(row["error"]))
-        out[int(row["shard"])] = str(row["key"])
-    return out
+def _run_shards(ray: Any, store: ShardStore, ranges: list[tuple[int, int]], stored: list[str], ids: list[str],
+                paths: list[str], encoder: dict, actors: int, per_cpu: float, gpus: float, progress: bool) -> int:
+    """Every shard through the actor pool; the driver writes each shard that comes back encoded.  The count encoded.
 
-
-def _encode(ray: Any, store: ShardStore, stale: list[int], ranges: list[tuple[int, int]], keys: Mapping[int, str],
-            paths: list[str], encoder: dict, actors: int, per_cpu: float, gpus: float, progress: bool) -> None:
-    """The encoding pass: the ``stale`` shards through the actor pool, each written by the driver as it comes."""
+    A shard whose key matches ``stored`` comes back without vectors and is kept as it is on disk.
+    """
     from tqdm.auto import tqdm
 
-    items = [{"shard": i, "paths": paths[ranges[i][0]:ranges[i][1]]} for i in stale]
+    items = [{"shard": i, "start": a, "stop": b, "case_ids": ids[a:b], "paths": paths[a:b], "stored": stored[i]}
+             for i, (a, b) in enumerate(ranges)]
     remote: dict[str, Any] = {"num_cpus": per_cpu}
     if gpus > 0:
         remote["num_gpus"] = gpus
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ShardEncoder, fn_constructor_kwargs=encoder, compute=ray.data.ActorPoolStrategy(size=actors), batch_size=1,
         batch_format="numpy", **remote)
-    done = len(ranges) - len(stale)
-    with tqdm(total=len(ranges), initial=done, desc="Encoding shards", unit="shard", disable=not progress) as bar:
+    encoded = 0
+    with tqdm(total=len(ranges), desc="Encoding shards", unit="shard", disable=not progress) as bar:
         for row in _rows(ray, ds):
             if row["error"]:
                 raise DermretrError(str(row["error"]))
             i = int(row["shard"])
             a, b = ranges[i]
-            store.write(i, keys[i], a, b, row["global"], row["local"] if row["local"].shape[0] else None)
+            if row["global"].shape[0]:  # encoded: its key changed or it was not there
+                store.write(i, str(row["key"]), a, b, row["global"], row["local"] if row["local"].shape[0] else None)
+                encoded += 1
             bar.update(1)
+    return encoded
+

@@ -47,7 +47,7 @@ from .._errors import DermretrError, OutputError
 from ._common import IndexWarning, all_finite
 from ._model import file_sha256
 
-__all__ = ["SHARD_FORMAT", "SHARDS_KIND", "shards_dir", "model_identity", "shard_key", "hash_shards", "shard_ranges",
+__all__ = ["SHARD_FORMAT", "SHARDS_KIND", "shards_dir", "model_identity", "shard_key", "hash_shard", "shard_ranges",
            "ShardStore"]
 
 #: Version of the shard files; part of every key, so a new layout re-encodes instead of misreading.
@@ -107,38 +107,31 @@ def shard_key(model_id: str, start: int, stop: int, case_ids: Sequence[str], pat
     return h.hexdigest()
 
 
-def hash_shards(batch: Mapping[str, Any], model_id: str) -> dict[str, np.ndarray]:
-    """The keys of a batch of shard descriptors (the Ray Data hashing step; it reads every image once).
+def hash_shard(model_id: str, start: int, stop: int, case_ids: Sequence[str], paths: Sequence[str]
+               ) -> tuple[str, str]:
+    """``(key, error)`` of one shard: its :func:`shard_key` after reading every image's bytes once.
 
-    ``batch`` holds the columns ``shard``, ``start``, ``stop``, ``case_ids`` and ``paths`` (one row per
-    shard); the result has ``shard``, ``key`` and ``error``: ``""``, or the one-line message of an
-    unreadable image (naming it and its case; ``key`` is then ``""``).  Errors come back as data, not
-    raised, so that the driver gets the message as it was and not inside Ray's wrapping.
+    ``error`` is ``""``, or the one-line message of an unreadable image (naming it and its case; the
+    key is then ``""``).  Errors come back as data, not raised, so that a Ray worker hands the driver
+    the message as it was and not inside Ray's wrapping.
 
     >>> import tempfile, pathlib
     >>> img = pathlib.Path(tempfile.mkdtemp()) / "a.jpg"
     >>> _ = img.write_bytes(b"not really a jpeg")
-    >>> batch = {"shard": [0, 1], "start": [0, 1], "stop": [1, 2], "case_ids": [["c0"], ["c1"]],
-    ...          "paths": [[str(img)], [str(img.with_name("gone.jpg"))]]}
-    >>> out = hash_shards(batch, "m")
-    >>> len(out["key"][0]), out["error"][0], out["error"][1].startswith("case image: cannot read")
-    (64, '', True)
+    >>> key, error = hash_shard("m", 0, 1, ["c0"], [str(img)])
+    >>> len(key), error
+    (64, '')
+    >>> hash_shard("m", 1, 2, ["c1"], [str(img.with_name("gone.jpg"))])[1].startswith("case image: cannot read")
+    True
     """
-    keys, errors = [], []
-    for start, stop, case_ids, paths in zip(batch["start"], batch["stop"], batch["case_ids"], batch["paths"],
-                                            strict=True):
-        case_ids, paths = [str(c) for c in case_ids], [str(p) for p in paths]
-        digests, error = [], ""
-        for case_id, path in zip(case_ids, paths, strict=True):
-            try:
-                digests.append(file_sha256(path))
-            except DermretrError as exc:
-                error = f"case image: {exc} (case {case_id!r})"
-                break
-        keys.append("" if error else shard_key(model_id, int(start), int(stop), case_ids, paths, digests))
-        errors.append(error)
-    return {"shard": np.asarray(batch["shard"], dtype=np.int64), "key": np.asarray(keys, dtype=object),
-            "error": np.asarray(errors, dtype=object)}
+    case_ids, paths = [str(c) for c in case_ids], [str(p) for p in paths]
+    digests = []
+    for case_id, path in zip(case_ids, paths, strict=True):
+        try:
+            digests.append(file_sha256(path))
+        except DermretrError as exc:
+            return "", f"case image: {exc} (case {case_id!r})"
+    return shard_key(model_id, int(start), int(stop), case_ids, paths, digests), ""
 
 
 def _npz_shapes(npz: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -203,6 +196,19 @@ class ShardStore:
             raise DermretrError(f"shard {npz} holds NaN or infinite values; check the model (or delete the shard "
                                 "and run again)")
         return g, local
+
+    def stored_key(self, i: int, rows: int, dim: int, n_masks: int) -> str:
+        """The key shard ``i`` was written with, when it is there whole with the shapes ``rows`` need (else ``""``).
+
+        A run hands it to the worker of the shard, which encodes the shard only when the key of its
+        inputs now is another (:meth:`fresh` is the same check against a known key).
+        """
+        _, meta_file = self._files(i)
+        try:
+            key = json.loads(meta_file.read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return key if isinstance(key, str) and key and self.fresh(i, key, rows, dim, n_masks) else ""
 
     def fresh(self, i: int, key: str, rows: int, dim: int, n_masks: int) -> bool:
         """Shard ``i`` is written, its key is ``key``, and its file has the size written and the shapes ``rows`` need.
