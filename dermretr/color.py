@@ -82,14 +82,25 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 
 def ita(L: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
-    """Individual Typology Angle in degrees: ``arctan((L* - 50) / b*) * 180 / pi``.
+    """Individual Typology Angle in degrees: ``arctan((L* - 50) / b*) * 180 / pi``, in [-90, 90].
 
-    Uses ``arctan2`` so that b* = 0 gives +-90 degrees instead of dividing by zero.
+    The definition (Chardon et al. 1991) is an arctangent of a ratio, so the angle lies in
+    (-90, 90) whatever the sign of b*: a bluish pixel (b* < 0) does not wrap round to angles beyond
+    90 degrees as ``arctan2`` would (it gave -144 to 180 on real images).  At b* = 0 the ratio is
+    not defined; the angle is the limit from skin's side (b* > 0): +90 above L* = 50, -90 below it,
+    and 0 at L* = 50 exactly.
 
-    >>> float(ita(50.0, 20.0))
-    0.0
+    >>> float(ita(50.0, 20.0)), float(ita(70.0, 20.0)) == float(np.degrees(np.arctan(1.0)))
+    (0.0, True)
+    >>> ita(np.array([70.0, 30.0, 50.0, 70.0]), np.array([0.0, 0.0, 0.0, -20.0])).tolist()
+    [90.0, -90.0, 0.0, -45.0]
     """
-    return np.degrees(np.arctan2(np.asarray(L, dtype=np.float64) - 50.0, np.asarray(b, dtype=np.float64)))
+    L = np.asarray(L, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    dl = L - 50.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        angle = np.degrees(np.arctan(dl / b))
+    return np.where(b == 0, 90.0 * np.sign(dl), angle)
 
 
 #: ITA skin-tone categories (Chardon et al. 1991) as (name, lower bound, upper bound) in degrees.

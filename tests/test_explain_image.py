@@ -56,6 +56,9 @@ def test_heatmaps_at_image_resolution_with_overlay_figures(tiny, images, method,
     ax = fig.axes[0]
     assert [im.get_array().shape[:2] for im in ax.images] == [(SIZE, SIZE), (SIZE, SIZE)]
     assert "c1" in ax.get_title() and not_blank(fig)
+    # the reference side's figure says it shows the reference image, not case c1 (issue 21)
+    assert ax.get_title().startswith(f"{method} on " + ("the reference image (against case c1)" if side == "reference"
+                                                         else "case c1"))
 
 
 def test_the_three_scores_are_explained_separately(tiny, images):

@@ -139,8 +139,20 @@ class Attribution:
         return np.clip(self.heatmap, 0, None)
 
     def title(self) -> str:
+        """``"<method> on <image>: <score>"``; the label names the target case, also when the reference is explained.
+
+        >>> a = Attribution(np.zeros((2, 2)), np.zeros((2, 2, 3), np.uint8), "gradcam", "score", "reference", 0.5,
+        ...                 label="c7")
+        >>> a.title()
+        'gradcam on the reference image (against case c7): s=0.500'
+        >>> Attribution(a.heatmap, a.image, "ig", "local", "target", 0.25, label="c7").title()
+        'ig on case c7: s_local=0.250'
+        """
         names = {"score": "s", "global": "s_global", "local": "s_local"}
-        what = f"{self.side}{' ' + self.label if self.label else ''}"
+        if self.side == "reference":
+            what = "the reference image" + (f" (against case {self.label})" if self.label else "")
+        else:
+            what = f"case {self.label}" if self.label else "the target image"
         return f"{self.method} on {what}: {names[self.which]}={self.score:.3f}"
 
     def overlay(self, title: str | None = None, alpha: float = 0.55, cmap: str | None = None) -> Figure:
