@@ -12,7 +12,7 @@ skin-type-balanced training).  ``OUT/metrics.json`` holds the same records as
 A second call with the same settings reuses the dataset and the finished runs.
 ``released=True`` (``dermretr demo --released``) trains nothing: it evaluates the
 released model ``dermretr/dermsynth-tiny`` on a DermSynth set it never saw,
-with the same report, in about a minute on 2 cores.
+with the same report, in minutes (:data:`MEASURED_SECONDS`).
 
 Examples
 --------
@@ -26,7 +26,6 @@ Examples
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import time
@@ -40,11 +39,20 @@ from matplotlib.figure import Figure
 
 from ._errors import DermretrError
 from ._io import atomic_path, claim_dir, owner_kind, save_figure
+from .demo_report import (
+    mitigation_findings,
+    overall_finding,
+    paired_findings,
+    paired_table,
+    search_command,
+    write_report,
+)
 from .models._released import RELEASED, RELEASED_DATA_SEED, RELEASED_FRESH_SEED
 from .models.retriever import KINDS
 
 __all__ = ["DemoSettings", "DemoResult", "demo_settings", "run_demo", "results_figure", "curves_figure",
-           "paired_table"]
+           "paired_table", "MEASURED_SECONDS", "BALANCED_RUN", "demo_mode", "trained_models", "time_range",
+           "demo_plan"]
 
 #: Order in which methods appear in the report (the composed model first).
 METHOD_ORDER = ("full", "global", "clip4cir", "late_fusion", "image", "text")
@@ -80,10 +88,14 @@ class DemoResult:
     seconds: dict[str, float]
     fairness: dict[str, pd.DataFrame] = field(default_factory=dict)
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: The findings in words: the composed model against each method and floor, then the skin-type mitigation.
+    findings: list[str] = field(default_factory=list)
+    #: A ready-made ``dermretr search`` command: the example query on the demo's index.
+    search_command: str = ""
 
 
 def demo_settings(fast: bool = False, released: bool = False, **overrides) -> DemoSettings:
-    """Default settings: about 12 minutes on 2 CPU cores (measured: 715 s), under 2 with ``fast=True``.
+    """The demo's sizes: default, ``fast=True`` or ``released=True`` (times: :data:`MEASURED_SECONDS`).
 
     ``released=True``: the released model's demo (no training): 1,000 DermSynth cases at its
     128 px on the fresh data seed of its model card (``RELEASED_FRESH_SEED``), the composed model
@@ -118,6 +130,99 @@ def demo_settings(fast: bool = False, released: bool = False, **overrides) -> De
         raise DermretrError("the demo needs at least 60 cases to have train, val and test splits; "
                             f"got {settings.n_cases}")
     return settings
+
+
+#: Wall-clock seconds of whole demo runs from nothing (DermSynth generated, every model trained, the
+#: skin-type-balanced retrain included) on 2 CPU cores, per mode: the fewest and the most, and where each comes
+#: from.  ``python benchmarks/bench_demo.py [--fast | --released]`` measures a run (wall clock and CPU time) and
+#: says whether it falls inside; record new measurements here with their source.  A busy machine is several times
+#: slower than an idle one.
+MEASURED_SECONDS: dict[str, dict] = {
+    "default": {"range_s": (715.0, 5520.0), "sources": (
+        "715 s measured on an idle 2-core machine, commit 90a5486",
+        "5520 s = 92 min measured on a busy 2-core machine, the skin-type-balanced retrain alone 839 s, issue 22")},
+    "fast": {"range_s": (185.0, 584.0), "sources": (
+        "584 s measured on a busy 2-core machine, load average 4 to 7, by benchmarks/bench_demo.py --fast",
+        "that run's 370 CPU-seconds of work would take about 185 s on 2 idle cores, estimated, not timed")},
+    "released": {"range_s": (35.0, 223.0), "sources": (
+        "35 s measured, commit dc0a3e4",
+        "223 s measured on a busy 2-core machine, load average 6, by benchmarks/bench_demo.py --released")},
+}
+
+#: The run folder of the skin-type-balanced retrain of the composed model (the skin-tone section).
+BALANCED_RUN = "full-balanced"
+
+
+def demo_mode(s: DemoSettings) -> str:
+    """``"default"``, ``"fast"`` or ``"released"`` when ``s`` has that mode's sizes, else ``"custom"``.
+
+    >>> demo_mode(demo_settings(fast=True)), demo_mode(demo_settings(epochs=3)), demo_mode(demo_settings())
+    ('fast', 'custom', 'default')
+    """
+    size = ("n_cases", "image_size", "epochs", "batch_size", "kinds", "n_boot", "seed", "extra")
+    for mode in ("released", "fast", "default"):
+        base = demo_settings(fast=mode == "fast", released=mode == "released")
+        if all(getattr(s, k) == getattr(base, k) for k in size):
+            return mode
+    return "custom"
+
+
+def trained_models(s: DemoSettings) -> list[str]:
+    """The run folders the demo trains, in order: each method, then the skin-type-balanced composed model.
+
+    >>> trained_models(demo_settings(fast=True))
+    ['full', 'global', 'clip4cir', 'late_fusion', 'image', 'text', 'full-balanced']
+    >>> trained_models(demo_settings(released=True))
+    []
+    """
+    return [] if s.released else [*s.kinds, BALANCED_RUN]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def time_range(mode: str) -> str:
+    """The measured time of a ``mode`` run in words, from :data:`MEASURED_SECONDS` (empty for ``"custom"``).
+
+    >>> time_range("default")
+    '12 min to 92 min on 2 CPU cores: 715 s measured on an idle 2-core machine, commit 90a5486; ...'
+    """
+    if mode not in MEASURED_SECONDS:
+        return ""
+    low, high = MEASURED_SECONDS[mode]["range_s"]
+    sources = MEASURED_SECONDS[mode]["sources"]
+    span = _minutes(low) if _minutes(low) == _minutes(high) else f"{_minutes(low)} to {_minutes(high)}"
+    return f"{span} on 2 CPU cores: {'; '.join(sources)}"
+
+
+def demo_plan(s: DemoSettings) -> str:
+    """What the demo is about to do and how long it took before: every model it trains, with the count.
+
+    >>> print(demo_plan(demo_settings(fast=True)).splitlines()[0])
+    Training 7 models, 3 epochs each (21 epochs): full, global, clip4cir, late_fusion, image, text, and full-balanced
+    (the composed model retrained with sampling balanced over diagnosis group and skin type, for the skin-tone ...).
+    """
+    mode = demo_mode(s)
+    if s.released:
+        lines = [f"Training nothing: the released model {RELEASED} is evaluated as it ships."]
+    else:
+        models = trained_models(s)
+        lines = [f"Training {len(models)} models, {_plural(s.epochs, 'epoch')} each ({len(models) * s.epochs} epochs): "
+                 f"{', '.join(models[:-1])}, and {models[-1]} (the composed model retrained with sampling balanced "
+                 "over diagnosis group and skin type, for the skin-tone section)."]
+    if mode == "custom":
+        ref = "released" if s.released else "default"
+        lines.append("Time: not measured at these sizes; it grows about in proportion to "
+                     f"{'cases' if s.released else 'models x epochs x cases'}. The {ref} demo took {time_range(ref)}.")
+    else:
+        lines.append(f"Time: {time_range(mode)}. More cores or a GPU are faster; a busy machine is slower "
+                     f"(benchmarks/bench_demo.py{'' if mode == 'default' else ' --' + mode} measures yours).")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -285,132 +390,6 @@ def _fairness(before: pd.DataFrame, after: pd.DataFrame | None, cases: pd.DataFr
     return {"slices": format_slices(slices), "comparison": comparison}
 
 
-def _benchmark_html(s: DemoSettings) -> str:
-    """How far to trust the table: the demo's size, and the released model's measured numbers at the benchmark's."""
-    from .models.hub import pretrained_metrics
-
-    card = f"case (dermsynth-seed{RELEASED_FRESH_SEED})"
-    try:
-        records = [r for r in pretrained_metrics(RELEASED) if r.get("protocol") == card and
-                   (r["metric"], r["k"]) in (("recall", 1), ("map", 10))]
-    except DermretrError:
-        records = []
-    if s.released:
-        same = (s.n_cases, s.seed, s.image_size) == (1000, RELEASED_FRESH_SEED, 128)
-        head = (f"<p>This is the released model <code>{RELEASED}</code>, trained on 1,000 DermSynth cases for 15 "
-                f"epochs (the benchmark's size, data seed {RELEASED_DATA_SEED}; "
-                f"<code>scripts/release_dermsynth_tiny.py</code>), evaluated on {s.n_cases} DermSynth cases of data "
-                f"seed {s.seed}, which holds none of its training patients"
-                + (": its model card reports these same queries. " if same else
-                   f" (its model card reports 1,000 cases of seed {RELEASED_FRESH_SEED}). ")
-                + "Nothing was trained, so the other methods and the skin-type mitigation are not shown; "
-                "<code>dermretr demo</code> trains them.</p>")
-    else:
-        head = (f"<p><b>How far to trust this table.</b> Each method was trained once, on {s.n_cases} cases for "
-                f"{s.epochs} epochs (minutes of CPU): differences whose intervals overlap are noise, and close "
-                "methods change places from one training seed to the next. It is a demonstration, not a benchmark: "
-                "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> compares the methods on 1,000 cases "
-                "over three seeds with paired differences (README, <i>The model and how it does</i>).</p>")
-    if not records or s.released:  # the released demo's own table above holds these very numbers
-        return head
-    frame = pd.DataFrame(records)
-    frame["column"] = [f"{m}@{k} ({a})" for m, k, a in zip(frame["metric"], frame["k"], frame["average"])]
-    frame["cell"] = [f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and pd.notna(lo) else "")
-                     for v, lo, hi in zip(frame["value"], frame["ci_low"], frame["ci_high"])]
-    table = frame.pivot(index="run", columns="column", values="cell").rename(index={"full": "full (released model)"})
-    table.index.name = table.columns.name = None
-    return head + ("<p>The released composed model at the benchmark's size, from its model card (case protocol, a "
-                   "fresh DermSynth test split, 95% bootstrap CIs; <i>floor</i> rows need no model).</p>"
-                   + table.to_html(border=0))
-
-
-def paired_table(per_query: list[pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The composed model minus every other method and floor on the same case queries, macro, with verdicts.
-
-    One row per method and metric (Recall@1, mAP@10): the macro difference ``full - method`` with
-    its stratified bootstrap CI and sign-flip p-value, and the verdict the CI allows ("full better"
-    or "full worse" only when the CI excludes 0, else "not shown").
-    """
-    from .evaluate import paired_difference
-
-    case = [pq for pq in per_query if len(pq) and pq["protocol"].iloc[0] == "case"]
-    tables = {}
-    for pq in case:
-        for run, part in pq.groupby("run", sort=False):
-            tables[str(run)] = part.reset_index(drop=True)
-    if "full" not in tables:
-        return pd.DataFrame()
-    rows = []
-    for run, pq in tables.items():
-        if run == "full":
-            continue
-        d = paired_difference(tables["full"], pq, metrics=("recall@1", "map@10"), n_boot=n_boot, seed=seed,
-                              average="macro")
-        for metric in d.index:
-            low, high = (float(v) for v in d.loc[metric, ["ci_low", "ci_high"]])
-            verdict = "full better" if low > 0 else "full worse" if high < 0 else "not shown"
-            rows.append({"full minus": run, "metric": f"{metric} (macro)", "difference": d.at[metric, "difference"],
-                         "ci_low": low, "ci_high": high, "p_value": d.at[metric, "p_value"], "verdict": verdict})
-    return pd.DataFrame(rows)
-
-
-def _write_report(path: Path, s: DemoSettings, table: pd.DataFrame, figures: dict[str, str], example_text: str,
-                  example_case: str, seconds: dict[str, float], summary: dict[str, pd.DataFrame],
-                  fairness: dict[str, pd.DataFrame], paired: pd.DataFrame) -> Path:
-    settings = ", ".join(f"{k}={v}" for k, v in asdict(s).items() if k not in ("extra", "workers") and
-                         not (s.released and k in ("epochs", "batch_size", "fast")))
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-    sections = [
-        f"<h1>dermretr demo</h1><p>Composed image + text retrieval of skin-lesion cases on DermSynth "
-        f"(procedural data with known ground truth).</p><p><small>Settings: {html.escape(settings)}. "
-        f"Time: {html.escape(times)}.</small></p>",
-        "<h2>Data</h2><h3>Cases per diagnosis</h3>" + summary["diagnosis"].to_html(border=0)
-        + "<h3>Cases per Fitzpatrick skin type</h3>" + summary["fitzpatrick"].to_html(border=0)
-        + f'<p><img src="{figures["contact_sheet"]}" width="900"></p>',
-        "<h2>Results (test split, 95% bootstrap CIs)</h2><p><b>case</b>: a test image with its findings text "
-        "(never its diagnosis); "
-        "relevant = gallery cases of the same diagnosis group (own case and same patient excluded). "
-        "<b>modify</b>: reference image + modification text; relevant = the exact target.</p>"
-        "<p><b>Floors</b> need no model: <i>random</i> is the expected value of a random ranking, <i>majority</i> "
-        "ranks the most common diagnosis group first, <i>criteria_match</i> ranks by agreement of the annotated "
-        "7-point findings. A model is only useful where it beats them. <b>(macro)</b> columns average over "
-        "diagnosis groups (the mean of each group's mean, CI resampled within groups), so a ranking that favours "
-        "the most common group cannot look good; the plain columns average over queries.</p>"
-        + table.to_html(border=0) + f'<p><img src="{figures["results"]}" width="900"></p>'
-        + "<h3>The composed model against each method and floor, paired</h3><p>The same case queries, macro "
-        "averages; a difference counts only when its 95% CI excludes 0 (verdict), otherwise it is not shown either "
-        "way. The p-value (a sign-flip permutation test) answers a slightly different question and can disagree "
-        "with the interval near the boundary; the verdict follows the interval.</p>"
-        + paired.to_html(border=0, index=False, float_format=lambda v: f"{v:.3f}") + _benchmark_html(s),
-        "<h2>Training</h2>" + (f'<p><img src="{figures["curves"]}" width="900"></p>' if "curves" in figures else
-                               "<p>Not trained here: the released model was loaded as it ships.</p>"),
-        f"<h2>An example composed query</h2><p>Reference case {html.escape(example_case)} + "
-        f"&ldquo;{html.escape(example_text)}&rdquo;</p>"
-        f'<p><img src="{figures["example"]}" width="1000"></p>',
-        "<h2>Skin tone</h2><p>The composed model's case search by Fitzpatrick pairs (DermSynth renders lower lesion "
-        "contrast on darker skin), with 95% CIs; groups with few queries are flagged. "
-        + ("Then the same model trained with sampling balanced over diagnosis group and skin type, compared on the "
-           "same queries (paired bootstrap CIs, permutation p-values).</p>" if "comparison" in fairness else
-           "The mitigation (skin-type-balanced training) needs training: <code>dermretr demo</code> runs it.</p>")
-        + fairness["slices"].to_html(border=0) + f'<p><img src="{figures["slices"]}" width="800"></p>'
-        + (_comparison_html(fairness["comparison"]) + f'<p><img src="{figures["mitigation"]}" width="900"></p>'
-           if "comparison" in fairness else ""),
-    ]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>dermretr demo</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;"
-            "font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style></head>"
-            "<body>" + "\n".join(sections) + "</body></html>\n")
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return path
-
-
-def _comparison_html(comparison: pd.DataFrame) -> str:
-    cols = [c for c in ("group", "kind", "metric", "n_queries", "before", "after", "difference", "ci_low", "ci_high",
-                        "p_value", "p_holm") if c in comparison.columns]
-    return comparison[cols].to_html(border=0, index=False, float_format=lambda v: f"{v:.3f}")
-
-
 def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = None, progress: bool = True,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run the demo into ``out`` (see the module docstring) and return its results.
@@ -437,6 +416,8 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
 
     s = settings or demo_settings()
     out = claim_dir(out, "demo", recognise=_legacy_demo)  # a folder of the user's is refused, never emptied
+    log(demo_plan(s))
+    n_models = len(trained_models(s))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data = _dataset(out, s, progress, log)
@@ -455,8 +436,8 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
         seconds["loading the model"] = time.perf_counter() - t0
     else:
         histories = {}
-        for kind in s.kinds:
-            log(f"Training {kind} ({s.epochs} epochs) ...")
+        for i, kind in enumerate(s.kinds, 1):
+            log(f"Training {kind} ({i}/{n_models}, {_plural(s.epochs, 'epoch')}) ...")
             histories[kind] = _train(kind, data, out / "runs" / kind, s, progress)
         seconds["training"] = time.perf_counter() - t0
         figures["curves"] = "training_curves.png"
@@ -509,16 +490,21 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
     before = next(pq for pq in per_query if pq["run"].iloc[0] == "full" and pq["protocol"].iloc[0] == "case")
     after = None
     if not s.released:
-        log("Skin tone: slicing the composed model by Fitzpatrick pairs, then training a skin-type-balanced one ...")
+        log(f"Training {BALANCED_RUN} ({n_models}/{n_models}, {_plural(s.epochs, 'epoch')}): the composed model "
+            "with sampling balanced over diagnosis group and skin type, to compare by Fitzpatrick pairs ...")
         balanced = replace(s, extra={**s.extra, "balance_by": "diagnosis_group,fitzpatrick"})
-        _train("full", data, out / "runs" / "full-balanced", balanced, progress)
-        after, _ = evaluate_run(out / "runs" / "full-balanced", cases, "case", n_boot=s.n_boot, seed=s.seed,
-                                device="cpu", name="full-balanced")
+        _train("full", data, out / "runs" / BALANCED_RUN, balanced, progress)
+        after, _ = evaluate_run(out / "runs" / BALANCED_RUN, cases, "case", n_boot=s.n_boot, seed=s.seed,
+                                device="cpu", name=BALANCED_RUN)
     fair = _fairness(before, after, cases, s, out, figures)
     seconds["skin tone"] = time.perf_counter() - t0
 
     summary = summarize_cases(cases)
-    report = _write_report(out / "report.html", s, table, figures, text, str(row["case_id"]), seconds, summary,
-                           fair, paired)
+    command = search_command(out / "index", row["image_path"], text)
+    findings = paired_findings(paired) + [overall_finding(paired)] + mitigation_findings(fair.get("comparison",
+                                                                                                 pd.DataFrame()))
+    report = write_report(out / "report.html", s, records, table, {k: out / v for k, v in figures.items()}, text,
+                          str(row["case_id"]), seconds, summary, fair, paired, command)
     return DemoResult(out=out, report=report, metrics=metrics, table=table, records=records, example=example,
-                      seconds=seconds, fairness=fair, paired=paired)
+                      seconds=seconds, fairness=fair, paired=paired, findings=[f for f in findings if f],
+                      search_command=command)

@@ -212,3 +212,18 @@ def read_only_folder(tmp_path: Path):
         yield folder
     finally:
         folder.chmod(0o755)
+
+
+def assert_self_contained(page: str) -> list[bytes]:
+    """An HTML page whose every image is embedded (a PNG data URI; no file, no URL); returns the decoded PNGs."""
+    import base64
+
+    sources = re.findall(r"""<img[^>]*\ssrc=["']([^"']*)["']""", page)
+    assert sources and len(sources) == page.count("<img"), "an image without a readable src"
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), f"an image refers to {src[:80]!r}"
+    assert not re.search(r"""(src|href)=["'](?!data:|#)""", page), "the page refers to an outside file"
+    assert "<link" not in page and "<script" not in page
+    images = [base64.b64decode(s.split(",", 1)[1]) for s in sources]
+    assert all(i.startswith(b"\x89PNG\r\n\x1a\n") for i in images)
+    return images

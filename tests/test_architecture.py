@@ -33,7 +33,7 @@ LAYERS = {
     "dermretr.evaluate": 3, "dermretr.floors": 3, "dermretr.index": 3, "dermretr.train": 3,
     "dermretr.explain": 4, "dermretr.fairness": 4, "dermretr.viz": 4,
     "dermretr.session": 5, "dermretr.widgets": 5,
-    "dermretr.cli": 6, "dermretr.demo": 6, "dermretr.__main__": 6,
+    "dermretr.cli": 6, "dermretr.demo": 6, "dermretr.demo_report": 6, "dermretr.__main__": 6,
     "dermretr.course": 6,
 }
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import assert_self_contained
 from PIL import Image
 
 from dermretr.cli import main
@@ -32,9 +35,11 @@ def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsy
     assert "This is the released model <code>dermretr/dermsynth-tiny</code>" in report
     # 120 cases are not the card's 1,000: the report must not claim the card's queries
     assert "which holds none of its training patients (its model card reports 1,000 cases of seed 1001)" in report
-    assert "needs training" in report and 'src="training_curves.png"' not in report
+    assert "needs training" in report and "Training nothing" in text
+    assert len(assert_self_contained(report)) == 4  # contact sheet, results, example query, skin-type slices
     for figure in ("contact_sheet.png", "results.png", "example_query.png", "skin_tone_slices.png"):
-        assert f'src="{figure}"' in report and (out / figure).is_file()
+        assert (out / figure).is_file()
+    _next_steps_search(text, out, capsys)
     manifest = json.loads((out / "index" / "manifest.json").read_text())
     assert manifest["model"]["pretrained"] == "dermretr/dermsynth-tiny" and manifest["count"] == 120
     assert not (out / "runs").exists()
@@ -70,9 +75,9 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     assert {r["average"] for r in records} == {"micro", "macro"}
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in records if r["ci_low"] is not None)
     report = (out / "report.html").read_text()
+    assert len(assert_self_contained(report)) == 6  # every figure embedded: the file can be mailed on its own
     for figure in ("contact_sheet.png", "training_curves.png", "results.png", "example_query.png",
                    "skin_tone_slices.png", "skin_tone_mitigation.png"):
-        assert f'src="{figure}"' in report
         with Image.open(out / figure) as img:
             low, high = img.convert("L").getextrema()
             assert img.size[0] > 300 and high - low > 100  # not blank
@@ -84,11 +89,32 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
                                         "majority", "criteria_match"}
     assert "against each method and floor, paired" in report and "How far to trust this table" in report
     assert "Full minus each method and floor" in text
+    # every model trained is announced first, with the count and a measured time
+    plan = text[:text.index("Training full (1/7")]
+    assert "Training 7 models, 1 epoch each (7 epochs): " in plan and "full-balanced" in plan and "Time: " in plan
+    assert "Training full-balanced (7/7, 1 epoch)" in text
+    # the findings in words, in the report and at the end of the run
+    assert "Against global-only, the composed model " in report and "Skin-type-balanced training " in report
+    assert "What the numbers say" in text and "Skin-type-balanced training " in text
+    _next_steps_search(text, out, capsys)
     # a second run reuses the dataset and the finished runs
     mtime = (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns
     assert main(args) == 0
     assert "Reusing" in capsys.readouterr().out
     assert (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns == mtime
+
+
+def _next_steps_search(text, out, capsys):
+    """The run ends with the report's path and a search command that works on the demo's own index."""
+    steps = text[text.index("Next steps"):]
+    assert str(out / "report.html") in steps
+    command = next(line.strip() for line in steps.splitlines() if line.strip().startswith("dermretr search"))
+    argv = shlex.split(command)
+    assert argv[argv.index("--index") + 1] == str(out / "index") and Path(argv[argv.index("--image") + 1]).is_file()
+    capsys.readouterr()
+    assert main(argv[1:]) == 0
+    found = capsys.readouterr().out
+    assert found.startswith("model: ") and found.count("dermsynth/images/") >= 10  # the demo's own cases
 
 
 def test_demo_refuses_a_foreign_folder_and_too_few_cases(tmp_path, capsys):

@@ -173,18 +173,22 @@ def test_cli_index_and_search(tiny, run_dir, tmp_path, capsys):
     assert all(r["case_id"] in set(tiny["cases"]["case_id"]) for r in records)
     scores = [r["score"] for r in records]
     assert scores == sorted(scores, reverse=True)
-    assert {"s_global", "s_local", "diagnosis", "fitzpatrick"} <= set(records[0])
-    # the same search in Python gives the same answer
+    assert {"s_global", "s_local", "diagnosis", "fitzpatrick", "matches", "contradicts"} <= set(records[0])
+    # the same search in Python gives the same answer, once the query image's own case is left out
+    own = tiny["cases"]["case_id"].iloc[5]
+    assert own not in {r["case_id"] for r in records}
     index = CaseIndex.open(out, device="cpu")
-    assert [r["case_id"] for r in records] == index.search(img, "blue-whitish veil", k=5)["case_id"].tolist()
+    found = index.search(img, "blue-whitish veil", k=5, exclude=own)["case_id"].tolist()
+    assert [r["case_id"] for r in records] == found
 
     group = tiny["cases"]["diagnosis_group"].value_counts().index[0]
     assert main(["search", "--index", str(out), "--image", img, "--text", "my own words", "-k", "3",
                  "--filter", f"diagnosis_group={group}"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert lines[0].split() == ["rank", "case_id", "diagnosis", "score", "s_global", "s_local"] and len(lines) == 4
-    assert "used as free text" in captured.err
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    assert lines[header].split() == ["rank", "case", "score", "s_global", "s_local", "diagnosis", "skin", "image"]
+    assert len(lines) == header + 4 and "names no finding dermretr knows" in captured.out
 
     assert main(["search", "--index", str(out), "--image", img, "-k", "3", "--filter", "diagnosis_group=XYZ",
                  "--json"]) == 0

@@ -242,10 +242,40 @@ def _run_fast(name, kernel_name, tmp_path, **parameters):
     return executed
 
 
+def _app_text_after_run_all(executed: nbformat.NotebookNode) -> str:
+    """The query text notebook 03's app shows after *Run All*: its text box in the saved widget state."""
+    state = executed.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    boxes = [m["state"].get("value", "") for m in state.values() if m.get("model_name") == "TextareaModel"
+             and str(m["state"].get("placeholder", "")).startswith("descriptor or modification text")]
+    assert len(boxes) == 1, f"expected the app's one query-text box in the saved widget state, found {len(boxes)}"
+    return boxes[0]
+
+
+def _check_app_narrative(executed: nbformat.NotebookNode) -> None:
+    """Notebook 03 after *Run All*: a query text printed below the app is the one the app shows, or says it is
+    the app's first query (the cells further down change the app, which then shows their modification)."""
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    app_cell = next(i for i, c in enumerate(code) if re.search(r"^app$", c.source, re.M))
+    shown = _app_text_after_run_all(executed)
+    printed = [m.groups() for c in code[app_cell + 1:] for o in c.get("outputs", []) if o.get("output_type") == "stream"
+               for m in [re.match(r"^(.*?):\s+'(.*)'$", line) for line in o["text"].splitlines()] if m]
+    assert printed, "the cells after the app print no query text"
+    wrong = [(label, text) for label, text in printed if "first" not in label and text != shown]
+    assert not wrong, f"printed as the app's query, but after Run All the app shows {shown!r}: {wrong}"
+    first = [text for label, text in printed if "first" in label]
+    assert first and first[0] != shown, ("expected the app's first query printed (labelled 'first') and the app "
+                                         "showing the modification made further down")
+
+
+#: Checks of an executed notebook, beyond running without an error.
+AFTER_RUN = {"03_composed_queries": _check_app_narrative}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
-    _run_fast(name, kernel_name, tmp_path)
+    executed = _run_fast(name, kernel_name, tmp_path)
+    AFTER_RUN.get(name, lambda nb: None)(executed)
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ Commands
 demo
     The main job, end to end: generate DermSynth, train the composed model
     and its baselines, evaluate (case and modify protocols, with CIs), build
-    an index, run an example query and write report.html (``--fast``: under
-    2 minutes).
+    an index, run an example query and write report.html (``--fast``: a
+    small version); it prints the time measured at its sizes first.
 synth
     Generate a DermSynth dataset folder (Derm7pt layout).
 info
@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "nothing and evaluates the released model instead.")
     demo.add_argument("--out", default="dermretr-demo", help="output folder (default: ./dermretr-demo)")
     demo.add_argument("--fast", action="store_true",
-                      help="a small, quick version (160 cases, 64 px, 3 epochs; under 2 minutes)")
+                      help="a small, quicker version (160 cases, 64 px, 3 epochs; 3 to 10 minutes on 2 cores)")
     demo.add_argument("--released", action="store_true",
                       help="no training: the same report for the released model dermretr/dermsynth-tiny on 1,000 "
-                           "DermSynth cases it never saw (data seed 1001; about a minute on 2 cores)")
+                           "DermSynth cases it never saw (data seed 1001; 35 s to 4 minutes on 2 cores)")
     demo.add_argument("--n-cases", type=int, default=None,
                       help="DermSynth cases (default: 500, fast: 160, released: 1000)")
     demo.add_argument("--image-size", type=int, default=None, help="image side in px (default: 96, fast: 64)")

@@ -72,7 +72,8 @@ def cmd_demo(args) -> int:
     import pandas as pd
 
     from ..data import load
-    from ..demo import demo_settings, run_demo
+    from ..demo import demo_mode, demo_settings, run_demo
+    from ..demo_report import full_table
 
     settings = demo_settings(fast=args.fast, released=args.released, n_cases=args.n_cases,
                              image_size=args.image_size, epochs=args.epochs, seed=args.seed, workers=args.workers)
@@ -80,8 +81,8 @@ def cmd_demo(args) -> int:
         print(f"dermretr demo (released model): {settings.n_cases} DermSynth cases, {settings.image_size} px, data "
               f"seed {settings.seed}; nothing is trained")
     else:
-        print(f"dermretr demo ({'fast' if args.fast else 'full'}): {settings.n_cases} DermSynth cases, "
-              f"{settings.image_size} px, {settings.epochs} epochs for each of {', '.join(settings.kinds)}")
+        print(f"dermretr demo ({demo_mode(settings)} sizes): {settings.n_cases} DermSynth cases, "
+              f"{settings.image_size} px")
     result = run_demo(args.out, settings, progress=not args.no_progress)
     cases = load("synthetic", result.out / "dermsynth")
     print(f"\n{len(cases)} cases from {cases['patient_id'].nunique()} patients")
@@ -90,7 +91,7 @@ def cmd_demo(args) -> int:
              if c in result.table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print("\nResults on the test split (95% bootstrap CIs; floor: no model; (macro): mean over diagnosis groups)\n"
-              + result.table[shown].to_string())
+              + full_table(result.table)[shown].to_string())
         if len(result.paired):
             print("\nFull minus each method and floor, same case queries, macro (95% CI; counts only when it "
                   "excludes 0)\n" + result.paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -100,10 +101,14 @@ def cmd_demo(args) -> int:
     cols = [c for c in ("rank", "case_id", "diagnosis", "fitzpatrick", "score", "s_global", "s_local")
             if c in result.example.columns]
     print(result.example[cols].to_string(index=False))
+    if result.findings:
+        print("\nWhat the numbers say\n" + "\n".join(f"- {f}" for f in result.findings))
     total = sum(result.seconds.values())
     print(f"\nContact sheet written to {result.out / 'contact_sheet.png'}")
     print(f"Metrics written to {result.metrics}")
-    print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
-    print(f"Report written to {result.report} ({total:.0f} s)")
+    print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + f" ({total:.0f} s in all)")
+    print(f"\nNext steps\n- Open the report (one file, figures embedded: it can be mailed or put on a course page):"
+          f"\n    {result.report}\n- Search the demo's index yourself (this is the example query; change --text):"
+          f"\n    {result.search_command}")
     return 0
 

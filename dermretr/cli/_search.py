@@ -1,4 +1,11 @@
-"""``dermretr index`` and ``search``: a search index folder from a run, and composed queries against it."""
+"""``dermretr index`` and ``search``: a search index folder from a run, and composed queries against it.
+
+``search`` prints what a person needs to read its results: the model that answers, the findings
+recognised in the text (:func:`dermretr.data.vocab.query_findings`, or a line saying it names none
+and how much it changed the results), the query image's own case left out (or kept and marked with
+``--keep-self``; :func:`dermretr.index.same_image_cases`), and per hit its diagnosis, skin type,
+image and its findings that match or contradict the text's.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from pathlib import Path
 from .._errors import DermretrError
 from ..models._released import RELEASED
 
-__all__ = ["INDEX_KINDS", "ENGINES", "add_index_commands", "cmd_index", "cmd_search", "parse_filters"]
+__all__ = ["INDEX_KINDS", "ENGINES", "add_index_commands", "cmd_index", "cmd_search", "parse_filters", "model_line",
+           "text_line", "result_table", "format_table", "text_table", "skin_label", "findings_line"]
 
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")  # dermretr.index.INDEX_KINDS (not imported: faiss loads slowly)
@@ -60,7 +68,10 @@ def add_index_commands(sub) -> None:
     search = sub.add_parser("search", help="search an index with a reference image and descriptor text",
                             description="Composed case search: the reference image plus text against INDEX_DIR "
                                         "(with the model it records: a checkpoint or a pretrained model) or against "
-                                        "SOURCE:PATH indexed now with --model.")
+                                        "SOURCE:PATH indexed now with --model.  The output names the model, the "
+                                        "findings recognised in the text and, per result, its findings that match "
+                                        "or contradict them, its skin type and image; a case whose image is the "
+                                        "query image itself (the same bytes) is left out unless --keep-self.")
     where = search.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder written by `dermretr index`")
     where.add_argument("--data", help=f"SOURCE:PATH: index this dataset now with --model (default {RELEASED}) and "
@@ -73,6 +84,9 @@ def add_index_commands(sub) -> None:
     search.add_argument("--filter", action="append", default=[], metavar="COLUMN=V1,V2",
                         help="keep cases whose COLUMN is one of the values, e.g. fitzpatrick=5,6 (repeatable)")
     search.add_argument("--rerank", type=int, default=None, help="candidates re-scored exactly (default: 100)")
+    search.add_argument("--keep-self", action="store_true",
+                        help="keep the query image's own case (the same file or the same bytes) in the results, "
+                             "marked; by default it is left out, with a line saying so")
     search.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
@@ -155,8 +169,7 @@ def _index_with_ray(args) -> int:
 
 
 def cmd_search(args) -> int:
-    import pandas as pd
-
+    from ..data.vocab import query_findings
     from ..index import CaseIndex
 
     filters = parse_filters(args.filter)
@@ -172,17 +185,221 @@ def cmd_search(args) -> int:
         if args.rerank < 1:
             raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
         index.rerank = args.rerank
-    hits = index.search(args.image, args.text, k=args.k, alpha=args.alpha, filters=filters)
-    if args.text.strip() and hits.attrs.get("descriptors") == {}:
-        print("dermretr: note: no 7-point checklist descriptor recognised in the text; it is used as free text",
-              file=sys.stderr)
+    found = query_findings(args.text)
+    hits, own = _search_without_self(index, args, args.text, filters)
+    overlap = None
+    if args.text.strip() and not found and not found.problems and len(hits):  # what does the text change?
+        alone, _ = _search_without_self(index, args, "", filters, quiet=True)
+        overlap = (len(set(alone["case_id"]) & set(hits["case_id"])), len(hits))
+    notes = [f"model: {model_line(index.manifest)}", text_line(args.text, found, overlap)]
+    if own and not args.keep_self:
+        notes.append(f"left out case{'s' if len(own) > 1 else ''} {', '.join(own)}: "
+                     f"{'they hold' if len(own) > 1 else 'it is'} the query image itself; --keep-self keeps "
+                     f"{'them' if len(own) > 1 else 'it'}")
+    if own and args.keep_self:
+        notes.append(f"case{'s' if len(own) > 1 else ''} {', '.join(own)}: the query image itself (kept by "
+                     "--keep-self; marked below)")
+    table = result_table(hits, found, own if args.keep_self else [])
     if args.json:
-        print(json.dumps(json.loads(hits.to_json(orient="records")), indent=2))
-    elif len(hits) == 0:
+        for note in notes:
+            print(f"dermretr: note: {note}", file=sys.stderr)
+        print(json.dumps(json.loads(table.to_json(orient="records")), indent=2))
+        return 0
+    print("\n".join(notes))
+    if len(table) == 0:
         print("no results")
-    else:
-        with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(hits[["rank", "case_id", "diagnosis", "score", "s_global", "s_local"]]
-                  .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return 0
+    print(format_table(table, bool(found)))
+    if found:
+        print(findings_line(found, hits))
     return 0
 
+
+def _search_without_self(index, args, text: str, filters: dict, quiet: bool = False) -> tuple:
+    """The hits of one search and the ids of the cases whose image is the query image (left out unless kept).
+
+    Only the hits are compared with the query image (:func:`dermretr.index.same_image_cases`);
+    when one is the query image, the search runs again without it, until no hit is.  Only the
+    last search's warnings are shown (none with ``quiet``).
+    """
+    import warnings
+
+    from ..index import same_image_cases
+
+    def search(exclude: list[str] | None) -> tuple:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hits = index.search(args.image, text, k=args.k, alpha=args.alpha, filters=filters, exclude=exclude)
+        return hits, caught
+
+    hits, caught = search(None)
+    own = same_image_cases(index.cases, args.image, hits["case_id"])
+    if not args.keep_self:
+        while own:
+            hits, caught = search(own)
+            more = [c for c in same_image_cases(index.cases, args.image, hits["case_id"]) if c not in own]
+            if not more:
+                break
+            own = own + more
+    for w in [] if quiet else caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return hits, own
+
+
+def model_line(manifest: dict) -> str:
+    """Which model answers a search of an index: its name or checkpoint, kind, backbone and image size.
+
+    >>> model_line({"model": {"pretrained": "dermretr/dermsynth-tiny", "config": {"kind": "full",
+    ...             "backbone": "dermretr-tiny", "image_size": 128}}})
+    'dermretr/dermsynth-tiny, the released model, trained on DermSynth only (full, dermretr-tiny, 128 px)'
+    >>> model_line({"model": None})
+    'not recorded in the index (built from vectors)'
+    """
+    model = manifest.get("model") or {}
+    config = model.get("config") or {}
+    parts = [str(config[key]) for key in ("kind", "backbone") if config.get(key)]
+    parts += [f"{config['image_size']} px"] if config.get("image_size") else []
+    what = f" ({', '.join(parts)})" if parts else ""
+    if model.get("pretrained"):
+        name = str(model["pretrained"])
+        return name + (", the released model, trained on DermSynth only" if name == RELEASED else "") + what
+    if model.get("checkpoint_path"):
+        return f"checkpoint {model['checkpoint_path']}{what}{_run_line(Path(model['checkpoint_path']))}"
+    return "not recorded in the index (built from vectors)"
+
+
+def _run_line(checkpoint: Path) -> str:
+    """How the run of a checkpoint was trained ("; trained 12 epochs on SPEC"), from its config.json; or ""."""
+    try:
+        config = json.loads((checkpoint.parent.parent / "config.json").read_text(encoding="utf-8"))
+        return f"; trained {int(config['epochs'])} epochs on {config['data']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+
+
+def text_line(text: str, found, overlap: tuple[int, int] | None = None) -> str:
+    """What the search made of the query text: the findings it recognised, or that it names none.
+
+    ``overlap`` is (results shared with the image alone, results) for a text that names no finding.
+
+    >>> from dermretr.data.vocab import query_findings
+    >>> text_line("blue-white veil", query_findings("blue-white veil"))
+    'text: recognised blue-whitish veil'
+    >>> text_line("the quick brown fox", query_findings("the quick brown fox"), (10, 10))[:66]
+    'text: names no finding dermretr knows (no 7-point descriptor, no s'
+    """
+    if not text.strip():
+        return "text: none; the results rank by the image alone"
+    problems = "; ".join(found.problems)
+    if found:
+        return f"text: recognised {', '.join(found.phrases())}" + (f" (not compared: {problems})" if problems else "")
+    if problems:
+        return f"text: no finding compared ({problems}); the model reads the text as it stands"
+    line = ("text: names no finding dermretr knows (no 7-point descriptor, no skin type), so nothing below is "
+            "compared with it; the model still reads it as free text")
+    if overlap is None:
+        return line
+    return line + f"; results shared with the image alone (no text): {overlap[0]} of {overlap[1]}"
+
+
+def result_table(hits, found, kept: Sequence[str]):
+    """The hits with what the output adds: ``query_image`` (kept with --keep-self), ``matches``, ``contradicts``.
+
+    ``matches`` and ``contradicts`` hold each hit's own findings that agree with / differ from
+    those the query text names (:func:`dermretr.data.vocab.compare_findings`).
+    """
+    from ..data.vocab import compare_findings
+
+    out = hits.reset_index(drop=True).copy()
+    pairs = [compare_findings(found, row) for _, row in out.iterrows()]
+    out.insert(2, "query_image", out["case_id"].isin(list(kept)).to_numpy(dtype=bool))
+    out["matches"] = [m for m, _ in pairs]
+    out["contradicts"] = [c for _, c in pairs]
+    return out
+
+
+def format_table(table, with_findings: bool) -> str:
+    """The result table as text: rank, case, scores, diagnosis, skin type, findings (when the text names any), image.
+
+    Image paths under the working folder are shown relative to it.
+    """
+    import os
+
+    import pandas as pd
+
+    def path(value) -> str:
+        if not isinstance(value, str) or not value:
+            return "?"
+        try:
+            rel = os.path.relpath(value)
+        except ValueError:  # another drive (Windows)
+            return value
+        return value if rel.startswith("..") else rel
+
+    n = len(table)
+    view = pd.DataFrame({
+        "rank": table["rank"],
+        "case": [f"{c} (query image)" if q else str(c) for c, q in zip(table["case_id"], table["query_image"])],
+        "score": table["score"], "s_global": table["s_global"], "s_local": table["s_local"],
+        "diagnosis": table["diagnosis"] if "diagnosis" in table.columns else ["?"] * n,
+        "skin": [skin_label(v) for v in table["fitzpatrick"]] if "fitzpatrick" in table.columns else ["?"] * n,
+    })
+    if with_findings:
+        view["matches"] = [", ".join(v) if v else "-" for v in table["matches"]]
+        view["contradicts"] = [", ".join(v) if v else "-" for v in table["contradicts"]]
+    view["image"] = [path(v) for v in table["image_path"]] if "image_path" in table.columns else ["?"] * n
+    return text_table(view)
+
+
+def skin_label(value) -> str:
+    """A Fitzpatrick type as its roman numeral, ``"?"`` when unknown (as the query builder shows it).
+
+    (:func:`dermretr.session.skin_label` says the same; importing the session would slow every search.)
+
+    >>> skin_label(5), skin_label(None), skin_label(float("nan")), skin_label("V-VI")
+    ('V', '?', '?', 'V-VI')
+    """
+    import pandas as pd
+
+    try:
+        if value is None or pd.isna(value):
+            return "?"
+        number = int(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return ("I", "II", "III", "IV", "V", "VI")[number - 1] if 1 <= number <= 6 else str(value)
+
+
+def text_table(view) -> str:
+    """A DataFrame as plain text: numbers right-aligned with 4 decimals, everything else left-aligned.
+
+    >>> import pandas as pd
+    >>> print(text_table(pd.DataFrame({"rank": [1, 10], "case": ["a", "bcd"], "score": [0.5, 0.25]})))
+    rank  case   score
+       1  a     0.5000
+      10  bcd   0.2500
+    """
+    import pandas as pd
+
+    columns = []
+    for name in view.columns:
+        values = view[name]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
+        width = max([len(str(name)), *map(len, cells)])
+        pad = (lambda t, w=width: t.rjust(w)) if numeric else (lambda t, w=width: t.ljust(w))
+        columns.append([pad(str(name)), *map(pad, cells)])
+    return "\n".join("  ".join(row).rstrip() for row in zip(*columns))
+
+
+def findings_line(found, hits) -> str:
+    """How many results show each finding of the text ("blue-whitish veil: 0 of 10")."""
+    from ..data.vocab import shown_findings
+
+    shown = [shown_findings(found, row) for _, row in hits.iterrows()]
+    parts = []
+    for phrase in found.phrases():
+        yes = sum(1 for s in shown if s.get(phrase) is True)
+        unknown = sum(1 for s in shown if s.get(phrase) is None)
+        parts.append(f"{phrase} {yes} of {len(hits)}" + (f" (unknown for {unknown})" if unknown else ""))
+    return "results showing the text's findings: " + ", ".join(parts)

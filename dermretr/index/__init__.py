@@ -21,7 +21,9 @@ measures how much).  Filters on case-table columns
 (``{"fitzpatrick": [5, 6], "diagnosis_group": ["MEL"]}``) restrict both stages
 to the matching cases, so k results come back whenever at least k cases match
 (:func:`filter_mask` is that rule, for any case table); ``exclude=`` leaves given
-case ids out of the results (e.g. each reference case out of its own search).
+case ids out of the results (e.g. each reference case out of its own search), and
+:func:`same_image_cases` finds the cases whose image is a query image itself (the same file or
+the same bytes), looking only at the hits it is given.
 
 On disk an index is a folder: ``manifest.json`` (format version, the model's
 config hash, weights and checkpoint sha256, dimensions, alpha, count, creation
@@ -58,6 +60,7 @@ only when such a run starts.
 
 The package's modules: ``_case_index`` (the class), ``_faiss`` (index kinds, options, FAISS
 files), ``_filters`` (:func:`filter_mask`), ``_search`` (the two stages and exclusions),
+``_same_image`` (:func:`same_image_cases`),
 ``_store`` and ``_manifest`` (the folder on disk), ``_model`` (model identity), ``_vectors``
 (build inputs), ``_common`` (constants and small checks), and for the Ray engine ``_ray`` (the
 runs and the actors), ``_shards`` (the shards folder and keys) and ``_stream`` (an index folder
@@ -71,6 +74,8 @@ from ._common import INDEX_FORMAT, INDEX_KINDS, RESULT_COLUMNS, IndexWarning
 from ._filters import filter_mask
 from ._model import config_hash, file_sha256, model_info
 from ._ray import INSTALL_RAY, ArchiveRun, encode_archive
+from ._same_image import same_image_cases
 
 __all__ = ["CaseIndex", "IndexWarning", "INDEX_FORMAT", "INDEX_KINDS", "model_info", "config_hash",
-           "file_sha256", "RESULT_COLUMNS", "filter_mask", "encode_archive", "ArchiveRun", "INSTALL_RAY"]
+           "file_sha256", "RESULT_COLUMNS", "filter_mask", "same_image_cases", "encode_archive", "ArchiveRun",
+           "INSTALL_RAY"]

@@ -5,8 +5,8 @@ writes them (``meta/meta.csv``).  Input may use underscores instead of spaces
 ("diffuse_irregular"); :func:`normalize_value` maps them back.
 
 The package is flat: every name lives in a private module (criteria and the
-checklist score, diagnoses, the phrase tables, descriptor text, skin tone) and
-is imported from here.
+checklist score, diagnoses, the phrase tables, descriptor text, skin tone,
+the findings a query text names) and is imported from here.
 
 Examples
 --------
@@ -43,6 +43,7 @@ from ._diagnoses import (
     diagnosis_group,
     is_malignant,
 )
+from ._findings import QueryFindings, compare_findings, finding_phrase, query_findings, shown_findings
 from ._phrases import NEGATIONS, NO_FINDINGS, PHRASES
 from ._text import (
     TEXT_STYLES,
@@ -102,6 +103,12 @@ __all__ = [
     "modification_text",
     "parse_modification",
     "case_text",
+    # the findings of a query text, compared with a case
+    "QueryFindings",
+    "query_findings",
+    "compare_findings",
+    "shown_findings",
+    "finding_phrase",
     # skin tone
     "TONE_SCALES",
     "TONE_RANGES",
