@@ -45,14 +45,25 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
     rc = main(["fairness", "--run", str(after), "--data", f"synthetic:{synth_root}", "--by", "fitzpatrick",
                "--out", str(out), "--n-boot", "50", "--min-group", "3", "--exposure-k", "5", "--baseline",
                str(before), "--estimate-ita", "--no-progress"])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert rc == 0, printed
     assert "difference (max - min)" in printed and "ratio (min / max)" in printed and "Exposure" in printed
     assert "Estimated vs labelled skin type" in printed and "after vs before" in printed
+    # labelled slices, estimated tone beside them: how sure the gap by the estimated types is, with a warning
+    assert "How sure is the gap by Fitzpatrick type (estimated from ITA)?" in printed
+    assert "Skin tone estimated from the pixels:" in printed and "confidence below 0.25)" in printed
+    warned = [line for line in captured.err.splitlines() if "skin-tone groups are estimated" in line]
+    assert len(warned) == 1 and warned[0].startswith("dermretr: warning: ") and "queries" in warned[0]
     for name in ("fairness_fitzpatrick.csv", "fairness_fitzpatrick.png", "per_query.csv", "exposure_fitzpatrick.csv",
                  "exposure_fitzpatrick.png", "ita_confusion.csv", "ita_confusion.png", "skin_tone_estimated.csv",
-                 "comparison_fitzpatrick.csv", "comparison_fitzpatrick.png"):
+                 "comparison_fitzpatrick.csv", "comparison_fitzpatrick.png",
+                 "gap_uncertainty_fitzpatrick_estimated.csv", "gap_uncertainty_fitzpatrick_estimated.png"):
         assert (out / name).is_file(), name
+    gaps = pd.read_csv(out / "gap_uncertainty_fitzpatrick_estimated.csv")
+    assert {"estimated", "propagated", "scenario range"} <= set(gaps["kind"]) and set(gaps["metric"]) == {
+        "recall@1", "map@10"}
+    assert "ita_confidence" in pd.read_csv(out / "skin_tone_estimated.csv").columns
     table = pd.read_csv(out / "fairness_fitzpatrick.csv")
     n_test = int((synth_cases["split"] == "test").sum())
     overall = table[(table["group"] == "overall") & (table["metric"] == "recall@1")]
@@ -67,9 +78,15 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
     assert exp.loc["all queries", "n_retrieved"] == 5 * n_test
 
     rc = main(["fairness", "--run", str(after), "--data", f"synthetic:{synth_root}", "--by", "ita_category_estimated",
-               "--out", str(out), "--n-boot", "0", "--exposure-k", "0", "--no-progress"])
-    assert rc == 0 and "ITA category (estimated from pixels)" in capsys.readouterr().out
+               "--out", str(out), "--n-boot", "0", "--exposure-k", "0", "--no-progress", "--min-confidence", "0.9"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "ITA category (estimated from pixels)" in captured.out
+    assert "confidence below 0.9)" in captured.out and "no draws (--n-boot 0): scenarios only" in captured.out
+    assert "with a confidence below 0.9" in captured.err  # estimate_skin_tone's warning: more are unknown now
+    warned = [line for line in captured.err.splitlines() if "skin-tone groups are estimated" in line]
+    assert len(warned) == 1 and "% of queries unknown" in captured.out
     assert (out / "fairness_ita_category_estimated.csv").is_file()
+    assert (out / "gap_uncertainty_ita_category_estimated.csv").is_file()
 
 
 def test_cli_groupings_are_the_library_ones():

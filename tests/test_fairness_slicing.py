@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from fairness_helpers import HAND, make_per_query, row_of
 
-from dermretr._errors import DermretrError
+from dermretr._errors import DataWarning, DermretrError
 from dermretr.fairness import UNKNOWN, compare_runs, format_slices, slice_metrics
 from dermretr.stats import bootstrap_ci
 
@@ -88,7 +88,8 @@ def test_requested_groups_and_the_case_table(synth_cases):
     cases = synth_cases.head(6).assign(ita_estimated=[60.0, 60.0, 60.0, -40.0, -40.0, -40.0])
     pq = pd.DataFrame({"case_id": cases["case_id"], "patient_id": cases["patient_id"], "n_relevant": 1,
                        "recall@1": [1.0, 1, 1, 0, 0, 1]})
-    table = slice_metrics(pq, cases, by="fitzpatrick_estimated", metrics=["recall@1"], n_boot=0, min_group=1)
+    with pytest.warns(DataWarning, match="not labelled: 0 of 6 queries"):
+        table = slice_metrics(pq, cases, by="fitzpatrick_estimated", metrics=["recall@1"], n_boot=0, min_group=1)
     assert row_of(table, "I")["value"] == 1.0 and row_of(table, "VI")["value"] == pytest.approx(1 / 3)
 
 

@@ -31,7 +31,11 @@ def add_fairness_command(sub) -> None:
     fair.add_argument("--baseline", default=None, metavar="RUN_DIR",
                       help="a run to compare against (e.g. before a mitigation): paired per-group differences")
     fair.add_argument("--estimate-ita", action="store_true",
-                      help="also estimate skin tone from the pixels (ITA) and, with labels, report its confusion")
+                      help="also estimate skin tone from the pixels (ITA): with labels, its confusion; and how sure "
+                           "the gap by estimated groups is (the estimate's uncertainty propagated, and scenarios)")
+    fair.add_argument("--min-confidence", type=float, default=None, metavar="X",
+                      help="estimates with a confidence below X (0..1) are unknown (default: 0.25); needs "
+                           "--estimate-ita or an estimated --by")
     fair.add_argument("--min-group", type=int, default=20, help="flag groups with fewer queries (default: 20)")
     fair.add_argument("--exposure-k", type=int, default=10, help="top-k of the exposure, 0 for none (default: 10)")
     fair.add_argument("--split", choices=("test", "val"), default="test", help="query split (default: test)")
@@ -49,20 +53,27 @@ def cmd_fairness(args) -> int:
     from .._io import claim_dir
     from ..fairness import GROUPING_TITLES, format_slices, is_fairness_folder, run_fairness
 
-    out = Path(args.out).expanduser() if args.out else Path(args.run).expanduser() / "fairness"
-    out = claim_dir(out, "fairness", recognise=is_fairness_folder, create=False)  # checked before the long part
+    estimating = args.estimate_ita or args.by.endswith("_estimated")
+    if args.min_confidence is not None:  # checked before anything is loaded
+        if not 0.0 <= args.min_confidence <= 1.0:
+            raise DermretrError(f"--min-confidence must be in [0, 1], got {args.min_confidence:g}")
+        if not estimating:
+            raise DermretrError("--min-confidence applies to skin tone estimated from the pixels: add --estimate-ita "
+                                "or group by an estimated grouping (--by fitzpatrick_estimated)")
     if args.min_group < 1:
         raise DermretrError(f"--min-group must be at least 1, got {args.min_group}")
+    out = Path(args.out).expanduser() if args.out else Path(args.run).expanduser() / "fairness"
+    out = claim_dir(out, "fairness", recognise=is_fairness_folder, create=False)  # checked before the long part
     report = run_fairness(args.run, args.data, by=args.by, protocol=args.protocol, metrics=args.metrics,
                           split=args.split, n_boot=args.n_boot, min_group=args.min_group,
                           estimate=args.estimate_ita, exposure_k=args.exposure_k, baseline=args.baseline,
+                          min_confidence=args.min_confidence,
                           seed=args.seed, batch_size=args.batch_size, device=args.device,
                           progress=not args.no_progress)
     files = report.save(out)  # before printing: output piped into `head` still leaves the files
     title = GROUPING_TITLES[args.by]
     ci = f"95% bootstrap CI, {args.n_boot} resamples" if args.n_boot else "no CI"
-    print(f"{report.run} ({report.method}), protocol {args.protocol} on {args.data}: {title}"
-          f"{' (estimated from pixels)' if args.by.endswith('_estimated') else ''}; {ci}; "
+    print(f"{report.run} ({report.method}), protocol {args.protocol} on {args.data}: {title}; {ci}; "
           f"* = fewer than {args.min_group} queries")
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 80):
         print(format_slices(report.slices).to_string())
@@ -76,6 +87,8 @@ def cmd_fairness(args) -> int:
             a = report.confusion.attrs
             print(f"\nEstimated vs labelled skin type (n={a['n']}): exact {a['exact']:.1%}, "
                   f"within one type {a['within_one']:.1%}\n{report.confusion.to_string()}")
+        if estimating:
+            _print_uncertainty(report, args)
         if report.comparison is not None:
             c = report.comparison
             print(f"\n{report.names[1]} vs {report.names[0]} (after - before, paired over the same queries):")
@@ -83,3 +96,32 @@ def cmd_fairness(args) -> int:
     print(f"\n{len(files)} files written to {out}: {', '.join(f.name for f in files)}")
     return 0
 
+
+def _print_uncertainty(report, args) -> None:
+    """The estimate's share of unknown cases, and how sure the gap by the estimated groups is."""
+    import numpy as np
+
+    from ..fairness import GROUPING_TITLES
+    from ..skin_tone import MIN_CONFIDENCE
+
+    cases = report.cases
+    unknown = int(np.isnan(cases["ita_estimated"].to_numpy(dtype=float)).sum())
+    threshold = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
+    print(f"\nSkin tone estimated from the pixels: {len(cases) - unknown} of {len(cases)} cases, {unknown} "
+          f"({unknown / len(cases):.1%}) unknown (too little skin, or a confidence below {threshold:g})")
+    u = report.uncertainty
+    if u is None:
+        if report.uncertainty_note:
+            print(report.uncertainty_note)
+        return
+    a = u.attrs
+    draws = f"{a['n_draws']} draws" if a["n_draws"] else "no draws (--n-boot 0): scenarios only"
+    print(f"\nHow sure is the gap by {GROUPING_TITLES[a['by']]}? ({a['ci']:.0%} intervals, {draws}; "
+          f"{a['unknown_share']:.1%} of queries unknown, {a['n_low_confidence']} estimates below confidence "
+          f"{a['low_confidence']:g}; every scenario in gap_uncertainty_{a['by']}.csv)")
+    print("  estimated: queries resampled; propagated: + the estimate's uncertainty (a model: the confidence is not "
+          "a probability); scenario range: unknown or doubtful queries all in one group, each group in turn")
+    shown = u[u["kind"].isin(["estimated", "propagated", "scenario range"])]
+    cols = ["metric", "kind", "gap", "low", "high", "max_group", "min_group", "same_extremes", "share_reassigned",
+            "note"]
+    print(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))

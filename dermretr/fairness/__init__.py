@@ -17,6 +17,13 @@ Retrieval quality is compared across skin tones with honest uncertainty:
 * :func:`retrieve_topk` and :func:`exposure` - the skin-tone mix of the
   retrieved top-k per group of queries against the gallery's mix (does
   retrieval drift towards light skin?).
+* :func:`gap_uncertainty` - for groups *estimated* from the pixels, how sure
+  the gap is: its queries-only interval, an interval that also carries the
+  estimate's uncertainty (multiple imputation of each query's group from its
+  confidence and patch spread), and sensitivity scenarios that put the
+  unknown or doubtful estimates into one group at a time.  ``slice_metrics``
+  and ``exposure`` warn (:class:`~dermretr._errors.DataWarning`) when their
+  groups are estimated, with the share of unknowns.
 * :func:`estimate_ita`, :func:`estimate_skin_tone` - the Individual Typology
   Angle of the non-lesion skin, for datasets without skin-tone labels, mapped
   to an ITA category and an approximate Fitzpatrick type, always labelled
@@ -25,7 +32,7 @@ Retrieval quality is compared across skin tones with honest uncertainty:
   lesion masks (PH2's, DermSynth's).  These pixel tools live in
   :mod:`dermretr.skin_tone` and are re-exported here.
 * :func:`plot_slices`, :func:`plot_exposure`, :func:`plot_ita_confusion`,
-  :func:`plot_comparison` - figures (matplotlib Figures).
+  :func:`plot_comparison`, :func:`plot_gap_uncertainty` - figures (matplotlib Figures).
 * :func:`run_fairness` - all of it for a run folder (``dermretr fairness``).
 
 Queries without any relevant case are left out of every mean, as in
@@ -55,9 +62,10 @@ from ..skin_tone import (
 )
 from ._exposure import exposure, retrieve_topk
 from ._groups import GROUPING_TITLES, GROUPINGS, UNKNOWN, ita_agreement, ita_confusion, skin_tone_groups
-from ._plots import plot_comparison, plot_exposure, plot_ita_confusion, plot_slices
+from ._plots import plot_comparison, plot_exposure, plot_gap_uncertainty, plot_ita_confusion, plot_slices
 from ._report import FairnessReport, is_fairness_folder, run_fairness
 from ._slicing import compare_runs, format_slices, slice_metrics
+from ._uncertainty import LOW_CONFIDENCE, gap_uncertainty
 
 __all__ = [
     "GROUPINGS",
@@ -69,6 +77,8 @@ __all__ = [
     "slice_metrics",
     "format_slices",
     "compare_runs",
+    "gap_uncertainty",
+    "LOW_CONFIDENCE",
     "retrieve_topk",
     "exposure",
     "estimate_ita",
@@ -82,6 +92,7 @@ __all__ = [
     "plot_exposure",
     "plot_ita_confusion",
     "plot_comparison",
+    "plot_gap_uncertainty",
     "run_fairness",
     "FairnessReport",
 ]

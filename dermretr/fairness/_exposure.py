@@ -7,16 +7,18 @@ towards light (or dark) skin.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._checks import check_boot, check_int
-from .._errors import DermretrError
+from .._errors import DataWarning, DermretrError
 from ..evaluate import case_scores
 from ..stats import as_text, bootstrap_ci
-from ._groups import GROUPINGS, UNKNOWN, check_by, skin_tone_groups
+from ._groups import GROUPINGS, UNKNOWN, check_by, estimate_note, is_estimated, skin_tone_groups
+from ._uncertainty import LOW_CONFIDENCE
 
 __all__ = ["retrieve_topk", "exposure"]
 
@@ -79,7 +81,7 @@ def retrieve_topk(retriever, cases: pd.DataFrame, k: int = 10, query_split: str 
 
 def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick", k: int | None = None,
              gallery_splits: Sequence[str] | None = ("train", "val"), n_boot: int = 1000, ci: float = 0.95,
-             seed: int = 0) -> pd.DataFrame:
+             seed: int = 0, low_confidence: float = LOW_CONFIDENCE) -> pd.DataFrame:
     """Skin-tone mix of the retrieved top-k per group of queries, against the gallery's mix.
 
     Parameters
@@ -99,6 +101,9 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
         the case protocol); None for every case (a whole-index search).
     n_boot, ci, seed
         Bootstrap CI of the drift, over queries.
+    low_confidence : float
+        With estimated groups: estimates below this confidence are moved in
+        the second family of scenarios (see below).
 
     Returns
     -------
@@ -111,7 +116,20 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
         gallery's (negative: towards lighter skin) with ``drift_low`` /
         ``drift_high``, and ``same_tone`` (share retrieved with the query's
         own group) against ``same_tone_expected`` (the gallery's share of that
-        group).  ``attrs`` hold ``by``, ``k`` and ``levels``.
+        group).  ``attrs`` hold ``by``, ``k``, ``levels`` and ``estimated``.
+
+        With an estimated grouping (``*_estimated``), a :class:`DataWarning`
+        says so with the share of unknown cases (``attrs``: ``n_unknown``,
+        ``unknown_share``), and ``drift_scenario_low`` / ``drift_scenario_high``
+        give the smallest and largest drift of each row when every unknown
+        case (queries, results and gallery), then every estimate with a
+        confidence below ``low_confidence``, is put into one group, each group
+        in turn: a sensitivity analysis.  The draw model of
+        :func:`~dermretr.fairness.gap_uncertainty` is not used here: exposure
+        has no per-query outcome for the imputation to condition on, and
+        drawing each case's group independently of the retrieval makes the
+        retrieved mix look like the gallery's, shrinking the drift towards 0
+        by construction (the attenuation of non-differential misclassification).
 
     Examples
     --------
@@ -125,6 +143,8 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
     """
     check_by(by)
     check_boot(n_boot, ci)
+    if not 0.0 <= float(low_confidence) <= 1.0:
+        raise DermretrError(f"low_confidence must be in [0, 1], got {low_confidence!r}")
     if not isinstance(results, pd.DataFrame):
         raise DermretrError(f"results must be a DataFrame, got {type(results).__name__}")
     missing = [c for c in ("query_case_id", "rank", "case_id") if c not in results.columns]
@@ -165,10 +185,33 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
         if outside.any():
             raise DermretrError(f"{int(outside.sum())} retrieved cases are not in the gallery {list(gallery_splits)} "
                                 f"(e.g. {rids[outside][0]!r}); pass gallery_splits=None for a search over every case")
+    q_rows, r_rows = pos.reindex(qids).to_numpy(), pos.reindex(rids).to_numpy()
+    table = _mix(tones, q_rows, r_rows, in_gallery, qids, by, n_boot, ci, seed)
+    table.attrs["k"] = k_used
+    if is_estimated(by):
+        involved = in_gallery.copy()
+        involved[q_rows] = True
+        n_unknown = int((tones[involved] == UNKNOWN).sum())
+        table.attrs.update({"estimated": True, "n_unknown": n_unknown, "unknown_share": n_unknown / involved.sum()})
+        conf = (pd.to_numeric(cases["ita_confidence"], errors="coerce").to_numpy(dtype=float)
+                if "ita_confidence" in cases.columns else np.ones(len(tones)))
+        _add_scenarios(table, tones, conf, q_rows, r_rows, in_gallery, qids, by, low_confidence)
+        note = estimate_note(by, n_unknown, int(involved.sum()), "cases (queries and gallery)",
+                             "left out of the mean tone; drift_scenario_low/high: the drift with them, or the "
+                             f"estimates below confidence {low_confidence:g}, all in one group")
+        warnings.warn(note, DataWarning, stacklevel=2)
+    else:
+        table.attrs.update({"estimated": False})
+    return table
+
+
+def _mix(tones: np.ndarray, q_rows: np.ndarray, r_rows: np.ndarray, in_gallery: np.ndarray, qids: np.ndarray,
+         by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """The exposure table of the case groups ``tones`` (queries and results as rows of the case table)."""
     levels = [*GROUPINGS[by], UNKNOWN]
     position = {g: float(i + 1) for i, g in enumerate(GROUPINGS[by])}
-    q_tone = tones[pos.reindex(qids).to_numpy()]
-    r_tone = tones[pos.reindex(rids).to_numpy()]
+    q_tone = tones[q_rows]
+    r_tone = tones[r_rows]
     g_tone = tones[in_gallery]
     g_known = np.array([position[t] for t in g_tone if t != UNKNOWN])
     g_mean = float(g_known.mean()) if len(g_known) else np.nan
@@ -211,5 +254,28 @@ def exposure(results: pd.DataFrame, cases: pd.DataFrame, by: str = "fitzpatrick"
     rows.append(gal)
     table = pd.DataFrame(rows, columns=["group", "n_queries", "n_retrieved", *with_levels, "mean_tone", "drift",
                                         "drift_low", "drift_high", "same_tone", "same_tone_expected"])
-    table.attrs.update({"by": by, "k": k_used, "levels": list(with_levels)})
+    table.attrs.update({"by": by, "levels": list(with_levels)})
     return table
+
+
+def _add_scenarios(table: pd.DataFrame, tones: np.ndarray, conf: np.ndarray, q_rows: np.ndarray, r_rows: np.ndarray,
+                   in_gallery: np.ndarray, qids: np.ndarray, by: str, low_confidence: float) -> None:
+    """Add ``drift_scenario_low`` / ``_high``: the drift with the unknown, then the doubtful, cases in one group."""
+    known = tones != UNKNOWN
+    families = [~known, known & (conf < low_confidence)]
+    drifts: dict[str, list[float]] = {g: [] for g in table["group"]}
+    for movable in families:
+        for g in GROUPINGS[by]:
+            if not (movable & (tones != g)).any():
+                continue
+            moved = np.where(movable, g, tones).astype(object)
+            shifted = _mix(moved, q_rows, r_rows, in_gallery, qids, by, 0, 0.95, 0).set_index("group")["drift"]
+            for name in drifts:
+                if name in shifted.index and name != "gallery":
+                    drifts[name].append(float(shifted[name]))
+    low = [np.nanmin(d) if np.isfinite(d).any() else np.nan for d in map(np.array, drifts.values())]
+    high = [np.nanmax(d) if np.isfinite(d).any() else np.nan for d in map(np.array, drifts.values())]
+    at = list(table.columns).index("drift_high") + 1
+    table.insert(at, "drift_scenario_low", low)
+    table.insert(at + 1, "drift_scenario_high", high)
+

@@ -28,6 +28,10 @@ __all__ = [
     "check_by",
     "skin_tone_groups",
     "query_groups",
+    "query_cases",
+    "gap_groups",
+    "is_estimated",
+    "estimate_note",
     "ita_agreement",
     "ita_confusion",
 ]
@@ -242,6 +246,17 @@ def _check_same_data(per_query: pd.DataFrame, cases: pd.DataFrame) -> pd.Series:
     return pd.Series(rows, index=per_query.index)
 
 
+def query_cases(per_query: pd.DataFrame, cases: pd.DataFrame | None) -> pd.DataFrame:
+    """Each query's row of ``cases`` (index and order of ``per_query``), or ``per_query`` itself without cases.
+
+    ``cases`` must be the data the queries were evaluated on, as in :func:`query_groups`.
+    """
+    if cases is None:
+        return per_query
+    rows = _check_same_data(per_query, cases)
+    return cases.iloc[rows.to_numpy()].set_axis(per_query.index)
+
+
 def query_groups(per_query: pd.DataFrame, cases: pd.DataFrame | None, by: str) -> np.ndarray:
     """The skin-tone group of every query (object array), from ``cases`` when given, else the per-query table.
 
@@ -256,6 +271,51 @@ def query_groups(per_query: pd.DataFrame, cases: pd.DataFrame | None, by: str) -
     rows = _check_same_data(per_query, cases)
     tones = skin_tone_groups(cases, by).astype(object).to_numpy()
     return tones[rows.to_numpy()]
+
+
+def gap_groups(levels: Sequence[str], counts: Sequence[int] | np.ndarray, min_group: int) -> tuple[list[int], str]:
+    """Indices of the groups a gap is taken over, and a note when it falls back to small groups.
+
+    The known groups with at least ``min_group`` queries; when fewer than two
+    are that large, every known group with queries (noted); ``"unknown"`` never.
+
+    >>> gap_groups(["I", "II", "VI", UNKNOWN], [30, 5, 25, 40], 20)
+    ([0, 2], '')
+    >>> gap_groups(["I", "II", "VI", UNKNOWN], [30, 5, 0, 40], 20)
+    ([0, 1], 'includes groups with fewer than 20 queries')
+    """
+    known = [i for i, g in enumerate(levels) if g != UNKNOWN and counts[i] > 0]
+    large = [i for i in known if counts[i] >= min_group]
+    if len(large) >= 2:
+        return large, ""
+    if len(known) >= 2:
+        return known, f"includes groups with fewer than {min_group} queries"
+    return [], "fewer than two skin-tone groups with queries: no gap"
+
+
+# ----------------------------------------------------------------------------- estimated groups
+
+
+def is_estimated(by: str) -> bool:
+    """Whether the grouping ``by`` comes from the pixels (estimated), not from labels."""
+    return by.endswith("_estimated")
+
+
+_GAP_CONSEQUENCE = ("not part of the gap; intervals that resample queries leave out the estimate's own uncertainty "
+                    "(dermretr.fairness.gap_uncertainty adds it)")
+
+
+def estimate_note(by: str, n_unknown: int, n: int, noun: str = "queries", consequence: str = _GAP_CONSEQUENCE) -> str:
+    """The warning that groups are estimated, with the share of unknowns (one line).
+
+    >>> print(estimate_note("fitzpatrick_estimated", 3, 40))  # doctest: +NORMALIZE_WHITESPACE
+    skin-tone groups are estimated from the pixels (Fitzpatrick type (estimated from ITA)), not labelled: 3 of 40
+    queries (7.5%) are unknown and not part of the gap; intervals that resample queries leave out the estimate's
+    own uncertainty (dermretr.fairness.gap_uncertainty adds it)
+    """
+    share = n_unknown / n if n else float("nan")
+    return (f"skin-tone groups are estimated from the pixels ({GROUPING_TITLES[by]}), not labelled: {n_unknown} of "
+            f"{n} {noun} ({share:.1%}) are unknown and {consequence}")
 
 
 # ----------------------------------------------------------------------------- estimated against labelled

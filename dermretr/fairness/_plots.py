@@ -1,4 +1,4 @@
-"""Figures of the fairness tables (matplotlib Figures): slices, exposure, estimated against labelled, comparison.
+"""Figures of the fairness tables (matplotlib Figures): slices, exposure, estimated tone, comparison.
 
 Bars and whiskers in skin-like colours from very light to dark (through the
 middles of the ITA categories); ``"unknown"`` is grey.
@@ -18,7 +18,8 @@ from .._errors import DermretrError
 from ..color import lab_to_rgb
 from ._groups import GROUPING_TITLES, UNKNOWN
 
-__all__ = ["plot_slices", "plot_exposure", "plot_ita_confusion", "plot_comparison", "grouping_title"]
+__all__ = ["plot_slices", "plot_exposure", "plot_ita_confusion", "plot_comparison", "plot_gap_uncertainty",
+           "grouping_title"]
 
 
 #: ITA (degrees) at the middle of each ITA category, very light to dark (the colours of the figures).
@@ -120,7 +121,8 @@ def plot_exposure(table: pd.DataFrame, title: str | None = None) -> Figure:
         raise DermretrError("plot_exposure needs the table of exposure")
     by = table.attrs.get("by")
     levels = table.attrs.get("levels") or [c for c in table.columns[3:] if c not in (
-        "mean_tone", "drift", "drift_low", "drift_high", "same_tone", "same_tone_expected")]
+        "mean_tone", "drift", "drift_low", "drift_high", "drift_scenario_low", "drift_scenario_high", "same_tone",
+        "same_tone_expected")]
     colors = _tone_colors(len([lv for lv in levels if lv != UNKNOWN]))
     fig = Figure(figsize=(8.0, 0.45 * len(table) + 1.8), layout="constrained")
     ax = fig.subplots()
@@ -138,6 +140,8 @@ def plot_exposure(table: pd.DataFrame, title: str | None = None) -> Figure:
             txt = f"drift {r['drift']:+.2f}"
             if np.isfinite(r["drift_low"]):
                 txt += f" [{r['drift_low']:+.2f}, {r['drift_high']:+.2f}]"
+            if np.isfinite(r.get("drift_scenario_low", np.nan)):
+                txt += f"\nscenarios {r['drift_scenario_low']:+.2f} .. {r['drift_scenario_high']:+.2f}"
         ax.text(1.02, yi, txt, va="center", fontsize=8)
     labels = [f"{g} (queries, n={n})" if g not in ("gallery", "all queries") else
               (f"gallery (n={r})" if g == "gallery" else f"all queries (n={n})")
@@ -152,6 +156,24 @@ def plot_exposure(table: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
+def _confusion_map(ax: Any, confusion: pd.DataFrame) -> Any:
+    """Row-normalised heat map of a confusion table with its counts written in; the image, for a colour bar."""
+    counts = confusion.to_numpy(dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(rows > 0, counts / np.where(rows > 0, rows, 1), 0.0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(counts.shape[1]), [str(c) for c in confusion.columns])
+    ax.set_yticks(range(counts.shape[0]), [str(c) for c in confusion.index])
+    ax.set_xlabel(str(confusion.columns.name or "estimated"))
+    ax.set_ylabel(str(confusion.index.name or "labelled"))
+    return im
+
+
 def plot_ita_confusion(confusion: pd.DataFrame, title: str | None = None) -> Figure:
     """Heat map of :func:`ita_confusion` (row-normalised colours, counts written), accuracy in the title.
 
@@ -163,20 +185,9 @@ def plot_ita_confusion(confusion: pd.DataFrame, title: str | None = None) -> Fig
     if not isinstance(confusion, pd.DataFrame) or confusion.empty:
         raise DermretrError("plot_ita_confusion needs the table of ita_confusion")
     counts = confusion.to_numpy(dtype=float)
-    rows = counts.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(rows > 0, counts / np.where(rows > 0, rows, 1), 0.0)
     fig = Figure(figsize=(1.0 + 0.7 * counts.shape[1] + 1.6, 1.2 + 0.6 * counts.shape[0]), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(counts.shape[0]):
-        for j in range(counts.shape[1]):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(counts.shape[1]), [str(c) for c in confusion.columns])
-    ax.set_yticks(range(counts.shape[0]), [str(c) for c in confusion.index])
-    ax.set_xlabel(str(confusion.columns.name or "estimated"))
-    ax.set_ylabel(str(confusion.index.name or "labelled"))
+    im = _confusion_map(ax, confusion)
     fig.colorbar(im, ax=ax, label="share of the row")
     a = confusion.attrs
     if title is None and "exact" in a:
@@ -237,4 +248,88 @@ def plot_comparison(comparison: pd.DataFrame, metrics: Sequence[str] | None = No
         ax.legend(loc="upper right", fontsize=8, frameon=False)
     fig.suptitle(title or f"{names[1]} - {names[0]}: paired difference, bootstrap CI, sign-flip permutation p",
                  fontsize=10)
+    return fig
+
+
+def plot_gap_uncertainty(uncertainty: pd.DataFrame, labelled: pd.DataFrame | None = None,
+                         confusion: pd.DataFrame | None = None, metrics: Sequence[str] | None = None,
+                         title: str | None = None) -> Figure:
+    """How sure a gap by estimated skin tone is: its intervals side by side, beside the confusion with labels.
+
+    Per metric, the gap (max - min) of :func:`gap_uncertainty` as intervals:
+    the labelled gap with its interval (``labelled``: :func:`slice_metrics`
+    by a labelled grouping, where labels exist), the estimated gap with its
+    queries-only interval, the same with the estimate's uncertainty
+    propagated, and the sensitivity scenarios (each a tick; the bar spans
+    them).  With ``confusion`` (:func:`ita_confusion`) a heat map on the left
+    shows where estimated and labelled tone disagree.
+
+    >>> from dermretr.fairness import gap_uncertainty
+    >>> pq = pd.DataFrame({"case_id": list("abcdefgh"), "n_relevant": 1,
+    ...                    "ita_estimated": [60.0, 60, 60, 60, -40, -40, -40, np.nan],
+    ...                    "recall@1": [1.0, 1, 1, 0, 0, 0, 1, 1]})
+    >>> len(plot_gap_uncertainty(gap_uncertainty(pq, metrics=["recall@1"], n_draws=50, min_group=2)).axes)
+    1
+    """
+    need = {"metric", "kind", "scenario", "gap", "low", "high"}
+    if not isinstance(uncertainty, pd.DataFrame) or not need <= set(uncertainty.columns):
+        raise DermretrError("plot_gap_uncertainty needs the table of gap_uncertainty")
+    metrics = list(dict.fromkeys(uncertainty["metric"])) if metrics is None else list(metrics)
+    a = uncertainty.attrs
+    with_confusion = confusion is not None and not confusion.empty
+    fig = Figure(figsize=(4.6 * with_confusion + 5.2 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics) + with_confusion, squeeze=False)[0]
+    if with_confusion:
+        assert confusion is not None
+        _confusion_map(axes[0], confusion)
+        c = confusion.attrs
+        axes[0].set_title(f"Estimated vs labelled (n={c.get('n', '?')}): exact {c.get('exact', np.nan):.0%}, "
+                          f"within one {c.get('within_one', np.nan):.0%}", fontsize=9)
+    ci = 100 * a.get("ci", 0.95)
+    for ax, m in zip(axes[int(with_confusion):], metrics):
+        t = uncertainty[uncertainty["metric"] == m]
+        if len(t) == 0:
+            have = ", ".join(dict.fromkeys(uncertainty["metric"]))
+            raise DermretrError(f"no metric {m!r} in the table; it has {have}")
+        rows: list[tuple[str, float, float, float, str]] = []
+        if labelled is not None:
+            d = labelled[(labelled["kind"] == "difference") & (labelled["metric"] == m)]
+            if len(d):
+                rows.append((f"labelled\n({grouping_title(labelled.attrs.get('by'))})", d["value"].iloc[0],
+                             d["ci_low"].iloc[0], d["ci_high"].iloc[0], "black"))
+        for kind, label, color in (("estimated", "estimated,\nqueries resampled", "tab:blue"),
+                                   ("propagated", "estimated, + the\nestimate's uncertainty", "tab:orange")):
+            r = t[t["kind"] == kind]
+            if len(r):
+                rows.append((label, r["gap"].iloc[0], r["low"].iloc[0], r["high"].iloc[0], color))
+        span = t[t["kind"] == "scenario range"]
+        if len(span) and np.isfinite(span["low"].iloc[0]):
+            rows.append((f"scenarios: unknown or\nconf. < {a.get('low_confidence', 0.5):g} in one group",
+                         np.nan, span["low"].iloc[0], span["high"].iloc[0], "0.5"))
+        y = np.arange(len(rows))[::-1]
+        top = 0.0
+        for yi, (label, v, lo, hi, color) in zip(y, rows):
+            if np.isfinite(lo):
+                ax.hlines(yi, lo, hi, color=color, lw=3 if np.isnan(v) else 1.8, alpha=0.5 if np.isnan(v) else 1.0)
+                top = max(top, hi)
+            if np.isfinite(v):
+                ax.plot([v], [yi], "o", color=color)
+                top = max(top, v)
+                txt = f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "")
+            else:
+                gaps = t.loc[t["kind"] == "scenario", "gap"].to_numpy(dtype=float)
+                ax.plot(gaps, np.full(len(gaps), yi), "|", color="0.2", ms=12)
+                txt = f"{lo:.3f} .. {hi:.3f}"
+            ax.text(hi if np.isfinite(hi) else v, yi + 0.18, txt, fontsize=8, ha="right", va="bottom", color=color)
+        ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.3)
+        ax.set_xlim(0, min(1.0, top * 1.1 + 0.05))
+        ax.set_xlabel(f"gap of {m} (max - min over groups; {ci:.0f}% intervals)")
+        ax.axvline(0, color="0.6", lw=0.8)
+        over = f"estimated gap over {', '.join(a.get('gap_groups', [])) or '-'}"
+        if labelled is not None and labelled.attrs.get("gap_groups"):
+            over = f"labelled gap over {', '.join(labelled.attrs['gap_groups'])}; {over}"
+        ax.set_title(over, fontsize=9)
+    fig.suptitle(title or f"How sure is the gap by {grouping_title(a.get('by'))}? "
+                          f"{a.get('unknown_share', np.nan):.1%} of queries unknown", fontsize=10)
     return fig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +18,22 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .._checks import check_boot, check_int, metric_cutoffs
-from .._errors import DermretrError
+from .._checks import check_boot, check_int, is_real, metric_cutoffs
+from .._errors import DataWarning, DermretrError
 from ..evaluate import PROTOCOLS, evaluate_run, load_data, load_triplets, run_checkpoint
-from ..skin_tone import estimate_skin_tone
+from ..skin_tone import MIN_CONFIDENCE, estimate_skin_tone
 from ._exposure import exposure, retrieve_topk
-from ._groups import check_by, ita_confusion, skin_tone_groups
-from ._plots import grouping_title, plot_comparison, plot_exposure, plot_ita_confusion, plot_slices
+from ._groups import check_by, estimate_note, is_estimated, ita_confusion, skin_tone_groups
+from ._plots import (
+    grouping_title,
+    plot_comparison,
+    plot_exposure,
+    plot_gap_uncertainty,
+    plot_ita_confusion,
+    plot_slices,
+)
 from ._slicing import compare_runs, slice_metrics
+from ._uncertainty import gap_uncertainty
 
 __all__ = ["FairnessReport", "is_fairness_folder", "run_fairness"]
 
@@ -67,13 +76,16 @@ class FairnessReport:
     baseline_per_query: pd.DataFrame | None = None
     comparison: pd.DataFrame | None = None
     names: tuple[str, str] = ("baseline", "run")
+    uncertainty: pd.DataFrame | None = None
+    uncertainty_note: str = ""
 
     def save(self, out: str | os.PathLike) -> list[Path]:
         """Write CSV tables and PNG figures into the folder ``out`` (atomically, file by file).
 
         ``fairness_<by>.csv/.png``, ``per_query.csv``, ``exposure_<by>.csv/.png``
-        (case protocol), ``skin_tone_estimated.csv`` and ``ita_confusion.csv/.png``
-        (estimated skin tone), ``comparison_<by>.csv/.png`` (with a baseline).
+        (case protocol), ``skin_tone_estimated.csv``, ``ita_confusion.csv/.png``
+        and ``gap_uncertainty_<grouping>.csv/.png`` (estimated skin tone),
+        ``comparison_<by>.csv/.png`` (with a baseline).
         """
         from .._io import atomic_path, claim_dir, save_figure
 
@@ -97,18 +109,32 @@ class FairnessReport:
             png(plot_exposure(self.exposure), f"exposure_{self.by}.png")
         if "ita_estimated" in self.cases.columns:
             cols = [c for c in ("case_id", "split", "fitzpatrick", "monk", "ita", "ita_estimated",
-                                "ita_category_estimated", "fitzpatrick_estimated") if c in self.cases.columns]
+                                "ita_category_estimated", "fitzpatrick_estimated", "ita_confidence",
+                                "ita_iqr_estimated") if c in self.cases.columns]
             csv(self.cases[cols], "skin_tone_estimated.csv")
         if self.confusion is not None:
             csv(self.confusion, "ita_confusion.csv", index=True)
             png(plot_ita_confusion(self.confusion), "ita_confusion.png")
+        if self.uncertainty is not None:
+            u_by = self.uncertainty.attrs["by"]
+            csv(self.uncertainty, f"gap_uncertainty_{u_by}.csv")
+            labelled = self.slices if (self.by, u_by) in _SAME_SCALE else None
+            png(plot_gap_uncertainty(self.uncertainty, labelled=labelled,
+                                     confusion=self.confusion if u_by == "fitzpatrick_estimated" else None),
+                f"gap_uncertainty_{u_by}.png")
         if self.comparison is not None:
             csv(self.comparison, f"comparison_{self.by}.csv")
             png(plot_comparison(self.comparison, names=self.names), f"comparison_{self.by}.png")
         return written
 
 
-_OUTPUT_FILES = re.compile(r"^(fairness_\w+|exposure_\w+|comparison_\w+|ita_confusion)\.(csv|png)$"
+#: (labelled grouping, estimated grouping) on one scale: their gaps are drawn side by side.
+_SAME_SCALE = {("fitzpatrick", "fitzpatrick_estimated"), ("ita_category", "ita_category_estimated")}
+#: The estimated grouping reported beside a labelled one when the skin tone is also estimated.
+_ESTIMATED_OF = {"ita_category": "ita_category_estimated"}
+
+_OUTPUT_FILES = re.compile(r"^(fairness_\w+|exposure_\w+|comparison_\w+|gap_uncertainty_\w+|ita_confusion)"
+                           r"\.(csv|png)$"
                            r"|^(per_query|skin_tone_estimated)\.csv$")
 
 
@@ -133,7 +159,7 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
                  ci: float = 0.95, min_group: int = 20, estimate: bool = False, exposure_k: int = 10,
                  baseline: str | os.PathLike | None = None, seed: int = 0, batch_size: int = 64,
                  device: str = "auto", progress: bool = False, retriever: Any = None,
-                 baseline_retriever: Any = None) -> FairnessReport:
+                 baseline_retriever: Any = None, min_confidence: float | None = None) -> FairnessReport:
     """Evaluate a run and slice it by skin tone: metrics per group, exposure, estimated tone, comparison.
 
     Parameters
@@ -154,7 +180,10 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
         Query split (the gallery is train+val, or train for val queries).
     estimate : bool
         Also estimate the skin tone from the pixels (and, where the data has
-        Fitzpatrick labels, report :func:`ita_confusion`).
+        Fitzpatrick labels, report :func:`ita_confusion`).  With an estimated
+        skin tone, :func:`gap_uncertainty` says how sure the gap by estimated
+        groups is (``by`` itself when estimated, else ``fitzpatrick_estimated``,
+        or ``ita_category_estimated`` beside ``ita_category``).
     exposure_k : int
         Top-k of the exposure (0: no exposure).
     baseline : path, optional
@@ -164,10 +193,18 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
         Encoding options.
     retriever, baseline_retriever : Retriever, optional
         Use these models instead of loading the checkpoints.
+    min_confidence : float, optional
+        Estimates below this confidence are unknown (default
+        :data:`~dermretr.skin_tone.MIN_CONFIDENCE`); only with an estimated
+        skin tone.
 
     Returns
     -------
     FairnessReport
+        With an estimated skin tone, ``uncertainty`` holds
+        :func:`gap_uncertainty` (or ``uncertainty_note`` says why there is no
+        gap by the estimated groups), and a :class:`DataWarning` says the
+        groups are estimated, with the share of unknowns.
 
     Examples
     --------
@@ -188,11 +225,19 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
     check_int(exposure_k, "exposure_k", 0)
     if split not in ("test", "val"):
         raise DermretrError(f"split must be 'test' or 'val', got {split!r}")
+    estimating = estimate or is_estimated(by)
+    if min_confidence is not None:
+        if not estimating:
+            raise DermretrError("min_confidence applies to skin tone estimated from the pixels: estimate it "
+                                "(estimate=True, --estimate-ita) or group by an estimated grouping")
+        if not (is_real(min_confidence) and 0.0 <= float(min_confidence) <= 1.0):
+            raise DermretrError(f"min_confidence must be a number in [0, 1], got {min_confidence!r}")
     ckpt = run_checkpoint(run_dir) if retriever is None else None
     base_ckpt = run_checkpoint(baseline) if baseline is not None and baseline_retriever is None else None
     cases, root = load_data(data)
-    if estimate or by.endswith("_estimated"):
-        cases = estimate_skin_tone(cases, progress=progress)
+    if estimating:
+        cases = estimate_skin_tone(cases, progress=progress,
+                                   min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence)
     skin_tone_groups(cases, by)  # a missing or unknown grouping fails before any model is loaded
     triplets = load_triplets(root) if protocol == "modify" and root is not None else None
     if retriever is None or (baseline is not None and baseline_retriever is None):
@@ -217,6 +262,17 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
                                    ci=ci, seed=seed)
     if "ita_estimated" in cases.columns and "fitzpatrick" in cases.columns and cases["fitzpatrick"].notna().any():
         report.confusion = ita_confusion(cases)
+    if estimating:
+        u_by = by if is_estimated(by) else _ESTIMATED_OF.get(by, "fitzpatrick_estimated")
+        try:
+            report.uncertainty = gap_uncertainty(per_query, cases, by=u_by, metrics=metrics, n_draws=n_boot, ci=ci,
+                                                 min_group=min_group, seed=seed)
+        except DermretrError as exc:  # e.g. fewer than two estimated groups: the rest of the report stands
+            report.uncertainty_note = f"no gap by {grouping_title(u_by)}: {exc}"
+        else:
+            if u_by != by:  # slice_metrics warned already when the slices are by the estimated groups
+                a = report.uncertainty.attrs
+                warnings.warn(estimate_note(u_by, a["n_unknown"], a["n_queries"]), DataWarning, stacklevel=2)
     if baseline is not None:
         base = baseline_retriever
         if base is None:

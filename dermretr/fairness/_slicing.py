@@ -9,6 +9,7 @@ models on the same queries, per group and by the change of the gap.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import check_boot, check_int
-from .._errors import DermretrError
+from .._errors import DataWarning, DermretrError
 from ..stats import (
     basic_interval,
     bootstrap_ci,
@@ -32,23 +33,21 @@ from ..stats import (
     permutation_gap_p,
     sign_flip_p,
 )
-from ._groups import GROUPING_TITLES, GROUPINGS, HINTS, UNKNOWN, check_by, query_groups
+from ._groups import (
+    GROUPING_TITLES,
+    GROUPINGS,
+    HINTS,
+    UNKNOWN,
+    check_by,
+    estimate_note,
+    gap_groups,
+    is_estimated,
+    query_groups,
+)
 
 __all__ = ["slice_metrics", "format_slices", "compare_runs"]
 
 _DIFF, _RATIO, _OVERALL = "difference (max - min)", "ratio (min / max)", "overall"
-
-
-def _gap_groups(levels: Sequence[str], counts: Sequence[int] | np.ndarray, min_group: int) -> tuple[list[int], str]:
-    """Indices of the groups a gap is taken over, and a note when it falls back to small groups."""
-    known = [i for i, g in enumerate(levels) if g != UNKNOWN and counts[i] > 0]
-    large = [i for i in known if counts[i] >= min_group]
-    if len(large) >= 2:
-        return large, ""
-    if len(known) >= 2:
-        return known, f"includes groups with fewer than {min_group} queries"
-    return [], "fewer than two skin-tone groups with queries: no gap"
-
 
 
 # ----------------------------------------------------------------------------- slicing
@@ -132,7 +131,17 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
         small, note`` (``kind``: group, overall, difference or ratio;
         ``p_value`` only for the difference).  Every group of the scale is
         listed, with 0 queries when it has none.  ``attrs`` hold ``by``,
-        ``ci``, ``n_boot``, ``min_group`` and ``gap_groups``.
+        ``ci``, ``n_boot``, ``min_group``, ``gap_groups``, ``estimated``
+        (the groups come from the pixels), ``n_unknown`` and
+        ``unknown_share`` (queries of unknown skin tone, before ``groups``).
+
+    Warns
+    -----
+    DataWarning
+        For an estimated grouping: the groups are estimated, with the share of
+        unknowns; the intervals here resample queries only, and
+        :func:`~dermretr.fairness.gap_uncertainty` adds the estimate's own
+        uncertainty (``dermretr fairness`` prints it as one warning line).
 
     Examples
     --------
@@ -157,6 +166,7 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
         raise DermretrError("no query has a relevant case: nothing to slice")
     tones = tones[usable]
     values = per_query.loc[usable, list(metrics)].to_numpy(dtype=np.float64)
+    n_unknown, n_usable = int((tones == UNKNOWN).sum()), len(tones)
     levels = [*GROUPINGS[by], UNKNOWN]
     if groups is not None:
         groups = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
@@ -178,7 +188,7 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
     codes = np.array([levels.index(t) for t in tones], dtype=np.int64)
     counts = np.bincount(codes, minlength=len(levels))
     show = [i for i, g in enumerate(levels) if g != UNKNOWN or counts[i] > 0]
-    gap_idx, gap_note = _gap_groups(levels, counts, min_group)
+    gap_idx, gap_note = gap_groups(levels, counts, min_group)
     rng = np.random.default_rng(seed)
 
     frame = _metric_frame(values, tones, metrics)
@@ -236,7 +246,10 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
                                         "p_value", "small", "note"])
     table["n_queries"] = table["n_queries"].astype("Int64")
     table.attrs.update({"by": by, "ci": float(ci), "n_boot": int(n_boot), "min_group": int(min_group),
-                        "gap_groups": [levels[i] for i in gap_idx]})
+                        "gap_groups": [levels[i] for i in gap_idx], "estimated": is_estimated(by),
+                        "n_unknown": n_unknown, "unknown_share": n_unknown / n_usable})
+    if is_estimated(by):
+        warnings.warn(estimate_note(by, n_unknown, n_usable), DataWarning, stacklevel=2)
     return table
 
 
@@ -245,6 +258,7 @@ def format_slices(table: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
 
     Cells read ``"value [ci_low, ci_high]"``; the difference adds its
     p-value; groups with fewer than ``min_group`` queries are marked ``*``.
+    For estimated groups the index's name says so, with the share of unknowns.
 
     >>> pq = pd.DataFrame({"case_id": list("abcd"), "n_relevant": 1, "fitzpatrick": [1, 1, 6, 6],
     ...                    "recall@1": [1.0, 1.0, 0.0, 1.0]})
@@ -257,7 +271,10 @@ def format_slices(table: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
     d2 = max(decimals - 1, 1)
     metrics = list(dict.fromkeys(table["metric"]))
     labels = list(dict.fromkeys(table["group"]))
-    out = pd.DataFrame(index=pd.Index(labels, name=GROUPING_TITLES.get(table.attrs.get("by", ""), "group")),
+    name = GROUPING_TITLES.get(table.attrs.get("by", ""), "group")
+    if table.attrs.get("estimated"):
+        name += f"; {table.attrs.get('unknown_share', float('nan')):.1%} of queries unknown"
+    out = pd.DataFrame(index=pd.Index(labels, name=name),
                        columns=["queries", *metrics, "note"], dtype=object)
     for label in labels:
         rows = table[table["group"] == label]
@@ -317,7 +334,9 @@ def compare_runs(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame, cases: pd
     DataFrame
         ``group, kind, metric, n_queries, before, after, difference, ci_low,
         ci_high, p_value, p_holm, small, note``; ``kind`` is group, overall or
-        gap.  ``attrs`` hold ``by``, ``ci``, ``n_boot`` and ``gap_groups``.
+        gap.  ``attrs`` hold ``by``, ``ci``, ``n_boot``, ``gap_groups``,
+        ``estimated``, ``n_unknown`` and ``unknown_share``; estimated groups
+        warn as in :func:`slice_metrics`.
 
     Examples
     --------
@@ -387,7 +406,7 @@ def compare_runs(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame, cases: pd
                     "difference": float(d[:, j].mean()),
                     "ci_low": float(low[j]), "ci_high": float(high[j]), "p_value": float(p[j]), "p_holm": np.nan,
                     "small": len(d) < min_group, "note": ""})
-    gap_idx, gap_note = _gap_groups(levels, counts, min_group)
+    gap_idx, gap_note = gap_groups(levels, counts, min_group)
     gap_a = gap_b = change = c_low = c_high = p_gap = np.full(len(metrics), np.nan)
     if gap_idx:
         means_a = means_by_group(a, codes, len(levels))[gap_idx]
@@ -411,6 +430,10 @@ def compare_runs(per_query_a: pd.DataFrame, per_query_b: pd.DataFrame, cases: pd
     table = pd.DataFrame(out, columns=["group", "kind", "metric", "n_queries", "before", "after", "difference",
                                        "ci_low", "ci_high", "p_value", "p_holm", "small", "note"])
     table["n_queries"] = table["n_queries"].astype("Int64")
+    n_unknown = int(counts[levels.index(UNKNOWN)])
     table.attrs.update({"by": by, "ci": float(ci), "n_boot": int(n_boot), "min_group": int(min_group),
-                        "gap_groups": [levels[i] for i in gap_idx]})
+                        "gap_groups": [levels[i] for i in gap_idx], "estimated": is_estimated(by),
+                        "n_unknown": n_unknown, "unknown_share": n_unknown / len(d)})
+    if is_estimated(by):
+        warnings.warn(estimate_note(by, n_unknown, len(d)), DataWarning, stacklevel=2)
     return table
