@@ -106,7 +106,8 @@ def test_case_mismatched_file_names_resolved_with_one_warning(tmp_path):
 
 def test_no_split_files_makes_a_stratified_split(tmp_path):
     _make(tmp_path, n=40, splits=False)
-    cases = load("derm7pt", tmp_path)
+    with pytest.warns(DataWarning, match="derm7pt: no split files in .* so the split is derived"):
+        cases = load("derm7pt", tmp_path)
     assert set(cases["split"].astype(str)) == {"train", "val", "test"}
     assert (cases["split"] == "train").mean() == pytest.approx(0.6, abs=0.1)
 

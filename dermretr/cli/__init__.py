@@ -14,7 +14,13 @@ synth
     Generate a DermSynth dataset folder (Derm7pt layout).
 info
     Summarise a dataset given as SOURCE:PATH (cases, images found and
-    missing, per diagnosis, per skin type, splits).
+    missing, per diagnosis, per skin type, splits and where they came from).
+
+Every command that loads data (info, train, evaluate, index, search --data,
+fairness) takes the loader's options as ``-o KEY=VALUE`` (repeatable, e.g.
+``-o image=clinic``, ``-o split_files=TRAIN,VAL,TEST``); a run records them
+in its config.json, and evaluate, index and fairness on that run reuse them.
+Warnings are one line each, ``dermretr: warning: ...``.
 train
     Train a composed retriever (or a baseline) into a run folder.
 evaluate
@@ -44,7 +50,7 @@ from .._errors import DermretrError
 from ._data import cmd_demo, cmd_info, cmd_synth
 from ._evaluate import add_evaluate_command, cmd_evaluate
 from ._fairness import GROUPINGS, add_fairness_command, cmd_fairness
-from ._parsing import Parser, parse_seed
+from ._parsing import Parser, add_data_option, parse_seed
 from ._search import add_index_commands, cmd_index, cmd_search
 from ._train import TRAIN_FIELDS_NOT_OPTIONS, add_train_options, cmd_train
 
@@ -100,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load a dataset from its publisher's folder layout and summarise it: cases, "
                                       "images found and missing, per diagnosis, per skin type, splits.")
     info.add_argument("spec", help="SOURCE:PATH, e.g. derm7pt:~/data/release_v0 or synthetic:./dermsynth")
-    info.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                      help="a loader option, e.g. -o image=clinic or -o pattern={md5hash}.jpg (repeatable)")
+    add_data_option(info)
     train = sub.add_parser("train", help="train a composed retriever or a baseline",
                            description="Train on SOURCE:PATH; RUN_DIR gets config.json, metrics.jsonl, "
                                        "checkpoints/{last,best}.pt and training_curve.png.  Data-parallel on "
                                        "several GPUs or CPU processes: torchrun --nproc_per_node N -m dermretr "
                                        "train ... (--batch-size is the global batch; see docs/scale.md).")
     add_train_options(train)
+    add_data_option(train)
 
     add_evaluate_command(sub)
     add_index_commands(sub)

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from .._errors import DermretrError
-from ._parsing import parse_artifacts
+from ._parsing import data_options, parse_artifacts
 
-__all__ = ["cmd_info", "cmd_synth", "cmd_demo", "print_summary", "loader_options"]
-
-
-def loader_options(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise DermretrError(f"loader option {pair!r} must look like KEY=VALUE")
-        out[key.strip()] = value.strip()
-    if "missing" in out:
-        raise DermretrError("option 'missing' is set by `dermretr info` itself (it counts missing images)")
-    return out
+__all__ = ["cmd_info", "cmd_synth", "cmd_demo", "print_summary"]
 
 
 def cmd_info(args) -> int:
@@ -31,7 +18,7 @@ def cmd_info(args) -> int:
 
     source, path = parse_spec(args.spec)
     try:
-        cases = load(source, os.path.expanduser(path), missing="keep", **loader_options(args.option))
+        cases = load(source, os.path.expanduser(path), missing="keep", **(data_options(args.option, "info") or {}))
     except TypeError as exc:  # an option the loader does not take
         raise DermretrError(f"{source}: {exc}") from None
     found = cases["image_path"].map(os.path.isfile)
@@ -47,7 +34,7 @@ def cmd_info(args) -> int:
 def print_summary(cases, out=None) -> None:
     import pandas as pd
 
-    from ..data import summarize_cases
+    from ..data import describe_split_source, split_source, summarize_cases
 
     out = out or sys.stdout
     tables = summarize_cases(cases)
@@ -55,6 +42,7 @@ def print_summary(cases, out=None) -> None:
         for title, key in (("Cases per diagnosis", "diagnosis"), ("Cases per criterion value", "criteria"),
                            ("Cases per Fitzpatrick skin type", "fitzpatrick"), ("Splits", "splits")):
             print(f"\n{title}\n{'-' * len(title)}\n{tables[key].to_string()}", file=out)
+    print(f"split from: {describe_split_source(split_source(cases))}", file=out)
 
 
 def cmd_synth(args) -> int:

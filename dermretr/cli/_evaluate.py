@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import DermretrError
-from ._parsing import parse_seed
+from ._parsing import add_data_option, data_options, parse_seed
 
 __all__ = ["add_evaluate_command", "cmd_evaluate"]
 
@@ -42,22 +42,23 @@ def add_evaluate_command(sub) -> None:
                                "case protocol majority (most common group first), criteria_match (annotated 7-point "
                                "findings), for the tone protocol filter_only (target skin-tone range first, "
                                "diagnosis ignored); default: every floor the data and protocol allow; 'none' for none")
+    add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--no-progress", action="store_true")
 
 
 def cmd_evaluate(args) -> int:
-    import os
-
     import pandas as pd
 
     from .._io import atomic_path, claim_file
-    from ..data import load, parse_spec
+    from ..data import describe_split_source, format_options, split_source
     from ..evaluate import (
+        data_options_for,
         evaluate_run,
         is_metrics_file,
         is_per_query_file,
+        load_data,
         load_triplets,
         results_table,
         run_checkpoint,
@@ -73,8 +74,7 @@ def cmd_evaluate(args) -> int:
              "filter_only": "filter_only = gallery cases in the target skin-tone range first, in random order "
                             f"(expected value), {args.relevant} ignored"}
 
-    source, path = parse_spec(args.data)
-    root = Path(os.path.expanduser(path))
+    given = data_options(args.option, "evaluate")
     out = claim_file(args.out, option="--out", recognise=is_metrics_file)  # before the long part
     per_query_out = (claim_file(args.per_query, option="--per-query", recognise=is_per_query_file)
                      if args.per_query else None)
@@ -87,8 +87,10 @@ def cmd_evaluate(args) -> int:
         names = [str(r) for r in args.run]
     if len(set(names)) < len(names):
         raise DermretrError(f"the same run folder is given twice: {' '.join(args.run)}")
-    cases = load(source, root)
-    triplets = load_triplets(root) if args.protocol == "modify" else None
+    options = data_options_for(args.data, given, args.run)  # those of the runs unless given (and agreeing)
+    cases, root = load_data(args.data, options)
+    split_from = split_source(cases)
+    triplets = load_triplets(root) if args.protocol == "modify" and root is not None else None
     tone = None
     if args.protocol == "tone":  # bad data (no skin-tone labels...) fails before the long part
         scale, style = getattr(args, "tone_scale", "fitzpatrick"), getattr(args, "tone_style", "scale")
@@ -120,6 +122,8 @@ def cmd_evaluate(args) -> int:
         records += recs
         per_query.append(pq)
     records += floor_recs
+    for record in records:  # every record says where the split came from (the tone estimate drops attrs)
+        record["split_source"] = split_from
     if floor_pq is not None:
         per_query.append(floor_pq)
     if tone is not None:
@@ -135,6 +139,8 @@ def cmd_evaluate(args) -> int:
             "relevant = requested criterion value and same diagnosis group (derived)")
     ci = f"95% bootstrap CI over queries, {args.n_boot} resamples" if args.n_boot else "no CI"
     print(f"Protocol {args.protocol} on {args.data} ({what}; {ci})")
+    print(f"Data: {format_options(options)}{' (as the run was trained)' if options and given is None else ''}; "
+          f"split from: {describe_split_source(split_from)}")
     if args.protocol == "tone":
         print("(macro) = mean over target skin-tone ranges of the per-range means, CI resampled within ranges")
     else:

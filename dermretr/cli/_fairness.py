@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import DermretrError
-from ._parsing import parse_seed
+from ._parsing import add_data_option, data_options, parse_seed
 
 __all__ = ["GROUPINGS", "add_fairness_command", "cmd_fairness"]
 
@@ -42,6 +42,7 @@ def add_fairness_command(sub) -> None:
     fair.add_argument("--n-boot", type=int, default=1000,
                       help="bootstrap resamples and permutations, 0 for none (default: 1000)")
     fair.add_argument("--seed", type=parse_seed, default=0)
+    add_data_option(fair, from_run=True)
     fair.add_argument("--batch-size", type=int, default=64)
     fair.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     fair.add_argument("--no-progress", action="store_true")
@@ -67,7 +68,7 @@ def cmd_fairness(args) -> int:
     report = run_fairness(args.run, args.data, by=args.by, protocol=args.protocol, metrics=args.metrics,
                           split=args.split, n_boot=args.n_boot, min_group=args.min_group,
                           estimate=args.estimate_ita, exposure_k=args.exposure_k, baseline=args.baseline,
-                          min_confidence=args.min_confidence,
+                          min_confidence=args.min_confidence, data_options=data_options(args.option, "fairness"),
                           seed=args.seed, batch_size=args.batch_size, device=args.device,
                           progress=not args.no_progress)
     files = report.save(out)  # before printing: output piped into `head` still leaves the files

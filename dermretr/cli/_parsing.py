@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import NoReturn
 
-__all__ = ["Parser", "parse_seed", "parse_artifacts"]
+from .._errors import DermretrError
+
+__all__ = ["Parser", "parse_seed", "parse_artifacts", "add_data_option", "data_options"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,3 +39,47 @@ def parse_artifacts(text: str):
         return Artifacts.none()
     return Artifacts.from_names(text.split(","))
 
+
+
+def add_data_option(parser: argparse.ArgumentParser, from_run: bool = False) -> None:
+    """``--option/-o KEY=VALUE`` (repeatable): the loader options of the data, alike on every command that loads it.
+
+    ``from_run``: the command evaluates a run, whose options are the default (see
+    :func:`dermretr.evaluate.data_options_for`).
+    """
+    default = ("; default: those RUN_DIR was trained with, when the data is of the same source" if from_run
+               else "")
+    parser.add_argument("--option", "-o", action="append", default=None, metavar="KEY=VALUE",
+                        help="a loader option of the data (repeatable), e.g. -o image=clinic, or -o "
+                             "split_files=TRAIN,VAL,TEST (index files, relative to the dataset folder unless "
+                             f"absolute){default}; `dermretr info --help` and docs/datasets.md list them")
+
+
+def data_options(pairs: Sequence[str] | None, command: str) -> dict[str, str] | None:
+    """The ``-o KEY=VALUE`` pairs as a dict; None when none is given.
+
+    ``missing`` is set by ``dermretr info`` itself, and ``missing=keep`` would keep cases whose
+    image no other command can read.
+
+    >>> data_options(["image=clinic", "split_files = a.csv,b.csv,c.csv"], "train")
+    {'image': 'clinic', 'split_files': 'a.csv,b.csv,c.csv'}
+    >>> data_options(None, "train") is None
+    True
+    """
+    if pairs is None:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DermretrError(f"loader option {pair!r} must look like KEY=VALUE (e.g. -o image=clinic)")
+        if key.strip() in out and out[key.strip()] != value.strip():
+            raise DermretrError(f"loader option {key.strip()!r} is given twice ({out[key.strip()]!r} and "
+                                f"{value.strip()!r}); give it once")
+        out[key.strip()] = value.strip()
+    if "missing" in out and command == "info":
+        raise DermretrError("option 'missing' is set by `dermretr info` itself (it counts missing images)")
+    if out.get("missing") == "keep":
+        raise DermretrError(f"-o missing=keep keeps cases whose image file is missing, which `dermretr {command}` "
+                            "cannot read: use missing=warn (drop them, the default) or missing=raise")
+    return out

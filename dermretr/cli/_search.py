@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._errors import DermretrError
 from ..models._released import RELEASED
+from ._parsing import add_data_option, data_options
 
 __all__ = ["INDEX_KINDS", "ENGINES", "add_index_commands", "cmd_index", "cmd_search", "parse_filters", "model_line",
            "text_line", "result_table", "format_table", "text_table", "skin_label", "findings_line"]
@@ -40,6 +41,7 @@ def add_index_commands(sub) -> None:
                             f"--run: {RELEASED}, trained on DermSynth)")
     index.add_argument("--data", required=True, help="SOURCE:PATH of the cases to index")
     index.add_argument("--out", required=True, help="index folder to write (INDEX_DIR)")
+    add_data_option(index, from_run=True)
     index.add_argument("--kind", choices=INDEX_KINDS, default="flat",
                        help="flat (exact), hnsw (graph), ivf (inverted lists) or ivfpq (compressed) (default: flat)")
     index.add_argument("--checkpoint", choices=("best", "last"), default="best",
@@ -77,6 +79,7 @@ def add_index_commands(sub) -> None:
     where.add_argument("--data", help=f"SOURCE:PATH: index this dataset now with --model (default {RELEASED}) and "
                                       "search it (nothing is written)")
     search.add_argument("--model", default=None, help=f"with --data: the model (default {RELEASED})")
+    add_data_option(search)
     search.add_argument("--image", required=True, help="reference lesion image")
     search.add_argument("--text", default="", help="descriptor or modification text (default: none)")
     search.add_argument("-k", type=int, default=10, help="results (default: 10)")
@@ -102,10 +105,18 @@ def parse_filters(pairs: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def _index_cases(args):
+    """The cases of ``--data``, loaded with ``-o`` or else the options ``--run`` was trained with."""
+    from ..evaluate import data_options_for, load_data
+
+    given = data_options(args.option, args.command)
+    options = data_options_for(args.data, given, [args.run] if getattr(args, "run", None) else [])
+    return load_data(args.data, options)[0]
+
+
 def cmd_index(args) -> int:
     import time
 
-    from ..data import load
     from ..index import CaseIndex
     from ..models.retriever import Retriever
 
@@ -119,7 +130,7 @@ def cmd_index(args) -> int:
     ckpt = _checkpoint(args)
     out = CaseIndex.check_output(args.out, overwrite=args.overwrite)  # before the long part
     model = Retriever.load(ckpt, device=args.device) if ckpt is not None else (args.model or RELEASED)
-    cases = load(args.data)
+    cases = _index_cases(args)
     start = time.perf_counter()
     index = CaseIndex.build(model, cases, kind=args.kind, checkpoint=ckpt, batch_size=args.batch_size,
                             progress=not args.no_progress, device=args.device)
@@ -148,7 +159,6 @@ def _checkpoint(args) -> Path | None:
 
 def _index_with_ray(args) -> int:
     """``dermretr index --engine ray``: :func:`dermretr.index.encode_archive`, restartable."""
-    from ..data import load
     from ..index import CaseIndex, encode_archive
     from ..index._ray import check_ray_options, require_ray
 
@@ -159,7 +169,7 @@ def _index_with_ray(args) -> int:
     require_ray()
     ckpt = _checkpoint(args)
     CaseIndex.check_output(args.out, overwrite=args.overwrite)
-    cases = load(args.data)
+    cases = _index_cases(args)
     run = encode_archive(ckpt if ckpt is not None else (args.model or RELEASED), cases, args.out, kind=args.kind,
                          batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
                          keep_shards=args.keep_shards, **options)
@@ -176,11 +186,12 @@ def cmd_search(args) -> int:
     if args.index is not None:
         if args.model is not None:
             raise DermretrError("--model goes with --data; an --index folder searches with the model it was built with")
+        if args.option is not None:
+            raise DermretrError("-o (loader options) goes with --data; an --index folder holds the cases it was "
+                                "built from")
         index = CaseIndex.open(args.index, device=args.device)
     else:
-        from ..data import load
-
-        index = CaseIndex.build(args.model or RELEASED, load(args.data), device=args.device)
+        index = CaseIndex.build(args.model or RELEASED, _index_cases(args), device=args.device)
     if args.rerank is not None:
         if args.rerank < 1:
             raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")

@@ -6,13 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ._parsing import parse_seed
+from ._parsing import data_options, parse_seed
 
 __all__ = ["TRAIN_FIELDS_NOT_OPTIONS", "add_train_options", "cmd_train"]
 
 
 #: TrainConfig fields without a command-line option, and why.
-TRAIN_FIELDS_NOT_OPTIONS = {"extra": "free-form JSON values, for Python callers"}
+TRAIN_FIELDS_NOT_OPTIONS = {"extra": "free-form JSON values, for Python callers",
+                            "data_options": "-o KEY=VALUE (repeatable), as on every command that loads data"}
 #: Extra spellings of TrainConfig's bool options: option -> (field, value it sets).
 _TRAIN_FLAG_ALIASES = {"--fixed-alpha": ("learn_alpha", False)}
 _TRAIN_TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "str | None": str}
@@ -57,10 +58,12 @@ def cmd_train(args) -> int:
     import dataclasses
     import os
 
-    from ..train import RankStopped, TrainConfig, fit
+    from ..data import describe_split_source, format_options
+    from ..train import RankStopped, TrainConfig, fit, run_data
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                            if f.name not in TRAIN_FIELDS_NOT_OPTIONS})
+                            if f.name not in TRAIN_FIELDS_NOT_OPTIONS},
+                         data_options=data_options(args.option, "train") or {})
     main_process = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun only rank 0 speaks
     try:
         result = fit(config)
@@ -75,5 +78,8 @@ def cmd_train(args) -> int:
     best = result.best
     print(f"best epoch {best.get('epoch')}: {best.get('metric')} = {best.get('value', float('nan')):.4f}; "
           f"run in {result.run_dir}")
+    recorded = run_data(result.run_dir) or {}
+    print(f"data: {config.data}, {format_options(config.data_options)}; split from: "
+          f"{describe_split_source(recorded.get('data_split'))} (recorded in config.json)")
     return 0
 

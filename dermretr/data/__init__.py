@@ -1,7 +1,11 @@
 """Data: the case table, the 7-point vocabulary, DermSynth, loaders and splits.
 
 ``load(source, root)`` and the string form ``"SOURCE:PATH"`` (used by the CLI)
-return a validated case table.  Sources: ``derm7pt``, ``pad-ufes-20``,
+return a validated case table; loader options are keyword arguments
+(``-o KEY=VALUE`` on the command line, :func:`loader_options` lists them).
+``cases.attrs["split_source"]`` (:func:`split_source`) records where the
+table's split came from: the publisher's split files, files the user gave, or
+a split derived by :func:`~dermretr.data.splits.group_split`.  Sources: ``derm7pt``, ``pad-ufes-20``,
 ``fitzpatrick17k``, ``ddi``, ``scin``, ``ham10000``, ``isic2020``, ``ph2``
 and ``synthetic`` (a DermSynth folder).  Nothing is ever downloaded: each loader
 reads the folder exactly as its publisher distributes it.
@@ -22,15 +26,22 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from collections.abc import Mapping
 
 import pandas as pd
 
 from .._errors import DermretrError
 from .cases import CASE_COLUMNS, SPLITS, empty_cases, summarize_cases, validate_cases
+from .splits import describe_split_source, split_source
 
 __all__ = [
     "load",
     "parse_spec",
+    "loader_options",
+    "same_options",
+    "format_options",
+    "split_source",
+    "describe_split_source",
     "SOURCES",
     "validate_cases",
     "empty_cases",
@@ -130,11 +141,63 @@ def load(source: str, root: str | os.PathLike | None = None, /, **options) -> pd
     if isinstance(root, bytes) or not isinstance(root, (str, os.PathLike)):
         raise DermretrError(f"the dataset folder (root) of {source!r} must be a path (str or os.PathLike), got "
                             f"{type(root).__name__} {root!r}")
-    loader = _loader(source)
-    known = [name for name, p in inspect.signature(loader).parameters.items()
-             if name != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    _check_option_names(source, options)
+    return _loader(source)(root, **options)
+
+
+def loader_options(source: str) -> dict[str, object]:
+    """The options the loader of ``source`` takes, and their defaults.
+
+    >>> loader_options("derm7pt")
+    {'image': 'derm', 'split_files': None, 'source': 'derm7pt', 'seed': 0, 'missing': 'warn'}
+    """
+    params = inspect.signature(_loader(_check_source(source))).parameters.items()
+    return {name: p.default for name, p in params
+            if name != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _check_option_names(source: str, options: Mapping[str, object]) -> None:
+    known = list(loader_options(source))
     unknown = [name for name in options if name not in known]
     if unknown:
         raise DermretrError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                             f"for data source {source!r}; its options: {', '.join(known) or 'none'}")
-    return loader(root, **options)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_as_text(v) for v in value)
+    return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+
+
+def same_options(source: str, a: Mapping[str, object] | None, b: Mapping[str, object] | None) -> bool:
+    """Whether two sets of loader options of ``source`` load the same way (defaults may be spelt out or left out).
+
+    Values are compared as text (``seed=1`` and ``seed="1"`` agree; a list of split files and
+    the string ``"A,B,C"`` too); unknown option names are an error.
+
+    >>> same_options("derm7pt", {"image": "derm"}, {}), same_options("derm7pt", {"seed": "1"}, {"seed": 1})
+    (True, True)
+    >>> same_options("derm7pt", {"image": "clinic"}, None)
+    False
+    """
+    def normal(options: Mapping[str, object] | None) -> dict[str, str]:
+        options = dict(options or {})
+        _check_option_names(source, options)
+        defaults = loader_options(source)
+        return {k: _as_text(v) for k, v in options.items() if _as_text(v) != _as_text(defaults[k])}
+
+    return normal(a) == normal(b)
+
+
+def format_options(options: Mapping[str, object] | None) -> str:
+    """Loader options as the command line gives them (``-o KEY=VALUE ...``), or a phrase for none.
+
+    >>> format_options({"image": "clinic", "split_files": ["a.csv", "b.csv", "c.csv"]})
+    '-o image=clinic -o split_files=a.csv,b.csv,c.csv'
+    >>> format_options({})
+    "no -o options (the loader's defaults)"
+    """
+    if not options:
+        return "no -o options (the loader's defaults)"
+    return " ".join(f"-o {k}={_as_text(v)}" for k, v in options.items())

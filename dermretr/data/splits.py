@@ -22,7 +22,10 @@ from .._checks import check_int
 from .._errors import DermretrError
 from .cases import SPLITS
 
-__all__ = ["group_split"]
+__all__ = ["group_split", "SPLIT_SOURCE", "derived_split_source", "split_source", "describe_split_source"]
+
+#: The key of a case table's ``attrs`` that records where its ``split`` column came from (set by every loader).
+SPLIT_SOURCE = "split_source"
 
 
 def group_split(
@@ -109,3 +112,76 @@ def group_split(
             assignment[name] = SPLITS[k]
             filled[k] += sizes[name]
     return groups.map(assignment).rename("split")
+
+
+def derived_split_source(by: str = "patient_id", stratify: str | None = "diagnosis_group",
+                         fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> dict:
+    """The record of a split made by :func:`group_split` with these arguments (see :func:`split_source`).
+
+    >>> derived_split_source(seed=3)
+    {'kind': 'derived', 'method': 'group_split', 'groups': 'patient_id', 'stratify': 'diagnosis_group',
+     'fractions': [0.6, 0.2, 0.2], 'seed': 3}
+    """
+    return {"kind": "derived", "method": "group_split", "groups": by, "stratify": stratify,
+            "fractions": [float(f) for f in fractions], "seed": int(seed)}
+
+
+def split_source(cases: pd.DataFrame) -> dict | None:
+    """Where the ``split`` column of a loaded case table came from; None when the table does not say.
+
+    Every loader records it in ``cases.attrs["split_source"]`` as a small JSON-ready dict whose
+    ``kind`` is
+
+    * ``"publisher"``: the split files the publisher ships, where the loader looks for them
+      (``files``: their paths relative to the dataset folder);
+    * ``"split_files"``: split files the user gave (the ``split_files`` option);
+    * ``"derived"``: made by :func:`group_split` (``method``, ``groups``, ``stratify``,
+      ``fractions``, ``seed``), for sources without split files or when they are absent.
+
+    With files, rows in none of them get a derived split, recorded under ``rest`` (``rows`` and
+    the derived record).  A table made or changed by hand has no record, or one that no longer
+    holds: the record describes the table as the loader returned it.
+
+    >>> import tempfile, pathlib
+    >>> from dermretr.data import load
+    >>> from dermretr.data.synth import generate
+    >>> root = generate(pathlib.Path(tempfile.mkdtemp()) / "ds", n_cases=6, image_size=64,
+    ...                 workers=1, progress=False)
+    >>> split_source(load("synthetic", root))["kind"]
+    'publisher'
+    >>> split_source(pd.DataFrame()) is None
+    True
+    """
+    record = getattr(cases, "attrs", {}).get(SPLIT_SOURCE)
+    return dict(record) if isinstance(record, dict) else None
+
+
+def describe_split_source(record: dict | None) -> str:
+    """One line saying where a split came from, for people (``dermretr info``, ``evaluate``).
+
+    >>> describe_split_source(derived_split_source(seed=0))
+    'derived by dermretr (group_split: groups patient_id, stratified by diagnosis_group, 60/20/20 % train/val/test,
+    seed 0)'
+    >>> describe_split_source({"kind": "publisher", "files": ["meta/train_indexes.csv", "meta/valid_indexes.csv",
+    ...                                                      "meta/test_indexes.csv"]})
+    "publisher's split files meta/train_indexes.csv, meta/valid_indexes.csv, meta/test_indexes.csv"
+    >>> describe_split_source(None)
+    'not recorded (a case table not returned by a loader)'
+    """
+    if not isinstance(record, dict):
+        return "not recorded (a case table not returned by a loader)"
+    kind = record.get("kind")
+    if kind == "derived":
+        fractions = "/".join(f"{100 * float(f):g}" for f in record.get("fractions", ()))
+        strata = f"stratified by {record['stratify']}" if record.get("stratify") else "not stratified"
+        return (f"derived by dermretr ({record.get('method', 'group_split')}: groups {record.get('groups')}, "
+                f"{strata}, {fractions} % train/val/test, seed {record.get('seed')})")
+    if kind in ("publisher", "split_files"):
+        files = ", ".join(map(str, record.get("files", ())))
+        text = (f"publisher's split files {files}" if kind == "publisher"
+                else f"split files given (split_files): {files}")
+        rest = record.get("rest")
+        if isinstance(rest, dict):
+            text += f"; {rest.get('rows')} rows in none of them: {describe_split_source(rest)}"
+        return text
+    return str(record.get("note") or kind or "unknown")

@@ -55,9 +55,11 @@ which case retrieval would be scored on reading the question.
 
 :func:`evaluate_run` evaluates a run folder (``RUN_DIR/checkpoints/best.pt``)
 and returns per-query metrics plus records ``{"run", "method", "protocol",
-"average", "metric", "k", "value", "ci_low", "ci_high", "n_queries"}`` with percentile
-bootstrap intervals (:func:`bootstrap_ci`); :func:`results_table` prints them,
-:func:`write_metrics` writes them as ``metrics.json``.
+"average", "metric", "k", "value", "ci_low", "ci_high", "n_queries", "split_source"}``
+with percentile bootstrap intervals (:func:`bootstrap_ci`; ``split_source`` says where
+the data's split came from, :func:`dermretr.data.split_source`); :func:`results_table`
+prints them, :func:`write_metrics` writes them as ``metrics.json``.  A ``"SOURCE:PATH"``
+is loaded with the loader options the run was trained with (:func:`data_options_for`).
 
 Examples
 --------
@@ -73,7 +75,7 @@ from __future__ import annotations
 
 from ..stats import AVERAGES, bootstrap_ci, paired_difference
 from ._case import case_scores, case_search, scores_search
-from ._common import PROTOCOLS, QUERY_COLUMNS, load_data
+from ._common import PROTOCOLS, QUERY_COLUMNS, data_options_for, load_data
 from ._floors import (
     FLOOR_TIES,
     FLOORS,
@@ -123,6 +125,7 @@ __all__ = [
     "evaluate_run",
     "run_checkpoint",
     "load_data",
+    "data_options_for",
     "metric_records",
     "per_class",
     "results_table",

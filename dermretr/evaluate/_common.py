@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from .._errors import DermretrError
 
 __all__ = [
     "PROTOCOLS", "QUERY_COLUMNS", "RELEVANT", "check_relevant", "query_columns", "attach_metrics",
-    "resolve_gallery_splits", "check_split", "same_values", "is_known", "load_data",
+    "resolve_gallery_splits", "check_split", "same_values", "is_known", "load_data", "data_options_for",
 ]
 
 #: Evaluation protocols.
@@ -94,12 +95,78 @@ def is_known(value) -> bool:
     return value is not None and not (not isinstance(value, str) and pd.isna(value)) and str(value) != ""
 
 
-def load_data(data) -> tuple[pd.DataFrame, Path | None]:
-    """A case table and its data folder from ``"SOURCE:PATH"``, or a loaded table as is (folder None)."""
+def load_data(data, options: Mapping[str, object] | None = None) -> tuple[pd.DataFrame, Path | None]:
+    """A case table and its data folder from ``"SOURCE:PATH"`` and loader ``options``, or a loaded table as is.
+
+    A table is returned as it is (folder None; ``options`` do not apply to it).
+    """
     if isinstance(data, pd.DataFrame):
         return data, None
     from ..data import load, parse_spec
 
     source, path = parse_spec(str(data))
     root = Path(path).expanduser()
-    return load(source, root), root
+    return load(source, root, **dict(options or {})), root
+
+
+def data_options_for(data, options: Mapping[str, object] | None,
+                     runs: Sequence[str | os.PathLike | None] = ()) -> dict:
+    """The loader options to load ``data`` with for the ``runs``: those they were trained with, unless given.
+
+    A run records its data and loader options in ``config.json``
+    (:func:`dermretr.train.run_data`).  When ``data`` is of the same source as a
+    run's data, ``options=None`` reuses the run's options, and given options
+    must load the same way (:func:`dermretr.data.same_options`); runs of that
+    source trained with different options cannot share one load of ``data``.
+    Runs of another source, of an older dermretr (no options recorded) and a
+    loaded table (``data`` a DataFrame) impose nothing.
+
+    Raises
+    ------
+    DermretrError
+        Given options that differ from a run's, or runs that differ, naming both.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (run / "config.json").write_text('{"data": "derm7pt:/d", "data_options": {"image": "clinic"}}')
+    >>> data_options_for("derm7pt:/elsewhere", None, [run])
+    {'image': 'clinic'}
+    >>> data_options_for("ham10000:/h", None, [run])
+    {}
+    >>> data_options_for("derm7pt:/d", {"image": "derm"}, [run])
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: run ... was trained on derm7pt:/d with -o image=clinic, but -o image=derm is ...
+    """
+    if isinstance(data, pd.DataFrame):
+        return dict(options or {})
+    from ..data import format_options, parse_spec, same_options
+    from ..train import run_data
+
+    source = parse_spec(str(data))[0]
+    recorded = []
+    for run in runs:
+        found = run_data(run) if run is not None else None
+        if found is None or found["data_options"] is None:
+            continue
+        try:
+            if parse_spec(found["data"])[0] == source:
+                recorded.append((run, found["data"], found["data_options"]))
+        except DermretrError:  # a hand-edited config.json: nothing to reuse
+            continue
+    if options is None:
+        for run, spec, opts in recorded[1:]:
+            if not same_options(source, opts, recorded[0][2]):
+                first = recorded[0]
+                raise DermretrError(f"runs {first[0]} and {run} were trained on {source} with different loader "
+                                    f"options ({format_options(first[2])}; {format_options(opts)}), so one load of "
+                                    f"{data} cannot serve both: give them separately")
+        return dict(recorded[0][2]) if recorded else {}
+    for run, spec, opts in recorded:
+        if not same_options(source, opts, options):
+            raise DermretrError(f"run {run} was trained on {spec} with {format_options(opts)}, but "
+                                f"{format_options(options)} is given for {data}: leave -o out to load the data as "
+                                "the run did, or give the same options")
+    return dict(options)

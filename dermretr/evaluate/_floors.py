@@ -75,6 +75,7 @@ from scipy.stats import hypergeom
 
 from .._checks import check_boot, check_seed
 from .._errors import DermretrError
+from ..data.splits import split_source
 from ..data.vocab import CRITERIA
 from ._case import case_pairs, case_relevance
 from ._common import (
@@ -514,7 +515,8 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     (DataFrame, list of dict)
         Per-query metrics of every floor (``run`` = ``"floor:NAME"``,
         ``method`` = NAME and ``protocol`` first) and their records,
-        micro and macro.
+        micro and macro (``split_source`` from the table's attrs,
+        :func:`dermretr.data.split_source`).
 
     Examples
     --------
@@ -537,6 +539,7 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
         raise DermretrError(f"floors are computed for the case and tone protocols, not {protocol!r} "
                             f"(protocols: {', '.join(PROTOCOLS)})")
     cases, _ = load_data(data)
+    split_from = split_source(cases)  # before the tone protocol adds columns
     check_split(cases, split)
     if floors is None:
         floors = available_floors(cases, split, protocol=protocol)
@@ -554,7 +557,8 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
         else:
             pq, _ = floor_search(cases, name, query_split=split, relevant=relevant, ks=ks, ties=ties)
         run = f"floor:{name}"
-        records += metric_records(pq, run, name, protocol, n_boot=n_boot, level=level, seed=seed, by=by)
+        records += metric_records(pq, run, name, protocol, n_boot=n_boot, level=level, seed=seed, by=by,
+                                  split_source=split_from)
         pq.insert(1, "protocol", protocol)
         pq.insert(0, "run", run)
         tables.append(pq)

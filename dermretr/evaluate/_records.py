@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 #: The keys of one record, in order.
-RECORD_KEYS = ("run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high", "n_queries")
+RECORD_KEYS = ("run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high", "n_queries",
+               "split_source")
 
 
 def _none_if_nan(x) -> float | None:
@@ -64,7 +65,7 @@ def _metric_rows(per_query: pd.DataFrame, n_boot: int, level: float, seed: int,
 
 def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str, n_boot: int = 1000,
                    level: float = 0.95, seed: int = 0, *, by: str | None = None,
-                   average: str | Sequence[str] | None = None) -> list[dict]:
+                   average: str | Sequence[str] | None = None, split_source: dict | None = None) -> list[dict]:
     """The records of ``metrics.json`` from per-query metrics: mean, bootstrap CI and query count.
 
     Parameters
@@ -83,6 +84,9 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
         Which averages to record.  None (default): micro, and macro too when
         the table has the column ``by`` (a bare :func:`rank_metrics` table has
         none); naming "macro" requires it.
+    split_source : dict, optional
+        Where the split of the evaluated data came from
+        (:func:`dermretr.data.split_source`), copied into every record (None: not known).
 
     Returns
     -------
@@ -122,7 +126,8 @@ def metric_records(per_query: pd.DataFrame, run: str, method: str, protocol: str
             raise DermretrError("give at least one average: 'micro', 'macro' or both")
         averages = tuple(dict.fromkeys(check_average(a) for a in averages))
     head = {"run": str(run), "method": str(method), "protocol": str(protocol)}
-    return [{**head, "average": a, **row} for a in averages
+    tail = {"split_source": dict(split_source) if split_source is not None else None}
+    return [{**head, "average": a, **row, **tail} for a in averages
             for row in _metric_rows(per_query, n_boot, level, seed, by=by if a == "macro" else None)]
 
 

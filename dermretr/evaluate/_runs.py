@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .._checks import check_boot, check_seed
 from .._errors import DermretrError
+from ..data.splits import split_source
 from ._case import case_search
-from ._common import PROTOCOLS, check_relevant, check_split, load_data, resolve_gallery_splits
+from ._common import PROTOCOLS, check_relevant, check_split, data_options_for, load_data, resolve_gallery_splits
 from ._metrics import check_ks
 from ._modify import derive_triplets, load_triplets, modify_search
 from ._records import metric_records
@@ -59,7 +60,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
                  n_boot: int = 1000, level: float = 0.95, seed: int = 0, alpha: float | None = None,
                  batch_size: int = 64, device: str = "auto", progress: bool = False, name: str | None = None,
                  retriever=None, by: str | None = None, tone_scale: str = "fitzpatrick",
-                 tone_style: str = "scale") -> tuple[pd.DataFrame, list[dict]]:
+                 tone_style: str = "scale", data_options: Mapping[str, object] | None = None,
+                 ) -> tuple[pd.DataFrame, list[dict]]:
     """Evaluate one run folder: per-query metrics and the records of ``metrics.json``.
 
     Parameters
@@ -94,13 +96,18 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         estimates skin tone from the pixels
         (:func:`dermretr.skin_tone.estimate_skin_tone`) when ``data`` has no
         estimate yet.
+    data_options : dict, optional
+        Loader options for a ``"SOURCE:PATH"`` ``data`` (default: those the run
+        was trained with on that source, from its config.json; given ones must
+        agree with them, see :func:`data_options_for`).
 
     Returns
     -------
     (DataFrame, list of dict)
         Per-query metrics (with ``run``, ``method`` and ``protocol`` columns
         first) and the records of :func:`metric_records` (micro, then macro
-        over ``by``).  Equal scores are ranked pessimistically (relevant
+        over ``by``; ``split_source`` says where the data's split came from,
+        :func:`dermretr.data.split_source`).  Equal scores are ranked pessimistically (relevant
         cases last); compare with the non-learned floors of
         :func:`dermretr.floors.evaluate_floors`.
 
@@ -118,7 +125,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     check_boot(n_boot, level)
     check_seed(seed)
     ckpt = run_checkpoint(run_dir) if retriever is None else None
-    cases, root = load_data(data)
+    cases, root = load_data(data, data_options_for(data, data_options, [run_dir]))
+    split_from = split_source(cases)  # before the tone protocol adds columns
     check_split(cases, split)
     gallery_splits = resolve_gallery_splits(split, None)
     tq = None
@@ -153,7 +161,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         per_query, _ = modify_search(retriever, cases, triplets, split=split, gallery_splits=gallery_splits, ks=ks,
                                      alpha=alpha, seed=seed, batch_size=batch_size, progress=progress,
                                      ties="pessimistic")
-    records = metric_records(per_query, run, method, protocol, n_boot=n_boot, level=level, seed=seed, by=by)
+    records = metric_records(per_query, run, method, protocol, n_boot=n_boot, level=level, seed=seed, by=by,
+                             split_source=split_from)
     per_query.insert(0, "protocol", protocol)
     per_query.insert(0, "method", method)
     per_query.insert(0, "run", run)

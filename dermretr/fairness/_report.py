@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from .._checks import check_boot, check_int, is_real, metric_cutoffs
 from .._errors import DataWarning, DermretrError
-from ..evaluate import PROTOCOLS, evaluate_run, load_data, load_triplets, run_checkpoint
+from ..evaluate import PROTOCOLS, data_options_for, evaluate_run, load_data, load_triplets, run_checkpoint
 from ..skin_tone import MIN_CONFIDENCE, estimate_skin_tone
 from ._exposure import exposure, retrieve_topk
 from ._groups import check_by, estimate_note, is_estimated, ita_confusion, skin_tone_groups
@@ -159,7 +159,8 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
                  ci: float = 0.95, min_group: int = 20, estimate: bool = False, exposure_k: int = 10,
                  baseline: str | os.PathLike | None = None, seed: int = 0, batch_size: int = 64,
                  device: str = "auto", progress: bool = False, retriever: Any = None,
-                 baseline_retriever: Any = None, min_confidence: float | None = None) -> FairnessReport:
+                 baseline_retriever: Any = None, min_confidence: float | None = None,
+                 data_options: dict | None = None) -> FairnessReport:
     """Evaluate a run and slice it by skin tone: metrics per group, exposure, estimated tone, comparison.
 
     Parameters
@@ -197,6 +198,10 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
         Estimates below this confidence are unknown (default
         :data:`~dermretr.skin_tone.MIN_CONFIDENCE`); only with an estimated
         skin tone.
+    data_options : dict, optional
+        Loader options for a ``"SOURCE:PATH"`` ``data`` (default: those the
+        runs were trained with on that source; see
+        :func:`dermretr.evaluate.data_options_for`).
 
     Returns
     -------
@@ -234,7 +239,7 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
             raise DermretrError(f"min_confidence must be a number in [0, 1], got {min_confidence!r}")
     ckpt = run_checkpoint(run_dir) if retriever is None else None
     base_ckpt = run_checkpoint(baseline) if baseline is not None and baseline_retriever is None else None
-    cases, root = load_data(data)
+    cases, root = load_data(data, data_options_for(data, data_options, [run_dir, baseline]))
     if estimating:
         cases = estimate_skin_tone(cases, progress=progress,
                                    min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence)

@@ -23,7 +23,8 @@ on a case table (``TrainConfig.data`` is a ``SOURCE:PATH`` spec):
   model also the target masks' entropy (fraction of uniform) and overlap, to
   see masks collapsing onto one map.
 
-RUN_DIR holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
+RUN_DIR holds ``config.json`` (the options, and ``data_split``: where the split of the data came from,
+:func:`dermretr.data.split_source`), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (written atomically,
 loadable with ``weights_only=True``) and ``training_curve.png``.  A run
 interrupted at any point continues with ``resume=True`` from the last
@@ -99,15 +100,16 @@ if TYPE_CHECKING:
     from ._distributed import GlobalBatches, RankStopped
     from ._fit import fit, fit_or_load
     from ._loop import TrainResult
-    from ._runs import is_run_folder
+    from ._runs import is_run_folder, run_data
     from ._triplets import derive_tone_triplets
 
 __all__ = ["TrainConfig", "fit", "fit_or_load", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict",
-           "read_run_config", "field_docs", "derive_tone_triplets", "is_run_folder", "GlobalBatches",
+           "read_run_config", "field_docs", "derive_tone_triplets", "is_run_folder", "run_data", "GlobalBatches",
            "RankStopped"]
 
 #: Names loaded on first use: they need torch, which TrainConfig (and so ``dermretr --help``) does not.
 _LAZY = {"fit": "._fit", "fit_or_load": "._fit", "TrainResult": "._loop", "is_run_folder": "._runs",
-         "derive_tone_triplets": "._triplets", "GlobalBatches": "._distributed", "RankStopped": "._distributed"}
+         "run_data": "._runs", "derive_tone_triplets": "._triplets", "GlobalBatches": "._distributed",
+         "RankStopped": "._distributed"}
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

@@ -21,12 +21,16 @@ from typing import Any
 
 from .._errors import DermretrError
 
-__all__ = ["TrainConfig", "RESUME_KEYS_FREE", "config_from_dict", "read_run_config", "field_docs",
-           "plain"]
+__all__ = ["TrainConfig", "RESUME_KEYS_FREE", "RECORDED_KEYS", "config_from_dict", "read_run_config", "field_docs",
+           "plain", "check_data_options"]
 
 #: Config keys that may differ when resuming (everything else must match the run; ``out`` may differ
 #: because a run folder may be moved or named another way).
 RESUME_KEYS_FREE = ("epochs", "resume", "progress", "device", "num_workers", "out")
+
+#: Keys of a run's ``config.json`` that record what the run found rather than an option: ``data_split``, where
+#: the split of its data came from (:func:`dermretr.data.split_source`; runs of an older dermretr lack it).
+RECORDED_KEYS = ("data_split",)
 
 #: TrainConfig's initial weight of local evidence: :data:`dermretr.models.embeddings.DEFAULT_ALPHA`, written out
 #: so that the command line builds its options without importing numpy or torch (a test keeps the two equal).
@@ -118,6 +122,9 @@ class TrainConfig:
         Continue the run in the out folder.
     progress : bool
         Show progress bars.
+    data_options : dict
+        Options of the data's loader, e.g. {"image": "clinic"} (-o KEY=VALUE on the command line; see
+        :func:`dermretr.data.loader_options`); evaluate, index and fairness reuse them for the run.
     extra : dict
         Free-form JSON values saved with the run (Python only: no command-line option).
 
@@ -157,6 +164,7 @@ class TrainConfig:
     num_workers: int = 0
     resume: bool = False
     progress: bool = True
+    data_options: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -205,12 +213,47 @@ class TrainConfig:
                                 "precision@K, map@K or ndcg@K with K a positive integer (e.g. map@10), or mrr")
         if not _DEVICE_RE.match(self.device):
             raise DermretrError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+        check_data_options(self.data, self.data_options)
         if not isinstance(self.extra, dict):
             raise DermretrError(f"extra must be a dict, got {self.extra!r}")
         try:
             json.dumps(self.extra, default=plain)
         except (TypeError, ValueError) as exc:
             raise DermretrError(f"extra must hold JSON values only (it is saved in config.json): {exc}") from None
+
+
+def check_data_options(data: str, options: object) -> None:
+    """Loader options as a run saves them: a dict of option names to text, numbers or lists of text.
+
+    The names must be options of the loader of ``data``'s source (when ``data`` names one).
+
+    >>> check_data_options("derm7pt:/data", {"image": "clinic"})
+    >>> check_data_options("derm7pt:/data", {"colour": "red"})
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: data_options: unknown option 'colour' for data source 'derm7pt'; its options: ...
+    """
+    def scalar(v: object) -> bool:
+        return v is None or isinstance(v, (str, bool, int, float))
+
+    if not isinstance(options, dict):
+        raise DermretrError(f"data_options must be a dict of loader options, got {options!r}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not (scalar(value) or (isinstance(value, (list, tuple))
+                                                              and all(isinstance(v, str) for v in value))):
+            raise DermretrError(f"data_options must map option names to text, numbers or lists of text (it is saved "
+                                f"in config.json; give paths as text), got {key!r}: {value!r}")
+    from ..data import loader_options, parse_spec
+
+    try:
+        source = parse_spec(data)[0]
+    except DermretrError:
+        return  # loading the data says what is wrong with the spec
+    unknown = [k for k in options if k not in loader_options(source)]
+    if unknown:
+        raise DermretrError(f"data_options: unknown option{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))} for data source {source!r}; its options: "
+                            f"{', '.join(loader_options(source)) or 'none'}")
 
 
 def plain(value: Any) -> Any:
@@ -295,11 +338,13 @@ def read_run_config(file: str | os.PathLike) -> TrainConfig:
 def config_from_dict(values: dict, source: str | os.PathLike | None = None) -> TrainConfig:
     """A checked :class:`TrainConfig` from a dict, rejecting unknown keys, missing required ones and bad values.
 
-    ``source`` (e.g. a run's config.json) is named in the errors.
+    ``source`` (e.g. a run's config.json) is named in the errors; the keys of
+    :data:`RECORDED_KEYS` (what a run wrote beside its options) are left out.
     """
     where = f"{source}: " if source is not None else ""
     if not isinstance(values, dict):
         raise DermretrError(f"{where}training options must be a dict, got {type(values).__name__}")
+    values = {k: v for k, v in values.items() if k not in RECORDED_KEYS}  # what a run found, not options
     fields = dataclasses.fields(TrainConfig)
     known = {f.name for f in fields}
     unknown = sorted(map(str, set(values) - known))

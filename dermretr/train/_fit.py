@@ -32,7 +32,10 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None,
     ``cases`` replaces the table loaded from ``config.data`` (validated here), for
     splits that a benchmark makes itself, such as the folds of a cross-validation;
     ``config.data`` still names where the cases come from (and DermSynth's
-    modification triplets).
+    modification triplets).  ``config.data_options`` are the loader's options
+    (``-o KEY=VALUE``).  config.json records where the split came from as
+    ``data_split`` (:func:`dermretr.data.split_source`; ``{"kind": "caller"}``
+    with ``cases``).
     """
     config.check()
     if cases is not None:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .._checks import parse_metric
 from .._errors import DermretrError
 from .._io import atomic_path, os_error
-from ..data import load
+from ..data import load, split_source
 from ..data.vocab import TEXT_STYLES, case_text
 from ..evaluate import case_search
 from ..models.backbones import create
@@ -105,7 +105,9 @@ def train_run(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], Non
                 r.optimizer.load_state_dict(state[3])
                 r.scheduler.load_state_dict(state[4])
                 r.scaler.load_state_dict(state[5])
-    main_only(cluster, _write_config, run, config)
+    split = {"kind": "caller", "note": "the case table given to fit(cases=...)"} if cases is not None else (
+        split_source(r.cases))
+    main_only(cluster, _write_config, run, config, split)
     if cluster.distributed:  # copies rank 0's weights to every process, then averages the gradients
         r.step = DistributedDataParallel(r.step, device_ids=None, find_unused_parameters=True)
 
@@ -118,9 +120,11 @@ def train_run(config: TrainConfig, run: Path, on_epoch_end: Callable[[dict], Non
     return TrainResult(retriever=model, history=history, best=best, run_dir=Path(config.out).expanduser())
 
 
-def _write_config(run: Path, config: TrainConfig) -> None:
+def _write_config(run: Path, config: TrainConfig, split: dict | None) -> None:
+    """``config.json``: the options, and where the split of the data came from (``data_split``)."""
     with atomic_path(run / "config.json") as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2, sort_keys=True, default=plain) + "\n")
+        tmp.write_text(json.dumps({**asdict(config), "data_split": split}, indent=2, sort_keys=True,
+                                  default=plain) + "\n")
 
 
 def _read_last(r: _Run, run: Path, ckpt_dir: Path) -> tuple | None:
@@ -186,7 +190,7 @@ def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster, de
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    cases = load(config.data) if cases is None else cases
+    cases = load(config.data, **config.data_options) if cases is None else cases
     train_idx = np.flatnonzero(cases["split"].astype(str).to_numpy() == "train")
     if len(train_idx) == 0:
         raise DermretrError(f"{config.data} has no training cases (split 'train')")

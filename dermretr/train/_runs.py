@@ -12,7 +12,7 @@ from .._errors import DermretrError, OutputError
 from .._io import claim_dir, clean_stale, os_error
 from ._config import RESUME_KEYS_FREE, TrainConfig, read_run_config
 
-__all__ = ["check_resume", "is_run_folder", "completed", "check_writable", "prepare_run"]
+__all__ = ["check_resume", "is_run_folder", "completed", "check_writable", "prepare_run", "run_data"]
 
 
 def check_resume(run: Path, cfg: TrainConfig) -> dict:
@@ -38,6 +38,33 @@ def is_run_folder(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(values, dict) and "model" in values and "backbone" in values
+
+
+def run_data(run_dir: str | os.PathLike) -> dict | None:
+    """The data a run was trained on, from its ``config.json``: ``data``, ``data_options`` and ``data_split``.
+
+    ``data_options`` is None for a run of an older dermretr (it loaded the data with the loader's
+    defaults, but nothing says so), ``data_split`` None when not recorded (see
+    :func:`dermretr.data.split_source`).  None when the folder has no readable config.json with a
+    ``data`` spec: evaluating a run needs only its checkpoint, so this is never an error.
+
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (run / "config.json").write_text('{"data": "derm7pt:/d", "data_options": {"image": "clinic"}}')
+    >>> run_data(run)
+    {'data': 'derm7pt:/d', 'data_options': {'image': 'clinic'}, 'data_split': None}
+    >>> run_data(run / "nothing") is None
+    True
+    """
+    try:
+        values = json.loads((Path(run_dir).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict) or not isinstance(values.get("data"), str):
+        return None
+    options, split = values.get("data_options"), values.get("data_split")
+    return {"data": values["data"], "data_options": options if isinstance(options, dict) else None,
+            "data_split": split if isinstance(split, dict) else None}
 
 
 def completed(run: Path) -> str | None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..._errors import DataWarning, DermretrError
 from ..cases import validate_cases
-from ..splits import group_split
+from ..splits import SPLIT_SOURCE, derived_split_source, group_split
 from ._columns import UNKNOWN_TEXT, clean_text
 from ._reading import Where
 
@@ -147,15 +147,21 @@ def apply_missing(cases: pd.DataFrame, found: Sequence[bool] | np.ndarray, missi
 
 
 def finish(cases: pd.DataFrame, found: Sequence[bool] | np.ndarray, missing: str, *, source: str, seed: int,
-           path: Where, root: Path, hint: str = "", split: pd.Series | None = None) -> pd.DataFrame:
+           path: Where, root: Path, hint: str = "", split: pd.Series | None = None,
+           split_source: dict | None = None) -> pd.DataFrame:
     """Split, drop missing images, validate: the last step of every loader.
 
     The patient-grouped split stratified by ``diagnosis_group`` (or the given
-    ``split``) is made on every row, so the split of a case does not depend on
-    which images exist; then ``source`` is set, :func:`apply_missing` applied
-    and the table validated.
+    ``split``, made as ``split_source`` records) is made on every row, so the
+    split of a case does not depend on which images exist; then ``source`` is
+    set, :func:`apply_missing` applied, the table validated and where its split
+    came from recorded in ``attrs`` (:func:`dermretr.data.splits.split_source`).
     """
-    cases["split"] = (group_split(cases, seed=seed) if split is None else split).to_numpy()
+    if split is None:
+        split, split_source = group_split(cases, seed=seed), derived_split_source(seed=seed)
+    cases["split"] = split.to_numpy()
     cases["source"] = source
     cases = apply_missing(cases, found, missing, source, path, root, hint, stacklevel=3)  # the loader's caller
-    return validate_cases(cases, copy=False)
+    cases = validate_cases(cases, copy=False)
+    cases.attrs[SPLIT_SOURCE] = split_source if split_source is not None else {"kind": "unknown"}
+    return cases

@@ -41,14 +41,15 @@ True
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..._errors import DermretrError
-from ..splits import group_split
+from ..._errors import DataWarning, DermretrError
+from ..splits import derived_split_source, describe_split_source, group_split
 from ..vocab import CRITERIA, CRITERION_NAMES, DIAGNOSES, GROUP_OF_DIAGNOSIS, MALIGNANT_GROUPS, PHRASES
 from ._common import (
     add_text_views,
@@ -141,10 +142,58 @@ def _split_file_paths(split_files: object) -> list[tuple[str, Path]] | None:
     if isinstance(split_files, str):
         split_files = [p.strip() for p in split_files.split(",")]
     if isinstance(split_files, os.PathLike) or not isinstance(split_files, Sequence) or len(split_files) != 3:
-        raise DermretrError("split_files needs three paths: train, validation and test index files "
-                            f"(a list, or one string 'TRAIN,VAL,TEST'), got {split_files!r}")
+        raise DermretrError("split_files needs three paths: train, validation and test index files, relative to "
+                            "the dataset folder unless absolute (a list, or one string 'TRAIN,VAL,TEST', e.g. "
+                            f"-o split_files=meta/train.csv,meta/valid.csv,meta/test.csv), got {split_files!r}")
     return [(name, check_path(p, f"split_files[{i}]")) for i, (name, p) in
             enumerate(zip(("train", "val", "test"), split_files))]
+
+
+def _shown(path: Path, root: Path) -> str:
+    """A split file as recorded: relative to the dataset folder when inside it, else absolute (``/`` separated)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _split(cases: pd.DataFrame, n: int, files: list[tuple[str, Path]] | None, root: Path, source: str,
+           seed: int) -> tuple[pd.Series, dict]:
+    """The split of every row of meta.csv and where it came from (see :func:`dermretr.data.splits.split_source`).
+
+    ``files`` given (the ``split_files`` option) must exist; the publisher's are
+    used when all three are there, else the split is derived, with a warning:
+    Derm7pt (and DermSynth) ship theirs, so a derived split is not the published one.
+    """
+    given = files is not None
+    if files is None:
+        files = [(s, root / "meta" / f) for s, f in _SPLIT_FILES]
+    else:
+        files = [(s, p if p.is_absolute() else root / p) for s, p in files]
+        for i, (_, p) in enumerate(files):
+            if not p.is_file():
+                what = "is not a file" if p.exists() else "not found"
+                raise DermretrError(f"{source}: split file {p} {what} (split_files[{i}]; split_files are the train, "
+                                    f"validation and test index files, relative to the dataset folder {root} unless "
+                                    "absolute)")
+    derived = derived_split_source(seed=seed)
+    if not all(p.is_file() for _, p in files):
+        absent = ", ".join(p.name for _, p in files if not p.is_file())
+        how = describe_split_source(derived)
+        warnings.warn(f"{source}: no split files in {root / 'meta'} ({absent} not found), so the split is {how}, "
+                      "not the published one; pass split_files (-o split_files=TRAIN,VAL,TEST) to use split files",
+                      DataWarning, stacklevel=3)
+        return group_split(cases, seed=seed), derived
+    split = _read_split_files(files, n)
+    record: dict = {"kind": "split_files" if given else "publisher", "files": [_shown(p, root) for _, p in files]}
+    unassigned = split.isna()
+    if unassigned.any():
+        split[unassigned] = group_split(cases[unassigned.to_numpy()], seed=seed).to_numpy()
+        record["rest"] = {"rows": int(unassigned.sum()), **derived}
+        warnings.warn(f"{source}: {int(unassigned.sum())} of {n} rows of meta.csv are in none of the split files "
+                      f"({', '.join(record['files'])}): their split is {describe_split_source(derived)}",
+                      DataWarning, stacklevel=3)
+    return split, record
 
 
 _NUMBERS = {  # optional numeric columns: malformed values are an error, empty cells NA
@@ -175,9 +224,15 @@ def load_derm7pt(
     image : {"derm", "clinic"}
         Which image of each case to use.
     split_files : three paths, optional
-        Train, validation and test index files, as a list or one string
-        ``"TRAIN,VAL,TEST"`` (default: the official ``meta/*_indexes.csv``;
-        when absent, a stratified split is made).
+        Train, validation and test index files (one column ``indexes`` of
+        zero-based rows of ``meta.csv``), as a list or one string
+        ``"TRAIN,VAL,TEST"`` (``-o split_files=TRAIN,VAL,TEST`` on the command
+        line); relative paths are relative to ``root``.  Default: the official
+        ``meta/train_indexes.csv``, ``meta/valid_indexes.csv`` and
+        ``meta/test_indexes.csv``; when they are absent a stratified split is
+        derived (:func:`~dermretr.data.splits.group_split`) with one warning.
+        ``cases.attrs["split_source"]`` records which
+        (:func:`~dermretr.data.splits.split_source`).
     source : str
         Value of the ``source`` column.
     seed : int
@@ -229,22 +284,11 @@ def load_derm7pt(
         malignant=groups.isin(MALIGNANT_GROUPS))
     for col, values in numbers.items():
         cases[col] = values.to_numpy()
-    if files is None:
-        files = [(s, root / "meta" / f) for s, f in _SPLIT_FILES]
-    if all(p.is_file() for _, p in files):
-        split = _read_split_files(files, n)
-        unassigned = split.isna()
-        if unassigned.any():
-            split[unassigned] = group_split(cases[unassigned.to_numpy()], seed=seed).to_numpy()
-    elif split_files is not None:
-        absent = [str(p) for _, p in files if not p.is_file()]
-        raise DermretrError(f"split file(s) not found: {absent}; split_files are the train, validation and test "
-                            "index files")
-    else:
-        split = group_split(cases, seed=seed)
+    split, record = _split(cases, n, files, root, source, seed)
     add_text_views(cases, [[
         "; ".join(PHRASES[c][v][0] for c, v in row.items() if isinstance(v, str) and v != "absent")
         for row in meta[list(CRITERION_NAMES)].to_dict("records")
     ]])
-    return finish(cases, found, missing, source=source, seed=seed, path=path, root=root, split=split)
+    return finish(cases, found, missing, source=source, seed=seed, path=path, root=root, split=split,
+                  split_source=record)
 

@@ -143,7 +143,7 @@ import numpy as np
 import pandas as pd
 
 from ..._errors import DataWarning, DermretrError
-from ..splits import group_split
+from ..splits import derived_split_source, group_split
 from ..vocab import CRITERION_NAMES, MALIGNANT_GROUPS, PHRASES
 from ._common import (
     add_text_views,
@@ -318,8 +318,10 @@ def load_ph2(
     cases["lesion_mask"] = [p if ok or keep else None for p, ok in zip(mask_paths, mask_found)]
     add_text_views(cases, [_findings(cases)])
     split = group_split(cases, stratify="diagnosis", seed=seed)
+    how = derived_split_source(stratify="diagnosis", seed=seed)
     hint = "the images are expected in IMDnnn/IMDnnn_Dermoscopic_Image/; "
-    cases = finish(cases, found, missing, source=SOURCE, seed=seed, path=where, root=images, hint=hint, split=split)
+    cases = finish(cases, found, missing, source=SOURCE, seed=seed, path=where, root=images, hint=hint, split=split,
+                   split_source=how)
     no_mask = cases["case_id"][cases["lesion_mask"].isna()].tolist()
     if no_mask:  # the masks of the images kept: an error, or the mask is unknown
         examples = ", ".join(f"{n}/{n}_lesion/{n}_lesion.bmp" for n in no_mask[:5]) + (", ..." * (len(no_mask) > 5))

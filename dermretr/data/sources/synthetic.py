@@ -13,6 +13,7 @@ Derm7pt metadata columns.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -25,10 +26,12 @@ LAYOUT = "a folder written by `dermretr synth --out DIR` (meta/meta.csv, meta/de
 __all__ = ["load_synthetic"]
 
 
-def load_synthetic(root: str | os.PathLike, missing: str = "warn", seed: int = 0) -> pd.DataFrame:
+def load_synthetic(root: str | os.PathLike, missing: str = "warn", seed: int = 0,
+                   split_files: Sequence[str | os.PathLike] | None = None) -> pd.DataFrame:
     """Load a DermSynth folder written by :func:`dermretr.data.synth.generate`.
 
-    ``missing`` and ``seed`` are as in :func:`~dermretr.data.sources.derm7pt.load_derm7pt`.
+    ``missing``, ``seed`` and ``split_files`` (default: the folder's own
+    ``meta/*_indexes.csv``) are as in :func:`~dermretr.data.sources.derm7pt.load_derm7pt`.
 
     >>> import tempfile, pathlib
     >>> from dermretr.data.synth import generate
@@ -44,7 +47,7 @@ def load_synthetic(root: str | os.PathLike, missing: str = "warn", seed: int = 0
             f"{root} is not a DermSynth folder: {root / 'meta' / 'dermsynth.json'} not found "
             "(create one with `dermretr synth --out DIR`)"
         )
-    cases = load_derm7pt(root, source="synthetic", missing=missing, seed=seed)
+    cases = load_derm7pt(root, source="synthetic", missing=missing, seed=seed, split_files=split_files)
     if "mask" in cases.columns:
         cases["mask"] = [str(root / m) if isinstance(m, str) else pd.NA for m in cases["mask"]]
     for col in ("variant_of", "notes", "clinic"):
