@@ -340,8 +340,9 @@ def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) ->
     saved = run / "config.json"
     metrics = run / "metrics.jsonl"
     if saved.is_file() and metrics.is_file() and (run / "checkpoints" / "best.pt").is_file():
-        same = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("progress", "device")} == {
-            k: v for k, v in asdict(config).items() if k not in ("progress", "device")}
+        wanted = {k: v for k, v in asdict(config).items() if k not in ("progress", "device")}
+        recorded = json.loads(saved.read_text())  # also holds what the run found (data_split...): not settings
+        same = {k: recorded.get(k, wanted[k] if k == "data_options" else None) for k in wanted} == wanted
         history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         if same and history and history[-1]["epoch"] == s.epochs:
             return history

@@ -71,8 +71,8 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     assert "floor" in text and "(macro)" in text
     assert {r["protocol"] for r in records} == {"case", "modify"}
     assert set(records[0]) == {"run", "method", "protocol", "average", "metric", "k", "value", "ci_low", "ci_high",
-                               "n_queries"}
-    assert {r["average"] for r in records} == {"micro", "macro"}
+                               "n_queries", "split_source"}
+    assert {r["split_source"]["kind"] for r in records} == {"publisher"}  # DermSynth writes its split files
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in records if r["ci_low"] is not None)
     report = (out / "report.html").read_text()
     assert len(assert_self_contained(report)) == 6  # every figure embedded: the file can be mailed on its own

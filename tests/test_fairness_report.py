@@ -50,6 +50,7 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
     assert rc == 0, printed
     assert "difference (max - min)" in printed and "ratio (min / max)" in printed and "Exposure" in printed
     assert "Estimated vs labelled skin type" in printed and "after vs before" in printed
+    assert "Diagnosis mix per group" in printed and "Case-mix-adjusted gap" in printed
     # labelled slices, estimated tone beside them: how sure the gap by the estimated types is, with a warning
     assert "How sure is the gap by Fitzpatrick type (estimated from ITA)?" in printed
     assert "Skin tone estimated from the pixels:" in printed and "confidence below 0.25)" in printed
@@ -57,8 +58,9 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
     assert len(warned) == 1 and warned[0].startswith("dermretr: warning: ") and "queries" in warned[0]
     for name in ("fairness_fitzpatrick.csv", "fairness_fitzpatrick.png", "per_query.csv", "exposure_fitzpatrick.csv",
                  "exposure_fitzpatrick.png", "ita_confusion.csv", "ita_confusion.png", "skin_tone_estimated.csv",
-                 "comparison_fitzpatrick.csv", "comparison_fitzpatrick.png",
-                 "gap_uncertainty_fitzpatrick_estimated.csv", "gap_uncertainty_fitzpatrick_estimated.png"):
+                 "comparison_fitzpatrick.csv", "comparison_fitzpatrick.png", "case_mix_fitzpatrick.csv",
+                 "adjusted_gap_fitzpatrick.csv", "gap_uncertainty_fitzpatrick_estimated.csv",
+                 "gap_uncertainty_fitzpatrick_estimated.png"):
         assert (out / name).is_file(), name
     gaps = pd.read_csv(out / "gap_uncertainty_fitzpatrick_estimated.csv")
     assert {"estimated", "propagated", "scenario range"} <= set(gaps["kind"]) and set(gaps["metric"]) == {
@@ -81,12 +83,41 @@ def test_cli_fairness_end_to_end(synth_root, synth_cases, runs, tmp_path, capsys
                "--out", str(out), "--n-boot", "0", "--exposure-k", "0", "--no-progress", "--min-confidence", "0.9"])
     captured = capsys.readouterr()
     assert rc == 0 and "ITA category (estimated from pixels)" in captured.out
+    head = captured.out.splitlines()
+    assert "estimated" not in head[0] and head[2].startswith("ITA category (estimated from pixels); ")  # named once
     assert "confidence below 0.9)" in captured.out and "no draws (--n-boot 0): scenarios only" in captured.out
     assert "with a confidence below 0.9" in captured.err  # estimate_skin_tone's warning: more are unknown now
     warned = [line for line in captured.err.splitlines() if "skin-tone groups are estimated" in line]
     assert len(warned) == 1 and "% of queries unknown" in captured.out
     assert (out / "fairness_ita_category_estimated.csv").is_file()
     assert (out / "gap_uncertainty_ita_category_estimated.csv").is_file()
+
+
+def test_fairness_checks_its_arguments_before_estimating_skin_tone(synth_root, synth_cases, tmp_path, monkeypatch,
+                                                                   capsys):
+    from dermretr.fairness import run_fairness
+
+    def no_estimate(*_, **__):
+        raise AssertionError("the skin tone was estimated before every argument was checked")
+
+    monkeypatch.setattr("dermretr.fairness._report.estimate_skin_tone", no_estimate)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"not read")  # never loaded: every check comes first
+    data, out = f"synthetic:{synth_root}", str(tmp_path / "out")
+    # a labelled grouping the data lacks: estimating the tone would not give it
+    assert main(["fairness", "--run", str(run), "--data", data, "--by", "monk", "--estimate-ita", "--out", out]) == 2
+    assert "no case has a known Monk skin tone" in one_line_error(capsys)
+    # the device and the batch size before the data is even loaded (there is none at "nowhere")
+    nowhere = f"synthetic:{tmp_path / 'nowhere'}"
+    assert main(["fairness", "--run", str(run), "--data", nowhere, "--estimate-ita", "--device", "tpu-9"]) == 2
+    assert "unknown device 'tpu-9'" in one_line_error(capsys)
+    assert main(["fairness", "--run", str(run), "--data", nowhere, "--estimate-ita", "--batch-size", "0"]) == 2
+    assert "batch_size must be a positive integer, got 0" in one_line_error(capsys)
+    # ita_category is the *labelled* ITA: without it, the estimate (ita_estimated) cannot stand in
+    unlabelled = synth_cases.drop(columns=[c for c in ("ita", "ita_category") if c in synth_cases.columns])
+    with pytest.raises(DermretrError, match="cannot group by 'ita_category'.*group by 'ita_category_estimated'"):
+        run_fairness(run, unlabelled, by="ita_category", estimate=True, retriever=object())
 
 
 def test_cli_groupings_are_the_library_ones():

@@ -109,7 +109,7 @@ def test_scenarios_move_unknown_and_doubtful_queries_into_each_group():
 def test_estimated_groups_warn_with_the_share_of_unknowns():
     pq = make_per_query({1: [1] * 30, 6: [0, 1] * 15, None: [1, 0, 1]})
     pq = pq.assign(ita_estimated=pq["fitzpatrick"].map({1: 60.0, 6: -50.0}).astype(float))
-    with pytest.warns(DataWarning, match=r"estimated from the pixels \(Fitzpatrick type \(estimated from ITA\)\), not "
+    with pytest.warns(DataWarning, match=r"estimated from the pixels \(Fitzpatrick type, via the ITA\), not "
                                          r"labelled: 3 of 63 queries \(4.8%\) are unknown and not part of the gap"):
         table = slice_metrics(pq, by="fitzpatrick_estimated", metrics=["recall@1"], n_boot=0)
     assert table.attrs["estimated"] and table.attrs["n_unknown"] == 3

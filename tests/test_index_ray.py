@@ -407,7 +407,7 @@ def test_the_encoder_actor_keys_each_shard_and_encodes_only_a_changed_one(archiv
     info = model_info(archive["model"])
     identity = {k: info[k] for k in ("config_hash", "weights_sha256")}
     encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "model-id", batch_size=4,
-                                      threads=1)
+                                      threads=1, dim=128, n_masks=2)
     paths = archive["cases"]["image_path"].iloc[:5].tolist()
     out = encoder(_shard(7, paths))
     assert out["shard"].tolist() == [7] and out["error"].tolist() == [""]
@@ -416,6 +416,8 @@ def test_the_encoder_actor_keys_each_shard_and_encodes_only_a_changed_one(archiv
     assert key == _shards.hash_shard("model-id", 0, 5, [f"c{i}" for i in range(5)], paths)[0]
     expected = archive["model"].encode_targets(paths, batch_size=4)
     assert np.allclose(out["global"][0], expected.global_vectors, atol=1e-5)
+    fresh = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "model-id", 4, 1, 128, 2)
+    assert fresh(_shard(7, paths, stored=key))["global"].shape == (1, 0, 128) and fresh.retriever is None
     reused = encoder(_shard(7, paths, stored=key))  # unchanged inputs: nothing encoded
     assert reused["error"].tolist() == [""] and reused["key"][0] == key
     assert reused["global"].shape == (1, 0, 128) and reused["local"].shape[1] == 0
@@ -428,7 +430,8 @@ def test_the_encoder_actor_says_what_went_wrong_as_data(archive, tmp_path):
 
     info = model_info(archive["model"])
     identity = {k: info[k] for k in ("config_hash", "weights_sha256")}
-    encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "m", batch_size=4, threads=1)
+    encoder = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", identity, "m", batch_size=4, threads=1,
+                                      dim=128, n_masks=2)
     paths = archive["cases"]["image_path"].iloc[:5].tolist()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
@@ -438,9 +441,12 @@ def test_the_encoder_actor_says_what_went_wrong_as_data(archive, tmp_path):
     out = encoder(_shard(3, [*paths[:2], str(tmp_path / "gone.jpg")]))  # unreadable while hashing
     assert out["error"][0].startswith("case image: cannot read") and "'c2'" in out["error"][0]
     other = ray_engine.ShardEncoder(str(archive["ckpt"]), True, "cpu", dict(identity, weights_sha256="0" * 64), "m",
-                                    4, 1)
+                                    4, 1, 128, 2)
     assert "loaded another model" in other(_shard(0, paths))["error"][0]
-    gone = ray_engine.ShardEncoder(str(tmp_path / "gone.pt"), True, "cpu", identity, "m", 4, 1)
+    gone = ray_engine.ShardEncoder(str(tmp_path / "gone.pt"), True, "cpu", identity, "m", 4, 1, 128, 2)
+    key = _shards.hash_shard("m", 0, 5, [f"c{i}" for i in range(5)], paths)[0]
+    assert gone(_shard(0, paths, stored=key))["error"].tolist() == [""]  # a kept shard needs no model
+    assert gone.retriever is None
     assert gone(_shard(0, paths))["error"][0].startswith("a Ray worker cannot load the model: checkpoint not found")
 
 

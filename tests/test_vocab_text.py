@@ -373,3 +373,36 @@ def test_mentioned_criteria_of_conflicting_mentions_is_none():
     with pytest.raises(VocabularyError):
         parse_text(text)
     assert mentioned_criteria(text) is None
+
+
+def test_readmes_sentence_example_is_what_render_text_prints():
+    """README's "In Python" example shows the first case of `generate("dermsynth", n_cases=500)` in a sentence.
+
+    generate renders the cases that plan_cases plans (same seed, priors and modification rate, in case-id order),
+    so the planned first row is the loaded first case without rendering 500 images.
+    """
+    import inspect
+    import re
+    from pathlib import Path
+
+    from dermretr.data.synth import generate
+    from dermretr.data.synth.dataset import plan_cases
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("## In Python"):]
+    block = block[block.index("```python\n") + 10:]
+    block = block[:block.index("\n```")]
+    assert re.search(r'generate\("dermsynth", n_cases=500, image_size=128\)', block), "README's example changed"
+    lines = block.splitlines()
+    at = next(i for i, line in enumerate(lines) if 'render_text(cases.iloc[0], style="sentence")' in line)
+    shown = []
+    for line in lines[at + 1:]:
+        if not line.startswith("# "):
+            break
+        shown.append(line[2:])
+    assert shown, "README shows no output under its render_text line"
+    defaults = {k: v.default for k, v in inspect.signature(generate).parameters.items()}
+    rows, _ = plan_cases(500, seed=defaults["seed"], priors=defaults["priors"],
+                         modification_rate=defaults["modification_rate"])
+    assert rows["case_id"].iloc[0] == min(rows["case_id"])  # load() sorts by case id; the first is the first planned
+    assert render_text(rows.iloc[0], style="sentence") == " ".join(shown)

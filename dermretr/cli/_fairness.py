@@ -7,7 +7,7 @@ from pathlib import Path
 from .._errors import DermretrError
 from ._parsing import add_data_option, data_options, parse_seed
 
-__all__ = ["GROUPINGS", "add_fairness_command", "cmd_fairness"]
+__all__ = ["GROUPINGS", "add_fairness_command", "cmd_fairness", "fairness_header"]
 
 
 GROUPINGS = ("fitzpatrick", "fitzpatrick_pairs", "monk", "ita_category", "ita_category_estimated",
@@ -18,8 +18,10 @@ def add_fairness_command(sub) -> None:
     fair = sub.add_parser(
         "fairness", help="slice a run's retrieval quality by skin tone, with CIs, gaps and exposure",
         description="Evaluate RUN_DIR on SOURCE:PATH and report each skin-tone group's metrics with bootstrap CIs, "
-                    "the overall value, the gap (max - min, with CI and permutation p-value) and ratio, and the "
-                    "skin tones of the retrieved top-k against the gallery's. Writes CSV tables and PNG figures.")
+                    "the overall value, the gap (max - min, with CI and permutation p-value) and ratio, each "
+                    "group's diagnosis mix and the gap standardised to a common mix (case-mix-adjusted), and the "
+                    "skin tones of the retrieved top-k against the gallery's. Every argument is checked before the "
+                    "skin tone is estimated or a model loaded. Writes CSV tables and PNG figures.")
     fair.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder of `dermretr train`")
     fair.add_argument("--data", required=True, help="SOURCE:PATH, e.g. synthetic:./dermsynth")
     fair.add_argument("--by", choices=GROUPINGS, default="fitzpatrick",
@@ -52,7 +54,7 @@ def cmd_fairness(args) -> int:
     import pandas as pd
 
     from .._io import claim_dir
-    from ..fairness import GROUPING_TITLES, format_slices, is_fairness_folder, run_fairness
+    from ..fairness import format_slices, is_fairness_folder, run_fairness
 
     estimating = args.estimate_ita or args.by.endswith("_estimated")
     if args.min_confidence is not None:  # checked before anything is loaded
@@ -72,12 +74,10 @@ def cmd_fairness(args) -> int:
                           seed=args.seed, batch_size=args.batch_size, device=args.device,
                           progress=not args.no_progress)
     files = report.save(out)  # before printing: output piped into `head` still leaves the files
-    title = GROUPING_TITLES[args.by]
-    ci = f"95% bootstrap CI, {args.n_boot} resamples" if args.n_boot else "no CI"
-    print(f"{report.run} ({report.method}), protocol {args.protocol} on {args.data}: {title}; {ci}; "
-          f"* = fewer than {args.min_group} queries")
+    print(fairness_header(report.run, report.method, args.protocol, args.data, args.n_boot, args.min_group))
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 80):
-        print(format_slices(report.slices).to_string())
+        print(format_slices(report.slices).to_string())  # its first line names the grouping (and if estimated)
+        _print_case_mix(report)
         if report.exposure is not None:
             e = report.exposure
             print(f"\nExposure: skin tones of the top-{e.attrs['k']} retrieved cases vs the gallery "
@@ -96,6 +96,36 @@ def cmd_fairness(args) -> int:
             print(c.drop(columns=["kind", "small"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(files)} files written to {out}: {', '.join(f.name for f in files)}")
     return 0
+
+
+def fairness_header(run: str, method: str, protocol: str, data: str, n_boot: int, min_group: int) -> str:
+    """The first line `dermretr fairness` prints; the table below it names the grouping (once).
+
+    >>> fairness_header("run", "full", "case", "synthetic:ds", 0, 20)
+    'run (full), protocol case on synthetic:ds; no CI; * = fewer than 20 queries'
+    """
+    ci = f"95% bootstrap CI, {n_boot} resamples" if n_boot else "no CI"
+    return f"{run} ({method}), protocol {protocol} on {data}; {ci}; * = fewer than {min_group} queries"
+
+
+def _print_case_mix(report) -> None:
+    """Each group's diagnosis mix, and the gap standardised to the gap groups' pooled mix beside the raw one."""
+    from ..fairness import format_case_mix
+
+    if report.case_mix is None or report.adjusted is None:
+        return
+    mix, adj = report.case_mix, report.adjusted
+    print(f"\nDiagnosis mix per group (queries of each {mix.attrs['stratum']}; TVD: total variation distance from "
+          f"the gap groups' pooled mix, in brackets for groups outside the gap; above {mix.attrs['threshold']:g} the "
+          "raw gap mixes case mix with skin tone)")
+    print(format_case_mix(mix).to_string())
+    a = adj.attrs
+    ci = (f"{a['ci']:.0%} bootstrap CI within group x {a['stratum']}, simultaneous for the difference; p: labels "
+          f"permuted within each {a['stratum']}" if a["n_boot"] else "no CI")
+    print(f"\nCase-mix-adjusted gap: each group standardised to the gap groups' pooled {a['stratum']} mix ({ci})")
+    shown = adj.drop(columns=["kind"]).rename(columns={"ci_low": "adj_low", "ci_high": "adj_high",
+                                                       "p_value": "adj_p"})
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
 
 
 def _print_uncertainty(report, args) -> None:

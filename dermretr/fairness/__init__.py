@@ -11,6 +11,13 @@ Retrieval quality is compared across skin tones with honest uncertainty:
   the difference (max - min) and ratio (min / max) across groups with a
   stratified bootstrap CI and a permutation p-value; small groups are flagged.
   :func:`format_slices` prints it.
+* :func:`case_mix` and :func:`adjusted_gap` - each group's diagnosis mix
+  (:func:`format_case_mix` prints it), and the gap after direct
+  standardisation to the gap groups' pooled diagnosis mix, with its own CI and
+  a stratified permutation p-value: a gap between groups whose case mixes
+  differ can be a gap between diagnoses, not skin tones (``slice_metrics``
+  warns when a gap group's mix is further than :data:`MIX_THRESHOLD` from the
+  pooled one).
 * :func:`compare_runs` - two models on the same queries (before / after a
   mitigation): the paired difference per group with CI and p-value, and the
   change of the gap.
@@ -60,6 +67,7 @@ from ..skin_tone import (
                          skin_mask,
                          skin_mask_agreement,
 )
+from ._casemix import MIX_THRESHOLD, adjusted_gap, case_mix, format_case_mix
 from ._exposure import exposure, retrieve_topk
 from ._groups import GROUPING_TITLES, GROUPINGS, UNKNOWN, ita_agreement, ita_confusion, skin_tone_groups
 from ._plots import plot_comparison, plot_exposure, plot_gap_uncertainty, plot_ita_confusion, plot_slices
@@ -77,6 +85,10 @@ __all__ = [
     "slice_metrics",
     "format_slices",
     "compare_runs",
+    "case_mix",
+    "format_case_mix",
+    "adjusted_gap",
+    "MIX_THRESHOLD",
     "gap_uncertainty",
     "LOW_CONFIDENCE",
     "retrieve_topk",

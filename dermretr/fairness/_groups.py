@@ -28,6 +28,7 @@ __all__ = [
     "check_by",
     "skin_tone_groups",
     "query_groups",
+    "select_groups",
     "query_cases",
     "gap_groups",
     "is_estimated",
@@ -301,6 +302,8 @@ def is_estimated(by: str) -> bool:
     return by.endswith("_estimated")
 
 
+#: What an estimated grouping estimates, for sentences that already say "estimated from the pixels".
+_ESTIMATED_NAMES = {"ita_category_estimated": "ITA category", "fitzpatrick_estimated": "Fitzpatrick type, via the ITA"}
 _GAP_CONSEQUENCE = ("not part of the gap; intervals that resample queries leave out the estimate's own uncertainty "
                     "(dermretr.fairness.gap_uncertainty adds it)")
 
@@ -309,13 +312,13 @@ def estimate_note(by: str, n_unknown: int, n: int, noun: str = "queries", conseq
     """The warning that groups are estimated, with the share of unknowns (one line).
 
     >>> print(estimate_note("fitzpatrick_estimated", 3, 40))  # doctest: +NORMALIZE_WHITESPACE
-    skin-tone groups are estimated from the pixels (Fitzpatrick type (estimated from ITA)), not labelled: 3 of 40
+    skin-tone groups are estimated from the pixels (Fitzpatrick type, via the ITA), not labelled: 3 of 40
     queries (7.5%) are unknown and not part of the gap; intervals that resample queries leave out the estimate's
     own uncertainty (dermretr.fairness.gap_uncertainty adds it)
     """
     share = n_unknown / n if n else float("nan")
-    return (f"skin-tone groups are estimated from the pixels ({GROUPING_TITLES[by]}), not labelled: {n_unknown} of "
-            f"{n} {noun} ({share:.1%}) are unknown and {consequence}")
+    return (f"skin-tone groups are estimated from the pixels ({_ESTIMATED_NAMES.get(by, by)}), not labelled: "
+            f"{n_unknown} of {n} {noun} ({share:.1%}) are unknown and {consequence}")
 
 
 # ----------------------------------------------------------------------------- estimated against labelled
@@ -387,3 +390,35 @@ def ita_confusion(cases: pd.DataFrame, truth: str = "fitzpatrick",
                         "truth": truth, "estimate": estimate})
     return table
 
+
+def select_groups(tones: np.ndarray, by: str, groups: Sequence[str] | str | None
+                  ) -> tuple[np.ndarray | None, list[str]]:
+    """``(keep, levels)``: the queries of the chosen ``groups`` (None: all) and the groups reported, in scale order.
+
+    Every chosen group must be a group of ``by`` and have queries; without a choice, some query
+    must have a known skin tone.  Errors name the groups and the queries each has.
+
+    >>> tones = np.array(["I", "VI", "unknown", "I"], dtype=object)
+    >>> keep, levels = select_groups(tones, "fitzpatrick", ["VI", "I"])
+    >>> keep.tolist(), levels
+    ([True, True, False, True], ['I', 'VI'])
+    >>> select_groups(tones, "fitzpatrick", None)[1][-1]
+    'unknown'
+    """
+    levels = [*GROUPINGS[by], UNKNOWN]
+    if groups is None:
+        if not (tones != UNKNOWN).any():
+            raise DermretrError(f"no query has a known {GROUPING_TITLES[by]} ({len(tones)} queries, all unknown); "
+                                f"{HINTS[by]}")
+        return None, levels
+    chosen = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+    odd = [g for g in chosen if g not in levels]
+    if odd:
+        raise DermretrError(f"no group {odd[0]!r} in {by!r}; groups: {', '.join(levels)}")
+    per_group = {g: int((tones == g).sum()) for g in levels}
+    empty = [g for g in chosen if per_group[g] == 0]
+    if empty:
+        have = ", ".join(f"{g} {n}" for g, n in per_group.items() if n)
+        raise DermretrError(f"group(s) {', '.join(map(repr, empty))} of {by!r} have no queries (queries per "
+                            f"group: {have})")
+    return np.isin(tones, chosen), [g for g in levels if g in chosen]

@@ -1,6 +1,6 @@
 """One run, end to end: :func:`run_fairness` evaluates and slices a run, :class:`FairnessReport` saves it.
 
-The tables of :mod:`._slicing` and :mod:`._exposure`, the estimated skin tone
+The tables of :mod:`._slicing`, :mod:`._casemix` and :mod:`._exposure`, the estimated skin tone
 of :mod:`dermretr.skin_tone` and the figures of :mod:`._plots`, for a
 ``dermretr train`` run folder (``dermretr fairness``).
 """
@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .._checks import check_boot, check_int, is_real, metric_cutoffs
+from .._checks import check_boot, check_int, check_seed, is_real, metric_cutoffs
 from .._errors import DataWarning, DermretrError
 from ..evaluate import PROTOCOLS, data_options_for, evaluate_run, load_data, load_triplets, run_checkpoint
 from ..skin_tone import MIN_CONFIDENCE, estimate_skin_tone
+from ._casemix import STRATUM, adjusted_gap, case_mix, query_strata
 from ._exposure import exposure, retrieve_topk
 from ._groups import check_by, estimate_note, is_estimated, ita_confusion, skin_tone_groups
 from ._plots import (
@@ -78,6 +79,8 @@ class FairnessReport:
     names: tuple[str, str] = ("baseline", "run")
     uncertainty: pd.DataFrame | None = None
     uncertainty_note: str = ""
+    case_mix: pd.DataFrame | None = None
+    adjusted: pd.DataFrame | None = None
 
     def save(self, out: str | os.PathLike) -> list[Path]:
         """Write CSV tables and PNG figures into the folder ``out`` (atomically, file by file).
@@ -85,7 +88,8 @@ class FairnessReport:
         ``fairness_<by>.csv/.png``, ``per_query.csv``, ``exposure_<by>.csv/.png``
         (case protocol), ``skin_tone_estimated.csv``, ``ita_confusion.csv/.png``
         and ``gap_uncertainty_<grouping>.csv/.png`` (estimated skin tone),
-        ``comparison_<by>.csv/.png`` (with a baseline).
+        ``comparison_<by>.csv/.png`` (with a baseline), ``case_mix_<by>.csv`` and
+        ``adjusted_gap_<by>.csv`` (with diagnosis groups).
         """
         from .._io import atomic_path, claim_dir, save_figure
 
@@ -104,6 +108,10 @@ class FairnessReport:
         png(plot_slices(self.slices, title=f"{self.run} ({self.method}), protocol {self.protocol}: retrieval quality "
                                            f"by {grouping_title(self.by).lower()}"), f"fairness_{self.by}.png")
         csv(self.per_query, "per_query.csv")
+        if self.case_mix is not None:
+            csv(self.case_mix, f"case_mix_{self.by}.csv")
+        if self.adjusted is not None:
+            csv(self.adjusted, f"adjusted_gap_{self.by}.csv")
         if self.exposure is not None:
             csv(self.exposure, f"exposure_{self.by}.csv")
             png(plot_exposure(self.exposure), f"exposure_{self.by}.png")
@@ -135,7 +143,7 @@ _ESTIMATED_OF = {"ita_category": "ita_category_estimated"}
 
 _OUTPUT_FILES = re.compile(r"^(fairness_\w+|exposure_\w+|comparison_\w+|gap_uncertainty_\w+|ita_confusion)"
                            r"\.(csv|png)$"
-                           r"|^(per_query|skin_tone_estimated)\.csv$")
+                           r"|^(per_query|skin_tone_estimated|case_mix_\w+|adjusted_gap_\w+)\.csv$")
 
 
 def is_fairness_folder(path: str | os.PathLike) -> bool:
@@ -206,7 +214,9 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
     Returns
     -------
     FairnessReport
-        With an estimated skin tone, ``uncertainty`` holds
+        ``case_mix`` holds each group's diagnosis mix (:func:`case_mix`) and
+        ``adjusted`` the gap standardised to a common mix (:func:`adjusted_gap`)
+        when the data has diagnosis groups.  With an estimated skin tone, ``uncertainty`` holds
         :func:`gap_uncertainty` (or ``uncertainty_note`` says why there is no
         gap by the estimated groups), and a :class:`DataWarning` says the
         groups are estimated, with the share of unknowns.
@@ -227,7 +237,10 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     ks = metric_cutoffs(metrics)
     check_boot(n_boot, ci)
+    check_int(min_group, "min_group")
     check_int(exposure_k, "exposure_k", 0)
+    check_int(batch_size, "batch_size")
+    check_seed(seed)
     if split not in ("test", "val"):
         raise DermretrError(f"split must be 'test' or 'val', got {split!r}")
     estimating = estimate or is_estimated(by)
@@ -239,7 +252,13 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
             raise DermretrError(f"min_confidence must be a number in [0, 1], got {min_confidence!r}")
     ckpt = run_checkpoint(run_dir) if retriever is None else None
     base_ckpt = run_checkpoint(baseline) if baseline is not None and baseline_retriever is None else None
+    if ckpt is not None or base_ckpt is not None:
+        from .._device import resolve_device
+
+        resolve_device(device)  # an unknown or absent device fails before the data is loaded
     cases, root = load_data(data, data_options_for(data, data_options, [run_dir, baseline]))
+    if not is_estimated(by):  # a labelled grouping the data lacks fails before the (long) estimate
+        skin_tone_groups(cases, by)
     if estimating:
         cases = estimate_skin_tone(cases, progress=progress,
                                    min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence)
@@ -259,6 +278,10 @@ def run_fairness(run_dir: str | os.PathLike, data: Any, by: str = "fitzpatrick",
                            seed=seed)
     report = FairnessReport(by=by, run=name, method=model.kind, protocol=protocol, cases=cases, per_query=per_query,
                             slices=slices)
+    if query_strata(per_query, cases, STRATUM) is not None:  # the raw gap beside the case-mix-adjusted one
+        report.case_mix = case_mix(per_query, cases, by=by, min_group=min_group)
+        report.adjusted = adjusted_gap(per_query, cases, by=by, metrics=metrics, n_boot=n_boot, ci=ci,
+                                       min_group=min_group, seed=seed)
     if protocol == "case" and exposure_k:
         gallery_splits = ("train", "val") if split == "test" else ("train",)
         report.results = retrieve_topk(model, cases, k=exposure_k, query_split=split, gallery_splits=gallery_splits,

@@ -33,6 +33,7 @@ from ..stats import (
     permutation_gap_p,
     sign_flip_p,
 )
+from ._casemix import MIX_THRESHOLD, STRATUM, case_mix_note, mix_distances, query_strata
 from ._groups import (
     GROUPING_TITLES,
     GROUPINGS,
@@ -43,6 +44,7 @@ from ._groups import (
     gap_groups,
     is_estimated,
     query_groups,
+    select_groups,
 )
 
 __all__ = ["slice_metrics", "format_slices", "compare_runs"]
@@ -133,7 +135,11 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
         listed, with 0 queries when it has none.  ``attrs`` hold ``by``,
         ``ci``, ``n_boot``, ``min_group``, ``gap_groups``, ``estimated``
         (the groups come from the pixels), ``n_unknown`` and
-        ``unknown_share`` (queries of unknown skin tone, before ``groups``).
+        ``unknown_share`` (queries of unknown skin tone, before ``groups``),
+        and ``case_mix_tvd``: how far the gap groups' diagnosis mixes are from
+        their pooled mix (the largest total variation distance; NaN without a
+        ``diagnosis_group`` column).  :func:`case_mix` shows the mixes and
+        :func:`adjusted_gap` the gap standardised to a common mix.
 
     Warns
     -----
@@ -142,6 +148,10 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
         unknowns; the intervals here resample queries only, and
         :func:`~dermretr.fairness.gap_uncertainty` adds the estimate's own
         uncertainty (``dermretr fairness`` prints it as one warning line).
+        When the diagnosis mix of a gap group is further than
+        :data:`~dermretr.fairness.MIX_THRESHOLD` (0.2, total variation
+        distance) from the gap groups' pooled mix: the raw gap mixes case mix
+        with skin tone; read :func:`adjusted_gap` beside it.
 
     Examples
     --------
@@ -161,30 +171,18 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
     check_boot(n_boot, ci)
     check_int(min_group, "min_group")
     tones = query_groups(per_query, cases, by)
+    strata = query_strata(per_query, cases, STRATUM)  # the diagnosis mix of each group (None without the column)
     usable = per_query["n_relevant"].to_numpy() > 0
     if not usable.any():
         raise DermretrError("no query has a relevant case: nothing to slice")
     tones = tones[usable]
+    strata = strata[usable] if strata is not None else None
     values = per_query.loc[usable, list(metrics)].to_numpy(dtype=np.float64)
     n_unknown, n_usable = int((tones == UNKNOWN).sum()), len(tones)
-    levels = [*GROUPINGS[by], UNKNOWN]
-    if groups is not None:
-        groups = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
-        odd = [g for g in groups if g not in levels]
-        if odd:
-            raise DermretrError(f"no group {odd[0]!r} in {by!r}; groups: {', '.join(levels)}")
-        per_group = {g: int((tones == g).sum()) for g in levels}
-        empty = [g for g in groups if per_group[g] == 0]
-        if empty:
-            have = ", ".join(f"{g} {n}" for g, n in per_group.items() if n)
-            raise DermretrError(f"group(s) {', '.join(map(repr, empty))} of {by!r} have no queries (queries per "
-                                f"group: {have})")
-        keep = np.isin(tones, groups)
+    keep, levels = select_groups(tones, by, groups)
+    if keep is not None:
         tones, values = tones[keep], values[keep]
-        levels = [g for g in levels if g in groups]
-    elif not (tones != UNKNOWN).any():
-        raise DermretrError(f"no query has a known {GROUPING_TITLES[by]} ({len(tones)} queries, all unknown); "
-                            f"{HINTS[by]}")
+        strata = strata[keep] if strata is not None else None
     codes = np.array([levels.index(t) for t in tones], dtype=np.int64)
     counts = np.bincount(codes, minlength=len(levels))
     show = [i for i, g in enumerate(levels) if g != UNKNOWN or counts[i] > 0]
@@ -250,6 +248,18 @@ def slice_metrics(per_query: pd.DataFrame, cases: pd.DataFrame | None = None, by
                         "n_unknown": n_unknown, "unknown_share": n_unknown / n_usable})
     if is_estimated(by):
         warnings.warn(estimate_note(by, n_unknown, n_usable), DataWarning, stacklevel=2)
+    tvd = np.full(len(gap_idx), np.nan)
+    if strata is not None and len(gap_idx) >= 2:
+        in_gap = np.isin(codes, gap_idx)
+        names, s_codes = np.unique(strata[in_gap], return_inverse=True)
+        g_codes = np.searchsorted(gap_idx, codes[in_gap])
+        mix = np.bincount(g_codes * len(names) + s_codes, minlength=len(gap_idx) * len(names))
+        mix = mix.reshape(len(gap_idx), len(names))
+        tvd = mix_distances(mix, mix.sum(axis=0))
+    table.attrs["case_mix_tvd"] = float(tvd.max()) if np.isfinite(tvd).any() else np.nan
+    if np.isfinite(tvd).any() and tvd.max() > MIX_THRESHOLD:
+        worst = levels[gap_idx[int(np.argmax(tvd))]]
+        warnings.warn(case_mix_note(worst, float(tvd.max())), DataWarning, stacklevel=2)
     return table
 
 

@@ -156,32 +156,41 @@ class ShardEncoder:
         Images encoded at once.
     threads : int
         Torch CPU threads of this actor.
+    dim, n_masks : int
+        The driver's model's embedding size and local vectors per image (0: none), for the empty
+        arrays of a kept shard or an error.
+
+    The model is loaded when the first shard to encode arrives, so a rerun that keeps every shard
+    hashes the images and loads no model.
     """
 
     def __init__(self, source: str, checkpoint: bool, device: str, identity: Mapping, model_id: str,
-                 batch_size: int, threads: int):
+                 batch_size: int, threads: int, dim: int, n_masks: int):
+        self.source, self.checkpoint, self.device, self.identity = source, bool(checkpoint), device, dict(identity)
+        self.batch_size, self.model_id, self.threads = int(batch_size), str(model_id), max(1, int(threads))
+        self.dim, self.n_masks = int(dim), int(n_masks)
+        self.retriever: Any = None
+        self.error = ""  # said for every shard (as data: Ray would bury a raised one in its own errors)
+
+    def _load(self) -> None:
+        """Load the retriever, the first time a shard needs encoding (a rerun whose shards are all kept loads none)."""
         import torch
 
         from ..models.retriever import Retriever
 
-        torch.set_num_threads(max(1, int(threads)))
-        self.batch_size, self.model_id = int(batch_size), str(model_id)
-        self.retriever: Any = None
-        self.dim = self.n_masks = 0
-        self.error = ""  # said for every shard (as data: Ray would bury a raised one in its own errors)
+        torch.set_num_threads(self.threads)
         try:
-            self.retriever = (Retriever.load(source, device=device) if checkpoint
-                              else Retriever.from_pretrained(source, device=device))
+            self.retriever = (Retriever.load(self.source, device=self.device) if self.checkpoint
+                              else Retriever.from_pretrained(self.source, device=self.device))
             mine = model_info(self.retriever)
         except DermretrError as exc:
             self.error = f"a Ray worker cannot load the model: {exc}"
             return
-        if (mine["config_hash"], mine["weights_sha256"]) != (identity["config_hash"], identity["weights_sha256"]):
-            self.error = (f"a Ray worker loaded another model from {source} than the driver did (changed during the "
-                          "run, or another file at that path on this node); make the model the same on every node "
-                          "and run again")
-        self.dim = int(self.retriever.backbone.embed_dim)
-        self.n_masks = int(self.retriever.n_masks) if self.retriever.uses_local else 0
+        if (mine["config_hash"], mine["weights_sha256"]) != (self.identity["config_hash"],
+                                                             self.identity["weights_sha256"]):
+            self.error = (f"a Ray worker loaded another model from {self.source} than the driver did (changed during "
+                          "the run, or another file at that path on this node); make the model the same on every "
+                          "node and run again")
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Key, and encode when changed, the shard of ``batch`` (one shard per batch, as Ray Data is asked).
@@ -198,7 +207,11 @@ class ShardEncoder:
         key, e = "", None
         if not error:
             key, error = hash_shard(self.model_id, start, stop, batch["case_ids"][0], paths)
-        if not error and key != str(batch["stored"][0]):
+        changed = not error and key != str(batch["stored"][0])
+        if changed and self.retriever is None:
+            self._load()
+            error = self.error
+        if changed and not error:
             try:
                 e = self.retriever.encode_targets(paths, batch_size=self.batch_size)
             except DermretrError as exc:
@@ -450,7 +463,7 @@ def encode_archive(model: str | os.PathLike, cases: pd.DataFrame, out: str | os.
                 stored = [store.stored_key(i, b - a, dim, n_masks) for i, (a, b) in enumerate(ranges)]
                 encoded = _run_shards(ray, store, ranges, stored, ids, paths, dict(
                     source=source, checkpoint=is_checkpoint, device=device, model_id=model_id,
-                    batch_size=batch_size, threads=threads,
+                    batch_size=batch_size, threads=threads, dim=dim, n_masks=n_masks,
                     identity={k: info[k] for k in ("config_hash", "weights_sha256")}),
                     min(n_actors, len(ranges)), per_cpu, gpus, progress)
             manifest = write_from_shards(path, bool(overwrite), cases, kind, options, ranges,

@@ -3,7 +3,8 @@
 Macro means over classes, percentile bootstrap intervals (plain and stratified by class), the checks and
 pairing of per-query tables, and the paired comparison of two runs (bootstrap interval of the difference and a
 sign-flip permutation test), and the resampling statistics of group means used by the fairness slices
-(stratified bootstrap, simultaneous gap intervals, permutation tests, Holm's adjustment).
+(stratified bootstrap, simultaneous gap intervals, permutation tests, Holm's adjustment, and group means
+directly standardised to a common mix of strata, with their cell bootstrap and stratified permutation test).
 
 The *macro* mean of per-query values is the mean over classes (diagnosis groups) of each class's mean, so a rare
 class weighs as much as a common one; the *micro* mean is the plain mean over queries.  The macro mean is a
@@ -32,6 +33,9 @@ from ._groups import (
     paired_gap_change_p,
     permutation_gap_p,
     simultaneous_halfwidths,
+    standardised_bootstrap_means,
+    standardised_means,
+    stratified_permutation_gap_p,
 )
 from ._macro import (
     AVERAGES,
@@ -72,4 +76,7 @@ __all__ = [
     "simultaneous_halfwidths",
     "gap_intervals",
     "holm_adjust",
+    "standardised_means",
+    "standardised_bootstrap_means",
+    "stratified_permutation_gap_p",
 ]

@@ -1,5 +1,7 @@
-"""Resampling statistics of group means: stratified bootstrap, simultaneous gap intervals, permutation tests, Holm.
+"""Resampling statistics of group means: gap intervals, permutation tests, Holm, direct standardisation.
 
+Stratified bootstrap, simultaneous gap intervals, permutation tests, Holm's
+adjustment, and group means directly standardised to a common mix of strata.
 Self-contained (numpy only), for the difference (max - min) and ratio (min /
 max) of per-group means of per-query metrics ``[n_queries, n_metrics]``; the
 group statistics of :mod:`dermretr.stats` (the fairness slices use them).
@@ -31,6 +33,9 @@ __all__ = [
     "simultaneous_halfwidths",
     "gap_intervals",
     "holm_adjust",
+    "standardised_means",
+    "standardised_bootstrap_means",
+    "stratified_permutation_gap_p",
 ]
 
 
@@ -182,3 +187,71 @@ def holm_adjust(p: np.ndarray) -> np.ndarray:
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     out[order] = adjusted
     return out
+
+
+# ----------------------------------------------------------------------------- direct standardisation
+
+
+def standardised_means(values: np.ndarray, codes: np.ndarray, strata: np.ndarray, weights: np.ndarray,
+                       n_groups: int) -> np.ndarray:
+    """``[G, m]`` directly standardised means: ``sum_s weights[s] * (mean of group g's values in stratum s)``.
+
+    ``codes`` holds each row's group ``0..G-1``, ``strata`` its stratum
+    ``0..S-1``; ``weights`` ``[S]`` is the standard mix (summing to 1; strata of
+    weight 0 are left out).  A group without rows in a stratum of positive
+    weight gets NaN.
+
+    >>> v = np.array([[1.0], [1.0], [0.0], [1.0], [0.0], [0.0]])
+    >>> standardised_means(v, np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 0, 1, 1]), np.array([0.5, 0.5]), 2)
+    array([[0.5],
+           [0.5]])
+    """
+    out = np.zeros((n_groups, values.shape[1]))
+    for s in np.flatnonzero(np.asarray(weights) > 0):
+        sel = strata == s
+        out += weights[s] * means_by_group(values[sel], codes[sel], n_groups)
+    return out
+
+
+def standardised_bootstrap_means(values: np.ndarray, codes: np.ndarray, strata: np.ndarray, weights: np.ndarray,
+                                 n_groups: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, G, m]`` standardised means of resamples drawn within each group x stratum cell.
+
+    Every cell keeps its size and the standard ``weights`` stay fixed (as in the
+    usual intervals of directly standardised rates), so only the within-cell
+    means vary; every cell of positive weight must have rows.
+    """
+    used = np.flatnonzero(np.asarray(weights) > 0)
+    parts = [(values[(codes == g) & (strata == s)],) for g in range(n_groups) for s in used]
+    (boot,) = group_bootstrap_means(parts, n_boot, rng)
+    boot = boot.reshape(n_boot, n_groups, len(used), values.shape[1])
+    return np.einsum("bgsm,s->bgm", boot, np.asarray(weights, dtype=float)[used])
+
+
+def stratified_permutation_gap_p(values: np.ndarray, codes: np.ndarray, strata: np.ndarray, weights: np.ndarray,
+                                 n_groups: int, observed: np.ndarray, n_perm: int,
+                                 rng: np.random.Generator) -> np.ndarray:
+    """Permutation p-value of the difference (max - min) of standardised group means, labels shuffled per stratum.
+
+    The group labels are permuted *within* each stratum, which keeps every
+    group x stratum count (H0: within each stratum the values do not depend on
+    the group); rows of strata of weight 0 take no part.
+    """
+    used = np.flatnonzero(np.asarray(weights) > 0)
+    exceed = np.zeros(values.shape[1])
+    tol = 1e-12 * np.maximum(1.0, np.abs(observed))
+    n_used = int(np.isin(strata, used).sum())
+    block = max(1, 2**20 // max(n_used, 1))
+    cells = [(values[strata == s], codes[strata == s], np.bincount(codes[strata == s], minlength=n_groups),
+              float(weights[s])) for s in used]
+    for start in range(0, n_perm, block):
+        b = min(n_perm, start + block) - start
+        means = np.zeros((b, n_groups, values.shape[1]))
+        for vals, cds, counts, w in cells:
+            perms = rng.permuted(np.broadcast_to(cds, (b, len(cds))), axis=1)
+            sums = np.stack([(perms == g).astype(float) @ vals for g in range(n_groups)], axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means += w * sums / counts[None, :, None]
+        diff, _ = group_gap(means, axis=1)
+        exceed += (diff >= observed - tol).sum(axis=0)
+    return (1.0 + exceed) / (1.0 + n_perm)
