@@ -3,10 +3,11 @@
 The case table is cut into shards of ``shard_size`` rows (:mod:`._shards`), and one Ray Data pass runs
 over the shard descriptors (``ray.data.from_items``, one block per shard): ``map_batches`` over an actor
 pool of ``workers`` :class:`ShardEncoder` actors, each with ``gpus_per_worker`` GPUs, each loading the
-retriever once (when its first shard to encode arrives).  For every shard an actor first computes the shard's key (the model's identity and the
-case ids, paths and sha256 of the image bytes of its rows; sha256 runs at about 1 GB/s per core, far
-faster than encoding) and encodes the shard only when that key differs from the one the shard was
-written with (sent along by the driver; empty when the shard is missing or damaged).  Hashing in the
+retriever once (when its first shard to encode arrives).  For every shard an actor first computes the
+shard's key (the model's identity and the case ids, paths and sha256 of the image bytes of its rows;
+sha256 runs at about 1 GB/s per core, far faster than encoding) and encodes the shard only when that
+key differs from the one the shard was written with (sent along by the driver; empty when the shard is
+missing or damaged).  Hashing in the
 same actors, rather than in a pass of its own, saves a second pipeline's start-up (several seconds of
 Ray tasks importing numpy and pandas) on every run.
 
