@@ -68,9 +68,11 @@ def served_app(tmp_path):
 
 
 def test_query_builder_in_voila_with_headless_chromium(served_app, monkeypatch):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    STALE = (StaleElementReferenceException,)  # an element re-rendered between finding and reading it: poll again
 
     info = served_app
     driver = browser(info, monkeypatch, APP_READY_S)
@@ -89,7 +91,7 @@ def test_query_builder_in_voila_with_headless_chromium(served_app, monkeypatch):
     try:
         driver.get(info["url"])
         try:
-            WebDriverWait(driver, APP_READY_S, poll_frequency=1).until(
+            WebDriverWait(driver, APP_READY_S, poll_frequency=1, ignored_exceptions=STALE).until(
                 lambda d: len(d.find_elements(By.CSS_SELECTOR, ".dermretr-grid img.dermretr-result")) >= 6)
         except TimeoutException:
             pytest.fail(explain(f"no 6 result thumbnails within {APP_READY_S} s"))
@@ -106,18 +108,20 @@ def test_query_builder_in_voila_with_headless_chromium(served_app, monkeypatch):
         assert select.first_selected_option.text == veil
         select.select_by_visible_text(wanted)
         try:
-            WebDriverWait(driver, UPDATE_S, poll_frequency=0.5).until(lambda d: captions() != before)
+            WebDriverWait(driver, UPDATE_S, poll_frequency=0.5, ignored_exceptions=STALE).until(
+                lambda d: captions() != before)
         except TimeoutException:
             pytest.fail(explain(f"the grid did not change within {UPDATE_S} s of setting the veil to {wanted}"))
         text = driver.find_element(By.CSS_SELECTOR, ".dermretr-text textarea").get_attribute("value")
         assert text.startswith("same lesion but with"), text
-        WebDriverWait(driver, UPDATE_S, poll_frequency=0.5).until(lambda d: len(captions()) == 6)
+        WebDriverWait(driver, UPDATE_S, poll_frequency=0.5, ignored_exceptions=STALE).until(
+            lambda d: len(captions()) == 6)
         message = driver.find_element(By.CSS_SELECTOR, ".dermretr-message").text
         assert "6 results for" in message and "error" not in message.lower(), message
         # "why?" under the first result: its attribution overlay and mask maps appear below the grid
         driver.find_elements(By.CSS_SELECTOR, ".dermretr-grid .dermretr-why")[0].click()
         try:
-            WebDriverWait(driver, UPDATE_S, poll_frequency=0.5).until(
+            WebDriverWait(driver, UPDATE_S, poll_frequency=0.5, ignored_exceptions=STALE).until(
                 lambda d: len(d.find_elements(By.CSS_SELECTOR, ".dermretr-detail img")) >= 2)
         except TimeoutException:
             pytest.fail(explain(f"no attribution figures within {UPDATE_S} s of pressing why?"))

@@ -92,7 +92,7 @@ def served_lab(tmp_path):
 
 
 def test_notebook_03_in_jupyterlab_run_all_then_the_query_builder(served_lab, monkeypatch):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -128,7 +128,9 @@ def test_notebook_03_in_jupyterlab_run_all_then_the_query_builder(served_lab, mo
 
     def wait(seconds: float, what: str, until) -> None:
         try:
-            WebDriverWait(driver, seconds, poll_frequency=0.5).until(lambda d: until())
+            # an element found while JupyterLab re-renders can be gone before it is read: poll again
+            WebDriverWait(driver, seconds, poll_frequency=0.5,
+                          ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: until())
         except TimeoutException:
             pytest.fail(explain(f"{what} within {seconds} s"))
 
