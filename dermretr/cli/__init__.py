@@ -30,6 +30,10 @@ index
     Encode a dataset with a trained run and write a search index folder.
 search
     Search an index with a reference image and descriptor text.
+serve
+    Keep an index and its model loaded: every ``search --index`` of it
+    then answers in well under a second (the one-off search spends its
+    seconds importing torch and loading the model).
 fairness
     Slice a run's retrieval quality by skin tone (Fitzpatrick, pairs, Monk,
     labelled or estimated ITA): per-group metrics with CIs, the gap and its
@@ -46,12 +50,12 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from .._errors import DermretrError
 from ._data import cmd_demo, cmd_info, cmd_synth
 from ._evaluate import add_evaluate_command, cmd_evaluate
 from ._fairness import GROUPINGS, add_fairness_command, cmd_fairness
-from ._parsing import Parser, add_data_option, parse_seed
+from ._parsing import Parser, add_data_option, one_line_warnings, parse_seed, run_reporting
 from ._search import add_index_commands, cmd_index, cmd_search
+from ._serve import add_serve_command, cmd_serve
 from ._train import TRAIN_FIELDS_NOT_OPTIONS, add_train_options, cmd_train
 
 __all__ = ["main", "build_parser", "TRAIN_FIELDS_NOT_OPTIONS", "GROUPINGS"]
@@ -117,18 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_command(sub)
     add_index_commands(sub)
+    add_serve_command(sub)
     add_fairness_command(sub)
     return parser
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:
     return "--debug" in argv or os.environ.get("DERMRETR_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one ``dermretr: warning: ...`` line on stderr, never a source line."""
-    text = " ".join(str(message).split())
-    print(f"dermretr: warning: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     unless ``--debug`` or ``DERMRETR_DEBUG=1`` asks for the traceback (the
     exception is then raised as it is, which is also how the test suite runs).
     """
-    import warnings
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
@@ -149,46 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"demo": cmd_demo, "synth": cmd_synth, "info": cmd_info, "train": cmd_train,
                 "evaluate": cmd_evaluate}
-    commands.update(index=cmd_index, search=cmd_search)
+    commands.update(index=cmd_index, search=cmd_search, serve=cmd_serve)
     commands.update(fairness=cmd_fairness)
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        from .._errors import DataWarning
-        from .._io import StaleTemporaryWarning
-
-        for category in (DataWarning, StaleTemporaryWarning):
-            warnings.simplefilter("always", category)
+    with one_line_warnings():
         try:
-            return commands[args.command](args)
-        except DermretrError as exc:
-            print(f"dermretr: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
+            return run_reporting(commands[args.command], args, debug)
         except BrokenPipeError:  # output piped into `head` and closed early
             sys.stderr.close()
             return 0
         except KeyboardInterrupt:
             print("dermretr: interrupted", file=sys.stderr)
             return 130
-        except OSError as exc:  # a fault of the environment (disk full, permissions, a vanished file)
-            if debug:
-                raise
-            where = f" {exc.filename}" if exc.filename else ""
-            print(f"dermretr: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-        except MemoryError:
-            if debug:
-                raise
-            print("dermretr: error: out of memory; use smaller data, images or batches (--batch-size)",
-                  file=sys.stderr)
-            return 2
-        except Exception as exc:  # a bug: one line for the user, the traceback on request
-            if debug:
-                raise
-            print(f"dermretr: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the "
-                  "traceback, and please report it)", file=sys.stderr)
-            return 1
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-

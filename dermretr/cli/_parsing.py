@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import NoReturn
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from .._errors import DermretrError
 
-__all__ = ["Parser", "parse_seed", "parse_artifacts", "add_data_option", "data_options"]
+__all__ = ["Parser", "parse_seed", "parse_artifacts", "add_data_option", "data_options", "show_warning", "one_line",
+           "one_line_warnings", "run_reporting"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,3 +86,62 @@ def data_options(pairs: Sequence[str] | None, command: str) -> dict[str, str] | 
         raise DermretrError(f"-o missing=keep keeps cases whose image file is missing, which `dermretr {command}` "
                             "cannot read: use missing=warn (drop them, the default) or missing=raise")
     return out
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``dermretr: warning: ...`` line on stderr, never a source line."""
+    text = " ".join(str(message).split())
+    print(f"dermretr: warning: {text}", file=sys.stderr)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Within: warnings print as :func:`show_warning` lines, data and stale-file warnings every time."""
+    import warnings
+
+    from .._errors import DataWarning
+    from .._io import StaleTemporaryWarning
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        for category in (DataWarning, StaleTemporaryWarning):
+            warnings.simplefilter("always", category)
+        yield
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def run_reporting(command: Callable[[Any], int], args: Any, debug: bool = False) -> int:
+    """``command(args)``, with failures as one line on stderr and an exit code instead of a traceback.
+
+    Errors caused by input or the environment (:class:`DermretrError`, file system faults such as a
+    full disk, running out of memory) print one line and return 2.  Any other exception is a bug:
+    one line ``dermretr: internal error: ...`` and 1, unless ``debug`` (the exception is raised).
+    """
+    try:
+        return command(args)
+    except DermretrError as exc:
+        print(f"dermretr: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # a fault of the environment (disk full, permissions, a vanished file)
+        if debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"dermretr: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print("dermretr: error: out of memory; use smaller data, images or batches (--batch-size)", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if debug:
+            raise
+        print(f"dermretr: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1

@@ -91,7 +91,10 @@ def add_index_commands(sub) -> None:
                         help="keep the query image's own case (the same file or the same bytes) in the results, "
                              "marked; by default it is left out, with a line saying so")
     search.add_argument("--json", action="store_true", help="print JSON records instead of a table")
-    search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    search.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (when `dermretr "
+                                                         "serve` answers, the server's device)")
+    search.add_argument("--no-server", action="store_true",
+                        help="search in this process even when `dermretr serve` holds the index")
 
 
 def parse_filters(pairs: Sequence[str]) -> dict[str, list[str]]:
@@ -179,19 +182,36 @@ def _index_with_ray(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from ..data.vocab import query_findings
-    from ..index import CaseIndex
-
-    filters = parse_filters(args.filter)
     if args.index is not None:
         if args.model is not None:
             raise DermretrError("--model goes with --data; an --index folder searches with the model it was built with")
         if args.option is not None:
             raise DermretrError("-o (loader options) goes with --data; an --index folder holds the cases it was "
                                 "built from")
+        if not args.no_server:
+            from ._serve import forward
+
+            answered = forward(args)  # `dermretr serve` holds this index: it answers, and nothing heavy loads here
+            if answered is not None:
+                return answered
+    from ..index import CaseIndex
+
+    if args.index is not None:
         index = CaseIndex.open(args.index, device=args.device)
     else:
         index = CaseIndex.build(args.model or RELEASED, _index_cases(args), device=args.device)
+    return answer(index, args)
+
+
+def answer(index, args, cwd: str | None = None) -> int:
+    """Run one search of ``args`` on an open ``index`` and print what ``dermretr search`` prints.
+
+    ``cwd`` is the folder image paths are shown relative to (default: the working folder); the
+    search server passes its client's.  ``args.rerank`` changes ``index.rerank``.
+    """
+    from ..data.vocab import query_findings
+
+    filters = parse_filters(args.filter)
     if args.rerank is not None:
         if args.rerank < 1:
             raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
@@ -220,7 +240,7 @@ def cmd_search(args) -> int:
     if len(table) == 0:
         print("no results")
         return 0
-    print(format_table(table, bool(found)))
+    print(format_table(table, bool(found), cwd))
     if found:
         print(findings_line(found, hits))
     return 0
@@ -329,10 +349,10 @@ def result_table(hits, found, kept: Sequence[str]):
     return out
 
 
-def format_table(table, with_findings: bool) -> str:
+def format_table(table, with_findings: bool, cwd: str | None = None) -> str:
     """The result table as text: rank, case, scores, diagnosis, skin type, findings (when the text names any), image.
 
-    Image paths under the working folder are shown relative to it.
+    Image paths under the working folder (or ``cwd``) are shown relative to it.
     """
     import os
 
@@ -342,7 +362,7 @@ def format_table(table, with_findings: bool) -> str:
         if not isinstance(value, str) or not value:
             return "?"
         try:
-            rel = os.path.relpath(value)
+            rel = os.path.relpath(value, cwd)
         except ValueError:  # another drive (Windows)
             return value
         return value if rel.startswith("..") else rel
