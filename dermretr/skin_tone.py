@@ -395,7 +395,8 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
         [0, 1]; NaN when unreadable: kept for unknown estimates too) and
         ``ita_iqr_estimated`` (the spread of the patch ITAs, degrees).
         Images that cannot be read, show too little skin or give an estimate
-        below ``min_confidence`` stay unknown (one :class:`DataWarning`).
+        below ``min_confidence`` stay unknown (one :class:`DataWarning`), and
+        ``ita_unknown_reason`` says which (``<NA>`` for the estimated).
 
     Examples
     --------
@@ -423,6 +424,7 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
     masks = as_text(cases["mask"]) if use_masks and "mask" in cases.columns else None
     values, confidence, spread = np.full(len(cases), np.nan), np.full(len(cases), np.nan), np.full(len(cases), np.nan)
     failed: list[str] = []
+    reason = np.full(len(cases), None, dtype=object)
     paths = as_text(cases["image_path"])
     for i, path in enumerate(tqdm(paths, desc="Skin tone (ITA)", unit="img", disable=not progress)):
         try:
@@ -433,11 +435,14 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
             est = estimate_ita_details(*_shrunk(img, mask, max_side), constancy=constancy)
         except (DermretrError, OSError, ValueError):  # unreadable image or mask
             failed.append(path)
+            reason[i] = "unreadable image or mask"
             continue
         values[i], confidence[i], spread[i] = est.ita, est.confidence, est.ita_iqr
+        reason[i] = None if np.isfinite(est.ita) else "too little skin visible"
     no_skin = int(np.isnan(values).sum()) - len(failed)
     doubtful = np.isfinite(values) & (confidence < min_confidence)
     values[doubtful] = np.nan
+    reason[doubtful] = f"confidence below {min_confidence:g}"
     unknown = int(np.isnan(values).sum())
     if unknown:
         parts = [f"{len(failed)} unreadable, e.g. {failed[0]}"] if failed else []
@@ -456,6 +461,7 @@ def estimate_skin_tone(cases: pd.DataFrame, use_masks: bool = True, max_side: in
     out["fitzpatrick_estimated"] = pd.array([ita_to_fitzpatrick(v) for v in values], dtype="Int64")
     out["ita_confidence"] = confidence
     out["ita_iqr_estimated"] = spread
+    out["ita_unknown_reason"] = pd.array(reason, dtype="string")
     return out
 
 

@@ -98,6 +98,8 @@ def test_estimate_skin_tone_marks_unreadable_images_unknown(tmp_path):
         est = estimate_skin_tone(cases, progress=False)
     assert est["ita_category_estimated"].tolist()[0] == "light" and est["fitzpatrick_estimated"].isna().tolist() == [
         False, True]
+    assert est["ita_unknown_reason"].isna().tolist() == [True, False]
+    assert est["ita_unknown_reason"].iloc[1] == "unreadable image or mask"
     m = ita_confusion(est)
     assert UNKNOWN in m.columns and m.attrs["exact"] == 0.5 and int(m.loc["V", UNKNOWN]) == 1
 
@@ -214,10 +216,14 @@ def test_nearly_skin_free_image_is_unknown(tmp_path):
     assert np.isfinite(est.ita) and np.isnan(estimate_ita(img, min_confidence=MIN_CONFIDENCE))
     Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "cloth.png")
     Image.fromarray(flat_image((65.0, 10.0, 15.0), 96, np.uint8)).save(tmp_path / "skin.png")
-    cases = pd.DataFrame({"image_path": [str(tmp_path / "cloth.png"), str(tmp_path / "skin.png")]})
-    with pytest.warns(DataWarning, match=r"1 of 2 cases \(1 with a confidence below 0\.25"):
+    Image.fromarray(np.full((96, 96, 3), [50, 90, 180], np.uint8)).save(tmp_path / "blue.png")  # no skin at all
+    cases = pd.DataFrame({"image_path": [str(tmp_path / n) for n in ("cloth.png", "skin.png", "blue.png")]})
+    says = r"2 of 3 cases \(1 with too little skin visible; 1 with a confidence below 0\.25"
+    with pytest.warns(DataWarning, match=says):
         out = estimate_skin_tone(cases, progress=False)
-    assert out["fitzpatrick_estimated"].isna().tolist() == [True, False]
+    assert out["fitzpatrick_estimated"].isna().tolist() == [True, False, True]
+    assert out["ita_unknown_reason"].fillna("-").tolist() == ["confidence below 0.25", "-", "too little skin visible"]
+    cases = cases.head(2)
     assert out["ita_confidence"].iloc[0] < MIN_CONFIDENCE <= out["ita_confidence"].iloc[1] == 1.0
     kept = estimate_skin_tone(cases, progress=False, min_confidence=0.0)
     assert kept["fitzpatrick_estimated"].notna().all()

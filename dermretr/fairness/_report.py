@@ -118,7 +118,7 @@ class FairnessReport:
         if "ita_estimated" in self.cases.columns:
             cols = [c for c in ("case_id", "split", "fitzpatrick", "monk", "ita", "ita_estimated",
                                 "ita_category_estimated", "fitzpatrick_estimated", "ita_confidence",
-                                "ita_iqr_estimated") if c in self.cases.columns]
+                                "ita_iqr_estimated", "ita_unknown_reason") if c in self.cases.columns]
             csv(self.cases[cols], "skin_tone_estimated.csv")
         if self.confusion is not None:
             csv(self.confusion, "ita_confusion.csv", index=True)
