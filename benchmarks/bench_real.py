@@ -16,7 +16,11 @@ per-query metrics of the seeds are averaged, then:
   group first) and, when the cases carry annotated 7-point findings, ``criteria_match``;
 * with findings, ``hybrid@w`` adds ``w`` times the normalised findings agreement to the full
   model's score (an ablation over ``--hybrid-weights``, reported as its own methods; never mixed
-  into ``full``).
+  into ``full``);
+* the same trained ``full`` model is also scored with the local weight set at test time
+  (``--alpha-grid``, no retraining): ``full@alpha=0`` (its global score only: does the local score
+  help at test time?) and ``full@alpha=val`` (alpha chosen per fold and seed on the validation
+  cases as queries against the training cases, by macro mAP@10, the lowest alpha on a tie).
 
 Query: the case's image plus its findings text (7-point criteria; never the diagnosis).
 Relevant: same ``--relevant`` (diagnosis_group by default); the query's own patient is excluded.
@@ -24,6 +28,7 @@ Relevant: same ``--relevant`` (diagnosis_group by default); the query's own pati
     python benchmarks/bench_real.py --data ph2:../shared/data/ph2 [--folds 5] [--seeds 0 1]
         [--kinds full global clip4cir late_fusion image text] [--epochs 15] [--image-size 128]
         [--backbone dermretr-tiny | hf-hub:ORG/NAME | local-dir:PATH] [--pretrained FILE]
+        [--alpha-grid 0 0.25 0.5 0.75 1]
 
 Prints the tables and one JSON line.  With ``--out DIR`` the per-query table and the records are
 kept there.
@@ -70,6 +75,29 @@ def fold_tables(cases: pd.DataFrame, folds: int, relevant: str, seed: int) -> li
     return tables
 
 
+class _Cached:
+    """A retriever's encodings, computed once per list of inputs (a test-time alpha changes only the scores)."""
+
+    def __init__(self, model):
+        self.model, self.memo = model, {}
+
+    def encode_queries(self, images, texts, **kwargs):
+        key = ("queries", tuple(images), tuple(texts))
+        if key not in self.memo:
+            self.memo[key] = self.model.encode_queries(images, texts, **kwargs)
+        return self.memo[key]
+
+    def encode_targets(self, images, **kwargs):
+        key = ("targets", tuple(images))
+        if key not in self.memo:
+            self.memo[key] = self.model.encode_targets(images, **kwargs)
+        return self.memo[key]
+
+
+def _macro_map10(pq: pd.DataFrame, relevant: str) -> float:
+    return float(pq.groupby(relevant, observed=True)["map@10"].mean().mean())
+
+
 def _check_no_leak(cases: pd.DataFrame, relevant: str) -> None:
     """The query text must not name what counts as relevant (the diagnosis or its group)."""
     from dermretr import DermretrError
@@ -99,6 +127,8 @@ def main() -> None:
     parser.add_argument("--tone-triplets", action="store_true",
                         help="train with tone triplets too (only matters for sets with skin-type labels)")
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--alpha-grid", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                        help="test-time local weights for full@alpha=val (none: skip full@alpha=0 and =val)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="keep runs, per-query table and records here")
@@ -118,6 +148,7 @@ def main() -> None:
     per_query: dict[str, list[pd.DataFrame]] = {}  # method -> per-seed tables over all folds
     seconds: dict[str, float] = {}
     best_epochs: dict[str, list[int]] = {}
+    alphas: dict[str, list[float]] = {"learned": [], "chosen on val": []}
     t_all = time.perf_counter()
     for fold, table in enumerate(tables):
         for floor in floors:
@@ -148,6 +179,20 @@ def main() -> None:
                     for w in args.hybrid_weights:
                         pq = scores_search(q, g, s + w * crit, exclude, relevant=args.relevant, ks=KS)
                         per_query.setdefault(f"hybrid@{w:g}", []).append(pq.assign(fold=fold, seed=seed))
+                if kind == "full" and args.alpha_grid:
+                    cached = _Cached(model)
+
+                    def scored(split: str, gallery: tuple, alpha: float) -> pd.DataFrame:
+                        return scores_search(*case_scores(cached, table, split, gallery, alpha=alpha),
+                                             relevant=args.relevant, ks=KS)
+
+                    on_val = {a: _macro_map10(scored("val", ("train",), a), args.relevant) for a in args.alpha_grid}
+                    chosen = max(args.alpha_grid, key=lambda a: (on_val[a], -a))
+                    alphas["learned"].append(round(model.alpha, 3))
+                    alphas["chosen on val"].append(chosen)
+                    for name, a in (("full@alpha=0", 0.0), ("full@alpha=val", chosen)):
+                        pq = scored("test", ("train", "val"), a)
+                        per_query.setdefault(name, []).append(pq.assign(fold=fold, seed=seed))
                 print(f"seed {seed} fold {fold} {kind}: best epoch {result.best.get('epoch')} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -191,7 +236,7 @@ def main() -> None:
                "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size,
                "backbone": args.backbone, "relevant": args.relevant,
                "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
-               "best_epochs": best_epochs, "wall_s": round(time.perf_counter() - t_all, 1),
+               "best_epochs": best_epochs, "alphas": alphas, "wall_s": round(time.perf_counter() - t_all, 1),
                "results": {r["run"] + ("" if r.get("average", "micro") == "micro" else " (macro)") + " "
                            + (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]):
                            [round(r["value"], 4), r["ci_low"] and round(r["ci_low"], 4),

@@ -154,10 +154,10 @@ def assert_case_table(cases: pd.DataFrame, source: str, n: int, images_exist: bo
 
 
 def train_config(data: str, out, **changes):
-    """A TrainConfig small enough for a test: 64 px, batch 8, two masks, CPU, no progress bars (2 epochs)."""
+    """A TrainConfig small enough for a test: 64 px, batch 16, two masks, CPU, no progress bars (2 epochs)."""
     from dermretr.train import TrainConfig
 
-    base = dict(data=data, out=str(out), epochs=2, batch_size=8, image_size=64, n_masks=2, progress=False,
+    base = dict(data=data, out=str(out), epochs=2, batch_size=16, image_size=64, n_masks=2, progress=False,
                 device="cpu")
     return TrainConfig(**{**base, **changes})
 

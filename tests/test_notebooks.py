@@ -222,18 +222,19 @@ def _with_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
-def _run_fast(name, kernel_name, tmp_path, **parameters):
-    """Notebook ``name`` with its solutions, executed in fast mode; the executed notebook."""
+def _run_fast(name, kernel_name, tmp_path, cwd=None, **parameters):
+    """Notebook ``name`` with its solutions, executed in fast mode in ``cwd`` (default ``tmp_path``)."""
     papermill = pytest.importorskip("papermill")
     from jupyter_client.kernelspec import KernelSpecManager
 
     assert KernelSpecManager().get_kernel_spec(kernel_name).argv[0] == sys.executable
+    cwd = tmp_path if cwd is None else cwd
     source = tmp_path / f"{name}.ipynb"
     nbformat.write(_with_solutions(_read(name)), source)
     executed = papermill.execute_notebook(
         str(source), str(tmp_path / f"{name}.out.ipynb"),
-        parameters={"FAST": True, "DATA": f"synthetic:{tmp_path / 'dermsynth'}", "SEED": 0, **parameters},
-        kernel_name=kernel_name, cwd=str(tmp_path), progress_bar=False, log_output=False,
+        parameters={"FAST": True, "DATA": f"synthetic:{cwd / 'dermsynth'}", "SEED": 0, **parameters},
+        kernel_name=kernel_name, cwd=str(cwd), progress_bar=False, log_output=False,
         start_timeout=300, execution_timeout=FAST_LIMIT_S,
     )
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
@@ -271,10 +272,17 @@ def _check_app_narrative(executed: nbformat.NotebookNode) -> None:
 AFTER_RUN = {"03_composed_queries": _check_app_narrative}
 
 
+@pytest.fixture(scope="module")
+def course_folder(tmp_path_factory):
+    """One folder for the five notebooks, as a class runs them in order: the data the first generates and the
+    models the second trains are reused by the later ones (``Course`` keeps them in the folder)."""
+    return tmp_path_factory.mktemp("course")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
-def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path):
-    executed = _run_fast(name, kernel_name, tmp_path)
+def test_notebook_runs_in_fast_mode(name, kernel_name, tmp_path, course_folder):
+    executed = _run_fast(name, kernel_name, tmp_path, cwd=course_folder)
     AFTER_RUN.get(name, lambda nb: None)(executed)
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import suppress
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 from pathlib import Path
@@ -65,7 +66,8 @@ class Running:
         self.event.set()
         address, family, key_file = endpoint(self.index)
         if key_file.exists():  # wake the accept() the server waits in
-            Client(address, family, authkey=key_file.read_bytes()).close()
+            with suppress(OSError, EOFError):  # it may have stopped first
+                Client(address, family, authkey=key_file.read_bytes()).close()
         self.thread.join(30)
         assert not self.thread.is_alive()
         return self.error
@@ -240,3 +242,17 @@ def test_the_command_serves_and_stops_on_a_signal(built, private, tmp_path):
             proc.kill()
     assert proc.returncode == 0 and err == "dermretr: server stopped\n"
     assert list(private.iterdir()) == []
+
+
+def test_a_server_of_another_dermretr_version_does_not_answer(server, built, capsys, monkeypatch):
+    address, family, key_file = endpoint(built["index"])
+    with Client(address, family, authkey=key_file.read_bytes()) as conn:
+        conn.send_bytes(json.dumps({"image": first_image(built), "text": "", "version": "0.0.1"}).encode())
+        reply = json.loads(conn.recv_bytes())
+    assert "rc" not in reply and reply["pid"] == os.getpid()  # it says who it is, and searches nothing
+    import dermretr.cli._serve as serve_module
+
+    monkeypatch.setattr(serve_module, "_ask", lambda conn, request: {"pid": 4242, "version": "9.9"})
+    code, out, err = search(capsys, built["index"], image=first_image(built))
+    assert code == 0 and "rank " in out  # searched here instead
+    assert "dermretr: warning: the search server of" in err and "(process 4242) runs dermretr 9.9" in err

@@ -33,6 +33,7 @@ from contextlib import redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from .._errors import DermretrError
 from ._parsing import one_line_warnings, run_reporting
 from ._search import answer
@@ -183,7 +184,7 @@ def serve(index_dir: str | os.PathLike, device: str = "auto", stop: threading.Ev
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(key)
-        with Listener(address, family, authkey=key) as listener:
+        with Listener(address, family, backlog=16, authkey=key) as listener:
             announce(f"dermretr: serving {path} ({len(served.index)} cases) to `dermretr search --index`; "
                      "Ctrl-C stops it")
             while stop is None or not stop.is_set():
@@ -198,7 +199,10 @@ def serve(index_dir: str | os.PathLike, device: str = "auto", stop: threading.Ev
                         request = json.loads(conn.recv_bytes(_MAX_MESSAGE))
                         if not isinstance(request, dict):
                             raise ValueError("not a request")
-                        reply = {"pid": os.getpid(), **({} if request.get("ping") else served.answer(request))}
+                        if request.get("ping") or request.get("version") != __version__:  # another dermretr: no answer
+                            reply = {"pid": os.getpid(), "version": __version__}
+                        else:
+                            reply = {"pid": os.getpid(), **served.answer(request)}
                         conn.send_bytes(json.dumps(reply).encode())
                     except (OSError, EOFError, ValueError):  # the caller left, or sent what dermretr never sends
                         continue
@@ -226,13 +230,18 @@ def forward(args) -> int | None:
         return None
     request = {f: getattr(args, f) for f in REQUEST_FIELDS}
     request["image"] = str(Path(args.image).absolute()) if isinstance(args.image, str) else args.image
-    request["cwd"] = os.getcwd()
+    request["cwd"], request["version"] = os.getcwd(), __version__
     try:
         with conn:
             reply = _ask(conn, request)
     except (OSError, EOFError, ValueError):  # the server stopped while answering: search here instead
         return None
     if not {"rc", "stdout", "stderr"} <= reply.keys():
+        import warnings
+
+        warnings.warn(f"the search server of {args.index} (process {reply.get('pid', '?')}) runs dermretr "
+                      f"{reply.get('version', '?')}, this command {__version__}: searched in this process instead; "
+                      "restart `dermretr serve` to use the server again", stacklevel=2)
         return None
     print(f"dermretr: note: answered by `dermretr serve` (process {reply.get('pid', '?')}); --no-server searches "
           "in this process", file=sys.stderr)
