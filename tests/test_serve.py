@@ -256,3 +256,25 @@ def test_a_server_of_another_dermretr_version_does_not_answer(server, built, cap
     code, out, err = search(capsys, built["index"], image=first_image(built))
     assert code == 0 and "rank " in out  # searched here instead
     assert "dermretr: warning: the search server of" in err and "(process 4242) runs dermretr 9.9" in err
+
+
+@pytest.mark.parametrize("extra, says", [(["--filter", "fitzpatrick"], "must look like COLUMN=V1,V2"),
+                                         (["--rerank", "0"], "--rerank must be at least 1, got 0")])
+def test_search_arguments_are_checked_before_anything_is_loaded(tmp_path, private, capsys, extra, says):
+    code = main(["search", "--index", str(tmp_path / "no-index"), "--image", "x.jpg", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "index folder not found" not in err and err.count("\n") == 1
+
+
+def test_a_key_that_does_not_open_the_server_leaves_it_alone(server, built, capsys):
+    address, family, key_file = endpoint(built["index"])
+    good = key_file.read_bytes()
+    key_file.write_bytes(b"x" * 32)
+    try:
+        code, out, err = search(capsys, built["index"], image=first_image(built))
+        assert code == 0 and "rank " in out and "answered by" not in err  # searched here
+        assert key_file.exists() and Path(address).exists()  # nothing of the server's removed
+    finally:
+        key_file.write_bytes(good)
+    code, _, err = search(capsys, built["index"], image=first_image(built))
+    assert code == 0 and "answered by" in err

@@ -181,7 +181,15 @@ def _index_with_ray(args) -> int:
     return 0
 
 
+def _check_search_args(args) -> dict[str, list[str]]:
+    """The filters of ``--filter``; bad ``--filter`` or ``--rerank`` values are an error before any work."""
+    if args.rerank is not None and args.rerank < 1:
+        raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
+    return parse_filters(args.filter)
+
+
 def cmd_search(args) -> int:
+    _check_search_args(args)
     if args.index is not None:
         if args.model is not None:
             raise DermretrError("--model goes with --data; an --index folder searches with the model it was built with")
@@ -211,10 +219,8 @@ def answer(index, args, cwd: str | None = None) -> int:
     """
     from ..data.vocab import query_findings
 
-    filters = parse_filters(args.filter)
+    filters = _check_search_args(args)
     if args.rerank is not None:
-        if args.rerank < 1:
-            raise DermretrError(f"--rerank must be at least 1, got {args.rerank}")
         index.rerank = args.rerank
     found = query_findings(args.text)
     hits, own = _search_without_self(index, args, args.text, filters)

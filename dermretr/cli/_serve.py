@@ -97,6 +97,7 @@ def _remove(address: str, family: str, key_file: Path) -> None:
 
 def _connect(address: str, family: str, key_file: Path) -> Any:
     """A connection to the live server, or None when there is none (its leftover files are removed)."""
+    from multiprocessing import AuthenticationError
     from multiprocessing.connection import Client
 
     try:
@@ -108,7 +109,7 @@ def _connect(address: str, family: str, key_file: Path) -> Any:
     except (ConnectionRefusedError, FileNotFoundError):  # its server was killed: nobody listens
         _remove(address, family, key_file)
         return None
-    except OSError:
+    except (OSError, EOFError, AuthenticationError):  # not a server this key opens: leave it alone
         return None
 
 
