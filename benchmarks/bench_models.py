@@ -3,7 +3,8 @@
 Generates DermSynth (default 1,000 cases at 128 px), trains every retriever kind with the same
 settings, and evaluates the case-search protocol on the held-out test split (query: test image +
 its descriptor text; relevant: gallery cases of the same diagnosis group; same patient excluded),
-plus the modification protocol on DermSynth's triplets (exact target, Recall@K).
+plus the modification protocol on DermSynth's triplets (exact target: the same lesion re-rendered
+with the requested change).
 
 One 199-query test split and one training seed cannot separate close methods (seed-to-seed spread
 of Recall@1 is about 0.05), so ``--seeds`` trains every kind once per seed on the same data and
@@ -13,15 +14,19 @@ each baseline.  The full model is also scored with its own global branch alone (
 local branch alone (``a = 1``), which shows what each part contributes.
 
 The floors (random expectation, majority first, 7-point criteria match; no model) and macro
-averages over diagnosis groups are reported beside them, with the full model's paired macro
-differences against every method and floor.
+averages over diagnosis groups are reported beside them, for both protocols (the modify protocol's
+criteria match ranks by the reference's annotated findings after the requested change), with the
+full model's paired macro differences against every method and floor.
 
 Targets: the tiny composed model trains in under 5 minutes on 2 CPU cores; full beats image-only
 and text-only on mAP@10 and Recall@1; full >= global-only; full beats every floor on macro
 Recall@1 and mAP@10 (paired CI above 0).  Prints a table and one JSON line.
 
     python benchmarks/bench_models.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full global image text]
-        [--ablate-text-skip]
+        [--ablate-text-skip] [--out DIR [--reuse]]
+
+``--reuse`` evaluates the runs already in ``--out`` instead of training them again (their training
+time is then the sum of the epochs' training seconds from ``metrics.jsonl``, evaluation excluded).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from dermretr.data import load
 from dermretr.data.synth import generate
@@ -59,7 +65,11 @@ def main() -> None:
                              "'full:no-text-skip', 'global:no-text-skip'), paired against full")
     parser.add_argument("--tone-triplets", action="store_true", help="train with the tone triplets too")
     parser.add_argument("--no-text-skip", action="store_true", help="composers without the text skip (ablation)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the finished runs in --out instead of training them again")
     args = parser.parse_args()
+    if args.reuse and not args.out:
+        parser.error("--reuse needs --out (the folder of an earlier run of this benchmark)")
     bad = set(args.kinds) - set(KINDS)
     if bad:
         parser.error(f"unknown kinds {sorted(bad)}")
@@ -71,6 +81,7 @@ def main() -> None:
     cases = load("synthetic", root)
     rows = []
     per_query: dict[str, list[pd.DataFrame]] = {}
+    modify_pq: dict[str, list[pd.DataFrame]] = {}
     runs = [(kind, kind, not args.no_text_skip) for kind in args.kinds]
     if args.ablate_text_skip:
         runs += [(f"{kind}:no-text-skip", kind, False) for kind in args.kinds if kind in ("full", "global")]
@@ -83,9 +94,12 @@ def main() -> None:
                               tone_triplets=args.tone_triplets)
             if args.epochs:
                 cfg.epochs = args.epochs
-            start = time.perf_counter()
-            result = fit(cfg)
-            seconds = time.perf_counter() - start
+            if args.reuse and (out / "checkpoints" / "best.pt").is_file():
+                seconds, best_epoch = reused(out)
+            else:
+                start = time.perf_counter()
+                best_epoch = fit(cfg).best["epoch"]
+                seconds = time.perf_counter() - start
             best = Retriever.load(out / "checkpoints" / "best.pt", device=args.device)
             variants = {label: None}
             if label == "full":  # what each branch of the full model scores on its own
@@ -94,11 +108,12 @@ def main() -> None:
                 pq, summary = case_search(best, cases, query_split="test", alpha=alpha)
                 per_query.setdefault(name, []).append(pq)
                 row = {"kind": name, "seed": seed, "epochs": cfg.epochs, "train_s": round(seconds, 1),
-                       "best_epoch": result.best["epoch"],
+                       "best_epoch": best_epoch,
                        "alpha": round(best.alpha if alpha is None else alpha, 3),
                        **{k: round(v, 4) for k, v in summary.items() if k in (*METRICS, "n_queries")}}
                 if alpha is None:  # modification protocol: DermSynth triplets, exact target, gallery = all
-                    _, mod = modify_search(best, cases, root, split="test", ks=(1, 5, 10))
+                    mod_pq, mod = modify_search(best, cases, root, split="test", ks=(1, 5, 10))
+                    modify_pq.setdefault(name, []).append(mod_pq)
                     row.update({f"mod_{k}": round(v, 4) for k, v in mod.items()
                                 if k.startswith("recall") or k == "n_queries"})
                 rows.append(row)
@@ -139,30 +154,12 @@ def main() -> None:
                                       round(float(high[1]), 4)]}
             print(f"  vs {kind:20s} recall@1 {d[:, 0].mean():+.3f} [{low[0]:+.3f}, {high[0]:+.3f}]   "
                   f"map@10 {d[:, 1].mean():+.3f} [{low[1]:+.3f}, {high[1]:+.3f}]")
-    # floors (no model) and macro averages (over diagnosis groups), on the same queries
-    floor_pq, _ = evaluate_floors(cases, split="test", n_boot=0)
-    averaged = {k: v[0].assign(**{m: sum(f[m].to_numpy() for f in v) / len(v) for m in ("recall@1", "map@10")})
-                for k, v in per_query.items()}
-    averaged.update({f"floor:{f}": pq.reset_index(drop=True) for f, pq in floor_pq.groupby("method")})
-    records = [r for name, pq in averaged.items()
-               for r in metric_records(pq[[c for c in pq.columns if c not in ("run", "method")]], run=name,
-                                       method=name, protocol="case", average=("micro", "macro"))
-               if (r["metric"], r["k"]) in (("recall", 1), ("map", 10))]
-    with pd.option_context("display.width", 200, "display.max_columns", 40):
-        print("\nMicro and macro (mean over diagnosis groups) averages with 95% bootstrap CIs, floors included:")
-        print(results_table(records).to_string())
-    macro_diffs = {}
-    if "full" in averaged:
-        print("\nPaired differences full - other, macro average (stratified bootstrap CI, sign-flip p):")
-        for name, pq in averaged.items():
-            if name == "full":
-                continue
-            d = paired_difference(averaged["full"], pq, metrics=("recall@1", "map@10"), average="macro")
-            macro_diffs[name] = {m: [round(float(d.at[m, c]), 4) for c in ("difference", "ci_low", "ci_high")]
-                                 for m in d.index}
-            print(f"  vs {name:22s} " + "   ".join(
-                f"{m} {d.at[m, 'difference']:+.3f} [{d.at[m, 'ci_low']:+.3f}, {d.at[m, 'ci_high']:+.3f}]"
-                for m in d.index))
+    # floors (no model) and macro averages (over diagnosis groups), on the same queries, for both protocols
+    averaged, records, macro_diffs = macro_tables(per_query, evaluate_floors(cases, split="test", n_boot=0)[0],
+                                                  "case", "case search")
+    mod_floors, _ = evaluate_floors(cases, split="test", n_boot=0, protocol="modify", triplets=root)
+    _, mod_records, mod_diffs = macro_tables(modify_pq, mod_floors, "modify",
+                                             "modify protocol (DermSynth triplets, exact target)")
     checks = {}
     if "full" in averaged:
         for name in averaged:
@@ -183,7 +180,46 @@ def main() -> None:
     print(json.dumps({"benchmark": "models_dermsynth", "n_cases": args.n_cases, "seeds": args.seeds,
                       "rows": rows, "paired_differences": diffs, "macro_paired_differences": macro_diffs,
                       "macro": {f"{r['run']} {r['average']} {r['metric']}@{r['k']}": round(r["value"], 4)
-                                for r in records}, "checks": checks}))
+                                for r in records},
+                      "modify": {f"{r['run']} {r['average']} {r['metric']}@{r['k']}": round(r["value"], 4)
+                                 for r in mod_records},
+                      "modify_macro_paired_differences": mod_diffs, "checks": checks}))
+
+
+def reused(run: Path) -> tuple[float, int]:
+    """A finished run's training seconds (sum over its epochs) and best epoch, for ``--reuse``."""
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    extra = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)["extra"]
+    return sum(h["train_seconds"] for h in history), int(extra["epoch"])
+
+
+def macro_tables(per_query: dict[str, list[pd.DataFrame]], floor_pq: pd.DataFrame, protocol: str, title: str):
+    """Per-query metrics averaged over seeds, floors added; micro and macro records; full's paired macro differences."""
+    averaged = {k: v[0].assign(**{m: sum(f[m].to_numpy() for f in v) / len(v) for m in ("recall@1", "map@10")})
+                for k, v in per_query.items()}
+    averaged.update({f"floor:{f}": pq.drop(columns="protocol").reset_index(drop=True)
+                     for f, pq in floor_pq.groupby("method")})
+    records = [r for name, pq in averaged.items()
+               for r in metric_records(pq[[c for c in pq.columns if c not in ("run", "method")]], run=name,
+                                       method=name, protocol=protocol, average=("micro", "macro"))
+               if (r["metric"], r["k"]) in (("recall", 1), ("map", 10))]
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        print(f"\n{title}: micro and macro (mean over diagnosis groups) averages with 95% bootstrap CIs, "
+              "floors included:")
+        print(results_table(records).to_string())
+    diffs = {}
+    if "full" in averaged:
+        print(f"\n{title}: paired differences full - other, macro average (stratified bootstrap CI):")
+        for name, pq in averaged.items():
+            if name == "full":
+                continue
+            d = paired_difference(averaged["full"], pq, metrics=("recall@1", "map@10"), average="macro")
+            diffs[name] = {m: [round(float(d.at[m, c]), 4) for c in ("difference", "ci_low", "ci_high")]
+                           for m in d.index}
+            print(f"  vs {name:22s} " + "   ".join(
+                f"{m} {d.at[m, 'difference']:+.3f} [{d.at[m, 'ci_low']:+.3f}, {d.at[m, 'ci_high']:+.3f}]"
+                for m in d.index))
+    return averaged, records, diffs
 
 
 if __name__ == "__main__":

@@ -455,9 +455,11 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
                                     n_boot=s.n_boot, seed=s.seed, device="cpu", name=kind, retriever=model)
             records += recs
             per_query.append(pq)
-    floor_pq, floor_records = evaluate_floors(cases, n_boot=s.n_boot, seed=s.seed)  # no model: what to beat
-    records += floor_records
-    per_query.append(floor_pq)
+    for protocol in ("case", "modify"):  # no model: what to beat
+        floor_pq, floor_records = evaluate_floors(cases, n_boot=s.n_boot, seed=s.seed, protocol=protocol,
+                                                  triplets=data if protocol == "modify" else None)
+        records += floor_records
+        per_query.append(floor_pq)
     order = {"case": 0, "modify": 1}
     records.sort(key=lambda r: order[r["protocol"]])  # one protocol after the other in tables
     metrics = write_metrics(records, out / "metrics.json")

@@ -343,27 +343,33 @@ def headline_table(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def floors_line(records: Sequence[dict]) -> str:
-    """The floors (no model) in one line of HTML: each floor's Recall@1 and mAP@10, micro / macro.
+    """The floors (no model) in one line of HTML: each floor's Recall@1 and mAP@10, micro / macro, per protocol.
 
-    >>> recs = [{"run": "floor:random", "protocol": "case", "average": a, "metric": "map", "k": 10, "value": v,
-    ...          "ci_low": None, "ci_high": None} for a, v in (("micro", 0.135), ("macro", 0.097))]
-    >>> floors_line(recs)
-    '<p><b>Floors</b> (no model; case search; micro / macro): <i>random</i> mAP@10 0.135 / 0.097.</p>'
+    >>> recs = [{"run": "floor:random", "protocol": p, "average": a, "metric": "map", "k": 10, "value": v,
+    ...          "ci_low": None, "ci_high": None} for p, a, v in (("case", "micro", 0.135), ("case", "macro", 0.097),
+    ...                                                           ("modify", "micro", 0.011))]
+    >>> floors_line(recs)  # doctest: +NORMALIZE_WHITESPACE
+    '<p><b>Floors</b> (no model; micro / macro): case search: <i>random</i> mAP@10 0.135 / 0.097; modify:
+    <i>random</i> mAP@10 0.011.</p>'
     """
     frame = _named(records)
     frame = frame[frame["run"].astype(str).str.startswith("floor:")]
     if not len(frame):
         return ""
-    parts = []
-    for run, rows in frame.groupby("run", sort=False):
-        cells = []
-        for name in _METRICS:
-            got = {a: v for a, v, n in zip(rows["average"], rows["value"], rows["name"]) if n == name}
-            if got:
-                cells.append(f"{_METRICS[name]} " + " / ".join(f"{got[a]:.3f}" for a in ("micro", "macro") if a in got))
-        parts.append(f"<i>{html.escape(str(run).removeprefix('floor:'))}</i> " + ", ".join(cells))
-    protocols = ", ".join(f"{p} search" if p == "case" else p for p in dict.fromkeys(frame["protocol"]))
-    return f"<p><b>Floors</b> (no model; {protocols}; micro / macro): " + " &middot; ".join(parts) + ".</p>"
+    sections = []
+    for protocol, of_protocol in frame.groupby("protocol", sort=False):
+        parts = []
+        for run, rows in of_protocol.groupby("run", sort=False):
+            cells = []
+            for name in _METRICS:
+                got = {a: v for a, v, n in zip(rows["average"], rows["value"], rows["name"]) if n == name}
+                if got:
+                    cells.append(f"{_METRICS[name]} " + " / ".join(f"{got[a]:.3f}" for a in ("micro", "macro")
+                                                                   if a in got))
+            parts.append(f"<i>{html.escape(str(run).removeprefix('floor:'))}</i> " + ", ".join(cells))
+        name = "case search" if protocol == "case" else html.escape(str(protocol))
+        sections.append(f"{name}: " + " &middot; ".join(parts))
+    return "<p><b>Floors</b> (no model; micro / macro): " + "; ".join(sections) + ".</p>"
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:

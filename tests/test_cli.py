@@ -30,6 +30,7 @@ def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsy
     records = json.loads((out / "metrics.json").read_text())
     assert {r["method"] for r in records} == {"full", "random", "majority", "criteria_match"}
     assert {r["protocol"] for r in records if r["method"] == "full"} == {"case", "modify"}
+    assert {r["protocol"] for r in records if r["method"] == "criteria_match"} == {"case", "modify"}  # floors of both
     report = (out / "report.html").read_text()
     assert "Not trained here: the released model was loaded as it ships" in report
     assert "This is the released model <code>dermretr/dermsynth-tiny</code>" in report
@@ -82,6 +83,7 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
             low, high = img.convert("L").getextrema()
             assert img.size[0] > 300 and high - low > 100  # not blank
     assert "<table" in report and "modify" in report and "III-IV" in report
+    assert "; modify: <i>random</i>" in report  # the modify protocol's floors
     assert (out / "runs" / "full-balanced" / "checkpoints" / "best.pt").is_file()
     assert json.loads((out / "index" / "manifest.json").read_text())["count"] == 80
     per_query = pd.read_csv(out / "per_query.csv")

@@ -45,7 +45,9 @@ def _record(run, protocol, average, metric, k, value, half=0.05):
 def _records():
     out = []
     for run, base in (("full", 0.6), ("global", 0.5), ("floor:random", 0.2), ("floor:criteria_match", 0.55)):
-        for protocol in ("case", "modify") if not run.startswith("floor:") else ("case",):
+        for protocol in ("case", "modify"):
+            if protocol == "modify" and run == "floor:criteria_match":
+                base = 0.3
             for average, shift in (("micro", 0.0), ("macro", -0.05)):
                 for metric, k in (("recall", 1), ("map", 10), ("recall", 5)):
                     out.append(_record(run, protocol, average, metric, k, base + shift - (0.1 if k == 10 else 0)))
@@ -169,9 +171,12 @@ def test_headline_table_and_floors_line_are_compact():
                                   for m in ("Recall@1", "Recall@1 (macro)", "mAP@10", "mAP@10 (macro)")]
     assert head.loc["full", ("case", "Recall@1")] == "0.600 [0.55, 0.65]"
     line = floors_line(records)
-    assert line.startswith("<p><b>Floors</b> (no model; case search; micro / macro): <i>random</i> Recall@1 "
+    assert line.startswith("<p><b>Floors</b> (no model; micro / macro): case search: <i>random</i> Recall@1 "
                            "0.200 / 0.150, mAP@10 0.100 / 0.050")
-    assert "<i>criteria_match</i>" in line and "recall@5" not in line.lower()
+    # each protocol has its own section: the modify floors' numbers are not mixed into the case ones
+    assert "<i>criteria_match</i> Recall@1 0.550 / 0.500, mAP@10 0.450 / 0.400; modify: <i>random</i>" in line
+    assert line.endswith("<i>criteria_match</i> Recall@1 0.300 / 0.250, mAP@10 0.200 / 0.150.</p>")
+    assert "recall@5" not in line.lower()
     full = full_table(results_table(records))
     assert full.index.names == ["run", "protocol"]  # the method is the run's name: not a second column
     assert "random (floor)" in full.index.get_level_values("run") and "recall@5" in full.columns

@@ -13,7 +13,7 @@ from dermretr._errors import DermretrError
 from dermretr.cli import main
 from dermretr.data.vocab import CRITERIA
 from dermretr.evaluate import RECORD_KEYS, derive_triplets, evaluate_run, paired_difference
-from dermretr.floors import available_floors
+from dermretr.floors import MODIFY_FLOORS, available_floors
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -116,9 +116,11 @@ def test_cli_evaluate_two_runs_writes_metrics_and_prints_a_table(synth_root, syn
                "--out", str(out), "--n-boot", "50", "--k", "1", "5", "--device", "cpu", "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "exact target" in text and "Floors are computed for the case and tone protocols only" in text
+    assert "exact target" in text and "with the reference's findings after the requested change" in text
+    assert "criteria_match (floor)" in text
     recs = json.loads(out.read_text())
     assert {r["protocol"] for r in recs} == {"modify"} and {r["k"] for r in recs} == {1, 5, None}
+    assert {r["run"] for r in recs} == {runs[0].name} | {f"floor:{f}" for f in MODIFY_FLOORS}
 
 
 def test_cli_evaluate_bad_input(synth_root, runs, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Non-learned floors (random, majority, criteria match; tone floors in test_tone.py)."""
+"""Non-learned floors (random, majority, criteria match) of the case and modify protocols (tone: test_tone.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from dermretr._errors import DermretrError
+from dermretr.data.vocab import CRITERIA
 from dermretr.evaluate import (
     metric_records,
     paired_difference,
@@ -21,12 +22,14 @@ from dermretr.evaluate import (
 )
 from dermretr.floors import (
     FLOORS,
+    MODIFY_FLOORS,
     available_floors,
     criteria_scores,
     evaluate_floors,
     expected_random_metrics,
     expected_tie_metrics,
     floor_search,
+    modify_floor_search,
 )
 
 KS = (1, 2, 3, 5, 10)
@@ -288,3 +291,112 @@ def test_ph2_floors_are_sane():
         assert 0.0 <= r["ci_low"] <= r["value"] <= r["ci_high"] <= 1.0 and r["n_queries"] == len(test)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(results_table(recs)[["recall@1", "recall@1 (macro)", "map@10", "map@10 (macro)", "queries"]])
+
+
+# ----------------------------------------------------------------------------- the modify protocol's floors
+
+
+def _modify_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference r (MEL) asks for irregular streaks; t (its exact target) has r's findings after the change."""
+    rows = [  # case, patient, group, streaks, veil, network
+        ("r", "p", "MEL", "absent", "present", "atypical"),
+        ("t", "p", "MEL", "irregular", "present", "atypical"),     # after the change: 3 agreements
+        ("u", "u", "NEV", "irregular", "present", "typical"),      # 2 - 1 = 1
+        ("v", "v", "NEV", "absent", "present", "atypical"),        # r unchanged: 3; after the change: 1
+        ("w", "w", "NEV", "irregular", "absent", "typical"),       # 1 - 2 = -1
+    ]
+    cases = pd.DataFrame(rows, columns=["case_id", "patient_id", "diagnosis_group", "streaks", "blue_whitish_veil",
+                                        "pigment_network"])
+    cases = cases.assign(image_path=cases["case_id"], diagnosis=cases["diagnosis_group"].str.lower(), split="test")
+    mods = pd.DataFrame({"reference_case_id": ["r", "t"], "modification_text": ["with irregular streaks",
+                                                                                "without streaks"],
+                         "target_case_id": ["t", "r"], "criterion": "streaks", "from_value": ["absent", "irregular"],
+                         "to_value": ["irregular", "absent"]})
+    return cases, mods
+
+
+def test_modify_floors_rank_by_the_findings_after_the_change():
+    cases, mods = _modify_rows()
+    assert available_floors(cases, protocol="modify", triplets=mods) == MODIFY_FLOORS
+    pq, summary = modify_floor_search(cases, "criteria_match", mods, ks=(1, 2))
+    # r -> t: t is the only case with all three findings; t -> r: r and v tie at 3 (r is the target)
+    assert pq["case_id"].tolist() == ["r", "t"] and pq["target_case_id"].tolist() == ["t", "r"]
+    assert pq["recall@1"].tolist() == [1.0, 0.5] and pq["recall@2"].tolist() == [1.0, 1.0]
+    assert pq["mrr"].tolist() == [1.0, 0.75]
+    # with the references' own findings (no change), v beats t, and r ties with u and v: the change is what counts
+    unchanged = mods.assign(to_value=mods["from_value"])
+    assert modify_floor_search(cases, "criteria_match", unchanged, ks=(1,))[0]["recall@1"].tolist() == pytest.approx(
+        [0.0, 1 / 3])
+    # stable ties keep the table order: r (the target) before v
+    assert modify_floor_search(cases, "criteria_match", mods, ks=(1,), ties="stable")[0]["recall@1"].tolist() == [
+        1.0, 1.0]
+    # random: one relevant among the 4 rankable cases (the reference excluded); majority: NEV first (3 of 5)
+    rand, _ = modify_floor_search(cases, "random", mods, ks=(1, 2))
+    assert rand["recall@1"].tolist() == [0.25, 0.25] and rand["recall@2"].tolist() == [0.5, 0.5]
+    majority, _ = modify_floor_search(cases, "majority", mods, ks=(1,))
+    assert majority["recall@1"].tolist() == [0.0, 0.0]
+    assert majority["mrr"].tolist() == pytest.approx([1 / 4, 1 / 4])  # the target after the 3 NEV cases
+
+
+def test_modify_floors_share_the_protocols_queries_and_pair_with_a_model(synth_root, synth_cases):
+    from dermretr.evaluate import load_triplets, modify_queries, modify_search
+
+    mods = load_triplets(synth_root)
+    mq = modify_queries(synth_cases, mods)
+
+    class Reader:  # scores every gallery case by its (random) position: a stand-in model
+        def encode_targets(self, paths, **_):
+            return {"global": np.eye(len(paths)), "local": None, "alpha": 0.0}
+
+        def encode_queries(self, paths, texts, **_):
+            rng = np.random.default_rng(0)
+            return {"global": rng.random((len(texts), len(synth_cases))), "local": None, "alpha": 0.0}
+
+    model, _ = modify_search(Reader(), synth_cases, mods, ks=(1, 10))
+    tables = {m: modify_floor_search(synth_cases, m, synth_root, ks=(1, 10))[0] for m in MODIFY_FLOORS}
+    for name, pq in tables.items():
+        assert pq.columns.tolist() == ["method", *model.columns]
+        pd.testing.assert_frame_equal(pq.drop(columns=[c for c in pq.columns if "@" in c or c in ("mrr", "method")]),
+                                      model.drop(columns=[c for c in model.columns if "@" in c or c == "mrr"]))
+        assert paired_difference(model, pq, metrics=["recall@1"], n_boot=0).loc["recall@1", "n_queries"] == len(mq.info)
+    n = (~mq.exclude).sum(axis=1)
+    assert tables["random"]["recall@1"].to_numpy() == pytest.approx(1 / n)
+    # criteria_match: the target has exactly the reference's findings after the change (DermSynth's variants),
+    # so it is in the best block and its expected hit@1 is 1 / (size of that block)
+    crit = [c for c in CRITERIA if c in synth_cases.columns]
+    by_id = synth_cases.set_index("case_id")
+    for (_, t), got in zip(mq.triplets.iterrows(), tables["criteria_match"]["recall@1"]):
+        want = by_id.loc[t["reference_case_id"], crit].astype(object).copy()
+        want[t["criterion"]] = t["to_value"]
+        assert (by_id.loc[t["target_case_id"], crit].astype(object) == want).all()
+        same = (by_id[crit].astype(object) == want).all(axis=1)
+        same[t["reference_case_id"]] = False
+        assert got == pytest.approx(1 / same.sum())
+    # evaluate_floors reads the folder's triplets and writes modify records
+    per_query, records = evaluate_floors(f"synthetic:{synth_root}", protocol="modify", n_boot=0, ks=(1,))
+    assert {r["protocol"] for r in records} == {"modify"} and {r["method"] for r in records} == set(MODIFY_FLOORS)
+    assert len(per_query) == 3 * len(mq.info)
+
+
+def test_modify_floors_refuse_bad_input_and_derive_triplets_without_them():
+    cases, mods = _modify_rows()
+    no_change = mods.drop(columns=["criterion", "to_value"])
+    assert available_floors(cases, protocol="modify", triplets=no_change) == ("random", "majority")
+    with pytest.raises(DermretrError, match="needs the triplets' columns criterion and to_value"):
+        modify_floor_search(cases, "criteria_match", no_change)
+    with pytest.raises(DermretrError, match="criterion 'colour'"):
+        modify_floor_search(cases, "criteria_match", mods.assign(criterion="colour"))
+    with pytest.raises(DermretrError, match="unknown modify floor 'oracle'"):
+        modify_floor_search(cases, "oracle", mods)
+    with pytest.raises(DermretrError, match=r"unknown floor\(s\) \['filter_only'\] for the modify protocol"):
+        evaluate_floors(cases, ["filter_only"], protocol="modify", triplets=mods)
+    with pytest.raises(DermretrError, match="ties must be one of"):
+        modify_floor_search(cases, "majority", mods, ties="random")
+    with pytest.raises(DermretrError, match="unknown protocol 'retrieval'"):
+        evaluate_floors(cases, protocol="retrieval")
+    # no triplets: derived ones (requested value and the reference's group), as modify_search derives them
+    split = cases.assign(split=["test", "train", "train", "train", "val"], patient_id=list("abcde"))
+    pq, _ = modify_floor_search(split, "criteria_match", None, ks=(1,))
+    assert pq["criterion"].tolist() == ["streaks"] and pq["to_value"].tolist() == ["irregular"]
+    assert pq["n_relevant"].tolist() == [1]  # t: MEL with irregular streaks (u, w are NEV)
+    assert pq["recall@1"].tolist() == [1.0]

@@ -39,9 +39,10 @@ def add_evaluate_command(sub) -> None:
                           choices=("random", "majority", "criteria_match", "filter_only", "none"),
                           default=None, metavar="FLOOR",
                           help="non-learned rankings shown beside the runs: random (expected value), and for the "
-                               "case protocol majority (most common group first), criteria_match (annotated 7-point "
-                               "findings), for the tone protocol filter_only (target skin-tone range first, "
-                               "diagnosis ignored); default: every floor the data and protocol allow; 'none' for none")
+                               "case and modify protocols majority (most common group first), criteria_match "
+                               "(annotated 7-point findings; modify: the reference's after the requested change), "
+                               "for the tone protocol filter_only (target skin-tone range first, diagnosis "
+                               "ignored); default: every floor the data and protocol allow; 'none' for none")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -70,7 +71,8 @@ def cmd_evaluate(args) -> int:
 
     notes = {"random": "random = expected value under a uniformly random ranking",
              "majority": f"majority = the gallery's most common {args.relevant} first",
-             "criteria_match": "criteria_match = ranked by agreement of annotated 7-point findings",
+             "criteria_match": "criteria_match = ranked by agreement of annotated 7-point findings" + (
+                 " with the reference's findings after the requested change" if args.protocol == "modify" else ""),
              "filter_only": "filter_only = gallery cases in the target skin-tone range first, in random order "
                             f"(expected value), {args.relevant} ignored"}
 
@@ -100,18 +102,19 @@ def cmd_evaluate(args) -> int:
             " (estimated from the pixels now)" if cases is not labelled else
             " (estimated)" if scale == "ita" else "")
         tone = tone_queries(cases, args.split, scale=scale, relevant=args.relevant, style=style, texts=False)
-    # non-learned floors (case and tone protocols): --floors NAME... / none; absent = every floor the data allows
+    # non-learned floors: --floors NAME... / none; absent = every floor the data and protocol allow
     wanted = getattr(args, "floors", None)
-    floors = (available_floors(cases, args.split, protocol=args.protocol) if wanted is None
+    floors = (available_floors(cases, args.split, protocol=args.protocol, triplets=triplets) if wanted is None
               else tuple(f for f in wanted if f != "none"))
     floor_pq, floor_recs = None, list[dict]()
-    if floors and args.protocol in ("case", "tone"):  # cheap, and bad data fails before the long part
+    if floors:  # cheap, and bad data fails before the long part
         clash = sorted({f"floor:{f}" for f in floors} & set(names))
         if clash:
             raise DermretrError(f"run folder {clash[0]!r} is named like a floor's rows; rename it")
         floor_pq, floor_recs = evaluate_floors(cases, floors, split=args.split, relevant=args.relevant, ks=args.k,
                                                n_boot=args.n_boot, seed=args.seed, protocol=args.protocol,
-                                               tone_scale=getattr(args, "tone_scale", "fitzpatrick"))
+                                               tone_scale=getattr(args, "tone_scale", "fitzpatrick"),
+                                               triplets=triplets)
     records, per_query = [], []
     tone_args = (scale, style) if tone is not None else ("fitzpatrick", "scale")  # evaluate_run's defaults
     for run, name in zip(args.run, names):
@@ -147,8 +150,6 @@ def cmd_evaluate(args) -> int:
         print("(macro) = mean over diagnosis groups of the per-group means, CI resampled within groups")
     if floor_recs:
         print("Floors (no model): " + "; ".join(notes[f] for f in floors))
-    elif floors or args.protocol == "modify":
-        print("Floors are computed for the case and tone protocols only: this modify table has none")
     with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
         table = results_table(records)  # one row per run; printed with one column per run to fit a terminal
         table.index = [f"{method} (floor)" if str(run).startswith("floor:") else f"{run} ({method})"

@@ -17,8 +17,8 @@ that a degenerate "most common group first" ranking cannot score well by the
 imbalance alone.  Macro intervals resample queries within each group (a
 stratified bootstrap).  Records carry ``average`` ("micro" or "macro");
 :func:`results_table` shows a macro column ``"recall@1 (macro)"`` beside each
-micro one.  Non-learned floors (random, majority first, criteria match) have
-the same per-query tables: see :mod:`dermretr.floors`.
+micro one.  Non-learned floors (random, majority first, criteria match; for
+every protocol) have the same per-query tables: see :mod:`dermretr.floors`.
 
 Protocol "case" (:func:`case_search`): the query is a test case's image plus
 its findings text (:func:`~dermretr.data.vocab.case_text`, ``view="findings"``:
@@ -76,22 +76,23 @@ from __future__ import annotations
 from ..stats import AVERAGES, bootstrap_ci, paired_difference
 from ._case import case_scores, case_search, scores_search
 from ._common import PROTOCOLS, QUERY_COLUMNS, data_options_for, load_data
+from ._expected import expected_random_metrics, expected_tie_metrics
 from ._floors import (
     FLOOR_TIES,
     FLOORS,
+    MODIFY_FLOORS,
     TONE_FLOORS,
     available_floors,
     criteria_scores,
     evaluate_floors,
-    expected_random_metrics,
-    expected_tie_metrics,
     findings_columns,
     floor_search,
+    modify_floor_search,
     tone_floor_search,
 )
 from ._leak import check_query_text
 from ._metrics import METRICS, RECORD_METRICS, TIES, rank_metrics, summarize_metrics
-from ._modify import derive_triplets, load_triplets, modify_search
+from ._modify import ModifyQueries, derive_triplets, load_triplets, modify_queries, modify_search
 from ._records import (
     RECORD_KEYS,
     is_metrics_file,
@@ -114,6 +115,8 @@ __all__ = [
     "check_query_text",
     "scores_search",
     "modify_search",
+    "modify_queries",
+    "ModifyQueries",
     "derive_triplets",
     "load_triplets",
     "tone_search",
@@ -141,9 +144,11 @@ __all__ = [
     "QUERY_COLUMNS",
     # the non-learned floors (also at dermretr.floors)
     "FLOORS",
+    "MODIFY_FLOORS",
     "TONE_FLOORS",
     "FLOOR_TIES",
     "floor_search",
+    "modify_floor_search",
     "tone_floor_search",
     "evaluate_floors",
     "expected_random_metrics",

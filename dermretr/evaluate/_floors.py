@@ -1,4 +1,4 @@
-"""Non-learned rankings ("floors") of the case protocol, to print beside every learned retriever.
+"""Non-learned rankings ("floors") of every protocol, to print beside every learned retriever.
 
 On real dermoscopy a learned retriever may rank no better than a trivial
 ranking, and micro averages reward putting the most common diagnosis first
@@ -47,6 +47,13 @@ relevance (same diagnosis group *and* skin tone in the target range):
   what the range alone earns.  A model must beat it to show that it uses
   the reference image and findings.
 
+The modify protocol (:func:`dermretr.evaluate.modify_search`: a reference
+image plus "the same lesion, with irregular streaks") has the floors
+:data:`MODIFY_FLOORS`, :func:`modify_floor_search`, on exactly its queries,
+gallery and relevance: ``random`` and ``majority`` as above, and
+``criteria_match`` with the reference's annotated findings *after the
+requested change* as the query's findings.
+
 The random floor's per-query values are expectations, so its bootstrap
 interval reflects only which queries were drawn, not the spread of one
 random ranking; the same holds for ``ties="expected"``.
@@ -71,7 +78,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import hypergeom
 
 from .._checks import check_boot, check_seed
 from .._errors import DermretrError
@@ -88,197 +94,24 @@ from ._common import (
     query_columns,
     resolve_gallery_splits,
 )
+from ._expected import expected_random_metrics, expected_tie_metrics
 from ._metrics import TIES, check_ks, rank_metrics, summarize_metrics
+from ._modify import ModifyQueries, load_triplets, modify_queries
 from ._records import metric_records
 from ._tone import tone_queries, with_tone_estimate
 
-__all__ = ["FLOORS", "TONE_FLOORS", "FLOOR_TIES", "floor_search", "tone_floor_search", "evaluate_floors",
-           "expected_random_metrics", "expected_tie_metrics", "criteria_scores", "findings_columns",
-           "available_floors"]
+__all__ = ["FLOORS", "MODIFY_FLOORS", "TONE_FLOORS", "FLOOR_TIES", "floor_search", "modify_floor_search",
+           "tone_floor_search", "evaluate_floors", "criteria_scores", "findings_columns", "available_floors",
+           "majority_label"]
 
 #: The non-learned rankings of the case protocol, in the order tables show them.
 FLOORS = ("random", "majority", "criteria_match")
+#: The non-learned rankings of the modify protocol.
+MODIFY_FLOORS = ("random", "majority", "criteria_match")
 #: The non-learned rankings of the tone protocol.
 TONE_FLOORS = ("random", "filter_only")
 #: Orders of equal scores of the floors: :data:`dermretr.evaluate.TIES` and their expectation.
 FLOOR_TIES = (*TIES, "expected")
-
-
-def expected_random_metrics(n_items, n_relevant, ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
-    """Expected metrics of :func:`~dermretr.evaluate.rank_metrics` under a uniformly random ranking.
-
-    For a query with ``N`` rankable gallery items (after exclusions) of which
-    ``R`` are relevant, and ``m = min(K, N)``:
-
-    * ``recall@K`` (a hit rate) ``= 1 - C(N - R, m) / C(N, m)`` (hypergeometric);
-    * ``precision@K = (R / N) m / K`` (``rank_metrics`` divides by K);
-    * ``map@K = (R / N) [H_m + (R - 1)/(N - 1) (m - H_m)] / min(K, R)``, with
-      ``H_m = sum_{i <= m} 1/i``, from ``E[rel_i] = R/N`` and
-      ``E[rel_i rel_j] = R(R - 1) / (N(N - 1))`` for ``i != j``;
-    * ``ndcg@K = (R / N) D(m) / D(min(R, K))``, ``D(j) = sum_{i <= j} 1/log2(i + 1)``;
-    * ``mrr = sum_r P(first = r) / r`` with
-      ``P(first = r) = C(N - r, R - 1) / C(N, R)``, ``r = 1 .. N - R + 1``.
-
-    Every metric is 0 when ``R = 0``, as in ``rank_metrics``.
-
-    Parameters
-    ----------
-    n_items, n_relevant : int or array-like [n_queries]
-        ``N`` and ``R`` per query (``0 <= R <= N``).
-    ks : ints
-        Cut-offs.
-
-    Returns
-    -------
-    DataFrame
-        The columns of ``rank_metrics`` (``n_relevant``, ``recall@K`` ...
-        ``mrr``), one row per query.
-
-    Examples
-    --------
-    One relevant case among four: a hit at rank 1 one time in four, and the
-    mean reciprocal rank is (1 + 1/2 + 1/3 + 1/4) / 4:
-
-    >>> t = expected_random_metrics([4], [1], ks=(1, 2))
-    >>> t[["recall@1", "recall@2", "precision@2", "mrr"]].round(4).to_numpy().tolist()
-    [[0.25, 0.5, 0.25, 0.5208]]
-    """
-    ks = check_ks(ks)
-    n = np.atleast_1d(np.asarray(n_items))
-    r = np.atleast_1d(np.asarray(n_relevant))
-    if n.shape != r.shape or n.ndim != 1:
-        raise DermretrError(f"n_items {n.shape} and n_relevant {r.shape} must be 1-D of one length")
-    if not (np.issubdtype(n.dtype, np.integer) and np.issubdtype(r.dtype, np.integer)) and len(n):
-        raise DermretrError("n_items and n_relevant must be whole numbers")
-    n, r = n.astype(np.int64), r.astype(np.int64)
-    if (r < 0).any() or (r > n).any():
-        raise DermretrError("every query needs 0 <= n_relevant <= n_items")
-    has = r > 0
-    share = np.where(has, r / np.maximum(n, 1), 0.0)
-    out: dict[str, np.ndarray] = {"n_relevant": r}
-    for k in ks:
-        m = np.minimum(k, n)
-        miss = np.where(has, hypergeom.pmf(0, np.maximum(n, 1), r, m), 1.0)
-        out[f"recall@{k}"] = np.where(has, 1.0 - miss, 0.0)
-        out[f"precision@{k}"] = share * m / k
-        harmonic = np.array([_harmonic(int(j)) for j in m])
-        pair = np.where(n > 1, (r - 1) / np.maximum(n - 1, 1), 0.0)
-        out[f"map@{k}"] = np.where(has, share * (harmonic + pair * (m - harmonic)) / np.maximum(np.minimum(k, r), 1),
-                                   0.0)
-        ideal = np.array([_discounts(int(j)) for j in np.minimum(r, k)])
-        gain = np.array([_discounts(int(j)) for j in m])
-        out[f"ndcg@{k}"] = np.where(has, share * gain / np.where(ideal > 0, ideal, 1.0), 0.0)
-    mrr = np.zeros(len(n))
-    for nn, rr in set(zip(n[has].tolist(), r[has].tolist())):
-        mrr[(n == nn) & (r == rr)] = _expected_reciprocal_rank(nn, rr)
-    out["mrr"] = mrr
-    return pd.DataFrame(out)
-
-
-def _harmonic(m: int) -> float:
-    return float((1.0 / np.arange(1, m + 1)).sum())
-
-
-def _discounts(m: int) -> float:
-    return float((1.0 / np.log2(np.arange(2, m + 2))).sum())
-
-
-def _first_relevant_pmf(n: int, r: int) -> np.ndarray:
-    """``P(first relevant at rank j)``, ``j = 1 .. n - r + 1``, for ``r >= 1`` relevant among ``n`` shuffled items.
-
-    ``C(n - j, r - 1) / C(n, r)``, by the ratio of consecutive terms
-    ``P(j + 1) / P(j) = (n - j - r + 1) / (n - j)`` (no large binomials).
-    """
-    j = np.arange(1, n - r + 1)
-    ratios = (n - j - r + 1) / (n - j)
-    return (r / n) * np.concatenate([[1.0], np.cumprod(ratios)])
-
-
-def _expected_reciprocal_rank(n: int, r: int) -> float:
-    """E[1 / rank of the first relevant item] for ``r >= 1`` relevant among ``n`` randomly ordered items."""
-    p = _first_relevant_pmf(n, r)
-    return float((p / np.arange(1, len(p) + 1)).sum())
-
-
-def expected_tie_metrics(scores: np.ndarray, relevant: np.ndarray, exclude: np.ndarray | None = None,
-                         ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
-    """Expected :func:`~dermretr.evaluate.rank_metrics` when equal scores come in a uniformly random order.
-
-    Per query, the rankable items (not excluded) fall into blocks of equal
-    score, best first; block ``b`` holds ``n_b`` items, ``r_b`` of them
-    relevant, at positions ``s_b + 1 .. s_b + n_b``.  Orders within blocks
-    are independent and uniform, so at position ``i`` of block ``b``
-    ``E[rel_i] = r_b / n_b``, ``E[rel_i rel_j] = E[rel_i] E[rel_j]`` for ``j``
-    in another block and ``r_b (r_b - 1) / (n_b (n_b - 1))`` within the
-    block.  Hence (``m = min(K, N)``):
-
-    * ``recall@K = 1 - [no relevant before the block cut at m] *
-      C(n_b - r_b, t) / C(n_b, t)`` for the ``t`` items of the cut block in the top m;
-    * ``precision@K``, ``ndcg@K``: sums of ``E[rel_i]`` with their weights;
-    * ``map@K = sum_{i <= m} E[rel_i hits_i] / i / min(K, R)`` with
-      ``E[rel_i hits_i] = E[rel_i] (1 + sum_{c < b} r_c) + (i - s_b - 1) r_b (r_b - 1) / (n_b (n_b - 1))``;
-    * ``mrr``: the first block with a relevant item, ``b``, and the first
-      relevant rank ``r`` within it (``P = C(n_b - r, r_b - 1) / C(n_b, r_b)``):
-      ``sum_r P / (s_b + r)``.
-
-    With all scores equal this is :func:`expected_random_metrics`.
-
-    Examples
-    --------
-    Two items tie for the top, one relevant: a hit at 1 half the time.
-
-    >>> expected_tie_metrics(np.array([[0.9, 0.9, 0.1]]), np.array([[True, False, False]]),
-    ...                      ks=(1,))[["recall@1", "mrr"]].to_numpy().tolist()
-    [[0.5, 0.75]]
-    """
-    ks = check_ks(ks)
-    scores = np.asarray(scores, dtype=np.float64)
-    relevant = np.asarray(relevant, dtype=bool)
-    if scores.ndim != 2 or scores.shape != relevant.shape:
-        raise DermretrError(f"scores {scores.shape} and relevance {relevant.shape} must be matrices of one shape")
-    exclude = np.zeros_like(relevant) if exclude is None else np.asarray(exclude, dtype=bool)
-    if exclude.shape != scores.shape:
-        raise DermretrError(f"exclude {exclude.shape} must have the shape of scores {scores.shape}")
-    if not np.isfinite(scores[~exclude]).all():
-        raise DermretrError("scores must be finite (exclude pairs with `exclude` instead)")
-    rows = []
-    for s_row, r_row, x_row in zip(scores, relevant, exclude):
-        rows.append(_expected_one(s_row[~x_row], r_row[~x_row], ks))
-    columns = ["n_relevant"] + [f"{m}@{k}" for k in ks for m in ("recall", "precision", "map", "ndcg")] + ["mrr"]
-    out = pd.DataFrame(rows, columns=columns)
-    out["n_relevant"] = out["n_relevant"].astype(np.int64)
-    return out
-
-
-def _expected_one(scores: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...]) -> list[float]:
-    """One query's expected metrics (see :func:`expected_tie_metrics`); items already without exclusions."""
-    n, r_total = len(scores), int(relevant.sum())
-    row: list[float] = [r_total]
-    if r_total == 0:
-        return row + [0.0] * (4 * len(ks) + 1)
-    values, block_of = np.unique(-scores, return_inverse=True)  # blocks, best score first
-    n_b = np.bincount(block_of, minlength=len(values))
-    r_b = np.bincount(block_of, weights=relevant, minlength=len(values)).astype(np.int64)
-    start = np.concatenate([[0], np.cumsum(n_b)[:-1]])          # s_b
-    before = np.concatenate([[0], np.cumsum(r_b)[:-1]])         # relevant items in earlier blocks
-    b_at = np.repeat(np.arange(len(n_b)), n_b)                  # block of each position
-    pos = np.arange(1, n + 1)
-    p = r_b[b_at] / n_b[b_at]
-    q = np.where(n_b > 1, r_b * (r_b - 1) / np.maximum(n_b * (n_b - 1), 1), 0.0)[b_at]
-    rel_hits = p * (1.0 + before[b_at]) + (pos - start[b_at] - 1) * q
-    disc = 1.0 / np.log2(pos + 1)
-    for k in ks:
-        m = min(k, n)
-        b = b_at[m - 1]                                         # the block cut by the top m
-        t = m - start[b]
-        miss = float(before[b] == 0) * float(hypergeom.pmf(0, n_b[b], r_b[b], t))
-        ideal = disc[:min(r_total, k)].sum()
-        row += [1.0 - miss, p[:m].sum() / k, (rel_hits[:m] / pos[:m]).sum() / min(k, r_total),
-                (p[:m] * disc[:m]).sum() / ideal]
-    b = int(np.flatnonzero(r_b > 0)[0])
-    prob = _first_relevant_pmf(int(n_b[b]), int(r_b[b]))
-    row.append(float((prob / (start[b] + np.arange(1, len(prob) + 1))).sum()))
-    return row
 
 
 def findings_columns(cases: pd.DataFrame) -> list[str]:
@@ -290,12 +123,14 @@ def findings_columns(cases: pd.DataFrame) -> list[str]:
     return [c for c in CRITERIA if c in cases.columns and any(is_known(v) for v in cases[c].astype(object))]
 
 
-def available_floors(cases: pd.DataFrame, split: str = "test",
-                     gallery_splits: Sequence[str] | None = None, protocol: str = "case") -> tuple[str, ...]:
-    """The floors a case table allows (:data:`FLOORS`, or :data:`TONE_FLOORS` for ``protocol="tone"``).
+def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: Sequence[str] | None = None,
+                     protocol: str = "case", triplets: pd.DataFrame | None = None) -> tuple[str, ...]:
+    """The floors a case table allows (:data:`FLOORS`, :data:`MODIFY_FLOORS` or :data:`TONE_FLOORS`).
 
-    Random and majority always, criteria_match when both the ``split`` queries and their gallery have 7-point
-    findings.
+    Case and modify protocols: random and majority always, criteria_match
+    when both the ``split`` queries and their gallery have 7-point findings
+    (modify: and the ``triplets``, when given, name the ``criterion`` and
+    ``to_value`` they ask for).
 
     >>> available_floors(pd.DataFrame({"case_id": ["a"], "diagnosis_group": ["NEV"], "split": ["test"]}))
     ('random', 'majority')
@@ -304,11 +139,22 @@ def available_floors(cases: pd.DataFrame, split: str = "test",
         return TONE_FLOORS
     splits = cases["split"].astype(str) if "split" in cases.columns else pd.Series("", index=cases.index)
     q = cases[(splits == split).to_numpy()]
-    g = cases[splits.isin(list(resolve_gallery_splits(split, gallery_splits))).to_numpy()]
-    return FLOORS if [c for c in findings_columns(q) if c in findings_columns(g)] else ("random", "majority")
+    if protocol == "modify" and triplets is not None and "target_case_id" in triplets.columns:
+        g = cases  # DermSynth's triplets: the gallery is every case
+    else:
+        g = cases[splits.isin(list(resolve_gallery_splits(split, gallery_splits))).to_numpy()]
+    findings = bool([c for c in findings_columns(q) if c in findings_columns(g)])
+    if protocol == "modify" and triplets is not None:
+        findings = findings and {"criterion", "to_value"} <= set(triplets.columns)
+    return (MODIFY_FLOORS if protocol == "modify" else FLOORS) if findings else ("random", "majority")
 
 
-def _majority_label(labels: np.ndarray) -> str | None:
+def majority_label(labels: np.ndarray) -> str | None:
+    """The most common known label (equal counts: the first in sorted order), or None when none is known.
+
+    >>> majority_label(np.array(["NEV", "MEL", None, "MEL", "NEV"], dtype=object))
+    'MEL'
+    """
     known = pd.Series(labels, dtype=object).dropna().astype(str)
     if known.empty:
         return None
@@ -422,7 +268,7 @@ def floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", re
         metrics = expected_random_metrics((~exclude).sum(axis=1), (rel & ~exclude).sum(axis=1), ks=ks)
     else:
         if method == "majority":
-            top = _majority_label(g[relevant].astype(object).to_numpy())
+            top = majority_label(g[relevant].astype(object).to_numpy())
             labels = np.array([is_known(v) and str(v) == top for v in g[relevant].astype(object)], dtype=float)
             scores = np.broadcast_to(labels, (len(q), len(g)))
         else:
@@ -432,6 +278,101 @@ def floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", re
     per_query = attach_metrics(query_columns(q), metrics)
     per_query.insert(0, "method", method)
     return per_query, summarize_metrics(per_query)
+
+
+def modify_floor_search(cases: pd.DataFrame, method: str, triplets=None, split: str = "test", *,
+                        gallery_splits: Sequence[str] | None = None, ks: Sequence[int] = (1, 5, 10),
+                        seed: int = 0, max_per_case: int = 1,
+                        ties: str = "expected") -> tuple[pd.DataFrame, dict[str, float]]:
+    """A non-learned ranking on the "modify" protocol: per-query metrics like :func:`~dermretr.evaluate.modify_search`.
+
+    Same queries, gallery, exclusions and relevance as ``modify_search``
+    (:func:`~dermretr.evaluate.modify_queries`): DermSynth's triplets (the
+    exact target) or derived ones (the requested criterion value and the
+    reference's diagnosis group).
+
+    Parameters
+    ----------
+    cases : DataFrame
+        A validated case table.
+    method : {"random", "majority", "criteria_match"}
+        ``random``: the expected metrics of a uniformly random order of the
+        gallery; ``majority``: the gallery's most common diagnosis group
+        first; ``criteria_match``: gallery cases by agreement of their
+        annotated 7-point findings with *the reference's findings after the
+        requested change* (the triplet's ``criterion`` set to ``to_value``;
+        agreements minus disagreements, as :func:`floor_search`).  It reads
+        the annotations, never the text or the images, so it is what knowing
+        the findings and the change earns without a model.
+    triplets, split, gallery_splits, seed, max_per_case
+        As :func:`~dermretr.evaluate.modify_search`.
+    ks : ints
+        Cut-offs.
+    ties : {"expected", "stable", "pessimistic", "optimistic"}
+        Order of equal scores of ``majority`` and ``criteria_match`` (see
+        :func:`floor_search`).
+
+    Returns
+    -------
+    (DataFrame, dict)
+        Per-query metrics (``method`` first, then the columns of
+        ``modify_search``) and their micro means.
+
+    Examples
+    --------
+    The reference ``a`` asks for irregular streaks; its target ``b`` is the
+    only case with both of the reference's findings after the change, and
+    of the gallery's majority group (MEL: equal counts, first in order):
+
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("aacd"),
+    ...     "image_path": list("abcd"), "diagnosis": "x", "diagnosis_group": ["MEL", "MEL", "NEV", "NEV"],
+    ...     "streaks": ["absent", "irregular", "irregular", "absent"],
+    ...     "blue_whitish_veil": ["present", "present", "absent", "present"], "split": "test"})
+    >>> mods = pd.DataFrame({"reference_case_id": ["a"], "modification_text": ["with irregular streaks"],
+    ...     "target_case_id": ["b"], "criterion": ["streaks"], "to_value": ["irregular"]})
+    >>> [round(modify_floor_search(cases, m, mods, ks=(1,))[1]["recall@1"], 4) for m in MODIFY_FLOORS]
+    [0.3333, 1.0, 1.0]
+    """
+    if method not in MODIFY_FLOORS:
+        raise DermretrError(f"unknown modify floor {method!r}; floors of the modify protocol: "
+                            f"{', '.join(MODIFY_FLOORS)}")
+    if ties not in FLOOR_TIES:
+        raise DermretrError(f"ties must be one of {', '.join(FLOOR_TIES)}, got {ties!r}")
+    ks = check_ks(ks)
+    mq = modify_queries(cases, triplets, split=split, gallery_splits=gallery_splits, seed=seed,
+                        max_per_case=max_per_case)
+    if method == "random":
+        metrics = expected_random_metrics((~mq.exclude).sum(axis=1), (mq.relevant & ~mq.exclude).sum(axis=1), ks=ks)
+    else:
+        if method == "majority":
+            groups = mq.gallery["diagnosis_group"].astype(object).to_numpy()
+            top = majority_label(groups)
+            labels = np.array([is_known(v) and str(v) == top for v in groups], dtype=float)
+            scores = np.broadcast_to(labels, mq.relevant.shape)
+        else:
+            scores = _criteria_scores(_modified_findings(mq), mq.gallery,
+                                      _shared_findings(mq.references, mq.gallery))
+        metrics = (expected_tie_metrics(scores, mq.relevant, mq.exclude, ks=ks) if ties == "expected"
+                   else rank_metrics(scores, mq.relevant, mq.exclude, ks=ks, ties=ties))
+    per_query = attach_metrics(mq.info, metrics)
+    per_query.insert(0, "method", method)
+    return per_query, summarize_metrics(per_query)
+
+
+def _modified_findings(mq: ModifyQueries) -> pd.DataFrame:
+    """The references' 7-point findings with each triplet's ``criterion`` set to its ``to_value``."""
+    t = mq.triplets
+    missing = [c for c in ("criterion", "to_value") if c not in t.columns]
+    if missing:
+        raise DermretrError(f"the criteria_match floor of the modify protocol needs the triplets' columns "
+                            f"criterion and to_value (what the text asks to change); these lack {missing}")
+    findings = mq.references[[c for c in CRITERIA if c in mq.references.columns]].astype(object).copy()
+    for i, (criterion, value) in enumerate(zip(t["criterion"].astype(str), t["to_value"])):
+        if criterion not in findings.columns:
+            raise DermretrError(f"modification triplet {i} names criterion {criterion!r}, which is not a 7-point "
+                                f"criteria column of the case table ({', '.join(findings.columns) or 'none'})")
+        findings.iat[i, findings.columns.get_loc(criterion)] = value
+    return findings
 
 
 def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", *, scale: str = "fitzpatrick",
@@ -487,8 +428,8 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
                     relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10), n_boot: int = 1000,
                     level: float = 0.95, seed: int = 0, by: str | None = None,
                     ties: str = "expected", protocol: str = "case",
-                    tone_scale: str = "fitzpatrick") -> tuple[pd.DataFrame, list[dict]]:
-    """The floors of a data set on the "case" (or "tone") protocol: per-query metrics and ``metrics.json`` records.
+                    tone_scale: str = "fitzpatrick", triplets=None) -> tuple[pd.DataFrame, list[dict]]:
+    """The floors of a data set on one protocol: per-query metrics and ``metrics.json`` records.
 
     Parameters
     ----------
@@ -497,18 +438,24 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     floors : strs, optional
         Default: :func:`available_floors` (criteria_match only with findings).
     split, relevant, ks
-        As :func:`~dermretr.evaluate.evaluate_run` (the gallery follows the split).
+        As :func:`~dermretr.evaluate.evaluate_run` (the gallery follows the
+        split; the modify protocol's relevance is its own, ``relevant`` is unused there).
     n_boot, level, seed, by
         Bootstrap and macro classes of :func:`~dermretr.evaluate.metric_records`
-        (``by`` default: ``diagnosis_group``, ``target_range`` for the tone protocol).
+        (``by`` default: ``diagnosis_group``, ``target_range`` for the tone protocol);
+        ``seed`` also derives modification triplets, as :func:`~dermretr.evaluate.evaluate_run`.
     ties
         See :func:`floor_search` (the tone floors' ties are always expected values).
-    protocol : {"case", "tone"}
-        The case protocol's floors (:data:`FLOORS`) or the tone protocol's
-        (:data:`TONE_FLOORS`, :func:`tone_floor_search`).
+    protocol : {"case", "modify", "tone"}
+        The case protocol's floors (:data:`FLOORS`), the modify protocol's
+        (:data:`MODIFY_FLOORS`, :func:`modify_floor_search`) or the tone
+        protocol's (:data:`TONE_FLOORS`, :func:`tone_floor_search`).
     tone_scale : {"fitzpatrick", "monk", "ita"}
         Skin-tone scale of the tone protocol (``ita`` estimates skin tone
         from the pixels when the table has no estimate).
+    triplets : DataFrame or path, optional
+        Modification triplets of the modify protocol (default: the data
+        folder's ``meta/modifications.csv``, else derived from the criteria).
 
     Returns
     -------
@@ -535,16 +482,20 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     ks = check_ks(ks)
     check_boot(n_boot, level)
     check_seed(seed)
-    if protocol not in ("case", "tone"):
-        raise DermretrError(f"floors are computed for the case and tone protocols, not {protocol!r} "
-                            f"(protocols: {', '.join(PROTOCOLS)})")
-    cases, _ = load_data(data)
+    if protocol not in PROTOCOLS:
+        raise DermretrError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
+    cases, root = load_data(data)
     split_from = split_source(cases)  # before the tone protocol adds columns
     check_split(cases, split)
+    if protocol == "modify":
+        if triplets is None and root is not None:
+            triplets = load_triplets(root)
+        elif triplets is not None and not isinstance(triplets, pd.DataFrame):
+            triplets = load_triplets(triplets)
     if floors is None:
-        floors = available_floors(cases, split, protocol=protocol)
+        floors = available_floors(cases, split, protocol=protocol, triplets=triplets)
     floors = (floors,) if isinstance(floors, str) else tuple(dict.fromkeys(floors))
-    allowed = TONE_FLOORS if protocol == "tone" else FLOORS
+    allowed = {"case": FLOORS, "modify": MODIFY_FLOORS, "tone": TONE_FLOORS}[protocol]
     unknown = [f for f in floors if f not in allowed]
     if unknown:
         raise DermretrError(f"unknown floor(s) {unknown} for the {protocol} protocol; its floors: {', '.join(allowed)}")
@@ -554,6 +505,8 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     for name in floors:
         if protocol == "tone":
             pq, _ = tone_floor_search(cases, name, query_split=split, scale=tone_scale, relevant=relevant, ks=ks)
+        elif protocol == "modify":
+            pq, _ = modify_floor_search(cases, name, triplets, split=split, ks=ks, seed=seed, ties=ties)
         else:
             pq, _ = floor_search(cases, name, query_split=split, relevant=relevant, ks=ks, ties=ties)
         run = f"floor:{name}"

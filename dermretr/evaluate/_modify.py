@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from ._common import attach_metrics, check_split, is_known, query_columns, resol
 from ._leak import check_query_text
 from ._metrics import rank_metrics, summarize_metrics
 
-__all__ = ["load_triplets", "derive_triplets", "modify_search"]
+__all__ = ["load_triplets", "derive_triplets", "modify_search", "modify_queries", "ModifyQueries"]
 
 def load_triplets(root: str | os.PathLike) -> pd.DataFrame | None:
     """DermSynth's modification triplets of a dataset folder, or None when it has none.
@@ -186,6 +187,55 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
     """
     from ..models.retriever import convex_score
 
+    mq = modify_queries(cases, triplets, split=split, gallery_splits=gallery_splits, seed=seed,
+                        max_per_case=max_per_case)
+    qe = retriever.encode_queries(mq.references["image_path"].tolist(), mq.texts, batch_size=batch_size,
+                                  progress=progress)
+    ge = retriever.encode_targets(mq.gallery["image_path"].tolist(), batch_size=batch_size, progress=progress)
+    s, _, _ = convex_score(qe, ge, alpha=alpha)
+    per_query = attach_metrics(mq.info, rank_metrics(s, mq.relevant, mq.exclude, ks=ks, ties=ties))
+    return per_query, summarize_metrics(per_query)
+
+
+@dataclass(frozen=True)
+class ModifyQueries:
+    """The queries, gallery, relevance and exclusions of the "modify" protocol (:func:`modify_queries`).
+
+    ``triplets`` are the triplets kept (reference in the split, cases in the
+    table), one per query; ``references`` the reference cases, one row per
+    query; ``texts`` the modification texts; ``gallery`` the gallery cases;
+    ``relevant`` and ``exclude`` are ``[Q, G]``; ``info`` is the per-query
+    table's head (the reference's :data:`QUERY_COLUMNS` and the triplet's
+    columns); ``exact`` says whether relevance is the exact target
+    (DermSynth's triplets) or derived (criterion value and diagnosis group).
+    """
+
+    triplets: pd.DataFrame
+    references: pd.DataFrame
+    texts: list[str]
+    gallery: pd.DataFrame
+    relevant: np.ndarray
+    exclude: np.ndarray
+    info: pd.DataFrame
+    exact: bool
+
+
+def modify_queries(cases: pd.DataFrame, triplets=None, split: str = "test",
+                   gallery_splits: Sequence[str] | None = None, seed: int = 0,
+                   max_per_case: int = 1) -> ModifyQueries:
+    """The queries of the "modify" protocol, without a model (see :func:`modify_search` for the arguments).
+
+    Every query text is checked by :func:`check_query_text` (it never names the answer).
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": ["p", "p", "q"],
+    ...     "image_path": ["0", "1", "2"], "diagnosis": "x", "diagnosis_group": "X", "split": "test"})
+    >>> mods = pd.DataFrame({"reference_case_id": ["a"], "modification_text": ["to 1"], "target_case_id": ["b"]})
+    >>> mq = modify_queries(cases, mods)
+    >>> mq.exact, mq.relevant.tolist(), mq.exclude.tolist()
+    (True, [[False, True, False]], [[True, False, False]])
+    """
     check_split(cases, split)
     if triplets is not None and not isinstance(triplets, pd.DataFrame):
         triplets = load_triplets(triplets)
@@ -237,12 +287,8 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
                    | same_values(q["case_id"].astype(str).to_numpy(), g["case_id"].astype(str).to_numpy()))
     texts = t["modification_text"].tolist()
     check_query_text(q, texts)
-    gallery_paths = cases["image_path"].iloc[g_idx].tolist()
-    qe = retriever.encode_queries(q["image_path"].tolist(), texts, batch_size=batch_size, progress=progress)
-    ge = retriever.encode_targets(gallery_paths, batch_size=batch_size, progress=progress)
-    s, _, _ = convex_score(qe, ge, alpha=alpha)
     extra = [c for c in ("modification_text", "criterion", "from_value", "to_value", "target_case_id")
              if c in t.columns]
     info = pd.concat([query_columns(q), t[extra]], axis=1)
-    per_query = attach_metrics(info, rank_metrics(s, rel, exclude, ks=ks, ties=ties))
-    return per_query, summarize_metrics(per_query)
+    return ModifyQueries(triplets=t, references=q, texts=texts, gallery=cases.iloc[g_idx].reset_index(drop=True),
+                         relevant=rel, exclude=exclude, info=info, exact=exact)
