@@ -8,7 +8,15 @@ import pytest
 
 from dermretr._errors import DermretrError
 from dermretr.data.vocab import CRITERIA, parse_modification
-from dermretr.evaluate import case_scores, case_search, derive_triplets, load_triplets, modify_search, scores_search
+from dermretr.evaluate import (
+    case_scores,
+    case_search,
+    derive_triplets,
+    load_triplets,
+    modify_queries,
+    modify_search,
+    scores_search,
+)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -118,6 +126,13 @@ def test_dermsynth_modify_protocol_relevant_is_the_exact_target(synth_root, synt
     assert pq["target_case_id"].tolist() == wanted["target_case_id"].tolist()
     assert (pq["n_relevant"] == 1).all()
     assert summary["recall@1"] == 1.0 and summary["n_queries"] == len(wanted)
+    # pre-computed encodings (in modify_queries' order) give the same result, and must fit
+    mq = modify_queries(cases, mods)
+    qe = oracle.encode_queries(mq.references["image_path"].tolist(), mq.texts)
+    ge = oracle.encode_targets(mq.gallery["image_path"].tolist())
+    pd.testing.assert_frame_equal(modify_search(oracle, cases, mods, ks=(1, 5), queries=qe, gallery=ge)[0], pq)
+    with pytest.raises(DermretrError, match="pre-computed encodings do not fit"):
+        modify_search(oracle, cases, mods, queries={k: v[:2] if k == "global" else v for k, v in qe.items()})
 
     # every other case (other variants of the family included) beats the target: it ranks last of len-1
     def everything_but_the_target(ref, text):

@@ -13,6 +13,7 @@ import pandas as pd
 from .._checks import check_int
 from .._errors import DermretrError
 from ..data.vocab import CRITERIA, criteria_of, modification_text
+from ..models.embeddings import Embeddings, EmbeddingsLike, convex_score
 from ._common import attach_metrics, check_split, is_known, query_columns, resolve_gallery_splits, same_values
 from ._leak import check_query_text
 from ._metrics import rank_metrics, summarize_metrics
@@ -135,7 +136,8 @@ def derive_triplets(cases: pd.DataFrame, split: str = "test", seed: int = 0, max
 def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "test",
                   gallery_splits: Sequence[str] | None = None, ks: Sequence[int] = (1, 5, 10),
                   alpha: float | None = None, seed: int = 0, max_per_case: int = 1, batch_size: int = 64,
-                  progress: bool = False, ties: str = "pessimistic") -> tuple[pd.DataFrame, dict[str, float]]:
+                  progress: bool = False, ties: str = "pessimistic", queries: EmbeddingsLike | None = None,
+                  gallery: EmbeddingsLike | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """The "modify" protocol: reference image + modification text.
 
     Parameters
@@ -161,6 +163,11 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
         Passed to :func:`derive_triplets`.
     ties : {"pessimistic", "stable", "optimistic"}
         Order of equal scores (see :func:`rank_metrics`).
+    queries, gallery : dict, optional
+        Pre-computed ``encode_queries`` of the queries and ``encode_targets``
+        of the gallery, in the order of :func:`modify_queries` (its
+        ``references``/``texts`` and ``gallery``), e.g. to score one
+        encoding at several ``alpha``.
 
     Returns
     -------
@@ -185,14 +192,19 @@ def modify_search(retriever, cases: pd.DataFrame, triplets=None, split: str = "t
     >>> summary["recall@1"], per_query["n_relevant"].tolist()
     (1.0, [1, 1])
     """
-    from ..models.retriever import convex_score
-
     mq = modify_queries(cases, triplets, split=split, gallery_splits=gallery_splits, seed=seed,
                         max_per_case=max_per_case)
-    qe = retriever.encode_queries(mq.references["image_path"].tolist(), mq.texts, batch_size=batch_size,
-                                  progress=progress)
-    ge = retriever.encode_targets(mq.gallery["image_path"].tolist(), batch_size=batch_size, progress=progress)
-    s, _, _ = convex_score(qe, ge, alpha=alpha)
+    if queries is None:
+        queries = retriever.encode_queries(mq.references["image_path"].tolist(), mq.texts, batch_size=batch_size,
+                                           progress=progress)
+    if gallery is None:
+        gallery = retriever.encode_targets(mq.gallery["image_path"].tolist(), batch_size=batch_size,
+                                           progress=progress)
+    queries, gallery = Embeddings.from_mapping(queries), Embeddings.from_mapping(gallery)
+    if len(queries) != len(mq.texts) or len(gallery) != len(mq.gallery):
+        raise DermretrError(f"pre-computed encodings do not fit: {len(queries)} queries for {len(mq.texts)} "
+                            f"modification queries, {len(gallery)} targets for {len(mq.gallery)} gallery cases")
+    s, _, _ = convex_score(queries, gallery, alpha=alpha)
     per_query = attach_metrics(mq.info, rank_metrics(s, mq.relevant, mq.exclude, ks=ks, ties=ties))
     return per_query, summarize_metrics(per_query)
 
