@@ -94,9 +94,11 @@ def main() -> None:
                               tone_triplets=args.tone_triplets)
             if args.epochs:
                 cfg.epochs = args.epochs
-            if args.reuse and (out / "checkpoints" / "best.pt").is_file():
-                seconds, best_epoch = reused(out)
-            else:
+            done = reused(out, cfg.epochs) if args.reuse else None
+            if done is not None:
+                seconds, best_epoch = done
+            else:  # a run cut short (killed benchmark) continues from its last epoch
+                cfg.resume = args.reuse and (out / "checkpoints" / "last.pt").is_file()
                 start = time.perf_counter()
                 best_epoch = fit(cfg).best["epoch"]
                 seconds = time.perf_counter() - start
@@ -186,10 +188,15 @@ def main() -> None:
                       "modify_macro_paired_differences": mod_diffs, "checks": checks}))
 
 
-def reused(run: Path) -> tuple[float, int]:
-    """A finished run's training seconds (sum over its epochs) and best epoch, for ``--reuse``."""
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    extra = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)["extra"]
+def reused(run: Path, epochs: int) -> tuple[float, int] | None:
+    """A finished run's training seconds (sum over its epochs) and best epoch, for ``--reuse``; None if unfinished."""
+    metrics, best = run / "metrics.jsonl", run / "checkpoints" / "best.pt"
+    if not (metrics.is_file() and best.is_file()):
+        return None
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if len(history) < epochs:
+        return None
+    extra = torch.load(best, map_location="cpu", weights_only=True)["extra"]
     return sum(h["train_seconds"] for h in history), int(extra["epoch"])
 
 
