@@ -101,8 +101,7 @@ from ._records import metric_records
 from ._tone import tone_queries, with_tone_estimate
 
 __all__ = ["FLOORS", "MODIFY_FLOORS", "TONE_FLOORS", "FLOOR_TIES", "floor_search", "modify_floor_search",
-           "tone_floor_search", "evaluate_floors", "criteria_scores", "findings_columns", "available_floors",
-           "majority_label"]
+           "tone_floor_search", "evaluate_floors", "criteria_scores", "findings_columns", "available_floors"]
 
 #: The non-learned rankings of the case protocol, in the order tables show them.
 FLOORS = ("random", "majority", "criteria_match")
@@ -149,12 +148,7 @@ def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: S
     return (MODIFY_FLOORS if protocol == "modify" else FLOORS) if findings else ("random", "majority")
 
 
-def majority_label(labels: np.ndarray) -> str | None:
-    """The most common known label (equal counts: the first in sorted order), or None when none is known.
-
-    >>> majority_label(np.array(["NEV", "MEL", None, "MEL", "NEV"], dtype=object))
-    'MEL'
-    """
+def _majority_label(labels: np.ndarray) -> str | None:
     known = pd.Series(labels, dtype=object).dropna().astype(str)
     if known.empty:
         return None
@@ -268,7 +262,7 @@ def floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", re
         metrics = expected_random_metrics((~exclude).sum(axis=1), (rel & ~exclude).sum(axis=1), ks=ks)
     else:
         if method == "majority":
-            top = majority_label(g[relevant].astype(object).to_numpy())
+            top = _majority_label(g[relevant].astype(object).to_numpy())
             labels = np.array([is_known(v) and str(v) == top for v in g[relevant].astype(object)], dtype=float)
             scores = np.broadcast_to(labels, (len(q), len(g)))
         else:
@@ -346,7 +340,7 @@ def modify_floor_search(cases: pd.DataFrame, method: str, triplets=None, split: 
     else:
         if method == "majority":
             groups = mq.gallery["diagnosis_group"].astype(object).to_numpy()
-            top = majority_label(groups)
+            top = _majority_label(groups)
             labels = np.array([is_known(v) and str(v) == top for v in groups], dtype=float)
             scores = np.broadcast_to(labels, mq.relevant.shape)
         else:
