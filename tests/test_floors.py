@@ -327,6 +327,12 @@ def test_modify_floors_rank_by_the_findings_after_the_change():
     unchanged = mods.assign(to_value=mods["from_value"])
     assert modify_floor_search(cases, "criteria_match", unchanged, ks=(1,))[0]["recall@1"].tolist() == pytest.approx(
         [0.0, 1 / 3])
+    # a criterion the reference has no finding for counts once the change names it: t (veil unknown) asks for
+    # veil absent; r (its target) and w lead with 1 each; were the veil left out, all four would tie (0.25)
+    asked = mods.iloc[[1]].assign(criterion="blue_whitish_veil", to_value="absent")
+    veil = cases.assign(blue_whitish_veil=["absent", None, "present", "present", "absent"])
+    hit, _ = modify_floor_search(veil, "criteria_match", asked, ks=(1,))
+    assert hit["recall@1"].tolist() == [0.5]
     # stable ties keep the table order: r (the target) before v
     assert modify_floor_search(cases, "criteria_match", mods, ks=(1,), ties="stable")[0]["recall@1"].tolist() == [
         1.0, 1.0]

@@ -344,8 +344,8 @@ def modify_floor_search(cases: pd.DataFrame, method: str, triplets=None, split: 
             labels = np.array([is_known(v) and str(v) == top for v in groups], dtype=float)
             scores = np.broadcast_to(labels, mq.relevant.shape)
         else:
-            scores = _criteria_scores(_modified_findings(mq), mq.gallery,
-                                      _shared_findings(mq.references, mq.gallery))
+            wanted = _modified_findings(mq)  # a criterion the change names counts even if no reference had it
+            scores = _criteria_scores(wanted, mq.gallery, _shared_findings(wanted, mq.gallery))
         metrics = (expected_tie_metrics(scores, mq.relevant, mq.exclude, ks=ks) if ties == "expected"
                    else rank_metrics(scores, mq.relevant, mq.exclude, ks=ks, ties=ties))
     per_query = attach_metrics(mq.info, metrics)
