@@ -148,12 +148,19 @@ def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: S
     return (MODIFY_FLOORS if protocol == "modify" else FLOORS) if findings else ("random", "majority")
 
 
-def _majority_label(labels: np.ndarray) -> str | None:
+def _majority_first(labels: np.ndarray, n_queries: int) -> np.ndarray:
+    """Scores ``[n_queries, G]``: 1 for the gallery's most common known label, 0 for the others.
+
+    Equal counts: the first label in sorted order.
+    """
+    labels = np.asarray(labels, dtype=object)
     known = pd.Series(labels, dtype=object).dropna().astype(str)
     if known.empty:
-        return None
+        return np.zeros((n_queries, len(labels)))
     counts = known.value_counts()
-    return sorted(counts.index[counts == counts.max()])[0]  # equal counts: the first label in sorted order
+    top = sorted(counts.index[counts == counts.max()])[0]
+    hit = np.array([is_known(v) and str(v) == top for v in labels], dtype=float)
+    return np.broadcast_to(hit, (n_queries, len(labels)))
 
 
 def _shared_findings(q: pd.DataFrame, g: pd.DataFrame) -> list[str]:
@@ -262,9 +269,7 @@ def floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", re
         metrics = expected_random_metrics((~exclude).sum(axis=1), (rel & ~exclude).sum(axis=1), ks=ks)
     else:
         if method == "majority":
-            top = _majority_label(g[relevant].astype(object).to_numpy())
-            labels = np.array([is_known(v) and str(v) == top for v in g[relevant].astype(object)], dtype=float)
-            scores = np.broadcast_to(labels, (len(q), len(g)))
+            scores = _majority_first(g[relevant].to_numpy(dtype=object), len(q))
         else:
             scores = _criteria_scores(q, g, _shared_findings(q, g))
         metrics = (expected_tie_metrics(scores, rel, exclude, ks=ks) if ties == "expected"
@@ -339,10 +344,7 @@ def modify_floor_search(cases: pd.DataFrame, method: str, triplets=None, split: 
         metrics = expected_random_metrics((~mq.exclude).sum(axis=1), (mq.relevant & ~mq.exclude).sum(axis=1), ks=ks)
     else:
         if method == "majority":
-            groups = mq.gallery["diagnosis_group"].astype(object).to_numpy()
-            top = _majority_label(groups)
-            labels = np.array([is_known(v) and str(v) == top for v in groups], dtype=float)
-            scores = np.broadcast_to(labels, mq.relevant.shape)
+            scores = _majority_first(mq.gallery["diagnosis_group"].to_numpy(dtype=object), len(mq.texts))
         else:
             wanted = _modified_findings(mq)  # a criterion the change names counts even if no reference had it
             scores = _criteria_scores(wanted, mq.gallery, _shared_findings(wanted, mq.gallery))
