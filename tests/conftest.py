@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker takes its share of the cores for torch (and the processes its tests start).
+
+    Two workers on two cores, each with torch's default of one thread per core, would run four busy threads on
+    two cores: slower than one worker.  Set before any test module imports torch; a worker that already has it
+    (a plugin imported it) is told directly.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers <= 1:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_the_cores()
 
 
 @pytest.fixture(scope="session")
