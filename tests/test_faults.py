@@ -115,9 +115,12 @@ def test_kill_during_checkpoint_writes_keeps_a_consistent_run(tiny_root, tmp_pat
                                  tmp_path)
         assert "DONE" not in lines, lines[-5:]
         done = _check_run_consistent(run)
-        # the next run resumes (or starts again when no epoch was complete) and cleans the killed one's temporaries
-        fit(TrainConfig(data=f"synthetic:{tiny_root}", out=str(run), epochs=2, batch_size=8, image_size=64,
-                        n_masks=2, progress=False, resume=done > 0))
+        # the next run resumes (or starts again when no epoch was complete), removes the killed one's temporaries
+        # and says so
+        left = _temporaries(run)
+        with pytest.warns(UserWarning, match="interrupted") if left else _nothing():
+            fit(TrainConfig(data=f"synthetic:{tiny_root}", out=str(run), epochs=2, batch_size=8, image_size=64,
+                            n_masks=2, progress=False, resume=done > 0))
         assert _check_run_consistent(run) == 2
         assert (run / "checkpoints" / "best.pt").exists()
         assert _temporaries(run) == [], trial
