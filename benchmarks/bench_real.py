@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import warnings
@@ -47,8 +48,17 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from dermretr import DermretrError
+from dermretr._io import atomic_path, claim_file
 from dermretr.data import load
-from dermretr.evaluate import case_scores, metric_records, paired_difference, results_table, scores_search
+from dermretr.evaluate import (
+    case_scores,
+    is_metrics_file,
+    metric_records,
+    paired_difference,
+    results_table,
+    scores_search,
+)
 from dermretr.floors import available_floors, criteria_scores, floor_search
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
@@ -98,9 +108,18 @@ def _macro_map10(pq: pd.DataFrame, relevant: str) -> float:
     return float(pq.groupby(relevant, observed=True)["map@10"].mean().mean())
 
 
+def _is_bench_per_query(path: Path) -> bool:
+    """Whether ``path`` is a per_query.csv this benchmark wrote (its header names case_id, method and map@10)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {"case_id", "method", "map@10"} <= set(header)
+
+
 def _check_no_leak(cases: pd.DataFrame, relevant: str) -> None:
     """The query text must not name what counts as relevant (the diagnosis or its group)."""
-    from dermretr import DermretrError
     from dermretr.evaluate import check_query_text
 
     try:
@@ -144,6 +163,10 @@ def main() -> None:
     floors = available_floors(cases)
     with_findings = "criteria_match" in floors
     tmp = Path(args.out or tempfile.mkdtemp(prefix="dermretr-bench-real-"))
+    outputs = {}
+    if args.out:  # before any training: a file of the user's under these names is refused, never replaced
+        outputs = {"per_query": claim_file(tmp / "per_query.csv", recognise=_is_bench_per_query),
+                   "records": claim_file(tmp / "records.json", recognise=is_metrics_file)}
     tables = fold_tables(cases, args.folds, args.relevant, args.fold_seed)
     per_query: dict[str, list[pd.DataFrame]] = {}  # method -> per-seed tables over all folds
     seconds: dict[str, float] = {}
@@ -229,9 +252,11 @@ def main() -> None:
         if len(diff_table):
             print("\nfull minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
             print(diff_table.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
-    if args.out:
-        pd.concat([pq.assign(method=m) for m, pq in averaged.items()]).to_csv(tmp / "per_query.csv", index=False)
-        (tmp / "records.json").write_text(json.dumps(records, indent=1, default=str))
+    if outputs:  # written atomically: a crash or a full disk leaves the previous file or none, never half of one
+        with atomic_path(outputs["per_query"]) as part:
+            pd.concat([pq.assign(method=m) for m, pq in averaged.items()]).to_csv(part, index=False)
+        with atomic_path(outputs["records"]) as part:
+            part.write_text(json.dumps(records, indent=1, default=str))
     summary = {"benchmark": "real", "data": args.data, "cases": len(cases), "folds": args.folds,
                "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size,
                "backbone": args.backbone, "relevant": args.relevant,
@@ -249,4 +274,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DermretrError as exc:  # bad input (data, --out, settings): one line, exit code 2
+        print(f"bench_real: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

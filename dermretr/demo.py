@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ._errors import DermretrError
-from ._io import atomic_path, claim_dir, owner_kind, save_figure
+from ._io import atomic_path, claim_dir, clean_stale, owner_kind, save_figure
 from .demo_report import (
     mitigation_findings,
     overall_finding,
@@ -316,17 +316,31 @@ _DEMO_ENTRIES = {"dermsynth", "runs", "index", "metrics.json", "per_query.csv", 
 def _legacy_demo(path: Path) -> bool:
     """A demo folder written before folders were marked: only the demo's own entries."""
     names = [p.name for p in path.iterdir() if not p.name.startswith(".")]
+    # the demo writes its dataset first: a folder of runs and pictures without it is a user's folder
     return bool(names) and all(n in _DEMO_ENTRIES or n.endswith(".png") for n in names) and (
-        (path / "dermsynth" / "meta" / "dermsynth.json").is_file() or (path / "runs").is_dir())
+        path / "dermsynth" / "meta" / "dermsynth.json").is_file()
 
 
 _RUN_ENTRIES = {"config.json", "metrics.jsonl", "checkpoints", "training_curve.png", ".dermretr.json"}
+_CHECKPOINTS = {"last.pt", "best.pt"}
 
 
 def _replaceable_run(run: Path) -> bool:
-    """A run folder that dermretr wrote and that holds nothing else (so removing it loses nothing of the user's)."""
+    """A run folder that dermretr wrote and that holds nothing else (so removing it loses nothing of the user's).
+
+    Temporaries that an interrupted run left (its process is gone) are removed first, with a warning; the
+    ``checkpoints`` folder is looked into too: a file of the user's there keeps the whole run.
+    """
     from .train import is_run_folder
 
+    clean_stale(run)
+    checkpoints = run / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        clean_stale(checkpoints)
+        if not {p.name for p in checkpoints.iterdir()} <= _CHECKPOINTS:
+            return False
+    elif checkpoints.exists() or checkpoints.is_symlink():
+        return False
     names = {p.name for p in run.iterdir()}
     return (owner_kind(run) == "run" or is_run_folder(run)) and names <= _RUN_ENTRIES
 

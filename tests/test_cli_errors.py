@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -153,6 +154,42 @@ def test_demo_refuses_a_user_folder_and_a_users_run_folder(tmp_path, capsys):
     with pytest.raises(DermretrError, match="did not write"):
         demo._train("full", tmp_path / "data", run, settings, progress=False)
     _untouched(run)
+
+
+def test_demo_replaces_only_its_own_runs_looking_into_checkpoints_and_past_stale_temporaries(tmp_path):
+    from dermretr import demo
+
+    run = tmp_path / "runs" / "full"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".dermretr.json").write_text('{"kind": "run"}')
+    (run / "config.json").write_text('{"model": "full", "backbone": "dermretr-tiny"}')
+    (run / "checkpoints" / "last.pt").write_bytes(b"weights")
+    # a run killed while writing left temporaries (its process is gone): removed, and the run is replaceable
+    stale = [run / ".metrics.jsonl.dermretr-999999999-ab12.tmp",
+             run / "checkpoints" / ".best.pt.dermretr-999999999-cd34.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    with pytest.warns(UserWarning, match="interrupted"):
+        assert demo._replaceable_run(run)
+    assert not any(path.exists() for path in stale)
+    # a file of the user's inside checkpoints/ keeps the whole run
+    mine = run / "checkpoints" / "my_weights.pt"
+    mine.write_bytes(b"mine")
+    assert not demo._replaceable_run(run) and mine.read_bytes() == b"mine"
+    mine.unlink()
+    # so does a file where the checkpoints folder should be
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("mine")
+    assert not demo._replaceable_run(run)
+
+
+def test_a_folder_of_runs_and_pictures_without_the_demos_dataset_is_not_a_demo_folder(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "runs").mkdir(parents=True)
+    (out / "results.png").write_bytes(b"my figure")
+    assert main(["demo", "--out", str(out), "--fast", "--no-progress"]) == 2
+    assert "did not write" in _one_line(capsys.readouterr().err)
+    assert (out / "results.png").read_bytes() == b"my figure"
 
 
 def test_train_refuses_a_user_folder_and_a_file(synth_root, tmp_path, capsys):

@@ -193,3 +193,29 @@ def test_encoders_return_embeddings_records(tiny):
     image_only = Retriever(tiny, kind="image").encode_targets(_images(2))
     assert image_only.local_vectors is None and image_only.alpha == 0.0 and image_only.n_masks == 0
     np.testing.assert_array_equal(convex_score(q, t)[0], convex_score(dict(q), dict(t))[0])
+
+
+def test_save_replaces_only_a_checkpoint(tmp_path):
+    from dermretr._errors import OutputError
+    from dermretr.models.retriever import is_checkpoint
+
+    torch.manual_seed(4)
+    r = Retriever(create("dermretr-tiny", device="cpu"), kind="global")
+    path = r.save(tmp_path / "model.pt")
+    before = path.stat().st_mtime_ns
+    assert is_checkpoint(path) and r.save(path, extra={"again": 1}) == path  # saving again replaces its own file
+    assert torch.load(path, weights_only=True)["extra"] == {"again": 1} and path.stat().st_mtime_ns >= before
+    for name, content in (("results.json", b'{"my": "results"}'), ("weights.pt", b"not ours")):
+        mine = tmp_path / name
+        mine.write_bytes(content)
+        assert not is_checkpoint(mine)
+        with pytest.raises(OutputError, match=f"{name} exists and is not a file dermretr wrote"):
+            r.save(mine)
+        assert mine.read_bytes() == content
+    plain = tmp_path / "state.pt"  # a torch file that is not a dermretr checkpoint (a bare state_dict)
+    torch.save(r.state_dict(), plain)
+    assert not is_checkpoint(plain)
+    with pytest.raises(OutputError, match="not a file dermretr wrote"):
+        r.save(plain)
+    with pytest.raises(OutputError, match="is a folder"):
+        r.save(tmp_path)

@@ -57,14 +57,14 @@ from tqdm.auto import tqdm
 
 from .._checks import check_alpha, check_int, is_int
 from .._errors import DermretrError
-from .._io import atomic_path, os_error
+from .._io import atomic_path, claim_file, os_error
 from ..data.images import load_rgb
 from .backbones import Backbone, create, read_weights, weights_mismatch
 from .composer import Clip4CirCombiner, GatedResidualCombiner, SpatialMasks
 from .embeddings import DEFAULT_ALPHA, Embeddings, convex_score
 
 __all__ = ["Retriever", "KINDS", "convex_score", "Embeddings", "DEFAULT_ALPHA", "CHECKPOINT_FORMAT", "save_checkpoint",
-           "from_checkpoint"]
+           "is_checkpoint", "from_checkpoint"]
 
 KINDS: tuple[str, ...] = ("image", "text", "late_fusion", "clip4cir", "global", "full")
 # 2: competing cosine masks; 3: scale-matched, per-mask text composition of the local query;
@@ -303,9 +303,12 @@ class Retriever(nn.Module):
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write the weights and config atomically (loadable with ``weights_only=True``).
 
-        A failed write (a full disk...) raises :class:`~dermretr.OutputError` naming ``path``
-        and leaves the previous file, if any, as it was.
+        An existing file at ``path`` is replaced only when it is a dermretr checkpoint (saving
+        again, a run's ``best.pt``); any other file is refused with an
+        :class:`~dermretr.OutputError` and left as it was.  A failed write (a full disk...)
+        raises an OutputError naming ``path`` and leaves the previous file, if any, as it was.
         """
+        claim_file(path, option="path", recognise=is_checkpoint)
         payload = {"format": CHECKPOINT_FORMAT, "config": self.config(), "state_dict": self.state_dict(),
                    "extra": extra or {}}
         return save_checkpoint(payload, path)
@@ -442,6 +445,18 @@ def _write_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is torch.save's way of saying a write failed (a full disk...)."""
     text = str(exc)
     return any(w in text for w in ("PytorchStreamWriter", "file write failed", "enforce fail", "unexpected pos"))
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint dermretr wrote (a retriever's, or a training run's ``last.pt``).
+
+    Read memory-mapped with ``weights_only=True``: the tensors are not loaded, and no code runs.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file, an old zip format, unpicklable: not ours
+        return False
+    return isinstance(payload, dict) and {"format", "config", "state_dict"} <= set(payload)
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
