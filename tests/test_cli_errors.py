@@ -250,6 +250,40 @@ def test_index_refuses_a_user_folder(tmp_path, capsys):
     _untouched(out)
 
 
+def test_index_says_when_the_run_folder_is_missing_or_not_a_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["index", "--run", "nope", "--data", "synthetic:/nowhere", "--out", "idx"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"--run nope: no such folder in {tmp_path}; give the --out folder of `dermretr train`" in err
+    (tmp_path / "notarun").mkdir()
+    assert main(["index", "--run", "notarun", "--data", "synthetic:/nowhere", "--out", "idx"]) == 2
+    assert "is notarun a run folder of `dermretr train`?" in _one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notarun"]
+
+
+def test_info_names_empty_images_and_with_check_images_every_unreadable_one(tmp_path, capsys):
+    from dermretr.data.synth import generate
+
+    root = generate(tmp_path / "ds", n_cases=6, image_size=64, workers=1, progress=False)
+    images = sorted((root / "images").rglob("*.jpg"))
+    assert main(["info", f"synthetic:{root}"]) == 0
+    assert "unreadable" not in capsys.readouterr().out  # nothing to say when every file has bytes
+    assert main(["info", f"synthetic:{root}", "--check-images", "--no-progress"]) == 0
+    assert "unreadable images: 0\n" in capsys.readouterr().out
+    images[0].write_bytes(b"")
+    images[1].write_text("not a picture")
+    before = {p: p.read_bytes() for p in images[:2]}
+    assert main(["info", f"synthetic:{root}"]) == 0
+    out = capsys.readouterr().out
+    assert "images found: 6, missing: 0" in out and "unreadable images: 1 (empty files;" in out
+    assert f"image file {images[0]} is empty (0 bytes)" in out and str(images[1]) not in out
+    assert main(["info", f"synthetic:{root}", "--check-images", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable images: 2\n" in out and f"{images[1]} is not an image file PIL can read" in out
+    assert "replace each with a JPEG or PNG image, or remove its row" in out
+    assert {p: p.read_bytes() for p in images[:2]} == before  # only read
+
+
 @pytest.mark.parametrize("command", [["synth", "--out", "x"], ["demo"],
                                      ["train", "--data", "synthetic:x", "--out", "x"],
                                      ["evaluate", "--run", "r", "--data", "synthetic:x", "--out", "m.json"],

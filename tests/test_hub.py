@@ -186,7 +186,7 @@ def test_damaged_or_foreign_folders_are_refused(saved, tmp_path):
 def test_names_that_are_no_model(tmp_path, saved):
     with pytest.raises(DermretrError, match="model folder not found: .*'hf-hub:my-lab/nothing'"):
         Retriever.from_pretrained("my-lab/nothing")
-    with pytest.raises(DermretrError, match="is a file; from_pretrained reads a folder"):
+    with pytest.raises(DermretrError, match="is a file, not a model folder: give a folder written by save_pretrained"):
         Retriever.from_pretrained(saved / "config.json")
     with pytest.raises(DermretrError, match="name_or_path must be"):
         Retriever.from_pretrained(3)

@@ -214,6 +214,6 @@ def test_cli_search_errors_are_one_line(tiny, extra, message, capsys):
 def test_cli_index_errors(tiny, tmp_path, capsys):
     assert main(["index", "--run", str(tmp_path / "norun"), "--data", f"synthetic:{tiny['root']}", "--out",
                  str(tmp_path / "i")]) == 2
-    assert "checkpoints/best.pt not found" in capsys.readouterr().err
+    assert "norun: no such folder; give the --out folder of `dermretr train`" in capsys.readouterr().err
     assert main(["search", "--index", str(tmp_path / "none"), "--image", "x.jpg"]) == 2
     assert "index folder not found" in capsys.readouterr().err

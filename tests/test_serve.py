@@ -117,7 +117,8 @@ def test_image_paths_are_shown_relative_to_the_callers_folder(server, built, cap
 def test_errors_come_back_in_one_line_and_the_server_goes_on(server, built, capsys, tmp_path):
     code, out, err = search(capsys, built["index"], "--text", QUERY_TEXT, image=tmp_path / "missing.jpg")
     assert code == 2 and out == ""
-    assert err.splitlines()[1] == f"dermretr: error: query image: image file not found: {tmp_path / 'missing.jpg'}"
+    missing = tmp_path / "missing.jpg"
+    assert err.splitlines()[1] == f"dermretr: error: query image: image file not found: {missing}; check the path"
     code, _, err = search(capsys, built["index"], "--rerank", "0", image=first_image(built))
     assert code == 2 and "--rerank must be at least 1, got 0" in err
     code, out, _ = search(capsys, built["index"], "--rerank", "3", image=first_image(built))

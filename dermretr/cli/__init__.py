@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load a dataset from its publisher's folder layout and summarise it: cases, "
                                       "images found and missing, per diagnosis, per skin type, splits.")
     info.add_argument("spec", help="SOURCE:PATH, e.g. derm7pt:~/data/release_v0 or synthetic:./dermsynth")
+    info.add_argument("--check-images", action="store_true",
+                      help="decode every image and list the unreadable ones (without it, only missing and empty "
+                           "files are found)")
+    info.add_argument("--no-progress", action="store_true", help="hide the progress bar of --check-images")
     add_data_option(info)
     train = sub.add_parser("train", help="train a composed retriever or a baseline",
                            description="Train on SOURCE:PATH; RUN_DIR gets config.json, metrics.jsonl, "

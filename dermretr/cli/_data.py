@@ -27,8 +27,39 @@ def cmd_info(args) -> int:
     print(f"images found: {int(found.sum())}, missing: {int((~found).sum())}")
     if (~found).any():
         print("missing, e.g.: " + ", ".join(cases.loc[~found, "image_path"].head(5)))
+    _print_unreadable(cases.loc[found, "image_path"].tolist(), decode=args.check_images,
+                      progress=not args.no_progress)
     print_summary(cases)
     return 0
+
+
+def _print_unreadable(paths: list[str], decode: bool, progress: bool) -> None:
+    """Name the images that training would stop at: empty files, or (``decode``) any that does not decode."""
+    import os
+
+    from tqdm.auto import tqdm
+
+    from ..data.images import ImageReadError, load_rgb
+
+    bad: list[str] = []
+    if decode:
+        for path in tqdm(paths, desc="Decoding images", unit="img", disable=not progress):
+            try:
+                load_rgb(path, max_side=64)  # JPEGs decode at a reduced size: the check is quick
+            except ImageReadError as exc:
+                bad.append(str(exc).split("; ")[0])
+    else:
+        bad = [f"image file {p} is empty (0 bytes)" for p in paths if os.path.getsize(p) == 0]
+    if decode or bad:
+        print(f"unreadable images: {len(bad)}" + ("" if decode else " (empty files; --check-images decodes every "
+                                                                     "image)"))
+    for line in bad[:5]:
+        print(f"  {line}")
+    if len(bad) > 5:
+        print(f"  ... and {len(bad) - 5} more")
+    if bad:
+        print("  training and indexing stop at the first of these: replace each with a JPEG or PNG image, or remove "
+              "its row from the metadata")
 
 
 def print_summary(cases, out=None) -> None:

@@ -155,6 +155,9 @@ def _checkpoint(args) -> Path | None:
         return None
     run = Path(args.run).expanduser()
     ckpt = run / "checkpoints" / f"{args.checkpoint}.pt"
+    if not run.is_dir():
+        raise DermretrError(f"--run {run}: no such folder{'' if run.is_absolute() else f' in {Path.cwd()}'}; "
+                            "give the --out folder of `dermretr train`")
     if not ckpt.is_file():
         raise DermretrError(f"{ckpt} not found: is {run} a run folder of `dermretr train`?")
     return ckpt

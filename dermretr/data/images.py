@@ -109,18 +109,22 @@ def _reduce(img: Image.Image, max_side: int | None) -> Image.Image:
         return img
 
 
+_REPLACE = "give a JPEG or PNG image (or replace the file)"
+
+
 def _read_error(exc: BaseException, path: str, what: str) -> BaseException:
     """The one-line :class:`ImageReadError` for a failure to read ``path`` (``what``: image or mask)."""
     if isinstance(exc, ImageReadError):
         return exc
     if isinstance(exc, FileNotFoundError):
-        return ImageReadError(f"{what} file not found: {path}")
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        return ImageReadError(f"{what} file not found: {path}{where}; check the path")
     if isinstance(exc, IsADirectoryError):
         return ImageReadError(f"{what} path {path} is a folder, not an image file")
     if isinstance(exc, PermissionError):
         return ImageReadError(f"cannot read {what} {path}: permission denied; make the file readable")
     if isinstance(exc, UnidentifiedImageError):
-        return ImageReadError(f"{path} is not an image file PIL can read" if what == "image" else
+        return ImageReadError(f"{path} is not an image file PIL can read; {_REPLACE}" if what == "image" else
                               f"{what} {path} is not an image file PIL can read")
     if isinstance(exc, Image.DecompressionBombError):  # PIL's own limit, when set lower than MAX_PIXELS
         return ImageReadError(f"{path} is too large to open safely ({exc}); dermretr reads at most "
@@ -170,7 +174,7 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Image.
         if os.path.isdir(path):
             raise ImageReadError(f"image path {path} is a folder, not an image file")
         if os.path.getsize(path) == 0:
-            raise ImageReadError(f"image file {path} is empty (0 bytes)")
+            raise ImageReadError(f"image file {path} is empty (0 bytes); {_REPLACE}")
         with warnings.catch_warnings():  # the size is checked below against a lower limit than PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(path)

@@ -69,7 +69,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
         if (path / FAISS_FILE).is_file():
             raise DermretrError(f"{path} has no {MANIFEST}: it is an index from an older dermretr format; "
                                 f"{rebuild}") from None
-        raise DermretrError(f"{path} is not a dermretr index (no {MANIFEST})") from None
+        raise DermretrError(f"{path} is not a dermretr index (no {MANIFEST}); give the folder that "
+                            "`dermretr index --out` wrote") from None
     except IsADirectoryError:
         raise DermretrError(f"index {path} is damaged: {MANIFEST} is a folder; {rebuild}") from None
     except OSError as exc:

@@ -352,8 +352,9 @@ def _resolve(name_or_path: Any, revision: str | None, token: str | None) -> Path
                                 "written by save_pretrained or 'hf-hub:ORG/NAME'")
         return PRETRAINED_DIR / name[len(_SHIPPED):]
     if local.exists():
-        raise DermretrError(f"{local} is a file; from_pretrained reads a folder written by save_pretrained (a "
-                            "checkpoint file loads with Retriever.load)")
+        raise DermretrError(f"{local} is a file, not a model folder: give a folder written by save_pretrained, "
+                            f"'hf-hub:ORG/NAME' or a shipped 'dermretr/NAME'; a run of `dermretr train` is given "
+                            "as --run RUN_DIR (in Python, a checkpoint file loads with Retriever.load)")
     hint = f"; for the Hugging Face Hub write 'hf-hub:{name}'" if _REPO_ID.fullmatch(name) else ""
     raise DermretrError(f"model folder not found: {local} (give a folder written by save_pretrained, "
                         f"'hf-hub:ORG/NAME' or a shipped 'dermretr/NAME': {_shipped_text()}){hint}")

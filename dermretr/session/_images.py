@@ -43,7 +43,7 @@ def decode_image(data: bytes, name: str = "upload") -> Image.Image:
     >>> decode_image(b"hello", "notes.txt")
     Traceback (most recent call last):
     ...
-    dermretr.data.images.ImageReadError: notes.txt is not an image file PIL can read
+    dermretr.data.images.ImageReadError: notes.txt is not an image file PIL can read; give a JPEG or PNG image ...
     """
     name = str(name or "upload")
     with tempfile.TemporaryDirectory(prefix="dermretr-upload-") as tmp:
