@@ -406,3 +406,28 @@ def test_readmes_sentence_example_is_what_render_text_prints():
                          modification_rate=defaults["modification_rate"])
     assert rows["case_id"].iloc[0] == min(rows["case_id"])  # load() sorts by case id; the first is the first planned
     assert render_text(rows.iloc[0], style="sentence") == " ".join(shown)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("with streaks", "streaks"), ("some dots", "dots and globules"), ("regression", "regression structures"),
+    ("a pigment network", "pigment network"), ("vessels", "vascular structures"), ("pseudopods", "streaks"),
+])
+def test_a_criterion_named_without_its_kind_is_said_with_phrases_that_name_one(text, named):
+    from dermretr.data.vocab import PHRASES, parse_modification, query_findings
+
+    found = query_findings(text)
+    assert not found.criteria and len(found.problems) == 1
+    assert f"names {named} without its kind; say e.g. " in found.problems[0]
+    # every phrase it suggests is one the vocabulary reads
+    criterion = named.replace(" ", "_")
+    for phrase in [p.strip("' .") for p in found.problems[0].split("say e.g. ")[1].split(" or ")]:
+        assert parse_modification(phrase).get(criterion) in PHRASES[criterion]
+
+
+@pytest.mark.parametrize("text", ["irregular streaks", "no streaks", "vessels within regression",
+                                  "white scar-like regression areas", "typical pigment network", "blue-white veil",
+                                  "the quick brown fox"])
+def test_texts_with_a_value_or_no_criterion_have_no_such_problem(text):
+    from dermretr.data.vocab import query_findings
+
+    assert query_findings(text).problems == ()

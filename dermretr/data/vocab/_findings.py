@@ -9,6 +9,7 @@ contradict them (:func:`shown_findings`: per finding, shown, not shown or unknow
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..._errors import VocabularyError
@@ -84,7 +85,8 @@ def query_findings(text: str | None) -> QueryFindings:
     problems = []
     try:
         found = parse_modification(text)
-    except VocabularyError as exc:
+        problems = _named_without_value(text, found)
+    except VocabularyError as exc:  # conflicting values: that problem is the one to say
         found, problems = {}, [str(exc)]
     try:
         skin = parse_tone(text, "fitzpatrick")
@@ -92,6 +94,41 @@ def query_findings(text: str | None) -> QueryFindings:
         skin = None
         problems.append(str(exc))
     return QueryFindings({c: found[c] for c in CRITERIA if c in found}, skin, tuple(problems))
+
+
+# A criterion's bare name, for a text that names it without one of its values ("with streaks": regular or
+# irregular?).  The blue-whitish veil has one value besides absent, so its name is its value's phrase.
+_BARE_NAMES = {
+    "pigment_network": r"\b(?:pigment )?network\b",
+    "streaks": r"\bstreaks?\b|\bradial streaming\b|\bpseudopods?\b",
+    "pigmentation": r"\bpigmentation\b|\bblotch(?:es)?\b",
+    "regression_structures": r"\bregression\b",
+    "dots_and_globules": r"\bdots?\b|\bglobules?\b",
+    "vascular_structures": r"\bvessels?\b|\bvascular\b",
+}
+
+
+def _named_without_value(text: str, found: dict) -> list[str]:
+    """Problems for the criteria that ``text`` names without a value the vocabulary knows, with phrases that do.
+
+    >>> _named_without_value("with streaks", {})
+    ["'streaks' names streaks without its kind; say e.g. 'regular streaks' or 'irregular streaks'"]
+    >>> _named_without_value("irregular streaks", {"streaks": "irregular"})
+    []
+    >>> _named_without_value("vessels within regression", {"vascular_structures": "within regression"})
+    []
+    """
+    for criterion, value in found.items():  # "vessels within regression" names a vessel, not regression
+        for phrase in PHRASES.get(criterion, {}).get(value, ()):
+            text = re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE)
+    out = []
+    for criterion, pattern in _BARE_NAMES.items():
+        match = None if criterion in found else re.search(pattern, text, flags=re.IGNORECASE)
+        if match is not None:
+            examples = [phrases[0] for phrases in PHRASES[criterion].values()]
+            shown = " or ".join(f"'{e}'" for e in examples[:3]) + (" ..." if len(examples) > 3 else "")
+            out.append(f"'{match.group(0)}' names {criterion.replace('_', ' ')} without its kind; say e.g. {shown}")
+    return out
 
 
 def _case_values(findings: QueryFindings, case: CaseLike) -> list[tuple[str, str | None]]:
