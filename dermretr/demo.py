@@ -333,6 +333,8 @@ def _replaceable_run(run: Path) -> bool:
     """
     from .train import is_run_folder
 
+    if not (owner_kind(run) == "run" or is_run_folder(run)):
+        return False
     clean_stale(run)
     checkpoints = run / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink():
@@ -341,8 +343,7 @@ def _replaceable_run(run: Path) -> bool:
             return False
     elif checkpoints.exists() or checkpoints.is_symlink():
         return False
-    names = {p.name for p in run.iterdir()}
-    return (owner_kind(run) == "run" or is_run_folder(run)) and names <= _RUN_ENTRIES
+    return {p.name for p in run.iterdir()} <= _RUN_ENTRIES
 
 
 def _train(kind: str, data: Path, run: Path, s: DemoSettings, progress: bool) -> list[dict]:
