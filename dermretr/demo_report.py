@@ -419,8 +419,9 @@ def _benchmark_html(s: DemoSettings) -> str:
                 "<code>dermretr demo</code> trains them.</p>")
     else:
         head = (f"<p><b>How far to trust this table.</b> Each method was trained once, on {s.n_cases} cases for "
-                f"{s.epochs} epochs (minutes of CPU): differences whose intervals overlap are noise, and close "
-                "methods change places from one training seed to the next. It is a demonstration, not a benchmark: "
+                f"{s.epochs} epochs (minutes of CPU): only the paired differences below can show one method better "
+                "than another (intervals that overlap show nothing either way), and close methods change places "
+                "from one training seed to the next. It is a demonstration, not a benchmark: "
                 "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> compares the methods on 1,000 cases "
                 "over three seeds with paired differences (README, <i>The model and how it does</i>).</p>")
     if not records or s.released:  # the released demo's own table above holds these very numbers

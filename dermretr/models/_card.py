@@ -180,7 +180,8 @@ def _metrics(card: dict) -> list[str]:
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     floors = any(str(r.get("run", "")).startswith("floor:") for r in records)
     lines += ["", "Rows whose run is `floor:NAME` are non-learned rankings of the same queries (dermretr.floors): "
-              "the model helps only where its interval lies above theirs." if floors else
+              "the model is shown better than one only where the paired difference over the same queries has a "
+              "confidence interval above 0 (intervals that merely overlap show nothing either way)." if floors else
               "Floors (non-learned rankings of the same queries, dermretr.floors): not measured; without them these "
               "numbers cannot show that the model beats chance or the majority class.", ""]
     return lines
