@@ -343,7 +343,7 @@ def headline_table(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def floors_line(records: Sequence[dict]) -> str:
-    """The floors (no model) in one line of HTML: each floor's Recall@1 and mAP@10, micro / macro, per protocol.
+    """The floors (no model) in one line of HTML: Recall@1 and mAP@10, micro / macro with CIs, per protocol.
 
     >>> recs = [{"run": "floor:random", "protocol": p, "average": a, "metric": "map", "k": 10, "value": v,
     ...          "ci_low": None, "ci_high": None} for p, a, v in (("case", "micro", 0.135), ("case", "macro", 0.097),
@@ -351,6 +351,9 @@ def floors_line(records: Sequence[dict]) -> str:
     >>> floors_line(recs)  # doctest: +NORMALIZE_WHITESPACE
     '<p><b>Floors</b> (no model; micro / macro): case search: <i>random</i> mAP@10 0.135 / 0.097; modify:
     <i>random</i> mAP@10 0.011.</p>'
+    >>> recs[0].update(ci_low=0.121, ci_high=0.139)  # a bootstrap interval is shown with its value
+    >>> floors_line(recs[:1])
+    '<p><b>Floors</b> (no model; micro / macro): case search: <i>random</i> mAP@10 0.135 [0.12, 0.14].</p>'
     """
     frame = _named(records)
     frame = frame[frame["run"].astype(str).str.startswith("floor:")]
@@ -362,14 +365,22 @@ def floors_line(records: Sequence[dict]) -> str:
         for run, rows in of_protocol.groupby("run", sort=False):
             cells = []
             for name in _METRICS:
-                got = {a: v for a, v, n in zip(rows["average"], rows["value"], rows["name"]) if n == name}
+                got = {a: _with_ci(v, lo, hi) for a, v, lo, hi, n in zip(rows["average"], rows["value"],
+                                                                      rows["ci_low"], rows["ci_high"], rows["name"])
+                       if n == name}
                 if got:
-                    cells.append(f"{_METRICS[name]} " + " / ".join(f"{got[a]:.3f}" for a in ("micro", "macro")
-                                                                   if a in got))
+                    cells.append(f"{_METRICS[name]} " + " / ".join(got[a] for a in ("micro", "macro") if a in got))
             parts.append(f"<i>{html.escape(str(run).removeprefix('floor:'))}</i> " + ", ".join(cells))
         name = "case search" if protocol == "case" else html.escape(str(protocol))
         sections.append(f"{name}: " + " &middot; ".join(parts))
     return "<p><b>Floors</b> (no model; micro / macro): " + "; ".join(sections) + ".</p>"
+
+
+def _with_ci(value: float, low, high) -> str:
+    """``0.342 [0.27, 0.41]``; the value alone when it has no interval (an exact expectation, a constant)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high) or high - low < 5e-4:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -174,8 +174,10 @@ def test_headline_table_and_floors_line_are_compact():
     assert line.startswith("<p><b>Floors</b> (no model; micro / macro): case search: <i>random</i> Recall@1 "
                            "0.200 / 0.150, mAP@10 0.100 / 0.050")
     # each protocol has its own section: the modify floors' numbers are not mixed into the case ones
-    assert "<i>criteria_match</i> Recall@1 0.550 / 0.500, mAP@10 0.450 / 0.400; modify: <i>random</i>" in line
-    assert line.endswith("<i>criteria_match</i> Recall@1 0.300 / 0.250, mAP@10 0.200 / 0.150.</p>")
+    assert ("<i>criteria_match</i> Recall@1 0.550 [0.50, 0.60] / 0.500 [0.45, 0.55], mAP@10 0.450 [0.40, 0.50] / "
+            "0.400 [0.35, 0.45]; modify: <i>random</i>") in line  # with their CIs, where they have one
+    assert line.endswith("<i>criteria_match</i> Recall@1 0.300 [0.25, 0.35] / 0.250 [0.20, 0.30], mAP@10 0.200 "
+                         "[0.15, 0.25] / 0.150 [0.10, 0.20].</p>")
     assert "recall@5" not in line.lower()
     full = full_table(results_table(records))
     assert full.index.names == ["run", "protocol"]  # the method is the run's name: not a second column
