@@ -451,6 +451,15 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a checkpoint dermretr wrote (a retriever's, or a training run's ``last.pt``).
 
     Read memory-mapped with ``weights_only=True``: the tensors are not loaded, and no code runs.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "notes.pt").write_text("mine")
+    >>> is_checkpoint(folder / "notes.pt"), is_checkpoint(folder / "missing.pt")
+    (False, False)
+    >>> model = Retriever(create("dermretr-tiny", device="cpu", image_size=64), kind="image")
+    >>> is_checkpoint(model.save(folder / "model.pt"))
+    True
     """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
