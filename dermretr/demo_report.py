@@ -51,9 +51,9 @@ _TOLERANCE = 1e-9
 #: Level of the permutation test that judges a change of the skin-type gap.
 ALPHA = 0.05
 #: Where the comparison that counts is made (the demo trains each method once on a small set).
-BENCHMARKS = ("`python benchmarks/bench_models.py --seeds 0 1 2` (DermSynth, 1,000 cases, three training seeds) and "
-              "`python benchmarks/bench_real.py` (real dermoscopy, cross-validated), in the README's \"The model and "
-              "how it does\"")
+BENCHMARKS = ("`python benchmarks/bench_models.py --seeds 0 1 2` (DermSynth, 1,000 cases, a run per training seed) "
+              "and `python benchmarks/bench_real.py` (real dermoscopy, cross-validated), in the README's \"The model "
+              "and how it does\"")
 
 
 def _name(run: str) -> str:
@@ -433,8 +433,9 @@ def _benchmark_html(s: DemoSettings) -> str:
                 f"{s.epochs} epochs (minutes of CPU): only the paired differences below can show one method better "
                 "than another (intervals that overlap show nothing either way), and close methods change places "
                 "from one training seed to the next. It is a demonstration, not a benchmark: "
-                "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> compares the methods on 1,000 cases "
-                "over three seeds with paired differences (README, <i>The model and how it does</i>).</p>")
+                "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> trains every method once per seed on "
+                "1,000 cases and compares them with paired differences (README, <i>The model and how it does</i>, "
+                "shows two seeds).</p>")
     if not records or s.released:  # the released demo's own table above holds these very numbers
         return head
     frame = pd.DataFrame(records)
