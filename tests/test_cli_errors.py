@@ -304,3 +304,16 @@ def test_evaluate_run_checks_the_seed_before_any_work():
 
     with pytest.raises(DermretrError, match="seed must be a whole number"):
         evaluate_run("no/such/run", "synthetic:/nowhere", seed=-1)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "-1", "--batch-size must be at least 2, got -1"),
+    ("--epochs", "0", "--epochs must be a positive integer, got 0"),
+    ("--alpha", "1.5", "--alpha must be a finite number in [0, 1], got 1.5"),
+    ("--image-size", "-64", "--image-size must be a positive integer"),
+])
+def test_train_names_the_option_a_bad_value_was_given_to(tmp_path, capsys, option, value, message):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:/nowhere", "--out", str(out), option, value]) == 2
+    assert f"dermretr: error: {message}" in _one_line(capsys.readouterr().err)
+    assert not out.exists()  # checked before anything is written

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .._errors import DermretrError
 from ._parsing import data_options, parse_seed
 
 __all__ = ["TRAIN_FIELDS_NOT_OPTIONS", "add_train_options", "cmd_train"]
@@ -61,9 +62,15 @@ def cmd_train(args) -> int:
     from ..data import describe_split_source, format_options
     from ..train import RankStopped, TrainConfig, fit, run_data
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                            if f.name not in TRAIN_FIELDS_NOT_OPTIONS},
-                         data_options=data_options(args.option, "train") or {})
+    options = {f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRAIN_FIELDS_NOT_OPTIONS}
+    try:
+        config = TrainConfig(**{name: getattr(args, name) for name in options},
+                             data_options=data_options(args.option, "train") or {})
+        config.check()  # fit checks again; here its messages can name the options
+    except DermretrError as exc:  # "batch_size must be ..." names the option the user typed: --batch-size
+        field = str(exc).split(" ", 1)[0]
+        raise DermretrError("--" + field.replace("_", "-") + str(exc)[len(field):] if field in options
+                            else str(exc)) from None
     main_process = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun only rank 0 speaks
     try:
         result = fit(config)
