@@ -298,9 +298,10 @@ def mitigation_findings(comparison: pd.DataFrame, alpha: float = ALPHA) -> list[
 
 
 def _cell(value: float, low: float | None, high: float | None) -> str:
+    """``0.342 [0.27, 0.41]``; the value alone when the interval is missing or of no width (an expectation)."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or high - low < 5e-4:
         return f"{value:.3f}"
     return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
@@ -365,7 +366,7 @@ def floors_line(records: Sequence[dict]) -> str:
         for run, rows in of_protocol.groupby("run", sort=False):
             cells = []
             for name in _METRICS:
-                got = {a: _with_ci(v, lo, hi) for a, v, lo, hi, n in zip(rows["average"], rows["value"],
+                got = {a: _cell(v, lo, hi) for a, v, lo, hi, n in zip(rows["average"], rows["value"],
                                                                       rows["ci_low"], rows["ci_high"], rows["name"])
                        if n == name}
                 if got:
@@ -374,13 +375,6 @@ def floors_line(records: Sequence[dict]) -> str:
         name = "case search" if protocol == "case" else html.escape(str(protocol))
         sections.append(f"{name}: " + " &middot; ".join(parts))
     return "<p><b>Floors</b> (no model; micro / macro): " + "; ".join(sections) + ".</p>"
-
-
-def _with_ci(value: float, low, high) -> str:
-    """``0.342 [0.27, 0.41]``; the value alone when it has no interval (an exact expectation, a constant)."""
-    if low is None or high is None or pd.isna(low) or pd.isna(high) or high - low < 5e-4:
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -440,8 +434,7 @@ def _benchmark_html(s: DemoSettings) -> str:
         return head
     frame = pd.DataFrame(records)
     frame["column"] = [f"{m}@{k} ({a})" for m, k, a in zip(frame["metric"], frame["k"], frame["average"])]
-    frame["cell"] = [f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and pd.notna(lo) else "")
-                     for v, lo, hi in zip(frame["value"], frame["ci_low"], frame["ci_high"])]
+    frame["cell"] = [_cell(v, lo, hi) for v, lo, hi in zip(frame["value"], frame["ci_low"], frame["ci_high"])]
     table = frame.pivot(index="run", columns="column", values="cell").rename(index={"full": "full (released model)"})
     table.index.name = table.columns.name = None
     return head + ("<p>The released composed model at the benchmark's size, from its model card (case protocol, a "
