@@ -27,29 +27,26 @@ def cmd_info(args) -> int:
     print(f"images found: {int(found.sum())}, missing: {int((~found).sum())}")
     if (~found).any():
         print("missing, e.g.: " + ", ".join(cases.loc[~found, "image_path"].head(5)))
-    _print_unreadable(cases.loc[found, "image_path"].tolist(), decode=args.check_images,
-                      progress=not args.no_progress)
+    _print_unreadable(cases.loc[found], decode=args.check_images, progress=not args.no_progress)
     print_summary(cases)
     return 0
 
 
-def _print_unreadable(paths: list[str], decode: bool, progress: bool) -> None:
+def _print_unreadable(cases, decode: bool, progress: bool) -> None:
     """Name the images that training would stop at: empty files, or (``decode``) any that does not decode."""
     import os
+    import warnings
 
-    from tqdm.auto import tqdm
+    from .._errors import DataWarning
+    from ..data.images import ImageDataset
 
-    from ..data.images import ImageReadError, load_rgb
-
-    bad: list[str] = []
-    if decode:
-        for path in tqdm(paths, desc="Decoding images", unit="img", disable=not progress):
-            try:
-                load_rgb(path, max_side=64)  # JPEGs decode at a reduced size: the check is quick
-            except ImageReadError as exc:
-                bad.append(str(exc).split("; ")[0])
+    if decode:  # ImageDataset's own up-front check, the one on_error="skip" runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # its summary warning: every file is listed below
+            bad = [error.split("; ")[0] for error in ImageDataset(cases, on_error="skip", progress=progress)
+                   .report["error"]]
     else:
-        bad = [f"image file {p} is empty (0 bytes)" for p in paths if os.path.getsize(p) == 0]
+        bad = [f"image file {p} is empty (0 bytes)" for p in cases["image_path"] if os.path.getsize(p) == 0]
     if decode or bad:
         print(f"unreadable images: {len(bad)}" + ("" if decode else " (empty files; --check-images decodes every "
                                                                      "image)"))
