@@ -54,6 +54,7 @@ from dermretr.data import load
 from dermretr.evaluate import (
     case_scores,
     is_metrics_file,
+    is_per_query_file,
     metric_records,
     paired_difference,
     results_table,
@@ -108,16 +109,6 @@ def _macro_map10(pq: pd.DataFrame, relevant: str) -> float:
     return float(pq.groupby(relevant, observed=True)["map@10"].mean().mean())
 
 
-def _is_bench_per_query(path: Path) -> bool:
-    """Whether ``path`` is a per_query.csv this benchmark wrote (its header names case_id, method and map@10)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline().strip().split(",")
-    except (OSError, UnicodeDecodeError):
-        return False
-    return {"case_id", "method", "map@10"} <= set(header)
-
-
 def _check_no_leak(cases: pd.DataFrame, relevant: str) -> None:
     """The query text must not name what counts as relevant (the diagnosis or its group)."""
     from dermretr.evaluate import check_query_text
@@ -165,7 +156,7 @@ def main() -> None:
     tmp = Path(args.out or tempfile.mkdtemp(prefix="dermretr-bench-real-"))
     outputs = {}
     if args.out:  # before any training: a file of the user's under these names is refused, never replaced
-        outputs = {"per_query": claim_file(tmp / "per_query.csv", recognise=_is_bench_per_query),
+        outputs = {"per_query": claim_file(tmp / "per_query.csv", recognise=is_per_query_file),
                    "records": claim_file(tmp / "records.json", recognise=is_metrics_file)}
     tables = fold_tables(cases, args.folds, args.relevant, args.fold_seed)
     per_query: dict[str, list[pd.DataFrame]] = {}  # method -> per-seed tables over all folds
@@ -254,7 +245,10 @@ def main() -> None:
             print(diff_table.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
     if outputs:  # written atomically: a crash or a full disk leaves the previous file or none, never half of one
         with atomic_path(outputs["per_query"]) as part:
-            pd.concat([pq.assign(method=m) for m, pq in averaged.items()]).to_csv(part, index=False)
+            # dermretr's per-query layout (run, method, protocol first), so is_per_query_file knows it again
+            pd.concat([pq.assign(run=m, method=m.removeprefix("floor:"), protocol="case")
+                       [["run", "method", "protocol", *pq.columns.drop(["run", "method", "protocol"], errors="ignore")]]
+                       for m, pq in averaged.items()]).to_csv(part, index=False)
         with atomic_path(outputs["records"]) as part:
             part.write_text(json.dumps(records, indent=1, default=str))
     summary = {"benchmark": "real", "data": args.data, "cases": len(cases), "folds": args.folds,
