@@ -20,6 +20,11 @@ _TRAIN_FLAG_ALIASES = {"--fixed-alpha": ("learn_alpha", False)}
 _TRAIN_TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "str | None": str}
 
 
+def _option(field: str) -> str:
+    """The command-line option of a TrainConfig field: ``batch_size`` is ``--batch-size``."""
+    return "--" + field.replace("_", "-")
+
+
 def add_train_options(train: argparse.ArgumentParser) -> None:
     """One option per :class:`~dermretr.train.TrainConfig` field, from its type, default and docstring entry.
 
@@ -35,7 +40,7 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name in TRAIN_FIELDS_NOT_OPTIONS:
             continue
-        option = "--" + f.name.replace("_", "-")
+        option = _option(f.name)
         text = docs[f.name].replace("%", "%%").removesuffix(".")
         first = text.split(" ", 1)[0]
         if first[1:].isalpha() and first[1:].islower():  # "Training epochs" -> "training epochs"; "AdamW" stays
@@ -69,8 +74,7 @@ def cmd_train(args) -> int:
         config.check()  # fit checks again; here its messages can name the options
     except DermretrError as exc:  # "batch_size must be ..." names the option the user typed: --batch-size
         field = str(exc).split(" ", 1)[0]
-        raise DermretrError("--" + field.replace("_", "-") + str(exc)[len(field):] if field in options
-                            else str(exc)) from None
+        raise DermretrError(_option(field) + str(exc)[len(field):] if field in options else str(exc)) from None
     main_process = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun only rank 0 speaks
     try:
         result = fit(config)
