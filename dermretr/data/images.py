@@ -337,6 +337,6 @@ class ImageDataset(torch.utils.data.Dataset):
         except ImageReadError as exc:
             raise ImageReadError(
                 f"case {self.cases.at[index, 'case_id']!r} (row {index}): {exc}; "
-                "fix or remove the file, or use on_error='skip'"
+                "or leave such cases out with on_error='skip'"
             ) from None
         return (self.preprocess(img) if self.preprocess is not None else img), index
