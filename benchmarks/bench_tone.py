@@ -9,11 +9,13 @@ query per test case and other range with a relevant gallery case; relevant = tra
 query's diagnosis group with a skin type in the target range; the query's patient excluded.
 
 Recall@1 and mAP@10, micro (mean over queries) and macro (mean over target ranges), come with 95%
-bootstrap CIs of the per-query metric averaged over the training seeds, beside the floors (random
-order; filter_only: the target range first, diagnosis ignored, both expected values), and the full
-model's paired differences (bootstrap CI, sign-flip p) against every method and floor.
+bootstrap CIs of the per-query metric averaged over the training seeds, beside the floors (no model,
+expected values over equal scores: random order; filter_only, the target range first, diagnosis ignored;
+majority, the range first and its most common diagnosis group first; criteria_match, the range first and
+then agreement of the annotated 7-point findings with the query case's), and the full model's paired
+differences (bootstrap CI, sign-flip p) against every method and floor.
 
-Target: full beats image-only, text-only and filter_only on macro mAP@10 with a paired CI above 0.
+Target: full beats image-only, text-only and every floor on macro mAP@10 with a paired CI above 0.
 Prints a table and one JSON line.
 
     python benchmarks/bench_tone.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full image text]
@@ -123,7 +125,8 @@ def main() -> None:
                     f"{m} {d.at[m, 'difference']:+.3f} [{d.at[m, 'ci_low']:+.3f}, {d.at[m, 'ci_high']:+.3f}]"
                     f" p={d.at[m, 'p_value']:.3f}" for m in d.index))
     checks = {f"full>{name} macro map@10 (paired CI above 0)": bool(diffs[name]["macro"]["map@10"][1] > 0)
-              for name in ("image", "text", "floor:filter_only") if name in diffs}
+              for name in ("image", "text", "floor:filter_only", "floor:majority", "floor:criteria_match")
+              if name in diffs}
     for k, v in checks.items():
         print(f"{k}: {'OK' if v else 'NOT MET'}")
     print(json.dumps({"benchmark": "tone_dermsynth", "n_cases": args.n_cases, "scale": args.scale,

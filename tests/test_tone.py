@@ -34,7 +34,7 @@ from dermretr.evaluate import (
     tone_search,
     with_tone_estimate,
 )
-from dermretr.floors import TONE_FLOORS, evaluate_floors, tone_floor_search
+from dermretr.floors import TONE_FLOORS, available_floors, evaluate_floors, tone_floor_search
 from dermretr.train import derive_tone_triplets
 from dermretr.train._triplets import training_triplets, triplet_positives
 
@@ -280,13 +280,38 @@ def test_tone_floors_match_hand_computed_expectations():
     assert list(only.columns[:2]) == ["method", "case_id"] and "tone_text" not in only.columns
     per_query, records = evaluate_floors(cases, protocol="tone", ks=(1,), n_boot=0)
     macro = {r["run"]: r["value"] for r in records if r["average"] == "macro" and r["metric"] == "recall"}
+    # majority: the range first, then its most common group (III-IV: MEL; V-VI: MEL 2 of 3; I-II: NEV):
+    # q1 III-IV g4, q1 V-VI g2 before g3, q2 V-VI g1 and g2 (MEL) before its relevant g3, q4 I-II g6
     assert macro == pytest.approx({"floor:random": (1 / 6 + 1 / 5 + (1 / 5 + 1 / 6) / 2) / 3,
-                                   "floor:filter_only": (1 + 1 + (1 / 2 + 1 / 3) / 2) / 3})
-    assert set(per_query["protocol"]) == {"tone"} and set(per_query["method"]) == set(TONE_FLOORS)
-    with pytest.raises(DermretrError, match="for the tone protocol; its floors: random, filter_only"):
-        evaluate_floors(cases, ["majority"], protocol="tone")
+                                   "floor:filter_only": (1 + 1 + (1 / 2 + 1 / 3) / 2) / 3,
+                                   "floor:majority": (1 + 1 + (1 + 0) / 2) / 3})
+    majority, _ = tone_floor_search(cases, "majority", ks=(1,))
+    assert majority["mrr"].tolist() == pytest.approx([1.0, 1.0, 1 / 3, 1.0])
+    # no findings: no criteria_match by default, and a clear refusal when asked
+    assert set(per_query["protocol"]) == {"tone"}
+    assert set(per_query["method"]) == {"random", "majority", "filter_only"}
+    with pytest.raises(DermretrError, match="needs annotated 7-point findings"):
+        evaluate_floors(cases, ["criteria_match"], protocol="tone")
+    with pytest.raises(DermretrError, match="for the tone protocol; its floors: random, majority, criteria_match, "
+                                            "filter_only"):
+        evaluate_floors(cases, ["nearest"], protocol="tone")
     with pytest.raises(DermretrError, match="unknown tone floor"):
-        tone_floor_search(cases, "majority")
+        tone_floor_search(cases, "nearest")
+
+
+def test_tone_criteria_match_floor_ranks_the_range_first_then_by_findings():
+    cases = _hand_table().assign(streaks=["absent", "irregular", "irregular", None, None, "absent",
+                                          "absent", "irregular", None, "irregular"])
+    assert available_floors(cases, protocol="tone") == TONE_FLOORS
+    pq, _ = tone_floor_search(cases, "criteria_match", ks=(1,))
+    # q1 III-IV: g4 (unknown streaks) is the range; q1 V-VI: g2 and g3 both disagree (tie, g1 excluded);
+    # q2 V-VI: g2 and g3 agree (tie, above g1); q4 I-II: g6 is the range
+    assert pq["recall@1"].tolist() == pytest.approx([1.0, 1 / 2, 1 / 2, 1.0])
+    assert pq["mrr"].tolist() == pytest.approx([1.0, 3 / 4, 3 / 4, 1.0])
+    # the findings decide: q2 with absent streaks puts g1 (agrees, not relevant) first
+    flipped = cases.assign(streaks=cases["streaks"].where(cases["case_id"] != "q2", "absent"))
+    pq, _ = tone_floor_search(flipped, "criteria_match", ks=(1,))
+    assert pq["recall@1"].tolist()[2] == 0.0 and pq["mrr"].tolist()[2] == pytest.approx((1 / 2 + 1 / 3) / 2)
 
 
 # ----------------------------------------------------------------------------- training triplets
@@ -397,7 +422,8 @@ def test_cli_evaluate_tone_protocol(tone_run, synth_root, tmp_path, capsys):
     records = json.loads(out.read_text())
     assert {r["protocol"] for r in records} == {"tone"}
     assert {(r["run"], r["average"]) for r in records} == {
-        (run, avg) for run in ("run", "floor:random", "floor:filter_only") for avg in ("micro", "macro")}
+        (run, avg) for run in ("run", "floor:random", "floor:majority", "floor:criteria_match", "floor:filter_only")
+        for avg in ("micro", "macro")}
     table = pd.read_csv(per_query)
     model = table[table["run"] == "run"]
     assert set(model["target_range"]) <= set(TONE_RANGES["fitzpatrick"])
@@ -428,8 +454,9 @@ def test_cli_tone_without_two_skin_tone_ranges_is_one_line_exit_2(tone_run, synt
     assert not (tmp_path / "m.json").exists()
 
 
-def test_cli_tone_refuses_a_floor_of_the_case_protocol(tone_run, synth_root, tmp_path, capsys):
-    rc = main(["evaluate", "--run", str(tone_run), "--data", f"synthetic:{synth_root}", "--protocol", "tone",
-               "--floors", "majority", "--out", str(tmp_path / "m.json"), "--no-progress"])
+def test_cli_case_protocol_refuses_the_tone_floor(tone_run, synth_root, tmp_path, capsys):
+    rc = main(["evaluate", "--run", str(tone_run), "--data", f"synthetic:{synth_root}", "--protocol", "case",
+               "--floors", "filter_only", "--out", str(tmp_path / "m.json"), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and "for the tone protocol; its floors: random, filter_only" in err and err.count("\n") == 1
+    assert rc == 2 and "for the case protocol; its floors: random, majority, criteria_match" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "m.json").exists()

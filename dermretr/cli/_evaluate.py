@@ -38,10 +38,10 @@ def add_evaluate_command(sub) -> None:
     evaluate.add_argument("--floors", nargs="*",
                           choices=("random", "majority", "criteria_match", "filter_only", "none"),
                           default=None, metavar="FLOOR",
-                          help="non-learned rankings shown beside the runs: random (expected value), and for the "
-                               "case and modify protocols majority (most common group first), criteria_match "
-                               "(annotated 7-point findings; modify: the reference's after the requested change), "
-                               "for the tone protocol filter_only (target skin-tone range first, diagnosis "
+                          help="non-learned rankings shown beside the runs: random (expected value), majority "
+                               "(most common group first), criteria_match (annotated 7-point findings; modify: "
+                               "the reference's after the requested change); for the tone protocol these after "
+                               "the target skin-tone range, and filter_only (the range first, diagnosis "
                                "ignored); default: every floor the data and protocol allow; 'none' for none")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
@@ -69,10 +69,15 @@ def cmd_evaluate(args) -> int:
     )
     from ..floors import available_floors, evaluate_floors
 
+    tone = args.protocol == "tone"
     notes = {"random": "random = expected value under a uniformly random ranking",
-             "majority": f"majority = the gallery's most common {args.relevant} first",
-             "criteria_match": "criteria_match = ranked by agreement of annotated 7-point findings" + (
-                 " with the reference's findings after the requested change" if args.protocol == "modify" else ""),
+             "majority": ("majority = the target skin-tone range first, its most common "
+                          f"{args.relevant} first" if tone else f"majority = the gallery's most common "
+                                                                 f"{args.relevant} first"),
+             "criteria_match": ("criteria_match = the target skin-tone range first, ranked by agreement of "
+                                "annotated 7-point findings" if tone else
+                                "criteria_match = ranked by agreement of annotated 7-point findings" + (
+                 " with the reference's findings after the requested change" if args.protocol == "modify" else "")),
              "filter_only": "filter_only = gallery cases in the target skin-tone range first, in random order "
                             f"(expected value), {args.relevant} ignored"}
 

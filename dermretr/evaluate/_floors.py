@@ -46,6 +46,15 @@ relevance (same diagnosis group *and* skin tone in the target range):
   as ``ties="expected"``), then the others; diagnosis-agnostic, so it is
   what the range alone earns.  A model must beat it to show that it uses
   the reference image and findings.
+* ``majority`` - the filter, then the target range's most common class
+  first: the gallery cases of the target range whose class (of the
+  relevance column) is the most common among that range's gallery cases,
+  then the range's other cases, then the rest;
+* ``criteria_match`` - the filter, then agreement of the query case's
+  annotated 7-point findings (the findings its text states) with each
+  gallery case's, as the case protocol's ``criteria_match``.
+
+Equal scores are expected values (``ties="expected"``) in every tone floor.
 
 The modify protocol (:func:`dermretr.evaluate.modify_search`: a reference
 image plus "the same lesion, with irregular streaks") has the floors
@@ -98,7 +107,7 @@ from ._expected import expected_random_metrics, expected_tie_metrics
 from ._metrics import TIES, check_ks, rank_metrics, summarize_metrics
 from ._modify import ModifyQueries, load_triplets, modify_queries
 from ._records import metric_records
-from ._tone import tone_queries, with_tone_estimate
+from ._tone import ToneQueries, tone_queries, with_tone_estimate
 
 __all__ = ["FLOORS", "MODIFY_FLOORS", "TONE_FLOORS", "FLOOR_TIES", "floor_search", "modify_floor_search",
            "tone_floor_search", "evaluate_floors", "criteria_scores", "findings_columns", "available_floors"]
@@ -108,7 +117,7 @@ FLOORS = ("random", "majority", "criteria_match")
 #: The non-learned rankings of the modify protocol.
 MODIFY_FLOORS = ("random", "majority", "criteria_match")
 #: The non-learned rankings of the tone protocol.
-TONE_FLOORS = ("random", "filter_only")
+TONE_FLOORS = ("random", "majority", "criteria_match", "filter_only")
 #: Orders of equal scores of the floors: :data:`dermretr.evaluate.TIES` and their expectation.
 FLOOR_TIES = (*TIES, "expected")
 
@@ -126,16 +135,14 @@ def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: S
                      protocol: str = "case", triplets: pd.DataFrame | None = None) -> tuple[str, ...]:
     """The floors a case table allows (:data:`FLOORS`, :data:`MODIFY_FLOORS` or :data:`TONE_FLOORS`).
 
-    Case and modify protocols: random and majority always, criteria_match
-    when both the ``split`` queries and their gallery have 7-point findings
+    Every protocol: random and majority always (tone: and filter_only),
+    criteria_match when both the ``split`` queries and their gallery have 7-point findings
     (modify: and the ``triplets``, when given, name the ``criterion`` and
     ``to_value`` they ask for).
 
     >>> available_floors(pd.DataFrame({"case_id": ["a"], "diagnosis_group": ["NEV"], "split": ["test"]}))
     ('random', 'majority')
     """
-    if protocol == "tone":
-        return TONE_FLOORS
     splits = cases["split"].astype(str) if "split" in cases.columns else pd.Series("", index=cases.index)
     q = cases[(splits == split).to_numpy()]
     if protocol == "modify" and triplets is not None and "target_case_id" in triplets.columns:
@@ -143,6 +150,8 @@ def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: S
     else:
         g = cases[splits.isin(list(resolve_gallery_splits(split, gallery_splits))).to_numpy()]
     findings = bool([c for c in findings_columns(q) if c in findings_columns(g)])
+    if protocol == "tone":
+        return TONE_FLOORS if findings else tuple(f for f in TONE_FLOORS if f != "criteria_match")
     if protocol == "modify" and triplets is not None:
         findings = findings and {"criterion", "to_value"} <= set(triplets.columns)
     return (MODIFY_FLOORS if protocol == "modify" else FLOORS) if findings else ("random", "majority")
@@ -381,11 +390,15 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
     cases : DataFrame
         A validated case table with skin-tone labels (see
         :func:`~dermretr.evaluate.tone_queries`).
-    method : {"random", "filter_only"}
+    method : {"random", "majority", "criteria_match", "filter_only"}
         ``random``: the expected metrics of a uniformly random order of the
         query's gallery; ``filter_only``: the gallery cases in the target
         range first, in a uniformly random order (expected metrics), then
-        the others.
+        the others; ``majority`` and ``criteria_match``: the target range
+        first too, and within it the range's most common class first, or
+        by agreement of annotated findings (see the module's description;
+        equal scores as expected values).  No case outside the range is
+        relevant, so the order of the rest does not change the metrics.
     query_split, scale, relevant, ks, gallery_splits
         As :func:`~dermretr.evaluate.tone_search`.
 
@@ -403,8 +416,13 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
     >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"), "diagnosis": "x",
     ...     "diagnosis_group": ["MEL", "NEV", "MEL", "MEL"], "fitzpatrick": [6, 6, 1, 1],
     ...     "split": ["train", "train", "train", "test"]})
-    >>> [round(tone_floor_search(cases, m, ks=(1,))[1]["recall@1"], 4) for m in TONE_FLOORS]
+    >>> [round(tone_floor_search(cases, m, ks=(1,))[1]["recall@1"], 4) for m in ("random", "filter_only")]
     [0.3333, 0.5]
+
+    The V-VI range holds one MEL and one NEV case; equal counts put the first in sorted order, MEL, first:
+
+    >>> round(tone_floor_search(cases, "majority", ks=(1,))[1]["recall@1"], 4)
+    1.0
     """
     if method not in TONE_FLOORS:
         raise DermretrError(f"unknown tone floor {method!r}; floors of the tone protocol: {', '.join(TONE_FLOORS)}")
@@ -413,11 +431,32 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
     if method == "random":
         metrics = expected_random_metrics((~tq.exclude).sum(axis=1), tq.relevant.sum(axis=1), ks=ks)
     else:
-        in_range = tq.gallery_range[None, :] == tq.info["target_range"].to_numpy(dtype=object)[:, None]
-        metrics = expected_tie_metrics(in_range.astype(float), tq.relevant, tq.exclude, ks=ks)
+        targets = tq.info["target_range"].to_numpy(dtype=object)
+        in_range = tq.gallery_range[None, :] == targets[:, None]
+        # the range first (2 or more), then within the range and the rest the floor's own order (0 to 1)
+        scores = 2.0 * in_range + _tone_secondary(tq, method, targets, relevant)
+        metrics = expected_tie_metrics(scores, tq.relevant, tq.exclude, ks=ks)
     per_query = attach_metrics(tq.info, metrics)
     per_query.insert(0, "method", method)
     return per_query, summarize_metrics(per_query)
+
+
+def _tone_secondary(tq: ToneQueries, method: str, targets: np.ndarray, relevant: str) -> np.ndarray:
+    """The order of a tone floor inside the target range, as scores in [0, 1]."""
+    shape = (len(targets), len(tq.gallery))
+    if method == "filter_only":
+        return np.zeros(shape)
+    if method == "criteria_match":
+        columns = _shared_findings(tq.rows, tq.gallery)
+        return criteria_scores(tq.rows, tq.gallery, columns)
+    labels = tq.gallery[relevant].to_numpy(dtype=object)
+    secondary = np.zeros(shape)
+    for target in dict.fromkeys(targets.tolist()):
+        in_target = tq.gallery_range == target
+        hit = np.zeros(len(labels))
+        hit[in_target] = _majority_first(labels[in_target], 1)[0]
+        secondary[targets == target] = hit
+    return secondary
 
 
 def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "test",
