@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from ._errors import DermretrError
 from ._io import atomic_path, claim_dir, clean_stale, owner_kind, save_figure
 from .demo_report import (
+    adjusted_gap_sentences,
     mitigation_findings,
     overall_finding,
     paired_findings,
@@ -388,22 +389,32 @@ def _example_query(cases: pd.DataFrame, data: Path, seed: int) -> tuple[pd.Serie
 
 def _fairness(before: pd.DataFrame, after: pd.DataFrame | None, cases: pd.DataFrame, s: DemoSettings, out: Path,
               figures: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """The gap by Fitzpatrick pairs before and (when ``after`` is given) after skin-type-balanced training."""
-    from .fairness import compare_runs, format_slices, plot_comparison, plot_slices, slice_metrics
+    """The gap by Fitzpatrick pairs before and (when ``after`` is given) after skin-type-balanced training.
+
+    Each model's gap comes with the gap standardised to a common diagnosis mix beside it
+    (:func:`dermretr.fairness.adjusted_gap`): ``adjusted`` (and ``adjusted_after``).
+    """
+    from .fairness import adjusted_gap, compare_runs, format_slices, plot_comparison, plot_slices, slice_metrics
 
     metrics = ("recall@1", "map@10")
     min_group = 20 if not s.fast else 5
-    slices = slice_metrics(before, cases, by="fitzpatrick_pairs", metrics=metrics, n_boot=s.n_boot,
-                           min_group=min_group, seed=s.seed)
+    by = "fitzpatrick_pairs"
+
+    def adjusted(per_query: pd.DataFrame) -> pd.DataFrame:
+        return adjusted_gap(per_query, cases, by=by, metrics=metrics, n_boot=s.n_boot, min_group=min_group,
+                            seed=s.seed)
+
+    slices = slice_metrics(before, cases, by=by, metrics=metrics, n_boot=s.n_boot, min_group=min_group, seed=s.seed)
     figures["slices"] = "skin_tone_slices.png"
     save_figure(plot_slices(slices, title="Composed model by skin type (test queries)"), out / figures["slices"])
+    tables = {"slices": format_slices(slices), "adjusted": adjusted(before)}
     if after is None:
-        return {"slices": format_slices(slices)}
-    comparison = compare_runs(before, after, cases, by="fitzpatrick_pairs", metrics=metrics, n_boot=s.n_boot,
-                              min_group=min_group, seed=s.seed)
+        return tables
+    comparison = compare_runs(before, after, cases, by=by, metrics=metrics, n_boot=s.n_boot, min_group=min_group,
+                              seed=s.seed)
     figures["mitigation"] = "skin_tone_mitigation.png"
     save_figure(plot_comparison(comparison), out / figures["mitigation"])
-    return {"slices": format_slices(slices), "comparison": comparison}
+    return {**tables, "comparison": comparison, "adjusted_after": adjusted(after)}
 
 
 def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = None, progress: bool = True,
@@ -519,8 +530,10 @@ def run_demo(out: str | Path = "dermretr-demo", settings: DemoSettings | None = 
 
     summary = summarize_cases(cases)
     command = search_command(out / "index", row["image_path"], text)
-    findings = paired_findings(paired) + [overall_finding(paired)] + mitigation_findings(fair.get("comparison",
-                                                                                                 pd.DataFrame()))
+    findings = (paired_findings(paired) + [overall_finding(paired)]
+                + mitigation_findings(fair.get("comparison", pd.DataFrame())) + adjusted_gap_sentences(fair["adjusted"])
+                + (adjusted_gap_sentences(fair["adjusted_after"], "With skin-type-balanced training")
+                   if "adjusted_after" in fair else []))
     report = write_report(out / "report.html", s, records, table, {k: out / v for k, v in figures.items()}, text,
                           str(row["case_id"]), seconds, summary, fair, paired, command)
     return DemoResult(out=out, report=report, metrics=metrics, table=table, records=records, example=example,

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from .demo import DemoSettings
 
 __all__ = ["NAMES", "ALPHA", "figure_uri", "verdict", "paired_table", "paired_findings", "overall_finding",
-           "gap_direction", "mitigation_sentence", "mitigation_findings", "headline_table", "floors_line",
-           "full_table", "search_command", "write_report"]
+           "gap_direction", "adjusted_gap_sentences", "mitigation_sentence", "mitigation_findings", "headline_table",
+           "floors_line", "full_table", "search_command", "write_report"]
 
 #: How runs are named in sentences.
 NAMES = {"full": "the composed model", "global": "global-only", "clip4cir": "CLIP4Cir", "late_fusion": "late fusion",
@@ -442,12 +442,66 @@ def _benchmark_html(s: DemoSettings) -> str:
                    + table.to_html(border=0))
 
 
+def adjusted_gap_sentences(adjusted: pd.DataFrame, model: str = "The composed model") -> list[str]:
+    """One sentence per metric: the raw gap between skin-tone groups and the gap at a common diagnosis mix.
+
+    ``adjusted``: a :func:`dermretr.fairness.adjusted_gap` table.  A raw gap
+    can come from the groups' different diagnosis mixes rather than from
+    skin tone; the standardised gap (each group reweighted to the pooled mix)
+    removes that part, and its interval says whether a gap remains.
+
+    >>> import numpy as np
+    >>> t = pd.DataFrame({"kind": ["group", "difference"], "metric": "recall@1", "raw": [0.5, 0.25],
+    ...     "adjusted": [0.5, 0.06], "ci_low": [np.nan, -0.08], "ci_high": [np.nan, 0.2], "p_value": [np.nan, 0.4],
+    ...     "tvd": [0.1, 0.3], "note": ""})
+    >>> print(adjusted_gap_sentences(t)[0])  # doctest: +NORMALIZE_WHITESPACE
+    The composed model, Recall@1: gap between skin-type groups 0.250 as measured, 0.060 [-0.080, 0.200] at a
+    common diagnosis mix (p = 0.40): no gap shown once the mix is equal (the groups' diagnosis mixes differ
+    by up to 0.30 in total variation).
+    """
+    out = []
+    for row in adjusted[adjusted["kind"] == "difference"].itertuples():
+        m = _metric(str(row.metric))
+        if not math.isfinite(row.adjusted):
+            out.append(f"{model}, {m}: the gap could not be standardised to a common diagnosis mix "
+                       f"({row.note or 'too few queries'}).")
+            continue
+        ci = "" if not math.isfinite(row.ci_low) else f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        p = "" if not math.isfinite(row.p_value) else f" (p = {row.p_value:.2f})"
+        if not ci:
+            verdict = "no interval (no resampling)"
+        elif row.ci_low > 0:
+            verdict = "a gap remains at an equal mix"
+        else:
+            verdict = "no gap shown once the mix is equal"
+        out.append(f"{model}, {m}: gap between skin-type groups {row.raw:.3f} as measured, {row.adjusted:.3f}{ci} "
+                   f"at a common diagnosis mix{p}: {verdict} (the groups' diagnosis mixes differ by up to "
+                   f"{row.tvd:.2f} in total variation).")
+    return out
+
+
 def _fold(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>{body}</details>"
 
 
 def _sentences(items: Sequence[str]) -> str:
     return "".join(f"<li>{html.escape(t)}</li>" for t in items)
+
+
+def _adjusted_html(fairness: Mapping[str, pd.DataFrame]) -> str:
+    """The gaps at a common diagnosis mix beside the raw ones (before, and after the mitigation when run)."""
+    if "adjusted" not in fairness:
+        return ""
+    items = adjusted_gap_sentences(fairness["adjusted"])
+    if "adjusted_after" in fairness:
+        items += adjusted_gap_sentences(fairness["adjusted_after"], "With skin-type-balanced training")
+    table = pd.concat([fairness[k].assign(model=k) for k in ("adjusted", "adjusted_after") if k in fairness])
+    return ("<p>The gap (best minus worst group) can come from the groups' different diagnosis mixes rather than "
+            "from skin tone. Standardised to one common mix (the pooled mix of the groups; 95% bootstrap CI within "
+            "group and diagnosis, p from skin-type labels permuted within each diagnosis group):</p><ul>"
+            + _sentences(items) + "</ul>"
+            + _fold("The case-mix-adjusted gap (table)", table.to_html(border=0, index=False, na_rep="",
+                                                                        float_format=lambda v: f"{v:.3f}")))
 
 
 def write_report(path: Path, s: DemoSettings, records: Sequence[dict], table: pd.DataFrame,
@@ -494,6 +548,7 @@ def write_report(path: Path, s: DemoSettings, records: Sequence[dict], table: pd
         "<h2>Skin tone</h2><p>The composed model's case search by Fitzpatrick pairs (DermSynth renders lower lesion "
         "contrast on darker skin), with 95% CIs; groups with few queries are flagged.</p>"
         + fairness["slices"].to_html(border=0) + _img(figures["slices"], 800, "composed model by skin type")
+        + _adjusted_html(fairness)
         + (mitigation or "<p>The mitigation (skin-type-balanced training) needs training: <code>dermretr demo</code> "
            "runs it.</p>"),
         f"<h2>An example composed query</h2><p>Reference case {html.escape(example_case)} + "

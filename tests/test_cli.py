@@ -37,6 +37,8 @@ def test_demo_released_trains_nothing_and_writes_the_same_report(tmp_path, capsy
     # 120 cases are not the card's 1,000: the report must not claim the card's queries
     assert "which holds none of its training patients (its model card reports 1,000 cases of seed 1001)" in report
     assert "needs training" in report and "Training nothing" in text
+    assert "The composed model, Recall@1: gap between skin-type groups " in report
+    assert "With skin-type-balanced training" not in report
     assert len(assert_self_contained(report)) == 4  # contact sheet, results, example query, skin-type slices
     for figure in ("contact_sheet.png", "results.png", "example_query.png", "skin_tone_slices.png"):
         assert (out / figure).is_file()
@@ -98,6 +100,10 @@ def test_demo_end_to_end_writes_report_metrics_and_index(tmp_path, capsys):
     # the findings in words, in the report and at the end of the run
     assert "Against global-only, the composed model " in report and "Skin-type-balanced training " in report
     assert "What the numbers say" in text and "Skin-type-balanced training " in text
+    # each model's skin-type gap beside the gap at a common diagnosis mix
+    for model in ("The composed model", "With skin-type-balanced training"):
+        assert f"{model}, Recall@1: " in report and f"{model}, mAP@10: " in text
+    assert "The case-mix-adjusted gap (table)" in report
     _next_steps_search(text, out, capsys)
     # a second run reuses the dataset and the finished runs
     mtime = (out / "runs" / "full" / "checkpoints" / "best.pt").stat().st_mtime_ns

@@ -16,6 +16,7 @@ from dermretr._errors import DermretrError
 from dermretr._io import save_figure
 from dermretr.cli import build_parser
 from dermretr.demo_report import (
+    adjusted_gap_sentences,
     figure_uri,
     floors_line,
     full_table,
@@ -30,7 +31,7 @@ from dermretr.demo_report import (
     write_report,
 )
 from dermretr.evaluate import results_table
-from dermretr.fairness import compare_runs
+from dermretr.fairness import adjusted_gap, compare_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +222,10 @@ def test_report_is_self_contained_and_says_what_the_numbers_say(tmp_path):
     comparison = compare_runs(NARROW, WIDE, by="fitzpatrick_pairs", n_boot=200, min_group=5)
     summary = {"diagnosis": pd.DataFrame({"total": [3]}, index=["MEL"]),
                "fitzpatrick": pd.DataFrame({"total": [3]}, index=["I"])}
-    fairness = {"slices": pd.DataFrame({"recall@1": ["0.6"]}, index=["I-II"]), "comparison": comparison}
+    fairness = {"slices": pd.DataFrame({"recall@1": ["0.6"]}, index=["I-II"]), "comparison": comparison,
+                **{key: adjusted_gap(pq.assign(diagnosis_group=["NEV", "MEL", "NEV"] * 60), by="fitzpatrick_pairs",
+                                     n_boot=200, min_group=5)
+                   for key, pq in (("adjusted", NARROW), ("adjusted_after", WIDE))}}
     command = search_command(tmp_path / "index", tmp_path / "a.png", "blue-whitish veil")
     path = write_report(tmp_path / "report.html", demo.demo_settings(fast=True), records, results_table(records),
                         figures, "with a blue-whitish veil", "c1", {"training": 12.0}, summary, fairness, paired,
@@ -238,7 +242,32 @@ def test_report_is_self_contained_and_says_what_the_numbers_say(tmp_path):
     assert "Against global-only, the composed model is better on Recall@1" in page
     assert "does not beat every baseline and floor in this run" in page
     assert "Skin-type-balanced training widened the Recall@1 gap" in page
+    # each model's gap beside the gap at a common diagnosis mix, in words and as a folded table
+    for model, table in (("The composed model", fairness["adjusted"]),
+                         ("With skin-type-balanced training", fairness["adjusted_after"])):
+        row = table[(table["kind"] == "difference") & (table["metric"] == "recall@1")].iloc[0]
+        assert (f"{model}, Recall@1: gap between skin-type groups {row['raw']:.3f} as measured, "
+                f"{row['adjusted']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at a common diagnosis mix") in page
+    assert "The case-mix-adjusted gap (table)" in page
     assert "dermretr search --index" in page
+
+
+def test_adjusted_gap_sentences_say_whether_a_gap_remains_at_a_common_mix():
+    # quality depends on the diagnosis only and the groups' mixes differ: a raw gap, none at an equal mix
+    dx = ["NEV"] * 12 + ["MEL"] * 4 + ["NEV"] * 4 + ["MEL"] * 12
+    hit = [1, 1, 1, 0] * 3 + [1, 0, 0, 0] + [1, 1, 1, 0] + [1, 0, 0, 0] * 3
+    pq = pd.DataFrame({"case_id": [f"q{i}" for i in range(32)], "n_relevant": 1, "fitzpatrick": [1] * 16 + [6] * 16,
+                       "diagnosis_group": dx, "recall@1": hit})
+    mixed = adjusted_gap_sentences(adjusted_gap(pq, metrics=["recall@1"], n_boot=200, min_group=10))
+    assert len(mixed) == 1 and "0.250 as measured, 0.000 [" in mixed[0]
+    assert mixed[0].endswith("no gap shown once the mix is equal (the groups' diagnosis mixes differ by up to "
+                             "0.25 in total variation).")
+    # skin tone itself matters: every type-VI query misses, whatever its diagnosis
+    tone = pq.assign(**{"recall@1": [1] * 16 + [0] * 16})
+    real = adjusted_gap_sentences(adjusted_gap(tone, metrics=["recall@1"], n_boot=200, min_group=10))
+    assert "1.000 as measured, 1.000 [" in real[0] and ": a gap remains at an equal mix" in real[0]
+    unresampled = adjusted_gap_sentences(adjusted_gap(tone, metrics=["recall@1"], n_boot=0, min_group=10))
+    assert "1.000 at a common diagnosis mix: no interval (no resampling)" in unresampled[0]
 
 
 # ----------------------------------------------------------------------------- narration and time
