@@ -115,16 +115,19 @@ def error_message(load: Callable[..., object], *args, **kwargs) -> str:
 
 def bad_value_error(load: Callable[..., object], write: Callable[[list[dict]], Path], rows: Sequence[dict],
                     column: str, value: str, at: Sequence[int]) -> str:
-    """The loader's error for ``value`` put in ``column`` at rows ``at``; it must name the column and those rows.
+    """The loader's error for ``value`` put in ``column`` at rows ``at``; it must name the column and their lines.
 
-    ``write(rows)`` writes the dataset and returns its folder; the returned
-    message is for further checks (the allowed values, the file...).
+    ``write(rows)`` writes the dataset, its CSV with one line per row under a
+    header line (as :func:`write_csv` does: row ``i`` is on line ``i + 2``),
+    and returns its folder; the returned message is for further checks (the
+    allowed values, the file...).
     """
     rows = [dict(r) for r in rows]
     for i in at:
         rows[i][column] = value
     message = error_message(load, write(rows))
-    assert_mentions(message, repr(column), *(f"{i} ({value!r})" for i in at))
+    lines = ", ".join(f"{i + 2} ({value!r})" for i in at)
+    assert_mentions(message, repr(column), f"at line{'s' if len(at) > 1 else ''} {lines}")
     return message
 
 

@@ -37,6 +37,7 @@ from dermretr.cli import main
 from dermretr.data import SOURCES, _loader, load, parse_spec
 from dermretr.data.cases import validate_cases
 from dermretr.data.images import MAX_PIXELS, MAX_SIDE, ImageDataset, ImageReadError, load_rgb
+from dermretr.data.sources._common import check_unique, parse_choice, read_table
 
 
 def _write_derm7pt(root: Path) -> None:
@@ -172,6 +173,68 @@ def test_derm7pt_split_files(tmp_path):
         assert_mentions(_one_line_error(load, "derm7pt", root, split_files=bad), fragment)
 
 
+# --------------------------------------------------------------------------- rows named by their line
+
+
+def _table(tmp_path: Path, data: bytes) -> pd.DataFrame:
+    """``data`` as a metadata CSV, read by the loaders' shared reader."""
+    path = tmp_path / "meta.csv"
+    path.write_bytes(data)
+    return read_table(path, "test", "meta.csv")
+
+
+def test_read_table_counts_blank_lines(tmp_path):
+    # 1 header, 2 blank, 3 row, 4 spaces only, 5 row, 6 all-empty row (left out), 7 row
+    meta = _table(tmp_path, b"id,x\n\n1,a\n   \n2,b\n,\n3,c\n")
+    assert meta.index.tolist() == [3, 5, 7] and meta["id"].tolist() == ["1", "2", "3"]
+    with pytest.raises(DermretrError, match=r"meta.csv: column 'x' has unknown values at line 5 \('b'\); allowed"):
+        parse_choice(meta, "x", ["a", "c"], tmp_path / "meta.csv")
+    assert _table(tmp_path, b"\n\nid,x\n1,a\n").index.tolist() == [4]  # the header is on line 3
+
+
+def test_read_table_counts_the_lines_of_quoted_multi_line_cells(tmp_path):
+    # row 1 on lines 2-4 (a quoted cell with a blank line in it), row 2 on 5, row 3 on 6-7 (CRLF inside), row 4 on 8
+    meta = _table(tmp_path, b'id,note\n1,"two\n\nparagraphs"\n2,x\n3,"say ""hi""\r\nthen go"\n4,y\n')
+    assert meta.index.tolist() == [2, 5, 6, 8]
+    assert meta["note"].tolist() == ["two\n\nparagraphs", "x", 'say "hi"\r\nthen go', "y"]
+    with pytest.raises(CaseTableError, match=r"column 'id' repeats 1 value: '4' \(lines 6, 8\)"):
+        check_unique(meta["id"].replace("3", "4"), "id", "meta.csv", "ids are unique")
+
+
+def test_read_table_with_a_bom_and_windows_line_endings(tmp_path):
+    meta = _table(tmp_path, b"\xef\xbb\xbfid,x\r\n1,a\r\n\r\n2,b\r\n3,c\r\n\r\n")
+    assert list(meta.columns) == ["id", "x"] and meta.index.tolist() == [2, 4, 5]
+    assert _table(tmp_path, b"id,x\r1,a\r\r2,b\r").index.tolist() == [2, 4]  # old Mac line endings (CR)
+
+
+def test_read_table_tolerates_a_file_it_cannot_count(tmp_path):
+    # pandas drops the ',' row that follows a bare CR: the records are not its rows, so it counts one line a row
+    meta = _table(tmp_path, b"id,x\n\n\r,\n2,b\n")
+    assert meta["id"].tolist() == ["2"] and meta.index.is_unique
+
+
+#: source -> a column of its metadata CSV and a value the loader refuses
+LINE_FAULTS = {"derm7pt": ("diagnosis", "psoriasis"), "ddi": ("skin_tone", "78"),
+               "fitzpatrick17k": ("fitzpatrick_scale", "9"), "ham10000": ("dx", "scc"),
+               "isic2020": ("diagnosis", "basal cell carcinoma"), "pad-ufes-20": ("diagnostic", "BOD"),
+               "scin": ("fitzpatrick_skin_type", "FST9")}
+
+
+@pytest.mark.parametrize("source", CSV_SOURCES)
+def test_errors_name_the_line_of_a_bad_value_as_an_editor_numbers_it(tmp_path, source):
+    root, csv = _published(tmp_path, source)
+    column, value = LINE_FAULTS[source]
+    meta = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    meta["note"] = ["seen twice,\nonce in clinic"] + [""] * (len(meta) - 1)  # row 0: a quoted cell over lines 2-3
+    meta.loc[3, column] = value
+    records = meta.to_csv(index=False, lineterminator="\r\n").split("\r\n")
+    text = "\r\n".join([*records[:3], "", *records[3:]])  # a blank line 5 after row 1 (line 4)
+    csv.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert value in text.splitlines()[6] and text.splitlines()[4] == ""  # row 3 is on line 7
+    message = _one_line_error(load, source, root)
+    assert_mentions(message, f"{csv}: column {column!r}", f"at line 7 ({value!r})")
+
+
 # --------------------------------------------------------------------------- bad folders, arguments and specs
 
 
@@ -274,7 +337,8 @@ def test_repeated_case_ids_in_a_derm7pt_table_are_an_error_not_renumbered(tmp_pa
     meta.loc[12, "case_id"] = "c0"
     meta.to_csv(csv, index=False)
     message = _one_line_error(load, "derm7pt", root, error=CaseTableError)
-    assert_mentions(message, str(csv), "column 'case_id' repeats 2 values", "'c1' (rows 1, 3, 9)", "'c0' (rows 0, 12)")
+    assert_mentions(message, str(csv), "column 'case_id' repeats 2 values", "'c1' (lines 3, 5, 11)",
+                    "'c0' (lines 2, 14)")  # rows 1, 3, 9 and 0, 12 under the header line
     # the official release's case_id column is mostly empty: case_num (or the row) gives the ids then
     meta["case_id"] = [None] * (len(meta) - 2) + ["x", "x"]
     meta.insert(0, "case_num", [str(i + 1) for i in range(len(meta))])
@@ -289,7 +353,7 @@ def test_a_dermsynth_folder_needs_every_case_id(tmp_path):
     meta = pd.read_csv(root / "meta" / "meta.csv", dtype=str)
     meta.loc[4, "case_id"] = None
     meta.to_csv(root / "meta" / "meta.csv", index=False)
-    assert_mentions(_one_line_error(load, "synthetic", root), "'case_id' is empty at rows 4")
+    assert_mentions(_one_line_error(load, "synthetic", root), "'case_id' is empty at line 6")
 
 
 def test_repeated_case_num_is_an_error(tmp_path):
@@ -300,7 +364,7 @@ def test_repeated_case_num_is_an_error(tmp_path):
     meta.loc[4, "case_num"] = "1"
     meta.to_csv(csv, index=False)
     assert_mentions(_one_line_error(load, "derm7pt", root, error=CaseTableError), "'case_num' repeats 1 value",
-                    "'1' (rows 0, 4)")
+                    "'1' (lines 2, 6)")
 
 
 def test_repeated_case_ids_in_a_dermsynth_folder(tmp_path):
@@ -311,7 +375,7 @@ def test_repeated_case_ids_in_a_dermsynth_folder(tmp_path):
     meta.loc[7, "case_id"] = meta.loc[2, "case_id"]  # modification triplets would point at the wrong image
     meta.to_csv(root / "meta" / "meta.csv", index=False)
     message = _one_line_error(load, "synthetic", root, error=CaseTableError)
-    assert_mentions(message, str(root / "meta" / "meta.csv"), "'case_id'", f"{meta.loc[2, 'case_id']!r} (rows 2, 7)")
+    assert_mentions(message, str(root / "meta" / "meta.csv"), "'case_id'", f"{meta.loc[2, 'case_id']!r} (lines 4, 9)")
 
 
 @pytest.mark.parametrize("source, column, first, second", [
@@ -325,7 +389,7 @@ def test_ids_that_collide_without_their_suffix(tmp_path, source, column, first, 
     meta.loc[0, column], meta.loc[1, column] = first, second
     meta.to_csv(csv, index=False)
     message = _one_line_error(load, source, root, error=CaseTableError)
-    assert_mentions(message, str(csv), repr(column), "(rows 0, 1)")
+    assert_mentions(message, str(csv), repr(column), "(lines 2, 3)")
 
 
 def test_validate_cases_names_the_repeated_ids():
@@ -347,7 +411,7 @@ def test_unknown_fitzpatrick_type_is_an_error(tmp_path, value):
     meta.loc[3, "fitzpatrick"] = value
     meta.to_csv(csv, index=False)
     message = _one_line_error(load, "derm7pt", root)
-    assert_mentions(message, str(csv), "column 'fitzpatrick'", f"3 ({value!r})", "1-6 or I-VI")
+    assert_mentions(message, str(csv), "column 'fitzpatrick'", f"at line 5 ({value!r})", "1-6 or I-VI")
 
 
 def test_fitzpatrick_spellings_and_unknown(tmp_path):
@@ -382,7 +446,7 @@ def test_malformed_numbers_in_a_derm7pt_table(tmp_path, column, value, fragment)
     meta[column] = ""
     meta.loc[2, column] = value
     meta.to_csv(csv, index=False)
-    assert_mentions(_one_line_error(load, "derm7pt", root), str(csv), repr(column), f"2 ({value!r})", fragment)
+    assert_mentions(_one_line_error(load, "derm7pt", root), str(csv), repr(column), f"at line 4 ({value!r})", fragment)
 
 
 def test_empty_patient_id_warns_with_file_and_count(tmp_path):
@@ -392,7 +456,7 @@ def test_empty_patient_id_warns_with_file_and_count(tmp_path):
     meta.to_csv(csv, index=False)
     with pytest.warns(DataWarning) as caught:
         cases = load("derm7pt", root)
-    assert_mentions(str(caught[0].message), str(csv), "'patient_id'", "2 row(s)")
+    assert_mentions(str(caught[0].message), str(csv), "2 empty 'patient_id' cell(s) (lines 3, 6)")
     assert cases["patient_id"].notna().all() and "nan" not in set(cases["patient_id"])
 
 

@@ -111,7 +111,7 @@ def test_repeated_ids_are_rejected(tmp_path):
     rows = _rows()
     rows[6]["DDI_ID"] = rows[1]["DDI_ID"]
     _dataset(tmp_path, rows=rows, images=False)
-    with pytest.raises(CaseTableError, match=r"ddi_metadata.csv: column 'DDI_ID' repeats 1 value: '2' \(rows 1, 6\)"):
+    with pytest.raises(CaseTableError, match=r"ddi_metadata.csv: column 'DDI_ID' repeats 1 value: '2' \(lines 3, 8\)"):
         load_ddi(tmp_path)
 
 
@@ -122,11 +122,11 @@ def test_root_without_metadata_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("bad_path", ["../../secret.png", "/etc/passwd", "images/../../x.png"])
-def test_escaping_image_path_is_rejected_with_row(tmp_path, bad_path):
+def test_escaping_image_path_is_rejected_with_its_line(tmp_path, bad_path):
     rows = _rows()
     rows[4]["DDI_file"] = bad_path
     _dataset(tmp_path, rows=rows, images=False)
-    assert_mentions(error_message(load_ddi, tmp_path, missing="keep"), "row 4", "ddi_metadata.csv", "escapes")
+    assert_mentions(error_message(load_ddi, tmp_path, missing="keep"), "ddi_metadata.csv, line 6:", "escapes")
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

@@ -120,9 +120,15 @@ def test_other_split_files(tmp_path):
     assert cases["split"].astype(str).tolist() == ["train"] * 5 + ["val"] * 2 + ["test"] * 3
     with pytest.raises(DermretrError, match="not found"):
         load("derm7pt", tmp_path, split_files=[custom[0], custom[1], tmp_path / "nope.csv"])
-    write_csv(tmp_path / "bad.csv", {"indexes": [0, 99]})
-    with pytest.raises(DermretrError, match=r"bad.csv: rows 1 are not row positions of meta.csv \(0..9\)"):
+    write_csv(tmp_path / "bad.csv", {"indexes": [0, 99]})  # 99 on line 3 of bad.csv (under its header)
+    with pytest.raises(DermretrError, match=r"bad.csv: column 'indexes' has values that are not row positions of "
+                                            r"meta.csv at line 3 \('99'\); each value is the position of a row of "
+                                            r"meta.csv, 0..9 \(0: its first row under the header"):
         load("derm7pt", tmp_path, split_files=[tmp_path / "bad.csv", custom[1], custom[2]])
+    write_csv(tmp_path / "twice.csv", {"indexes": [7, 8, 6, 9, 5]})  # 6 and 5 are in b.csv already: lines 4 and 6
+    with pytest.raises(DermretrError, match=r"twice.csv: column 'indexes' has rows of meta.csv that another split "
+                                            r"file already lists at lines 4 \('6'\), 6 \('5'\)"):
+        load("derm7pt", tmp_path, split_files=[custom[0], custom[1], tmp_path / "twice.csv"])
 
 
 def test_missing_required_column(tmp_path):
@@ -134,18 +140,22 @@ def test_missing_required_column(tmp_path):
     assert "missing required column(s) ['streaks']" in msg and "found columns" in msg and "Expected layout" in msg
 
 
-def test_unknown_values_name_rows_and_allowed_values(tmp_path):
-    rows = _rows(6)
+def test_unknown_values_name_their_lines_and_allowed_values(tmp_path):
+    rows = [{**r, "notes": ""} for r in _rows(6)]
+    rows[0]["notes"] = "seen twice,\nonce in clinic"  # quoted, over lines 2 and 3
     rows[2]["streaks"] = "wavy"
     rows[5]["streaks"] = "zigzag"
-    write_csv(tmp_path / "meta" / "meta.csv", rows)
-    with pytest.raises(DermretrError, match=r"'streaks' has unknown values at rows 2 \('wavy'\), 5 \('zigzag'\); "
-                                            r"allowed values: absent, regular, irregular"):
+    csv = write_csv(tmp_path / "meta" / "meta.csv", rows)
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join([*lines[:4], "\n", *lines[4:]]))  # a blank line 5: rows[2] is on line 6, rows[5] on 9
+    assert csv.read_text().splitlines()[5].startswith("basal cell carcinoma,atypical,wavy,")
+    with pytest.raises(DermretrError, match=r"meta.csv: column 'streaks' has unknown values at lines 6 \('wavy'\), "
+                                            r"9 \('zigzag'\); allowed values: absent, regular, irregular"):
         load("derm7pt", tmp_path)
     rows = _rows(3)
     rows[1]["diagnosis"] = "psoriasis"
     write_csv(tmp_path / "meta" / "meta.csv", rows)
-    with pytest.raises(DermretrError, match=r"'diagnosis' has unknown values at rows 1 \('psoriasis'\); "
+    with pytest.raises(DermretrError, match=r"'diagnosis' has unknown values at line 3 \('psoriasis'\); "
                                             r"allowed values: basal"):
         load("derm7pt", tmp_path)
 
@@ -160,7 +170,7 @@ def test_image_path_escaping_the_root_is_rejected(tmp_path, bad):
     rows = _rows(3)
     rows[1]["derm"] = bad
     write_csv(tmp_path / "meta" / "meta.csv", rows)
-    with pytest.raises(DermretrError, match="row 1: image path .* escapes the dataset folder"):
+    with pytest.raises(DermretrError, match="meta.csv, line 3: image path .* escapes the dataset folder"):
         load("derm7pt", tmp_path)
 
 

@@ -168,8 +168,17 @@ def test_pattern_option(tmp_path):
     assert "'md5'" in str(err.value) and "md5hash" in str(err.value)
     with pytest.raises(DermretrError, match="names no column"):
         load_fitzpatrick17k(root, pattern="image.jpg")
-    with pytest.raises(DermretrError, match="row 0.*escapes"):
+    with pytest.raises(DermretrError, match="fitzpatrick17k.csv, line 2: image path .* escapes"):
         load_fitzpatrick17k(root, pattern="../../{md5hash}.jpg")
+    rows[3]["url_alphanum"] = ""  # row 3: line 5
+    rows[6]["md5hash"] = ".."  # row 6: line 8
+    _dataset(root, rows=rows, images=False)
+    with pytest.raises(DermretrError, match=r"fitzpatrick17k.csv: column\(s\) \['url_alphanum'\] needed by the "
+                                            r"image-name pattern '\{url_alphanum\}' have no value at line 5$"):
+        load_fitzpatrick17k(root, pattern="{url_alphanum}")
+    with pytest.raises(DermretrError, match=r"fitzpatrick17k.csv, line 8: image name '..' from pattern "
+                                            r"'\{md5hash\}' is not a file name"):
+        load_fitzpatrick17k(root, pattern="{md5hash}")
 
 
 def test_repeated_md5hash_gets_unique_case_ids_and_one_split(tmp_path):

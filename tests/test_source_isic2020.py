@@ -146,7 +146,7 @@ def test_image_names_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[2]["image_name"] = name
     msg = error_message(load_isic2020, _dataset(tmp_path / "isic", rows=rows, image_rows={0, 1, 3, 4, 5, 6, 7, 8}))
-    assert_mentions(msg, CSV, "row 2", name)
+    assert_mentions(msg, f"{CSV}: image names at line 4 (", name)
 
 
 def test_missing_images_warn_raise_keep(tmp_path):
@@ -181,7 +181,7 @@ def test_empty_patient_id_makes_its_own_group_with_a_warning(tmp_path):
     rows[3]["patient_id"] = ""
     rows[5]["patient_id"] = " "
     root = _dataset(tmp_path / "isic", rows=rows)
-    with pytest.warns(DataWarning, match=r"empty 'patient_id' at 2 row\(s\) \(3, 5\)"):
+    with pytest.warns(DataWarning, match=r"2 empty 'patient_id' cell\(s\) \(lines 5, 7\)"):
         cases = load_isic2020(root)
     assert cases["patient_id"].iloc[3] == "img:ISIC_0068279" and cases["patient_id"].iloc[5] == "img:ISIC_0074311"
 

@@ -125,7 +125,7 @@ def test_unknown_diagnosis_names_rows_and_allowed_values(tmp_path):
     rows[2]["diagnostic"] = "BOD"
     rows[4]["diagnostic"] = ""
     msg = error_message(load_pad_ufes20, _dataset(tmp_path / "pad", rows=rows))
-    assert_mentions(msg, "'diagnostic'", "2 ('BOD')", "4 (", "ACK, BCC, MEL, NEV, SCC, SEK")
+    assert_mentions(msg, "'diagnostic' has unknown values at lines 4 ('BOD'), 6 (nan);", "ACK, BCC, MEL, NEV, SCC, SEK")
 
 
 def test_lowercase_diagnosis_is_accepted(tmp_path):
@@ -153,7 +153,7 @@ def test_image_names_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[1]["img_id"] = name
     msg = error_message(load_pad_ufes20, _dataset(tmp_path / "pad", rows=rows, image_rows={0, 2, 3, 4, 5}))
-    assert_mentions(msg, "metadata.csv", "row 1", repr(name))
+    assert_mentions(msg, "metadata.csv: image names at line 3 (", repr(name))
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

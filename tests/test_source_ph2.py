@@ -147,17 +147,18 @@ def _changed(column: str, value: str, at, rows=ROWS, xlsx: bool = True) -> list[
 
 
 def _bad_value(tmp_path: Path, column: str, value: str, at, table: str = "xlsx") -> str:
-    """The loader's error for ``value`` in ``column`` at data rows ``at``: names the file, column, rows, value."""
+    """The loader's error for ``value`` in ``column`` at data rows ``at``: names the file, column, lines, value."""
     root = tmp_path / "ph2"
     if table == "xlsx":
         _dataset(root, xlsx_rows=_changed(column, value, at))
-        first, file = XLSX_FIRST, "PH2_dataset.xlsx, sheet 'Folha1'"
+        first, file, unit = XLSX_FIRST, "PH2_dataset.xlsx, sheet 'Folha1'", "row"
     else:
         _dataset(root, rows=_changed(column, value, at, xlsx=False), table="txt")
-        first, file = TXT_FIRST, "PH2_dataset.txt (rows are line numbers)"
+        first, file, unit = TXT_FIRST, "PH2_dataset.txt:", "line"
     message = error_message(load_ph2, root)
     assert "\n" not in message
-    assert_mentions(message, file, repr(column), *(f"{first + i} ({value!r})" for i in at))
+    lines = ", ".join(f"{first + i} ({value!r})" for i in at)  # the sheet's row numbers, the txt's line numbers
+    assert_mentions(message, file, repr(column), f"at {unit}{'s' if len(at) > 1 else ''} {lines}")
     return message
 
 
@@ -332,7 +333,7 @@ TXT_FAULTS = {
     "UTF-16": (lambda good: good.decode().encode("utf-16"), "is not text"),
     "a PNG renamed .txt": (lambda good: b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "is not text"),
     "comma separated": (lambda good: b"Name,Clinical Diagnosis\r\nIMD003,0\r\n", "has no '||' (or tab)"),
-    "a short line": (lambda good: _merge_cells(good, line=11), "line(s) 11 do not have the header's 10 cells"),
+    "a short line": (lambda good: _merge_cells(good, line=11), "txt: line 11 does not have the header's 10 cells"),
     "no Name column": (lambda good: good.replace(b"Name", b"Case", 1), "has no 'Name' column"),
     "a column twice": (lambda good: good.replace(b"Dots/Globules", b"Streaks", 1), "names column 'Streaks' twice"),
 }
@@ -371,16 +372,23 @@ def test_rows_with_no_diagnosis_or_two(tmp_path):
     rows = _changed("Common Nevus", None, [1, 3])
     _dataset(tmp_path / "a", xlsx_rows=rows)
     assert_mentions(error_message(load_ph2, tmp_path / "a"), "PH2_dataset.xlsx, sheet 'Folha1'",
-                    f"rows {XLSX_FIRST + 1}, {XLSX_FIRST + 3} mark no diagnosis", "'Common Nevus'", "'Melanoma'")
+                    f"no diagnosis is marked at rows {XLSX_FIRST + 1}, {XLSX_FIRST + 3};", "'Common Nevus'",
+                    "'Melanoma'")
     rows = _changed("Melanoma", "x", [0])  # a lower-case x is a mark too
     _dataset(tmp_path / "b", xlsx_rows=rows)
     assert_mentions(error_message(load_ph2, tmp_path / "b"),
-                    f"rows {XLSX_FIRST} (Common Nevus, Melanoma) mark more than one diagnosis")
+                    f"more than one diagnosis is marked at row {XLSX_FIRST} (Common Nevus, Melanoma);")
 
 
 def test_unknown_diagnosis_code_in_the_txt(tmp_path):
     message = _bad_value(tmp_path, "Clinical Diagnosis", "3", [4], table="txt")
     assert_mentions(message, "allowed values: 0, 1, 2")
+    path = tmp_path / "ph2" / "PH2Dataset" / "PH2_dataset.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:3], "", "  (cases 3 and on checked again)", *lines[3:]]) + "\n")
+    assert " IMD024 " in path.read_text().splitlines()[7]  # the bad row, two lines further down
+    assert_mentions(error_message(load_ph2, tmp_path / "ph2"), "PH2_dataset.txt: column 'Clinical Diagnosis'",
+                    "at line 8 ('3')")
 
 
 @pytest.mark.parametrize("table", ["xlsx", "txt"])
@@ -422,20 +430,20 @@ def test_duplicated_names(tmp_path, table):
     root = _dataset(tmp_path / "ph2", rows=rows, table=table)
     with pytest.raises(CaseTableError) as err:
         load_ph2(root)
-    first = XLSX_FIRST if table == "xlsx" else TXT_FIRST
+    first, unit = (XLSX_FIRST, "rows") if table == "xlsx" else (TXT_FIRST, "lines")  # as the sheet, the txt number them
     assert_mentions(str(err.value), f"PH2_dataset.{table}", "repeats 1 value",
-                    f"'IMD016' (rows {first + 2}, {first + 7})", "each image must be listed once")
+                    f"'IMD016' ({unit} {first + 2}, {first + 7})", "each image must be listed once")
 
 
 def test_empty_and_escaping_names(tmp_path):
     rows = _changed("Image Name", None, [4])
     _dataset(tmp_path / "a", xlsx_rows=rows)
-    assert_mentions(error_message(load_ph2, tmp_path / "a"), "'Image Name' is empty at rows 18",
+    assert_mentions(error_message(load_ph2, tmp_path / "a"), "'Image Name' is empty at row 18;",
                     "every image needs its name")
     rows = _changed("Image Name", "../IMD999", [4])
     _dataset(tmp_path / "b", xlsx_rows=rows)
     assert_mentions(error_message(load_ph2, tmp_path / "b"), "PH2_dataset.xlsx", "'Image Name'",
-                    "18 ('../IMD999')", "bare names")
+                    "at row 18 ('../IMD999')", "bare names")
 
 
 # --------------------------------------------------------------------------- images, masks, splits

@@ -182,12 +182,12 @@ def test_unknown_values_name_rows_and_allowed_values(tmp_path, where, column, va
     ("weighted_skin_condition_label", "{'Eczema': 'high'}"),
     ("weighted_skin_condition_label", "__import__('pathlib').Path('PWNED').touch()"),
 ])
-def test_malformed_literal_names_file_row_and_column(tmp_path, monkeypatch, column, value):
+def test_malformed_literal_names_file_line_and_column(tmp_path, monkeypatch, column, value):
     monkeypatch.chdir(tmp_path)
     cases, labels = _tables()
     labels[2][column] = value
     msg = error_message(load_scin, _dataset(tmp_path, cases, labels, images=False))
-    assert_mentions(msg, "scin_labels.csv", column, "rows 2 (", "malformed")
+    assert_mentions(msg, "scin_labels.csv", column, f"at line 4 ({value!r}: ", "malformed")
     assert not (tmp_path / "PWNED").exists()  # literal_eval, never eval
 
 
@@ -202,11 +202,11 @@ def test_root_without_metadata_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("bad_path", ["../../secret.png", "/etc/passwd", "dataset/../../x.png"])
-def test_escaping_image_path_is_rejected_with_row(tmp_path, bad_path):
+def test_escaping_image_path_is_rejected_with_its_line(tmp_path, bad_path):
     cases, labels = _tables()
     cases[2]["image_2_path"] = bad_path
     _dataset(tmp_path, cases, labels, images=False)
-    assert_mentions(error_message(load_scin, tmp_path, missing="keep"), "row 2", "scin_cases.csv", "escapes")
+    assert_mentions(error_message(load_scin, tmp_path, missing="keep"), "scin_cases.csv, line 4:", "escapes")
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

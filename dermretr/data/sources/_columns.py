@@ -1,6 +1,7 @@
 """Checking and parsing the columns of a metadata table: text, identifiers, choices, numbers, flags, skin types.
 
-Malformed cells raise a DermretrError naming the file, the column, the rows and the values (:mod:`._reading`).
+Malformed cells raise a DermretrError naming the file, the column, the rows and the values (:mod:`._reading`); the
+tables are indexed by line number (:func:`._reading.read_table`), and the rows are named by those lines.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 
 from ..._errors import CaseTableError, DataWarning
 from ..cases import CASE_COLUMNS, TEXT_COLUMNS
-from ._reading import Where, bad_values, describe_rows, empty_values
+from ._reading import Where, bad_values, describe_lines, empty_values
 
 __all__ = [
     "UNKNOWN_TEXT",
@@ -47,7 +48,7 @@ def clean_text(col: pd.Series) -> pd.Series:
 
 
 def required_text(meta: pd.DataFrame, column: str, path: Where, why: str) -> pd.Series:
-    """``column`` stripped; empty cells are an error naming their rows (``why``: what the value is for)."""
+    """``column`` stripped; empty cells are an error naming their lines (``why``: what the value is for)."""
     text = clean_text(meta[column])
     empty = text.isna()
     if empty.any():
@@ -56,7 +57,7 @@ def required_text(meta: pd.DataFrame, column: str, path: Where, why: str) -> pd.
 
 
 def unique_ids(meta: pd.DataFrame, column: str, path: Where, why_empty: str, why_unique: str) -> pd.Series:
-    """A non-empty, unique identifier column (stripped); errors name the rows and values."""
+    """A non-empty, unique identifier column (stripped); errors name the lines and values."""
     ids = required_text(meta, column, path, why_empty)
     check_unique(ids, column, path, why_unique)
     return ids
@@ -65,18 +66,19 @@ def unique_ids(meta: pd.DataFrame, column: str, path: Where, why_empty: str, why
 def check_unique(ids: pd.Series, column: str, path: Where, why: str) -> None:
     """Repeated values of ``ids`` (read from ``column`` of ``path``) -> a CaseTableError.
 
-    The message names up to five repeated values with their (0-based data) rows.
+    The message names up to five repeated values with their lines (the index labels of ``ids``).
 
-    >>> check_unique(pd.Series(["a", "b", "a"]), "image_id", "meta.csv", "each image must be listed once")
+    >>> ids = pd.Series(["a", "b", "a"], index=[2, 3, 5])  # as read_table indexes them: by line
+    >>> check_unique(ids, "image_id", "meta.csv", "each image must be listed once")
     Traceback (most recent call last):
     ...
-    dermretr._errors.CaseTableError: meta.csv: column 'image_id' repeats 1 value: 'a' (rows 0, 2); each image ...
+    dermretr._errors.CaseTableError: meta.csv: column 'image_id' repeats 1 value: 'a' (lines 2, 5); each image ...
     """
     dup = ids[ids.duplicated(keep=False)]
     if not len(dup):
         return
     rows = dup.groupby(dup.astype(str), sort=False).groups
-    shown = "; ".join(f"{key!r} (rows {describe_rows(list(index), 4)})" for key, index in list(rows.items())[:5])
+    shown = "; ".join(f"{key!r} ({describe_lines(index, 4)})" for key, index in list(rows.items())[:5])
     more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
     raise CaseTableError(f"{path}: column {column!r} repeats {len(rows)} value{'s' if len(rows) > 1 else ''}: "
                          f"{shown}{more}; {why}")
@@ -91,9 +93,9 @@ def group_ids(meta: pd.DataFrame, column: str, fallback: pd.Series, path: Where,
     ids = clean_text(meta[column])
     empty = ids.isna()
     if empty.any():
-        rows = np.flatnonzero(empty.to_numpy())
+        lines = empty.index[empty.to_numpy()]
         warnings.warn(
-            f"{what}: {path} has an empty {column!r} at {len(rows)} row(s) ({describe_rows(rows, 5)}); "
+            f"{what}: {path} has {len(lines)} empty {column!r} cell(s) ({describe_lines(lines, 5)}); "
             "each of those images is treated as its own group for the split",
             DataWarning, stacklevel=stacklevel + 1,
         )
@@ -117,7 +119,7 @@ def parse_choice(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: 
 
 def parse_number(meta: pd.DataFrame, column: str, path: Where, lo: float, hi: float, integer: bool = False,
                  what: str = "a number") -> pd.Series:
-    """``column`` as float (NA when empty); malformed or out-of-range values -> error with rows."""
+    """``column`` as float (NA when empty); malformed or out-of-range values -> error naming their lines."""
     raw = clean_text(meta[column])
     num = pd.to_numeric(raw, errors="coerce").astype(float)
     bad = raw.notna() & (num.isna() | ~np.isfinite(num) | (num < lo) | (num > hi) | (integer & (num % 1 != 0)))
@@ -130,7 +132,7 @@ def parse_number(meta: pd.DataFrame, column: str, path: Where, lo: float, hi: fl
 
 
 def parse_flag(meta: pd.DataFrame, column: str, path: Where) -> pd.Series:
-    """A True/False/UNK column as object True/False/None; other values -> error with rows."""
+    """A True/False/UNK column as object True/False/None; other values -> error naming their lines."""
     key = clean_text(meta[column]).map(lambda v: v.lower() if isinstance(v, str) else "")
     out = key.map(lambda v: True if v in _TRUE else False if v in _FALSE else None)
     bad = out.isna() & ~key.isin(UNKNOWN_TEXT)
@@ -175,10 +177,10 @@ def parse_fitzpatrick(meta: pd.DataFrame, column: str, path: Where) -> pd.Series
 
     >>> parse_fitzpatrick(pd.DataFrame({"f": ["2", "IV", "type vi", "", "unknown"]}), "f", "m.csv").tolist()
     [2, 4, 6, <NA>, <NA>]
-    >>> parse_fitzpatrick(pd.DataFrame({"f": ["2", "seven"]}), "f", "m.csv")
+    >>> parse_fitzpatrick(pd.DataFrame({"f": ["2", "seven"]}, index=[2, 3]), "f", "m.csv")  # index: lines
     Traceback (most recent call last):
     ...
-    dermretr._errors.DermretrError: m.csv: column 'f' has unknown Fitzpatrick skin types at rows 1 ('seven'); ...
+    dermretr._errors.DermretrError: m.csv: column 'f' has unknown Fitzpatrick skin types at line 3 ('seven'); ...
     """
     raw = meta[column]
     out = raw.map(_fitzpatrick_value)

@@ -2,7 +2,7 @@
 
 Every loader imports what it shares with the others from here (and only from
 here): option checks, reading the metadata, checking and parsing columns with
-errors that name the file, column, rows and values, the text-view phrases
+errors that name the file, column, lines and values, the text-view phrases
 several datasets have in common, finding the images, and the last step of
 every loader (split, missing-image policy, validation).  The helpers live in
 the private modules :mod:`._reading`, :mod:`._columns`, :mod:`._files` and
@@ -55,7 +55,8 @@ from ._reading import (
     check_seed,
     check_text,
     dataset_root,
-    describe_rows,
+    describe_items,
+    describe_lines,
     describe_values,
     empty_values,
     read_metadata,
@@ -74,7 +75,8 @@ __all__ = [
     "read_metadata",
     "read_table",
     "require_columns",
-    "describe_rows",
+    "describe_items",
+    "describe_lines",
     "describe_values",
     "bad_values",
     "empty_values",

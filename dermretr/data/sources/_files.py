@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,13 @@ __all__ = [
 # -- finding images ----------------------------------------------------------------------------
 
 
-def safe_join(root: Path, rel: str, path: Where, row: int) -> Path:
-    """Join ``rel`` under ``root``, refusing paths that escape it."""
+def safe_join(root: Path, rel: str, path: Where, line: Hashable) -> Path:
+    """Join ``rel`` (from line ``line`` of ``path``) under ``root``, refusing paths that escape it."""
     rel = str(rel).strip().replace("\\", "/")
     candidate = Path(rel)
     if candidate.is_absolute() or os.path.isabs(rel) or ".." in candidate.parts:
         raise DermretrError(
-            f"{path}, row {row}: image path {rel!r} escapes the dataset folder {root}; "
+            f"{path}, line {line}: image path {rel!r} escapes the dataset folder {root}; "
             "image paths must be relative and stay inside it"
         )
     return root / candidate
@@ -110,14 +110,14 @@ def resolve_case_insensitive(root: Path, rel: str) -> Path | None:
     return current if current.is_file() else None
 
 
-def locate(root: Path, rels: Sequence[str], path: Where, row: int) -> tuple[Path, Path | None]:
-    """Find an image given by paths relative to ``root`` (row ``row`` of ``path``).
+def locate(root: Path, rels: Sequence[str], path: Where, line: Hashable) -> tuple[Path, Path | None]:
+    """Find an image given by paths relative to ``root`` (on line ``line`` of ``path``).
 
     Returns where the first of ``rels`` is expected and the file found: the
     first of ``rels`` that exists exactly, else the first that exists when
     letter case is ignored, else None.  Paths escaping ``root`` are refused.
     """
-    candidates = [safe_join(root, rel, path, row) for rel in rels]
+    candidates = [safe_join(root, rel, path, line) for rel in rels]
     for candidate in candidates:
         if candidate.is_file():
             return candidates[0], candidate
@@ -128,8 +128,8 @@ def locate(root: Path, rels: Sequence[str], path: Where, row: int) -> tuple[Path
     return candidates[0], None
 
 
-def locate_all(root: Path, rels: Sequence[str], path: Where) -> tuple[list[str], list[bool], int]:
-    """Find the file of every row, given by a path relative to ``root`` (row ``i`` of ``path``).
+def locate_all(root: Path, rels: pd.Series, path: Where) -> tuple[list[str], list[bool], int]:
+    """Find the file of every row, given by a path relative to ``root`` (``rels``, indexed by line of ``path``).
 
     Returns the paths (the file found, else where it was expected), which were
     found, and how many were found only when ignoring letter case (pass that
@@ -139,8 +139,8 @@ def locate_all(root: Path, rels: Sequence[str], path: Where) -> tuple[list[str],
     out: list[str] = []
     found: list[bool] = []
     repaired = 0
-    for i, rel in enumerate(rels):
-        expected, hit = locate(root, [rel], path, i)
+    for line, rel in rels.items():
+        expected, hit = locate(root, [rel], path, line)
         repaired += hit is not None and hit != expected
         found.append(hit is not None)
         out.append(str(hit if hit is not None else expected))
@@ -159,10 +159,8 @@ def check_image_names(names: pd.Series, root: Path, path: Where) -> None:
     for mask, problem in ((escapes, f"escape the dataset folder {root}"),
                           (nested, "contain a path separator")):
         if mask.any():
-            rows = text[mask]
             raise DermretrError(
-                f"{path}: image names at row{'s' if len(rows) > 1 else ''} "
-                f"{describe_values(rows)} (0-based data rows) {problem}; "
+                f"{path}: image names at {describe_values(text[mask])} {problem}; "
                 "image names must be bare file names, found anywhere inside the dataset folder"
             )
 

@@ -1,15 +1,20 @@
 """The loaders' options, their dataset folder and metadata CSV, and the wording of errors about bad rows.
 
-Errors name the file, the column, the (0-based data) rows and their values, so that a user can fix the file.
+Errors name the file, the column, the rows and their values, so that a user can fix the file.  A row is named
+by its line in the file, as a text editor numbers it (the header is line 1): :func:`read_table` indexes the
+table it returns by those line numbers, and the helpers below name the index labels of the cells they are given.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 
+import numpy as np
 import pandas as pd
 
 from ..._errors import DermretrError
@@ -26,13 +31,14 @@ __all__ = [
     "read_metadata",
     "read_table",
     "require_columns",
-    "describe_rows",
+    "describe_items",
+    "describe_lines",
     "describe_values",
     "bad_values",
     "empty_values",
 ]
 
-#: The file an error message names: its path, or a description of it (PH2: ``"meta.txt (rows are line numbers)"``).
+#: The file an error message names: its path, or a description of it (PH2: ``"PH2_dataset.xlsx, sheet 'Sheet1'"``).
 Where: TypeAlias = "str | os.PathLike[str]"
 #: Policies for cases whose image file is missing.
 MISSING = ("warn", "raise", "keep")
@@ -116,13 +122,27 @@ def read_metadata(root: str | os.PathLike, metadata: str | os.PathLike | None, d
 
 def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
                allow_empty: bool = False) -> pd.DataFrame:
-    """Read a metadata CSV (BOM, Windows line endings and blank lines tolerated).
+    """Read a metadata CSV (BOM, Windows line endings and blank lines tolerated), indexed by line numbers.
 
     Every cell is read as text (``dtype=str``) so that nothing is guessed or
-    evaluated; callers convert the columns they need.  The ``required``
-    columns are checked with :func:`require_columns`.  A file that is missing,
-    a folder, unreadable, not UTF-8, not CSV, empty (no header) or, unless
-    ``allow_empty``, without any data row raises a DermretrError naming it.
+    evaluated; callers convert the columns they need.  Blank lines and rows
+    whose cells are all empty are left out; the index (named ``line``) holds
+    the line of the file where each row starts (1-based, the header being
+    line 1 unless blank lines precede it), which is what error messages name
+    (:func:`describe_lines`).  The ``required`` columns are checked with
+    :func:`require_columns`.  A file that is missing, a folder, unreadable,
+    not UTF-8, not CSV, empty (no header) or, unless ``allow_empty``, without
+    any data row raises a DermretrError naming it.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "meta.csv"
+    >>> _ = path.write_text('id,note\\n\\na,"two\\nlines"\\nb,\\n,\\nc,x\\n')
+    >>> read_table(path, "demo", "meta.csv")
+         id       note
+    line
+    3     a  two\\nlines
+    5     b        NaN
+    7     c          x
     """
     if path.is_dir():
         raise DermretrError(f"{what}: {path} is a folder, not a metadata file. Expected layout: {layout}")
@@ -145,11 +165,38 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
                             "readable") from None
     df.columns = [str(c).strip() for c in df.columns]
     require_columns(df, required, path, layout)
-    df = df.dropna(how="all").reset_index(drop=True)
+    df.index = pd.Index(_record_lines(path, len(df)), name="line")
+    df = df.dropna(how="all")
     if len(df) == 0 and not allow_empty:
         raise DermretrError(f"{what}: {path} has a header but no rows: there is nothing to load. Expected layout: "
                             f"{layout}")
     return df
+
+
+def _record_lines(path: Path, count: int) -> np.ndarray:
+    """The line (1-based) where each of the ``count`` data rows of the CSV file ``path`` starts.
+
+    The file is split into records as :func:`pandas.read_csv` splits it: at
+    ``\\n``, ``\\r\\n`` or ``\\r``, a quoted cell may span lines, and blank or
+    whitespace-only lines are no record; the first record is the header.
+    Should the records not be the ``count`` rows pandas read (a file mixing
+    line endings, a cell over the :mod:`csv` field size limit), each row is
+    taken to be one line after a header on line 1.
+    """
+    try:
+        lines = io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="").readlines()
+        reader = csv.reader(iter(lines))
+        starts: list[int] = []
+        last = 0
+        for _ in reader:
+            first, last = last + 1, reader.line_num
+            if first < last or lines[first - 1].strip(" \t\r\n"):
+                starts.append(first)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        starts = []
+    if len(starts) != count + 1:
+        return np.arange(2, count + 2)
+    return np.asarray(starts[1:], dtype=np.int64)
 
 
 def require_columns(df: pd.DataFrame, required: Iterable[str], path: Where, layout: str) -> None:
@@ -170,24 +217,47 @@ def require_columns(df: pd.DataFrame, required: Iterable[str], path: Where, layo
 # -- describing bad rows -----------------------------------------------------------------------
 
 
-def describe_rows(rows: Iterable, limit: int = 8) -> str:
+def describe_items(items: Iterable, limit: int = 8) -> str:
     """``"1, 4, 9"``; past ``limit`` items ``"... and N more"``."""
-    rows = list(rows)
-    shown = ", ".join(str(r) for r in rows[:limit])
-    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+    items = list(items)
+    shown = ", ".join(str(r) for r in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def describe_lines(lines: Iterable, limit: int = 8, unit: str | None = None) -> str:
+    """Lines of a file: ``"line 4"``, ``"lines 4, 7 and 2 more"`` (each item may carry its value).
+
+    ``unit`` (default: ``"row"`` when ``lines`` is an index named ``row``,
+    a spreadsheet's rows; else ``"line"``) names what the numbers count.
+
+    >>> describe_lines([4]), describe_lines(range(2, 12)), describe_lines(pd.Index([14], name="row"))
+    ('line 4', 'lines 2, 3, 4, 5, 6, 7, 8, 9 and 2 more', 'row 14')
+    """
+    if unit is None:
+        unit = "row" if getattr(lines, "name", None) == "row" else "line"
+    lines = list(lines)
+    return f"{unit}{'s' * (len(lines) != 1)} " + describe_items(lines, limit)
 
 
 def describe_values(values: pd.Series, limit: int = 8) -> str:
-    """``"2 ('BOD'), 4 (nan)"``: the rows (index labels, i.e. 0-based data rows) and their values."""
-    return describe_rows((f"{i} ({v!r})" for i, v in values.items()), limit)
+    """``"lines 3 ('BOD'), 5 (nan)"``: the lines (the index labels, see :func:`read_table`) and their values.
+
+    An index named ``row`` (a spreadsheet's rows) is named so: ``"row 14 ('x')"``.
+    """
+    unit = "row" if values.index.name == "row" else "line"
+    return describe_lines((f"{i} ({v!r})" for i, v in values.items()), limit, unit)
 
 
 def bad_values(path: Where, column: str, bad: pd.Series, expected: str,
                problem: str = "unknown values") -> DermretrError:
-    """The error for the cells ``bad`` of ``column``; ``expected`` says what is allowed."""
-    return DermretrError(f"{path}: column {column!r} has {problem} at rows {describe_values(bad)}; {expected}")
+    """The error for the cells ``bad`` of ``column`` (indexed by line); ``expected`` says what is allowed.
+
+    >>> print(bad_values("meta.csv", "site", pd.Series(["BOD"], index=[4]), "allowed values: arm, leg"))
+    meta.csv: column 'site' has unknown values at line 4 ('BOD'); allowed values: arm, leg
+    """
+    return DermretrError(f"{path}: column {column!r} has {problem} at {describe_values(bad)}; {expected}")
 
 
 def empty_values(path: Where, column: str, empty: pd.Series, why: str) -> DermretrError:
-    """The error for the empty cells ``empty`` of ``column``; ``why`` says why a value is needed."""
-    return DermretrError(f"{path}: column {column!r} is empty at rows {describe_rows(empty.index)}; {why}")
+    """The error for the empty cells ``empty`` of ``column`` (indexed by line); ``why`` says why a value is needed."""
+    return DermretrError(f"{path}: column {column!r} is empty at {describe_lines(empty.index)}; {why}")

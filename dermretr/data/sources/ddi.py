@@ -192,9 +192,9 @@ def load_ddi(
     images = root / "images"
     image_paths: list[str] = []
     found: list[bool] = []
-    for i, rel in enumerate(meta["DDI_file"]):
-        in_root, hit = locate(root, [rel, f"images/{rel}"], path, i)
-        expected = safe_join(images, rel, path, i) if images.is_dir() else in_root
+    for line, rel in meta["DDI_file"].items():
+        in_root, hit = locate(root, [rel, f"images/{rel}"], path, line)
+        expected = safe_join(images, rel, path, line) if images.is_dir() else in_root
         found.append(hit is not None)
         image_paths.append(str(hit if hit is not None else expected))
 

@@ -22,7 +22,7 @@ triplets refer to them), else ``<source>-<case_num>`` (the official release's
 Optional columns ``fitzpatrick`` (1-6 or I-VI, see
 :data:`~dermretr.data.sources._common.FITZPATRICK_SPELLINGS`), ``monk``,
 ``age``, ``ita`` and ``seven_point_score`` are parsed; a malformed value is an
-error naming the row, an empty cell means unknown.
+error naming its line in ``meta.csv``, an empty cell means unknown.
 
 Examples
 --------
@@ -60,7 +60,6 @@ from ._common import (
     check_text,
     check_unique,
     dataset_root,
-    describe_rows,
     empty_values,
     finish,
     group_ids,
@@ -96,19 +95,22 @@ def _vocabulary(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: P
 
 
 def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
+    """The split of each row of meta.csv (by position), from index files listing positions (errors name lines)."""
     split = pd.Series([None] * n, dtype=object)
+    positions = (f"position of a row of meta.csv, 0..{n - 1} (0: its first row under the header; blank lines do "
+                 "not count)")
     for name, path in files:
         df = read_table(path, "split file", _SPLIT_LAYOUT, required=["indexes"], allow_empty=True)
         idx = pd.to_numeric(df["indexes"], errors="coerce")
         bad = idx.isna() | (idx < 0) | (idx >= n) | (idx % 1 != 0)
         if bad.any():
-            raise DermretrError(
-                f"{path}: rows {describe_rows(np.flatnonzero(bad))} are not row positions of meta.csv (0..{n - 1})"
-            )
+            raise bad_values(path, "indexes", df["indexes"][bad], f"each value is the {positions}",
+                             problem="values that are not row positions of meta.csv")
         idx = idx.astype(int)
-        clash = [i for i in idx if split[i] is not None and split[i] != name]
-        if clash:
-            raise DermretrError(f"{path}: rows {describe_rows(clash)} of meta.csv are already in another split")
+        clash = idx.map(lambda i: split[i] is not None and split[i] != name)
+        if clash.any():
+            raise bad_values(path, "indexes", df["indexes"][clash], "each row of meta.csv may be in one split only",
+                             problem="rows of meta.csv that another split file already lists")
         split[idx.to_numpy()] = name
     return split
 
@@ -132,7 +134,7 @@ def _case_ids(meta: pd.DataFrame, path: Path, source: str) -> pd.Series:
         num = required_text(meta, "case_num", path, "every case needs its number")
         check_unique(num, "case_num", path, why)
         return source + "-" + num
-    return pd.Series([f"{source}-{i}" for i in range(len(meta))], dtype=object)
+    return pd.Series([f"{source}-{i}" for i in range(len(meta))], index=meta.index, dtype=object)
 
 
 def _split_file_paths(split_files: object) -> list[tuple[str, Path]] | None:
@@ -273,7 +275,7 @@ def load_derm7pt(
         raise empty_values(path, image, meta[image][missing_img], "every case needs its image path")
     numbers = {c: parse(meta, c, path) for c, parse in _NUMBERS.items() if c in meta.columns}
     case_id = _case_ids(meta, path, source)
-    image_paths, found, repaired = locate_all(root / "images", meta[image].tolist(), path)
+    image_paths, found, repaired = locate_all(root / "images", meta[image], path)
     warn_case_mismatches(repaired, source, path)
     patient = (group_ids(meta, "patient_id", case_id, path, source, stacklevel=2)
                if "patient_id" in meta.columns else case_id)

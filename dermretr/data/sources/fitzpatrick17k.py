@@ -78,7 +78,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
 from ..._errors import DermretrError
@@ -89,7 +88,7 @@ from ._common import (
     check_missing,
     check_seed,
     dataset_root,
-    describe_rows,
+    describe_lines,
     finish,
     insert_case_columns,
     locate,
@@ -245,21 +244,23 @@ def load_fitzpatrick17k(
     blank = meta[fields].isna().any(axis=1)
     if blank.any():
         raise DermretrError(
-            f"{path}: rows {describe_rows(np.flatnonzero(blank))} have no value in column(s) {fields} "
-            f"needed by the image-name pattern {pattern!r}"
+            f"{path}: column(s) {fields} needed by the image-name pattern {pattern!r} have no value at "
+            f"{describe_lines(blank.index[blank.to_numpy()])}"
         )
     values = {f: meta[f].str.strip().tolist() for f in fields}
     names = [pattern.format(**{f: values[f][i] for f in fields}) for i in range(len(meta))]
+    lines = meta.index.tolist()
     image_paths: list[str] = []
     found: list[bool] = []
     index = None
     hit: Path | str | None  # a path from locate(), a string from FileIndex.find()
-    for i, name in enumerate(names):
+    for line, name in zip(lines, names):
         if "/" in name.replace("\\", "/"):
-            expected, hit = locate(root, [name], path, i)
+            expected, hit = locate(root, [name], path, line)
         else:
             if name in ("", ".", "..") or Path(name).name != name:
-                raise DermretrError(f"{path}, row {i}: image name {name!r} from pattern {pattern!r} is not a file name")
+                raise DermretrError(f"{path}, line {line}: image name {name!r} from pattern {pattern!r} is not a "
+                                    "file name")
             if index is None:
                 suffixes = {Path(n).suffix.lower() for n in names if "/" not in n}
                 index = FileIndex(root, suffixes=None if "" in suffixes else suffixes | set(IMAGE_SUFFIXES))

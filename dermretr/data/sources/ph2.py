@@ -32,7 +32,7 @@ The table
   Blue-Gray and Black, each marked with an ``X``.  The header row is found by
   its content (the row holding "Image Name", "Common Nevus", "Atypical Nevus"
   and "Melanoma"; row 13 in the publisher's file), in any sheet.  Errors name
-  rows as numbered in the spreadsheet.
+  a row by its number in the spreadsheet ("row 14").
 * ``PH2_dataset.txt``: the publisher's text table, one line per image::
 
     || Name || Histological Diagnosis || Clinical Diagnosis || Asymmetry | Pigment Network | ...
@@ -153,7 +153,7 @@ from ._common import (
     check_unique,
     clean_text,
     dataset_root,
-    describe_rows,
+    describe_lines,
     finish,
     insert_case_columns,
     locate_all,
@@ -255,7 +255,8 @@ def load_ph2(
         names that are not bare names; missing images or masks with
         ``missing="raise"``.  A repeated image name is a
         :class:`~dermretr._errors.CaseTableError`.  Every message names the
-        file, the column, the rows and the values.
+        file, the column, the lines of the txt (or the rows of the
+        spreadsheet) and the values.
     """
     missing, seed = check_missing(missing), check_seed(seed)
     if not isinstance(table, str) or table.strip().lower() not in TABLES:
@@ -297,8 +298,9 @@ def load_ph2(
                  else pd.Series(None, index=meta.index, dtype=object))
 
     images = base / IMAGES
-    image_paths, found, repaired = locate_all(images, [f"{n}/{n}_Dermoscopic_Image/{n}.bmp" for n in names], where)
-    mask_paths, mask_found, mask_repaired = locate_all(images, [f"{n}/{n}_lesion/{n}_lesion.bmp" for n in names],
+    image_paths, found, repaired = locate_all(images, names + "/" + names + "_Dermoscopic_Image/" + names + ".bmp",
+                                              where)
+    mask_paths, mask_found, mask_repaired = locate_all(images, names + "/" + names + "_lesion/" + names + "_lesion.bmp",
                                                        where)
     warn_case_mismatches(repaired + mask_repaired, SOURCE, path)
 
@@ -338,7 +340,7 @@ def load_ph2(
 
 
 def _read(base: Path, table: str) -> tuple[Path, pd.DataFrame, str]:
-    """The table file, its cells as text (index: the file's row or line numbers) and how errors name it."""
+    """The table file, its cells as text (index: the sheet's row or the txt's line numbers) and how errors name it."""
     xlsx, txt = base / XLSX, base / TXT
     if table == "auto":
         if not xlsx.exists() and not txt.exists():
@@ -353,7 +355,7 @@ def _read(base: Path, table: str) -> tuple[Path, pd.DataFrame, str]:
     if table == "xlsx":
         meta, sheet = _read_xlsx(path)
         return path, meta, f"{path}, sheet {sheet!r}"
-    return path, _read_txt(path), f"{path} (rows are line numbers)"
+    return path, _read_txt(path), str(path)
 
 
 def _cell(value: object) -> str | None:
@@ -368,7 +370,7 @@ def _cell(value: object) -> str | None:
 
 def _table(header: Sequence[object], rows: Sequence[tuple[int, Sequence[object]]], path: Path,
            where: str) -> pd.DataFrame:
-    """Cells under the header's named columns, as text; index: the row (or line) numbers."""
+    """Cells under the header's named columns, as text; index: the sheet's ``row`` or the txt's ``line`` numbers."""
     names: dict[int, str] = {}
     for j, cell in enumerate(header):
         text = _cell(cell)
@@ -387,7 +389,8 @@ def _table(header: Sequence[object], rows: Sequence[tuple[int, Sequence[object]]
         raise DermretrError(f"{SOURCE}: {path} has a header but no rows: there is nothing to load. Expected "
                             f"layout: {LAYOUT}")
     data = {name: [_cell(r[j]) if j < len(r) else None for _, r in rows] for j, name in names.items()}
-    return pd.DataFrame(data, index=pd.Index([n for n, _ in rows], name="row"), dtype=object)
+    unit = "line" if path.suffix.lower() == ".txt" else "row"
+    return pd.DataFrame(data, index=pd.Index([n for n, _ in rows], name=unit), dtype=object)
 
 
 def _read_xlsx(path: Path) -> tuple[pd.DataFrame, str]:
@@ -458,7 +461,7 @@ def _read_txt(path: Path) -> pd.DataFrame:
     if start is None:
         raise DermretrError(f"{SOURCE}: {path} is empty (no header line and no rows); it should be the "
                             f"publisher's {TXT}. Expected layout: {LAYOUT}")
-    where = f"{path} (rows are line numbers)"
+    where = str(path)
     header = lines[start][1]
     if "|" in header:
         split = _split_line
@@ -477,9 +480,9 @@ def _read_txt(path: Path) -> pd.DataFrame:
     cells = split(header)
     ragged = [n for n, r in rows if len(r) != len(cells)]
     if ragged:
-        raise DermretrError(f"{where}: line(s) {describe_rows(ragged)} do not have the header's {len(cells)} "
-                            f"cells; each line must hold every column (an empty cell between separators when "
-                            "unknown)")
+        raise DermretrError(f"{where}: {describe_lines(ragged)} do{'es' * (len(ragged) == 1)} not have the header's "
+                            f"{len(cells)} cells; each line must hold every column (an empty cell between separators "
+                            "when unknown)")
     return _table(cells, rows, path, where)
 
 
@@ -504,12 +507,13 @@ def _diagnoses(meta: pd.DataFrame, where: str) -> pd.Series:
         marks = pd.DataFrame({c: _marks(meta, c, where) for c in columns})
         count = marks.sum(axis=1)
         if (count == 0).any():
-            raise DermretrError(f"{where}: rows {describe_rows(count.index[count == 0])} mark no diagnosis; put "
+            raise DermretrError(f"{where}: no diagnosis is marked at {describe_lines(count.index[count == 0])}; put "
                                 f"one X in {', '.join(repr(c) for c in columns)}")
         if (count > 1).any():
             many = marks[count > 1]
-            shown = describe_rows(f"{i} ({', '.join(c for c in columns if r[c])})" for i, r in many.iterrows())
-            raise DermretrError(f"{where}: rows {shown} mark more than one diagnosis; put one X in "
+            shown = describe_lines((f"{i} ({', '.join(c for c in columns if r[c])})" for i, r in many.iterrows()),
+                                   unit=str(many.index.name or "line"))
+            raise DermretrError(f"{where}: more than one diagnosis is marked at {shown}; put one X in "
                                 f"{', '.join(repr(c) for c in columns)}")
         return marks.idxmax(axis=1).str.lower()
     if "Clinical Diagnosis" not in meta.columns:

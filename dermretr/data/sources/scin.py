@@ -95,7 +95,7 @@ from ._common import (
     check_missing,
     check_seed,
     dataset_root,
-    describe_rows,
+    describe_lines,
     finish,
     insert_case_columns,
     locate,
@@ -194,7 +194,7 @@ def _parse_fst(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _parse_literals(df: pd.DataFrame, column: str, kind: type[list] | type[dict], path: Path) -> list:
-    """Parse Python-literal cells of ``column`` (a list of names or a dict of weights)."""
+    """Parse Python-literal cells of ``column`` (a list of names or a dict of weights); errors name the lines."""
     example = "['Eczema', 'Psoriasis']" if kind is list else "{'Eczema': 0.69, 'Psoriasis': 0.31}"
     out: list = []
     bad: list[str] = []
@@ -222,7 +222,7 @@ def _parse_literals(df: pd.DataFrame, column: str, kind: type[list] | type[dict]
         out.append(value)
     if bad:
         raise DermretrError(
-            f"{path}: column {column!r} has malformed Python literals at rows {describe_rows(bad, limit=5)}; "
+            f"{path}: column {column!r} has malformed Python literals at {describe_lines(bad, limit=5)}; "
             f"expected a literal {kind.__name__} such as {example}, or an empty cell"
         )
     return out
@@ -350,6 +350,7 @@ def load_scin(
                    else pd.Series(pd.NA, index=cases.index, dtype="Int64"))
     labels = _read_labels(labels_path)
 
+    lines = cases.index  # the merge numbers the rows anew
     merged = cases.merge(labels, on="case_id", how="left", suffixes=("", "_labels"), validate="one_to_one")
     merged["__diagnosis"] = merged["__diagnosis"].fillna(UNLABELED)
     merged["__fitzpatrick"] = fitzpatrick.to_numpy()
@@ -369,7 +370,7 @@ def load_scin(
             if rel is None:
                 continue
             listed = True
-            expected, hit = locate(root, [rel], cases_path, i)
+            expected, hit = locate(root, [rel], cases_path, lines[i])
             rows.append(i)
             numbers.append(n)
             found.append(hit is not None)
