@@ -442,41 +442,47 @@ def _benchmark_html(s: DemoSettings) -> str:
                    + table.to_html(border=0))
 
 
-def adjusted_gap_sentences(adjusted: pd.DataFrame, model: str = "The composed model") -> list[str]:
+def adjusted_gap_sentences(adjusted: pd.DataFrame, model: str = "The composed model",
+                           alpha: float = ALPHA) -> list[str]:
     """One sentence per metric: the raw gap between skin-tone groups and the gap at a common diagnosis mix.
 
     ``adjusted``: a :func:`dermretr.fairness.adjusted_gap` table.  A raw gap
     can come from the groups' different diagnosis mixes rather than from
     skin tone; the standardised gap (each group reweighted to the pooled mix)
-    removes that part, and its interval says whether a gap remains.
+    removes that part.  A gap remains when its interval excludes 0 and the
+    permutation test (skin types shuffled within diagnosis groups) rejects at
+    ``alpha``; when only one of them does, the sentence says they disagree.
 
-    >>> import numpy as np
     >>> t = pd.DataFrame({"kind": ["group", "difference"], "metric": "recall@1", "raw": [0.5, 0.25],
-    ...     "adjusted": [0.5, 0.06], "ci_low": [np.nan, -0.08], "ci_high": [np.nan, 0.2], "p_value": [np.nan, 0.4],
-    ...     "tvd": [0.1, 0.3], "note": ""})
+    ...     "adjusted": [0.5, 0.06], "ci_low": [math.nan, 0.0], "ci_high": [math.nan, 0.2],
+    ...     "p_value": [math.nan, 0.4], "tvd": [0.1, 0.3], "note": ["", "max II, min I"]})
     >>> print(adjusted_gap_sentences(t)[0])  # doctest: +NORMALIZE_WHITESPACE
-    The composed model, Recall@1: gap between skin-type groups 0.250 as measured, 0.060 [-0.080, 0.200] at a
-    common diagnosis mix (p = 0.40): no gap shown once the mix is equal (the groups' diagnosis mixes differ
-    by up to 0.30 in total variation).
+    The composed model, Recall@1: gap between skin-type groups 0.250 as measured, 0.060 [0.000, 0.200] at a
+    common diagnosis mix (p = 0.40; max II, min I): no gap shown at a common mix (the furthest group's
+    diagnosis mix is 0.30 from the pooled mix, in total variation).
     """
     out = []
     for row in adjusted[adjusted["kind"] == "difference"].itertuples():
         m = _metric(str(row.metric))
+        note = str(row.note or "")
         if not math.isfinite(row.adjusted):
             out.append(f"{model}, {m}: the gap could not be standardised to a common diagnosis mix "
-                       f"({row.note or 'too few queries'}).")
+                       f"({note or 'too few queries'}).")
             continue
+        tested = math.isfinite(row.p_value)
         ci = "" if not math.isfinite(row.ci_low) else f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
-        p = "" if not math.isfinite(row.p_value) else f" (p = {row.p_value:.2f})"
+        details = "; ".join(([f"p = {row.p_value:.2f}"] if tested else []) + ([note] if note else []))
         if not ci:
             verdict = "no interval (no resampling)"
-        elif row.ci_low > 0:
-            verdict = "a gap remains at an equal mix"
+        elif row.ci_low > 0 and (not tested or row.p_value < alpha):
+            verdict = "a gap remains at a common mix"
+        elif row.ci_low > 0 or (tested and row.p_value < alpha):
+            verdict = "the interval and the permutation test disagree: not clearly a skin-tone gap"
         else:
-            verdict = "no gap shown once the mix is equal"
+            verdict = "no gap shown at a common mix"
         out.append(f"{model}, {m}: gap between skin-type groups {row.raw:.3f} as measured, {row.adjusted:.3f}{ci} "
-                   f"at a common diagnosis mix{p}: {verdict} (the groups' diagnosis mixes differ by up to "
-                   f"{row.tvd:.2f} in total variation).")
+                   f"at a common diagnosis mix{f' ({details})' if details else ''}: {verdict} (the furthest "
+                   f"group's diagnosis mix is {row.tvd:.2f} from the pooled mix, in total variation).")
     return out
 
 
@@ -492,14 +498,18 @@ def _adjusted_html(fairness: Mapping[str, pd.DataFrame]) -> str:
     """The gaps at a common diagnosis mix beside the raw ones (before, and after the mitigation when run)."""
     if "adjusted" not in fairness:
         return ""
+    models = {"adjusted": "composed model", "adjusted_after": "with skin-type-balanced training"}
     items = adjusted_gap_sentences(fairness["adjusted"])
+    unpaired = ""
     if "adjusted_after" in fairness:
         items += adjusted_gap_sentences(fairness["adjusted_after"], "With skin-type-balanced training")
-    table = pd.concat([fairness[k].assign(model=k) for k in ("adjusted", "adjusted_after") if k in fairness])
+        unpaired = ("<p>The two models' adjusted gaps are each model's own, not a comparison: whether the "
+                    "mitigation changed a gap is the paired test above.</p>")
+    table = pd.concat([fairness[k].assign(model=name) for k, name in models.items() if k in fairness])
     return ("<p>The gap (best minus worst group) can come from the groups' different diagnosis mixes rather than "
             "from skin tone. Standardised to one common mix (the pooled mix of the groups; 95% bootstrap CI within "
             "group and diagnosis, p from skin-type labels permuted within each diagnosis group):</p><ul>"
-            + _sentences(items) + "</ul>"
+            + _sentences(items) + "</ul>" + unpaired
             + _fold("The case-mix-adjusted gap (table)", table.to_html(border=0, index=False, na_rep="",
                                                                         float_format=lambda v: f"{v:.3f}")))
 

@@ -207,10 +207,28 @@ def test_read_table_with_a_bom_and_windows_line_endings(tmp_path):
     assert _table(tmp_path, b"id,x\r1,a\r\r2,b\r").index.tolist() == [2, 4]  # old Mac line endings (CR)
 
 
-def test_read_table_tolerates_a_file_it_cannot_count(tmp_path):
-    # pandas drops the ',' row that follows a bare CR: the records are not its rows, so it counts one line a row
-    meta = _table(tmp_path, b"id,x\n\n\r,\n2,b\n")
-    assert meta["id"].tolist() == ["2"] and meta.index.is_unique
+def test_read_table_names_data_rows_when_it_cannot_count_lines(tmp_path):
+    # pandas and the csv module split this file differently (a bare CR before a ',' row): no line is guessed,
+    # the rows under the header are numbered 1, 2, ... and messages call them data rows
+    meta = _table(tmp_path, b"id,x\n\n\r,\n2,zz\n")
+    assert meta["id"].tolist() == ["2"] and meta.index.name == "data row"
+    with pytest.raises(DermretrError, match=rf"column 'x' has unknown values at data row {meta.index[0]} \('zz'\)"):
+        parse_choice(meta, "x", ["a"], tmp_path / "meta.csv")
+
+
+def test_read_table_counts_lines_past_a_cell_longer_than_the_csv_modules_default_limit(tmp_path):
+    long = b"y" * 140_000  # the csv module's default field size limit is 131,072 characters
+    meta = _table(tmp_path, b"id,x\n\n1," + long + b"\n2,zz\n")
+    assert meta.index.tolist() == [3, 4] and meta.index.name == "line"
+    import csv
+
+    assert csv.field_size_limit() == 131_072  # restored after the pass
+
+
+def test_read_table_a_trailing_comma_does_not_shift_the_columns(tmp_path):
+    meta = _table(tmp_path, b"id,dx\na,nv,\nb,mel,\n")
+    assert meta["id"].tolist() == ["a", "b"] and meta["dx"].tolist() == ["nv", "mel"]
+    assert meta.index.tolist() == [2, 3]
 
 
 #: source -> a column of its metadata CSV and a value the loader refuses

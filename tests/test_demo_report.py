@@ -248,7 +248,7 @@ def test_report_is_self_contained_and_says_what_the_numbers_say(tmp_path):
         row = table[(table["kind"] == "difference") & (table["metric"] == "recall@1")].iloc[0]
         assert (f"{model}, Recall@1: gap between skin-type groups {row['raw']:.3f} as measured, "
                 f"{row['adjusted']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at a common diagnosis mix") in page
-    assert "The case-mix-adjusted gap (table)" in page
+    assert "The case-mix-adjusted gap (table)" in page and "not a comparison" in page
     assert "dermretr search --index" in page
 
 
@@ -259,15 +259,21 @@ def test_adjusted_gap_sentences_say_whether_a_gap_remains_at_a_common_mix():
     pq = pd.DataFrame({"case_id": [f"q{i}" for i in range(32)], "n_relevant": 1, "fitzpatrick": [1] * 16 + [6] * 16,
                        "diagnosis_group": dx, "recall@1": hit})
     mixed = adjusted_gap_sentences(adjusted_gap(pq, metrics=["recall@1"], n_boot=200, min_group=10))
+    # groups I (12 NEV, 4 MEL) and VI (4 NEV, 12 MEL) are each 0.25 from the pooled mix (half and half)
     assert len(mixed) == 1 and "0.250 as measured, 0.000 [" in mixed[0]
-    assert mixed[0].endswith("no gap shown once the mix is equal (the groups' diagnosis mixes differ by up to "
-                             "0.25 in total variation).")
+    assert mixed[0].endswith(": no gap shown at a common mix (the furthest group's diagnosis mix is 0.25 from the "
+                             "pooled mix, in total variation).")
     # skin tone itself matters: every type-VI query misses, whatever its diagnosis
     tone = pq.assign(**{"recall@1": [1] * 16 + [0] * 16})
     real = adjusted_gap_sentences(adjusted_gap(tone, metrics=["recall@1"], n_boot=200, min_group=10))
-    assert "1.000 as measured, 1.000 [" in real[0] and ": a gap remains at an equal mix" in real[0]
+    assert "1.000 as measured, 1.000 [" in real[0] and "max I, min VI): a gap remains at a common mix" in real[0]
     unresampled = adjusted_gap_sentences(adjusted_gap(tone, metrics=["recall@1"], n_boot=0, min_group=10))
-    assert "1.000 at a common diagnosis mix: no interval (no resampling)" in unresampled[0]
+    assert "1.000 at a common diagnosis mix (max I, min VI): no interval (no resampling)" in unresampled[0]
+    # an interval above 0 with a permutation p above alpha: said to disagree, not called a gap
+    row = adjusted_gap(tone, metrics=["recall@1"], n_boot=200, min_group=10)
+    row.loc[row["kind"] == "difference", "p_value"] = 0.2
+    assert "the interval and the permutation test disagree: not clearly a skin-tone gap" in \
+        adjusted_gap_sentences(row)[0]
 
 
 # ----------------------------------------------------------------------------- narration and time

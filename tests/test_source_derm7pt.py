@@ -126,8 +126,8 @@ def test_other_split_files(tmp_path):
                                             r"meta.csv, 0..9 \(0: its first row under the header"):
         load("derm7pt", tmp_path, split_files=[tmp_path / "bad.csv", custom[1], custom[2]])
     write_csv(tmp_path / "twice.csv", {"indexes": [7, 8, 6, 9, 5]})  # 6 and 5 are in b.csv already: lines 4 and 6
-    with pytest.raises(DermretrError, match=r"twice.csv: column 'indexes' has rows of meta.csv that another split "
-                                            r"file already lists at lines 4 \('6'\), 6 \('5'\)"):
+    with pytest.raises(DermretrError, match=r"twice.csv: column 'indexes' has positions of rows of meta.csv that "
+                                            r"b.csv already lists at lines 4 \('6'\), 6 \('5'\)"):
         load("derm7pt", tmp_path, split_files=[custom[0], custom[1], tmp_path / "twice.csv"])
 
 

@@ -299,6 +299,35 @@ def test_tone_floors_match_hand_computed_expectations():
         tone_floor_search(cases, "nearest")
 
 
+def test_tone_majority_floor_takes_the_majority_of_the_target_range_not_of_the_gallery():
+    # three more NEV cases on type III: NEV is now the gallery's majority (5 against 4), MEL still V-VI's (2 of 3)
+    extra = pd.DataFrame({"case_id": ["h1", "h2", "h3"], "patient_id": ["H1", "H2", "H3"],
+                          "image_path": ["img/h1", "img/h2", "img/h3"], "diagnosis": "nev", "diagnosis_group": "NEV",
+                          "fitzpatrick": pd.array([3, 3, 4], dtype="Int64"), "split": "train", "source": "hand"})
+    cases = pd.concat([_hand_table(), extra], ignore_index=True)
+    pq, _ = tone_floor_search(cases, "majority", ks=(1,))
+    mrr = dict(zip(zip(pq["case_id"], pq["target_range"]), pq["mrr"]))
+    # q1 (MEL) III-IV: the range is g4 (MEL) and h1..h3 (NEV): NEV first, g4 at rank 4
+    # q1 (MEL) V-VI: MEL first, g2 at rank 1 (g1 excluded) | q2 (NEV) V-VI: g1, g2 (MEL) first, g3 at rank 3
+    # q2 and q4 (NEV) III-IV (new: h1..h3 are relevant): NEV first, a hit at rank 1 | q4 (NEV) I-II: g6 alone
+    # (the gallery's majority, NEV, would give q1 V-VI 1/2 and q2 V-VI 1)
+    assert mrr == pytest.approx({("q1", "III-IV"): 1 / 4, ("q1", "V-VI"): 1.0, ("q2", "III-IV"): 1.0,
+                                 ("q2", "V-VI"): 1 / 3, ("q4", "I-II"): 1.0, ("q4", "III-IV"): 1.0})
+
+
+def test_tone_criteria_match_needs_findings_on_the_protocols_own_queries():
+    # findings only on q3, whose skin tone is unknown (no tone query), and on the gallery: no criteria_match
+    cases = _hand_table().assign(streaks=["absent"] * 6 + [None, None, "absent", None])
+    assert available_floors(cases, protocol="tone") == ("random", "majority", "filter_only")
+    per_query, _ = evaluate_floors(cases, protocol="tone", ks=(1,), n_boot=0)
+    assert set(per_query["method"]) == {"random", "majority", "filter_only"}
+    with pytest.raises(DermretrError, match="use the random, majority and filter_only floors"):
+        tone_floor_search(cases, "criteria_match")
+    # findings on a query, but in the gallery only on g5, whose skin tone is unknown: no criteria_match either
+    cases = _hand_table().assign(streaks=[None] * 4 + ["absent", None, "absent", None, None, None])
+    assert available_floors(cases, protocol="tone") == ("random", "majority", "filter_only")
+
+
 def test_tone_criteria_match_floor_ranks_the_range_first_then_by_findings():
     cases = _hand_table().assign(streaks=["absent", "irregular", "irregular", None, None, "absent",
                                           "absent", "irregular", None, "irregular"])

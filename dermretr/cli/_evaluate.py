@@ -40,9 +40,10 @@ def add_evaluate_command(sub) -> None:
                           default=None, metavar="FLOOR",
                           help="non-learned rankings shown beside the runs: random (expected value), majority "
                                "(most common group first), criteria_match (annotated 7-point findings; modify: "
-                               "the reference's after the requested change); for the tone protocol these after "
-                               "the target skin-tone range, and filter_only (the range first, diagnosis "
-                               "ignored); default: every floor the data and protocol allow; 'none' for none")
+                               "the reference's after the requested change); for the tone protocol majority and "
+                               "criteria_match rank within the target skin-tone range, put first, and filter_only "
+                               "puts the range first, diagnosis ignored; default: every floor the data and "
+                               "protocol allow; 'none' for none")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -109,7 +110,8 @@ def cmd_evaluate(args) -> int:
         tone = tone_queries(cases, args.split, scale=scale, relevant=args.relevant, style=style, texts=False)
     # non-learned floors: --floors NAME... / none; absent = every floor the data and protocol allow
     wanted = getattr(args, "floors", None)
-    floors = (available_floors(cases, args.split, protocol=args.protocol, triplets=triplets) if wanted is None
+    floors = (available_floors(cases, args.split, protocol=args.protocol, triplets=triplets,
+                               tone_scale=getattr(args, "tone_scale", "fitzpatrick")) if wanted is None
               else tuple(f for f in wanted if f != "none"))
     floor_pq, floor_recs = None, list[dict]()
     if floors:  # cheap, and bad data fails before the long part

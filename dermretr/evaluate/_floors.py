@@ -132,13 +132,15 @@ def findings_columns(cases: pd.DataFrame) -> list[str]:
 
 
 def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: Sequence[str] | None = None,
-                     protocol: str = "case", triplets: pd.DataFrame | None = None) -> tuple[str, ...]:
+                     protocol: str = "case", triplets: pd.DataFrame | None = None,
+                     tone_scale: str = "fitzpatrick") -> tuple[str, ...]:
     """The floors a case table allows (:data:`FLOORS`, :data:`MODIFY_FLOORS` or :data:`TONE_FLOORS`).
 
     Every protocol: random and majority always (tone: and filter_only),
     criteria_match when both the ``split`` queries and their gallery have 7-point findings
     (modify: and the ``triplets``, when given, name the ``criterion`` and
-    ``to_value`` they ask for).
+    ``to_value`` they ask for; tone: the protocol's queries, and gallery
+    cases with a skin tone of ``tone_scale``, an ITA estimate already in the table).
 
     >>> available_floors(pd.DataFrame({"case_id": ["a"], "diagnosis_group": ["NEV"], "split": ["test"]}))
     ('random', 'majority')
@@ -151,10 +153,21 @@ def available_floors(cases: pd.DataFrame, split: str = "test", gallery_splits: S
         g = cases[splits.isin(list(resolve_gallery_splits(split, gallery_splits))).to_numpy()]
     findings = bool([c for c in findings_columns(q) if c in findings_columns(g)])
     if protocol == "tone":
+        findings = findings and _tone_findings(cases, split, gallery_splits, tone_scale)
         return TONE_FLOORS if findings else tuple(f for f in TONE_FLOORS if f != "criteria_match")
     if protocol == "modify" and triplets is not None:
         findings = findings and {"criterion", "to_value"} <= set(triplets.columns)
     return (MODIFY_FLOORS if protocol == "modify" else FLOORS) if findings else ("random", "majority")
+
+
+def _tone_findings(cases: pd.DataFrame, split: str, gallery_splits: Sequence[str] | None, scale: str) -> bool:
+    """Whether the tone protocol's queries and its gallery cases of a known skin tone share 7-point findings."""
+    try:
+        tq = tone_queries(cases, split, gallery_splits, scale=scale, texts=False)
+    except DermretrError:  # no tone query at all: tone_floor_search says why
+        return False
+    ranged = tq.gallery[pd.notna(tq.gallery_range)]
+    return bool([c for c in findings_columns(tq.rows) if c in findings_columns(ranged)])
 
 
 def _majority_first(labels: np.ndarray, n_queries: int) -> np.ndarray:
@@ -172,13 +185,13 @@ def _majority_first(labels: np.ndarray, n_queries: int) -> np.ndarray:
     return np.broadcast_to(hit, (n_queries, len(labels)))
 
 
-def _shared_findings(q: pd.DataFrame, g: pd.DataFrame) -> list[str]:
+def _shared_findings(q: pd.DataFrame, g: pd.DataFrame, others: str = "the random and majority floors") -> list[str]:
     columns = [c for c in findings_columns(q) if c in findings_columns(g)]
     if not columns:
         raise DermretrError(
             "the criteria_match floor needs annotated 7-point findings (columns "
-            f"{', '.join(CRITERIA)}) on both query and gallery cases; this dataset has none (derm7pt and "
-            "ph2 have them); use the random and majority floors"
+            f"{', '.join(CRITERIA)}) on both query and gallery cases; this dataset has none (derm7pt, ph2 and "
+            f"DermSynth have them); use {others}"
         )
     return columns
 
@@ -447,7 +460,8 @@ def _tone_secondary(tq: ToneQueries, method: str, targets: np.ndarray, relevant:
     if method == "filter_only":
         return np.zeros(shape)
     if method == "criteria_match":
-        columns = _shared_findings(tq.rows, tq.gallery)
+        ranged = tq.gallery[pd.notna(tq.gallery_range)]
+        columns = _shared_findings(tq.rows, ranged, "the random, majority and filter_only floors")
         return criteria_scores(tq.rows, tq.gallery, columns)
     labels = tq.gallery[relevant].to_numpy(dtype=object)
     secondary = np.zeros(shape)
@@ -527,15 +541,15 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
             triplets = load_triplets(root)
         elif triplets is not None and not isinstance(triplets, pd.DataFrame):
             triplets = load_triplets(triplets)
+    if protocol == "tone":
+        cases = with_tone_estimate(cases, tone_scale)
     if floors is None:
-        floors = available_floors(cases, split, protocol=protocol, triplets=triplets)
+        floors = available_floors(cases, split, protocol=protocol, triplets=triplets, tone_scale=tone_scale)
     floors = (floors,) if isinstance(floors, str) else tuple(dict.fromkeys(floors))
     allowed = {"case": FLOORS, "modify": MODIFY_FLOORS, "tone": TONE_FLOORS}[protocol]
     unknown = [f for f in floors if f not in allowed]
     if unknown:
         raise DermretrError(f"unknown floor(s) {unknown} for the {protocol} protocol; its floors: {', '.join(allowed)}")
-    if protocol == "tone":
-        cases = with_tone_estimate(cases, tone_scale)
     tables, records = [], []
     for name in floors:
         if protocol == "tone":

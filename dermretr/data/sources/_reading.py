@@ -33,6 +33,8 @@ __all__ = [
     "require_columns",
     "describe_items",
     "describe_lines",
+    "line_unit",
+    "DATA_ROW",
     "describe_values",
     "bad_values",
     "empty_values",
@@ -150,7 +152,7 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
         raise DermretrError(f"{what}: metadata file not found: looked for {path}. Expected layout: {layout}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-                         skip_blank_lines=True)
+                         skip_blank_lines=True, index_col=False)  # a trailing comma never shifts the columns
     except pd.errors.EmptyDataError:
         raise DermretrError(f"{what}: {path} is empty (no header line and no rows); it should be a CSV file with "
                             f"a header line. Expected layout: {layout}") from None
@@ -165,7 +167,9 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
                             "readable") from None
     df.columns = [str(c).strip() for c in df.columns]
     require_columns(df, required, path, layout)
-    df.index = pd.Index(_record_lines(path, len(df)), name="line")
+    lines = _record_lines(path, len(df))
+    # lines of the file; when they cannot be counted, the rows under the header (1, 2, ...) named as such
+    df.index = pd.Index(np.arange(1, len(df) + 1), name=DATA_ROW) if lines is None else pd.Index(lines, name="line")
     df = df.dropna(how="all")
     if len(df) == 0 and not allow_empty:
         raise DermretrError(f"{what}: {path} has a header but no rows: there is nothing to load. Expected layout: "
@@ -173,17 +177,18 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
     return df
 
 
-def _record_lines(path: Path, count: int) -> np.ndarray:
+def _record_lines(path: Path, count: int) -> np.ndarray | None:
     """The line (1-based) where each of the ``count`` data rows of the CSV file ``path`` starts.
 
     The file is split into records as :func:`pandas.read_csv` splits it: at
     ``\\n``, ``\\r\\n`` or ``\\r``, a quoted cell may span lines, and blank or
     whitespace-only lines are no record; the first record is the header.
-    Should the records not be the ``count`` rows pandas read (a file mixing
-    line endings, a cell over the :mod:`csv` field size limit), each row is
-    taken to be one line after a header on line 1.
+    None when the records are not the ``count`` rows pandas read (a file
+    that pandas and :mod:`csv` split differently): no line is guessed then.
     """
+    limit = csv.field_size_limit()
     try:
+        csv.field_size_limit(2**31 - 1)  # pandas reads cells of any length; so must this pass
         lines = io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="").readlines()
         reader = csv.reader(iter(lines))
         starts: list[int] = []
@@ -194,8 +199,10 @@ def _record_lines(path: Path, count: int) -> np.ndarray:
                 starts.append(first)
     except (OSError, UnicodeDecodeError, csv.Error):
         starts = []
+    finally:
+        csv.field_size_limit(limit)
     if len(starts) != count + 1:
-        return np.arange(2, count + 2)
+        return None
     return np.asarray(starts[1:], dtype=np.int64)
 
 
@@ -224,17 +231,33 @@ def describe_items(items: Iterable, limit: int = 8) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+#: The index name of a table whose lines could not be counted: its rows are numbered 1, 2, ... under the header.
+DATA_ROW = "data row"
+
+
+def line_unit(index: pd.Index | None) -> str:
+    """What the labels of a table's ``index`` count in messages: ``"line"``, ``"row"`` or ``"data row"``.
+
+    >>> line_unit(pd.Index([3], name="line")), line_unit(pd.Index([14], name="row")), line_unit(None)
+    ('line', 'row', 'line')
+    """
+    name = getattr(index, "name", None)
+    return str(name) if name in ("row", DATA_ROW) else "line"
+
+
 def describe_lines(lines: Iterable, limit: int = 8, unit: str | None = None) -> str:
     """Lines of a file: ``"line 4"``, ``"lines 4, 7 and 2 more"`` (each item may carry its value).
 
     ``unit`` (default: ``"row"`` when ``lines`` is an index named ``row``,
-    a spreadsheet's rows; else ``"line"``) names what the numbers count.
+    a spreadsheet's rows; ``"data row"`` for an index named so, the rows
+    under the header when the lines could not be counted; else ``"line"``)
+    names what the numbers count.
 
     >>> describe_lines([4]), describe_lines(range(2, 12)), describe_lines(pd.Index([14], name="row"))
     ('line 4', 'lines 2, 3, 4, 5, 6, 7, 8, 9 and 2 more', 'row 14')
     """
     if unit is None:
-        unit = "row" if getattr(lines, "name", None) == "row" else "line"
+        unit = line_unit(lines if isinstance(lines, pd.Index) else None)
     lines = list(lines)
     return f"{unit}{'s' * (len(lines) != 1)} " + describe_items(lines, limit)
 
@@ -244,8 +267,7 @@ def describe_values(values: pd.Series, limit: int = 8) -> str:
 
     An index named ``row`` (a spreadsheet's rows) is named so: ``"row 14 ('x')"``.
     """
-    unit = "row" if values.index.name == "row" else "line"
-    return describe_lines((f"{i} ({v!r})" for i, v in values.items()), limit, unit)
+    return describe_lines((f"{i} ({v!r})" for i, v in values.items()), limit, line_unit(values.index))
 
 
 def bad_values(path: Where, column: str, bad: pd.Series, expected: str,

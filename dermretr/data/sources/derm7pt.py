@@ -97,8 +97,9 @@ def _vocabulary(meta: pd.DataFrame, column: str, allowed: Sequence[str], path: P
 def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
     """The split of each row of meta.csv (by position), from index files listing positions (errors name lines)."""
     split = pd.Series([None] * n, dtype=object)
-    positions = (f"position of a row of meta.csv, 0..{n - 1} (0: its first row under the header; blank lines do "
-                 "not count)")
+    positions = (f"position of a row of meta.csv, 0..{n - 1} (0: its first row under the header; blank lines and "
+                 "rows whose cells are all empty do not count)")
+    seen: dict[str, Path] = {}
     for name, path in files:
         df = read_table(path, "split file", _SPLIT_LAYOUT, required=["indexes"], allow_empty=True)
         idx = pd.to_numeric(df["indexes"], errors="coerce")
@@ -109,9 +110,11 @@ def _read_split_files(files: Sequence[tuple[str, Path]], n: int) -> pd.Series:
         idx = idx.astype(int)
         clash = idx.map(lambda i: split[i] is not None and split[i] != name)
         if clash.any():
+            other = seen[split[int(idx[clash].iloc[0])]]
             raise bad_values(path, "indexes", df["indexes"][clash], "each row of meta.csv may be in one split only",
-                             problem="rows of meta.csv that another split file already lists")
+                             problem=f"positions of rows of meta.csv that {other.name} already lists")
         split[idx.to_numpy()] = name
+        seen[name] = path
     return split
 
 

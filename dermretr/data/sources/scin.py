@@ -98,6 +98,7 @@ from ._common import (
     describe_lines,
     finish,
     insert_case_columns,
+    line_unit,
     locate,
     parse_number,
     read_table,
@@ -222,7 +223,8 @@ def _parse_literals(df: pd.DataFrame, column: str, kind: type[list] | type[dict]
         out.append(value)
     if bad:
         raise DermretrError(
-            f"{path}: column {column!r} has malformed Python literals at {describe_lines(bad, limit=5)}; "
+            f"{path}: column {column!r} has malformed Python literals at "
+            f"{describe_lines(bad, limit=5, unit=line_unit(df.index))}; "
             f"expected a literal {kind.__name__} such as {example}, or an empty cell"
         )
     return out
