@@ -429,7 +429,7 @@ def _benchmark_html(s: DemoSettings) -> str:
                 "from one training seed to the next. It is a demonstration, not a benchmark: "
                 "<code>python benchmarks/bench_models.py --seeds 0 1 2</code> trains every method once per seed on "
                 "1,000 cases and compares them with paired differences (README, <i>The model and how it does</i>, "
-                "shows two seeds).</p>")
+                "shows three seeds).</p>")
     if not records or s.released:  # the released demo's own table above holds these very numbers
         return head
     frame = pd.DataFrame(records)
