@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from contextlib import suppress
 from multiprocessing import AuthenticationError
@@ -39,10 +41,12 @@ def built(model, synth_cases, tmp_path_factory):
 
 
 @pytest.fixture
-def private(tmp_path, monkeypatch):
-    folder = tmp_path / "run"
+def private(monkeypatch):
+    # a short folder: a socket path holds at most 107 bytes (103 on macOS), and pytest's tmp_path can be longer
+    folder = Path(tempfile.mkdtemp(prefix="drs-")) / "run"
     monkeypatch.setenv("DERMRETR_RUNTIME_DIR", str(folder))
-    return folder
+    yield folder
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 class Running:
@@ -212,6 +216,18 @@ def test_a_folder_others_can_write_to_is_refused(built, private, capsys):
         runtime_dir()
     assert main(["serve", "--index", str(built["index"])]) == 2
     assert "DERMRETR_RUNTIME_DIR" in capsys.readouterr().err
+    code, out, err = search(capsys, built["index"], image=first_image(built))  # searched here, without a server
+    assert code == 0 and "rank " in out and "answered by" not in err
+
+
+def test_a_folder_too_deep_for_a_socket_is_refused_in_one_line_and_search_still_runs(built, tmp_path, monkeypatch,
+                                                                                   capsys):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    monkeypatch.setenv("DERMRETR_RUNTIME_DIR", str(deep))
+    assert main(["serve", "--index", str(built["index"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dermretr: error: the server folder {deep} is too deep for a socket") and \
+        err.count("\n") == 1 and "set DERMRETR_RUNTIME_DIR to a shorter private folder" in err
     code, out, err = search(capsys, built["index"], image=first_image(built))  # searched here, without a server
     assert code == 0 and "rank " in out and "answered by" not in err
 

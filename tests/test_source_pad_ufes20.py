@@ -125,7 +125,8 @@ def test_unknown_diagnosis_names_rows_and_allowed_values(tmp_path):
     rows[2]["diagnostic"] = "BOD"
     rows[4]["diagnostic"] = ""
     msg = error_message(load_pad_ufes20, _dataset(tmp_path / "pad", rows=rows))
-    assert_mentions(msg, "'diagnostic' has unknown values at lines 4 ('BOD'), 6 (nan);", "ACK, BCC, MEL, NEV, SCC, SEK")
+    assert_mentions(msg, "'diagnostic' has unknown values at lines 4 ('BOD'), 6 (empty);",
+                    "ACK, BCC, MEL, NEV, SCC, SEK")
 
 
 def test_lowercase_diagnosis_is_accepted(tmp_path):

@@ -56,6 +56,10 @@ def add_serve_command(sub) -> None:
     serve_.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
+#: The longest socket path (bytes, without the final NUL) the system's ``sockaddr_un`` holds.
+_SOCKET_PATH_LIMIT = {"linux": 107, "other": 103}
+
+
 def runtime_dir(create: bool = False) -> Path:
     """The user's private folder for servers' sockets and keys (see the module's docstring)."""
     given = os.environ.get("DERMRETR_RUNTIME_DIR", "").strip()
@@ -83,7 +87,13 @@ def endpoint(index_dir: str | os.PathLike, create: bool = False) -> tuple[str, s
     folder = runtime_dir(create)
     if sys.platform == "win32":
         return rf"\\.\pipe\dermretr-{name}", "AF_PIPE", folder / f"{name}.key"
-    return str(folder / f"{name}.sock"), "AF_UNIX", folder / f"{name}.key"
+    address = str(folder / f"{name}.sock")
+    limit = _SOCKET_PATH_LIMIT.get(sys.platform, _SOCKET_PATH_LIMIT["other"])
+    if create and len(os.fsencode(address)) > limit:  # bind would fail with "AF_UNIX path too long"
+        raise DermretrError(f"the server folder {folder} is too deep for a socket: its path would be "
+                            f"{len(os.fsencode(address))} bytes, more than this system's {limit}; set "
+                            "DERMRETR_RUNTIME_DIR to a shorter private folder of yours (e.g. /tmp/dermretr-$USER)")
+    return address, "AF_UNIX", folder / f"{name}.key"
 
 
 def _remove(address: str, family: str, key_file: Path) -> None:

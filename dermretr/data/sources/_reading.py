@@ -263,11 +263,16 @@ def describe_lines(lines: Iterable, limit: int = 8, unit: str | None = None) -> 
 
 
 def describe_values(values: pd.Series, limit: int = 8) -> str:
-    """``"lines 3 ('BOD'), 5 (nan)"``: the lines (the index labels, see :func:`read_table`) and their values.
+    """``"lines 3 ('BOD'), 5 (empty)"``: the lines (the index labels, see :func:`read_table`) and their values.
 
     An index named ``row`` (a spreadsheet's rows) is named so: ``"row 14 ('x')"``.
     """
-    return describe_lines((f"{i} ({v!r})" for i, v in values.items()), limit, line_unit(values.index))
+    shown = (f"{i} ({'empty' if _missing(v) else repr(v)})" for i, v in values.items())
+    return describe_lines(shown, limit, line_unit(values.index))
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)  # None, NA, NaN
 
 
 def bad_values(path: Where, column: str, bad: pd.Series, expected: str,
