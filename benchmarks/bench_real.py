@@ -28,7 +28,7 @@ Relevant: same ``--relevant`` (diagnosis_group by default); the query's own pati
     python benchmarks/bench_real.py --data ph2:../shared/data/ph2 [--folds 5] [--seeds 0 1]
         [--kinds full global clip4cir late_fusion image text] [--epochs 15] [--image-size 128]
         [--backbone dermretr-tiny | hf-hub:ORG/NAME | local-dir:PATH] [--pretrained FILE]
-        [--alpha-grid 0 0.25 0.5 0.75 1]
+        [--alpha-grid 0 0.25 0.5 0.75 1] [--hair-augment 0.6]
 
 Prints the tables and one JSON line.  With ``--out DIR`` the per-query table and the records are
 kept there.
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--pretrained", default=None)
     parser.add_argument("--no-text-skip", action="store_true",
                         help="ablation: composers without the text skip (start as image-only, not late fusion)")
+    parser.add_argument("--hair-augment", type=float, default=0.0, metavar="P",
+                        help="probability of drawn hairs on a training view (dermretr train --hair-augment; 0: off)")
     parser.add_argument("--tone-triplets", action="store_true",
                         help="train with tone triplets too (only matters for sets with skin-type labels)")
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
@@ -177,6 +179,7 @@ def main() -> None:
                                   batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
                                   pretrained=args.pretrained, seed=seed, device=args.device, progress=False,
                                   text_skip=not args.no_text_skip, tone_triplets=args.tone_triplets,
+                                  hair_augment=args.hair_augment,
                                   resume=(run / "checkpoints" / "last.pt").is_file())  # a rerun continues
                 start = time.perf_counter()
                 with warnings.catch_warnings():

@@ -125,6 +125,39 @@ def test_cli_train_and_its_errors(small_data, tmp_path, capsys):
     assert "did you mean dermretr-tiny" in capsys.readouterr().err
 
 
+def test_hair_augment_draws_thin_dark_curves_reproducibly_and_only_on_training_views():
+    import numpy as np
+    from PIL import Image
+
+    from dermretr.models.backbones import create
+    from dermretr.train._data import HairAugment, transforms
+
+    skin = Image.new("RGB", (128, 96), (200, 150, 130))
+    hair = HairAugment(p=1.0)
+
+    def drawn(seed: int) -> np.ndarray:
+        torch.manual_seed(seed)
+        return np.asarray(hair(skin))
+
+    a, b, c = drawn(4), drawn(4), drawn(5)  # (a hair may also miss the image: seed 3 draws one outside)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)  # the same seed, the same hairs
+    changed = (a != np.asarray(skin)).any(axis=-1)
+    assert 0 < changed.mean() < 0.2 and a[changed].max() < 100  # thin, dark
+    assert np.asarray(skin).min() == 130  # the cached image itself is left alone
+    torch.manual_seed(0)
+    assert HairAugment(p=0.0)(skin) is skin
+    torch.manual_seed(0)
+    hits = sum(HairAugment(p=0.3)(skin) is not skin for _ in range(400))
+    assert 90 < hits < 150  # about 30% of the views
+    with pytest.raises(DermretrError, match="p in \\[0, 1\\]"):
+        HairAugment(p=1.5)
+    backbone = create("dermretr-tiny", device="cpu", image_size=64)
+    base, aug = transforms(backbone, 64, augment=True, hair=0.6)
+    assert isinstance(aug.transforms[0], HairAugment) and aug.transforms[0].p == 0.6
+    assert not any(isinstance(t, HairAugment) for t in base.transforms)
+    assert not any(isinstance(t, HairAugment) for t in transforms(backbone, 64, augment=True)[1].transforms)
+
+
 def test_optimizer_groups_and_balanced_sampling_weights():
     import pandas as pd
 

@@ -85,6 +85,9 @@ NAN, INF = float("nan"), float("inf")
     ("pretrained", 3, "pretrained must be a pretrained tag or the path of a weights file"),
     ("resume", "yes", "resume must be True or False, got 'yes'"),
     ("augment", 1, "augment must be True or False, got 1"),
+    ("hair_augment", 1.5, "hair_augment must be a finite number in [0, 1], got 1.5"),
+    ("hair_augment", -0.1, "hair_augment must be a finite number in [0, 1], got -0.1"),
+    ("hair_augment", "0.5", "hair_augment must be a number, got '0.5'"),
     ("extra", [1], "extra must be a dict"),
     ("extra", {"f": object()}, "extra must hold JSON values only"),
 ])
@@ -94,6 +97,15 @@ def test_bad_training_options_are_rejected(field, value, says):
     with pytest.raises(DermretrError) as err:
         cfg.check()
     _plain_message(err, says)
+
+
+def test_hair_augment_needs_augment():
+    cfg = TrainConfig(data="synthetic:x", out="x", hair_augment=0.6, augment=False)
+    with pytest.raises(DermretrError) as err:
+        cfg.check()
+    _plain_message(err, "hair_augment=0.6 draws hairs on augmented training views: turn augment on")
+    TrainConfig(data="synthetic:x", out="x", hair_augment=0.0, augment=False).check()
+    TrainConfig(data="synthetic:x", out="x", hair_augment=1.0).check()
 
 
 def test_good_training_options_pass_the_check():

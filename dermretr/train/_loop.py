@@ -204,7 +204,7 @@ def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster, de
     model = Retriever(backbone, kind=config.model, n_masks=config.n_masks, alpha=config.alpha,
                       learn_alpha=config.learn_alpha, freeze_backbone=config.freeze_backbone,
                       text_skip=config.text_skip).to(device)
-    base_tf, aug_tf = transforms(backbone, backbone.image_size, config.augment)
+    base_tf, aug_tf = transforms(backbone, backbone.image_size, config.augment, config.hair_augment)
     images = cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress and cluster.main)
     pairs = Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
