@@ -225,6 +225,15 @@ def test_read_table_counts_lines_past_a_cell_longer_than_the_csv_modules_default
     assert csv.field_size_limit() == 131_072  # restored after the pass
 
 
+def test_an_escaping_image_path_is_named_by_its_line_or_its_spreadsheet_row(tmp_path):
+    from dermretr.data.sources._common import locate_all
+
+    with pytest.raises(DermretrError, match=r"^meta.csv, line 4: image path '../x.png' escapes the dataset folder"):
+        locate_all(tmp_path, pd.Series(["a.png", "../x.png"], index=pd.Index([3, 4], name="line")), "meta.csv")
+    with pytest.raises(DermretrError, match=r"^book.xlsx, row 14: image path '/x.png' escapes the dataset folder"):
+        locate_all(tmp_path, pd.Series(["/x.png"], index=pd.Index([14], name="row")), "book.xlsx")
+
+
 def test_read_table_a_trailing_comma_does_not_shift_the_columns(tmp_path):
     meta = _table(tmp_path, b"id,dx\na,nv,\nb,mel,\n")
     assert meta["id"].tolist() == ["a", "b"] and meta["dx"].tolist() == ["nv", "mel"]

@@ -166,8 +166,12 @@ def _tone_findings(cases: pd.DataFrame, split: str, gallery_splits: Sequence[str
         tq = tone_queries(cases, split, gallery_splits, scale=scale, texts=False)
     except DermretrError:  # no tone query at all: tone_floor_search says why
         return False
-    ranged = tq.gallery[pd.notna(tq.gallery_range)]
-    return bool([c for c in findings_columns(tq.rows) if c in findings_columns(ranged)])
+    return bool([c for c in findings_columns(tq.rows) if c in findings_columns(_ranged(tq))])
+
+
+def _ranged(tq: ToneQueries) -> pd.DataFrame:
+    """The gallery cases with a skin tone: those a tone floor's findings must come from."""
+    return tq.gallery[pd.notna(tq.gallery_range)]
 
 
 def _majority_first(labels: np.ndarray, n_queries: int) -> np.ndarray:
@@ -460,8 +464,7 @@ def _tone_secondary(tq: ToneQueries, method: str, targets: np.ndarray, relevant:
     if method == "filter_only":
         return np.zeros(shape)
     if method == "criteria_match":
-        ranged = tq.gallery[pd.notna(tq.gallery_range)]
-        columns = _shared_findings(tq.rows, ranged, "the random, majority and filter_only floors")
+        columns = _shared_findings(tq.rows, _ranged(tq), "the random, majority and filter_only floors")
         return criteria_scores(tq.rows, tq.gallery, columns)
     labels = tq.gallery[relevant].to_numpy(dtype=object)
     secondary = np.zeros(shape)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..._errors import DataWarning, DermretrError
-from ._reading import Where, describe_values
+from ._reading import Where, describe_values, line_unit
 
 __all__ = [
     "safe_join",
@@ -32,13 +32,16 @@ __all__ = [
 # -- finding images ----------------------------------------------------------------------------
 
 
-def safe_join(root: Path, rel: str, path: Where, line: Hashable) -> Path:
-    """Join ``rel`` (from line ``line`` of ``path``) under ``root``, refusing paths that escape it."""
+def safe_join(root: Path, rel: str, path: Where, line: Hashable, unit: str = "line") -> Path:
+    """Join ``rel`` (from line ``line`` of ``path``; ``unit``: see :func:`line_unit`) under ``root``.
+
+    Paths that escape ``root`` are refused.
+    """
     rel = str(rel).strip().replace("\\", "/")
     candidate = Path(rel)
     if candidate.is_absolute() or os.path.isabs(rel) or ".." in candidate.parts:
         raise DermretrError(
-            f"{path}, line {line}: image path {rel!r} escapes the dataset folder {root}; "
+            f"{path}, {unit} {line}: image path {rel!r} escapes the dataset folder {root}; "
             "image paths must be relative and stay inside it"
         )
     return root / candidate
@@ -110,14 +113,15 @@ def resolve_case_insensitive(root: Path, rel: str) -> Path | None:
     return current if current.is_file() else None
 
 
-def locate(root: Path, rels: Sequence[str], path: Where, line: Hashable) -> tuple[Path, Path | None]:
+def locate(root: Path, rels: Sequence[str], path: Where, line: Hashable,
+           unit: str = "line") -> tuple[Path, Path | None]:
     """Find an image given by paths relative to ``root`` (on line ``line`` of ``path``).
 
     Returns where the first of ``rels`` is expected and the file found: the
     first of ``rels`` that exists exactly, else the first that exists when
     letter case is ignored, else None.  Paths escaping ``root`` are refused.
     """
-    candidates = [safe_join(root, rel, path, line) for rel in rels]
+    candidates = [safe_join(root, rel, path, line, unit) for rel in rels]
     for candidate in candidates:
         if candidate.is_file():
             return candidates[0], candidate
@@ -139,8 +143,9 @@ def locate_all(root: Path, rels: pd.Series, path: Where) -> tuple[list[str], lis
     out: list[str] = []
     found: list[bool] = []
     repaired = 0
+    unit = line_unit(rels.index)
     for line, rel in rels.items():
-        expected, hit = locate(root, [rel], path, line)
+        expected, hit = locate(root, [rel], path, line, unit)
         repaired += hit is not None and hit != expected
         found.append(hit is not None)
         out.append(str(hit if hit is not None else expected))

@@ -151,7 +151,8 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
     if not path.is_file():
         raise DermretrError(f"{what}: metadata file not found: looked for {path}. Expected layout: {layout}")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+        data = path.read_bytes()  # read once: for pandas, and for the lines where its rows start
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                          skip_blank_lines=True, index_col=False)  # a trailing comma never shifts the columns
     except pd.errors.EmptyDataError:
         raise DermretrError(f"{what}: {path} is empty (no header line and no rows); it should be a CSV file with "
@@ -167,7 +168,7 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
                             "readable") from None
     df.columns = [str(c).strip() for c in df.columns]
     require_columns(df, required, path, layout)
-    lines = _record_lines(path, len(df))
+    lines = _record_lines(data, len(df))
     # lines of the file; when they cannot be counted, the rows under the header (1, 2, ...) named as such
     df.index = pd.Index(np.arange(1, len(df) + 1), name=DATA_ROW) if lines is None else pd.Index(lines, name="line")
     df = df.dropna(how="all")
@@ -177,8 +178,8 @@ def read_table(path: Path, what: str, layout: str, required: Iterable[str] = (),
     return df
 
 
-def _record_lines(path: Path, count: int) -> np.ndarray | None:
-    """The line (1-based) where each of the ``count`` data rows of the CSV file ``path`` starts.
+def _record_lines(data: bytes, count: int) -> np.ndarray | None:
+    """The line (1-based) where each of the ``count`` data rows of the CSV file's bytes ``data`` starts.
 
     The file is split into records as :func:`pandas.read_csv` splits it: at
     ``\\n``, ``\\r\\n`` or ``\\r``, a quoted cell may span lines, and blank or
@@ -189,7 +190,7 @@ def _record_lines(path: Path, count: int) -> np.ndarray | None:
     limit = csv.field_size_limit()
     try:
         csv.field_size_limit(2**31 - 1)  # pandas reads cells of any length; so must this pass
-        lines = io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="").readlines()
+        lines = io.StringIO(data.decode("utf-8-sig"), newline="").readlines()
         reader = csv.reader(iter(lines))
         starts: list[int] = []
         last = 0
@@ -197,7 +198,7 @@ def _record_lines(path: Path, count: int) -> np.ndarray | None:
             first, last = last + 1, reader.line_num
             if first < last or lines[first - 1].strip(" \t\r\n"):
                 starts.append(first)
-    except (OSError, UnicodeDecodeError, csv.Error):
+    except (UnicodeDecodeError, csv.Error):
         starts = []
     finally:
         csv.field_size_limit(limit)
@@ -267,12 +268,8 @@ def describe_values(values: pd.Series, limit: int = 8) -> str:
 
     An index named ``row`` (a spreadsheet's rows) is named so: ``"row 14 ('x')"``.
     """
-    shown = (f"{i} ({'empty' if _missing(v) else repr(v)})" for i, v in values.items())
+    shown = (f"{i} ({'empty' if missing else repr(v)})" for (i, v), missing in zip(values.items(), values.isna()))
     return describe_lines(shown, limit, line_unit(values.index))
-
-
-def _missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)  # None, NA, NaN
 
 
 def bad_values(path: Where, column: str, bad: pd.Series, expected: str,
