@@ -14,9 +14,12 @@ per-query metrics of the seeds are averaged, then:
   other method and floor, micro and macro;
 * floors need no model: ``random`` (analytic expectation), ``majority`` (the gallery's most common
   group first) and, when the cases carry annotated 7-point findings, ``criteria_match``;
-* with findings, ``hybrid@w`` adds ``w`` times the normalised findings agreement to the full
-  model's score (an ablation over ``--hybrid-weights``, reported as its own methods; never mixed
-  into ``full``);
+* with findings, ``KIND+findings`` adds ``w`` times the findings agreement of the
+  criteria_match floor to each trained model's score (``dermretr.evaluate.hybrid_scores``), ``w``
+  chosen per fold and seed on the validation cases (``choose_findings_weight``: 0 to 8, the lowest
+  on a tie); ``full+findings`` is held to the same paired comparisons as ``full``, and
+  ``full+findings@w`` is the ablation over fixed weights (``--hybrid-weights``).  All are reported
+  as their own methods, never mixed into ``full``;
 * the same trained ``full`` model is also scored with the local weight set at test time
   (``--alpha-grid``, no retraining): ``full@alpha=0`` (its global score only: does the local score
   help at test time?) and ``full@alpha=val`` (alpha chosen per fold and seed on the validation
@@ -53,6 +56,8 @@ from dermretr._io import atomic_path, claim_file
 from dermretr.data import load
 from dermretr.evaluate import (
     case_scores,
+    choose_findings_weight,
+    hybrid_scores,
     is_metrics_file,
     is_per_query_file,
     metric_records,
@@ -60,7 +65,7 @@ from dermretr.evaluate import (
     results_table,
     scores_search,
 )
-from dermretr.floors import available_floors, criteria_scores, floor_search
+from dermretr.floors import available_floors, floor_search
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -165,6 +170,7 @@ def main() -> None:
     seconds: dict[str, float] = {}
     best_epochs: dict[str, list[int]] = {}
     alphas: dict[str, list[float]] = {"learned": [], "chosen on val": []}
+    weights: dict[str, list[float]] = {}  # findings weights chosen on val, per kind
     t_all = time.perf_counter()
     for fold, table in enumerate(tables):
         for floor in floors:
@@ -188,16 +194,20 @@ def main() -> None:
                 seconds[kind] = seconds.get(kind, 0.0) + time.perf_counter() - start
                 best_epochs.setdefault(kind, []).append(int(result.best.get("epoch", 0)))
                 model = Retriever.load(run / "checkpoints" / "best.pt", device=args.device)
-                q, g, s, exclude = case_scores(model, table, "test", ("train", "val"))
+                cached = _Cached(model)
+                q, g, s, exclude = case_scores(cached, table, "test", ("train", "val"))
                 pq = scores_search(q, g, s, exclude, relevant=args.relevant, ks=KS)
                 per_query.setdefault(kind, []).append(pq.assign(fold=fold, seed=seed))
-                if kind == "full" and with_findings:
-                    crit = criteria_scores(q, g)  # agreement of annotated findings, in [0, 1]
+                if with_findings:  # the findings match added, its weight chosen on the val cases
+                    weight, _ = choose_findings_weight(cached, table, "val", ("train",), relevant=args.relevant)
+                    weights.setdefault(kind, []).append(weight)
+                    pq = scores_search(q, g, hybrid_scores(q, g, s, weight), exclude, relevant=args.relevant, ks=KS)
+                    per_query.setdefault(f"{kind}+findings", []).append(pq.assign(fold=fold, seed=seed))
+                if kind == "full" and with_findings:  # the ablation over fixed weights
                     for w in args.hybrid_weights:
-                        pq = scores_search(q, g, s + w * crit, exclude, relevant=args.relevant, ks=KS)
-                        per_query.setdefault(f"hybrid@{w:g}", []).append(pq.assign(fold=fold, seed=seed))
+                        pq = scores_search(q, g, hybrid_scores(q, g, s, w), exclude, relevant=args.relevant, ks=KS)
+                        per_query.setdefault(f"full+findings@{w:g}", []).append(pq.assign(fold=fold, seed=seed))
                 if kind == "full" and args.alpha_grid:
-                    cached = _Cached(model)
 
                     def scored(split: str, gallery: tuple, alpha: float) -> pd.DataFrame:
                         return scores_search(*case_scores(cached, table, split, gallery, alpha=alpha),
@@ -228,13 +238,13 @@ def main() -> None:
                                   average=("micro", "macro"))
     table = results_table(records)
     diffs = []
-    if "full" in averaged:
-        for method, pq in averaged.items():
-            if method == "full":
+    for lead in ("full", "full+findings"):  # the composed model, and its hybrid with the findings match
+        for method, pq in averaged.items() if lead in averaged else ():
+            if method == lead:
                 continue
             for average in ("micro", "macro"):
-                d = paired_difference(averaged["full"], pq, metrics=SHOWN, n_boot=args.n_boot, average=average)
-                diffs.append(d.rename_axis("metric").reset_index().assign(vs=method, average=average))
+                d = paired_difference(averaged[lead], pq, metrics=SHOWN, n_boot=args.n_boot, average=average)
+                diffs.append(d.rename_axis("metric").reset_index().assign(lead=lead, vs=method, average=average))
     diff_table = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
     counts = cases[args.relevant].value_counts().to_dict()
     print(f"\n{args.data}: {len(cases)} cases, {args.folds}-fold CV by patient (every case a query once), "
@@ -244,8 +254,9 @@ def main() -> None:
         shown = [c for c in table.columns if c.split(" ")[0] in SHOWN] + ["queries"]
         print(table[[c for c in shown if c in table.columns]].to_string())
         if len(diff_table):
-            print("\nfull minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
-            print(diff_table.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+            for lead, part in diff_table.groupby("lead", sort=False):
+                print(f"\n{lead} minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
+                print(part.drop(columns="lead").to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
     if outputs:  # written atomically: a crash or a full disk leaves the previous file or none, never half of one
         with atomic_path(outputs["per_query"]) as part:
             # dermretr's per-query layout (run, method, protocol first), so is_per_query_file knows it again
@@ -258,15 +269,16 @@ def main() -> None:
                "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size,
                "backbone": args.backbone, "relevant": args.relevant,
                "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
-               "best_epochs": best_epochs, "alphas": alphas, "wall_s": round(time.perf_counter() - t_all, 1),
+               "best_epochs": best_epochs, "alphas": alphas,
+               "findings_weights": weights, "wall_s": round(time.perf_counter() - t_all, 1),
                "results": {r["run"] + ("" if r.get("average", "micro") == "micro" else " (macro)") + " "
                            + (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]):
                            [round(r["value"], 4), r["ci_low"] and round(r["ci_low"], 4),
                             r["ci_high"] and round(r["ci_high"], 4)]
                            for r in records if (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"])
                            in SHOWN},
-               "full_minus": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                              for row in diff_table.to_dict("records")]}
+               "paired": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                          for row in diff_table.to_dict("records")]}
     print(json.dumps(summary))
 
 

@@ -13,6 +13,8 @@ import pytest
 from dermretr._errors import DermretrError
 from dermretr.data.vocab import CRITERIA
 from dermretr.evaluate import (
+    choose_findings_weight,
+    hybrid_scores,
     metric_records,
     paired_difference,
     rank_metrics,
@@ -406,3 +408,80 @@ def test_modify_floors_refuse_bad_input_and_derive_triplets_without_them():
     assert pq["criterion"].tolist() == ["streaks"] and pq["to_value"].tolist() == ["irregular"]
     assert pq["n_relevant"].tolist() == [1]  # t: MEL with irregular streaks (u, w are NEV)
     assert pq["recall@1"].tolist() == [1.0]
+
+
+# ----------------------------------------------------------------------------- findings fusion (hybrid)
+
+
+class _Embed:
+    """A stand-in retriever: every image's global vector is ``vectors[path]`` (the text is ignored)."""
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.vectors = vectors
+
+    def encode(self, paths, *_, **__):
+        return {"global": np.array([self.vectors[p] for p in paths], dtype=np.float32), "local": None}
+
+    encode_queries = encode_targets = encode
+
+
+def _fusion_cases(streaks: list[str]) -> pd.DataFrame:
+    """Six train cases then four val cases, MEL and NEV alternating, with the given streaks findings."""
+    groups = ["MEL", "NEV"] * 5
+    frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(10)], "split": ["train"] * 6 + ["val"] * 4,
+                          "diagnosis_group": groups, "streaks": streaks})
+    return frame.assign(patient_id=frame["case_id"], image_path=frame["case_id"],
+                        diagnosis=frame["diagnosis_group"].map({"MEL": "melanoma", "NEV": "blue nevus"}))
+
+
+def test_hybrid_scores_add_the_findings_agreement_and_refuse_bad_weights():
+    cases = _with_findings()
+    q, g = cases[cases["split"] == "test"], cases[cases["split"] != "test"]
+    model = np.array([[0.3, 0.1, 0.2, 0.9, 0.4]])  # on its own: g3, g4, g0, g2, g1
+    np.testing.assert_array_equal(hybrid_scores(q, g, model, 0), model)
+    fused = hybrid_scores(q, g, model, 2.0)
+    np.testing.assert_allclose(fused, model + 2.0 * criteria_scores(q, g))
+    # a large weight ranks by the findings first (g1, g2, {g0, g4}, g3) and the model orders the tie (g4 > g0)
+    assert np.argsort(-hybrid_scores(q, g, model, 8.0)[0]).tolist() == [1, 2, 4, 0, 3]
+    for bad in (-0.5, math.nan, math.inf, True, "1"):
+        with pytest.raises(DermretrError, match="a findings weight must be a finite number >= 0"):
+            hybrid_scores(q, g, model, bad)
+    with pytest.raises(DermretrError, match=r"scores \(1, 4\) do not fit 1 queries and 5 gallery cases"):
+        hybrid_scores(q, g, model[:, :4], 1.0)
+
+
+def test_choose_findings_weight_takes_the_findings_only_where_they_help_on_val():
+    informative = _fusion_cases(["irregular", "absent"] * 5)  # streaks name the group exactly
+    misleading = _fusion_cases(["irregular", "absent"] * 3 + ["absent", "irregular"] * 2)  # reversed on val
+    blind = _Embed({f"c{i}": [1.0, 0.0] for i in range(10)})  # every score equal: the table's order
+    seeing = _Embed({f"c{i}": [1.0, 0.0] if i % 2 == 0 else [0.0, 1.0] for i in range(10)})  # the group itself
+    weight, values = choose_findings_weight(blind, informative, weights=(0, 0.5, 4), metric="recall@1")
+    # alone, the blind model puts c0 (MEL) first for every query: MEL 1, NEV 0; with findings every query is right
+    assert weight == 0.5 and values.to_dict() == {0: 0.5, 0.5: 1.0, 4: 1.0}
+    assert values.name == "recall@1 (macro)" and values.index.name == "findings_weight"
+    # a model that already ranks perfectly: findings cannot help, so the lowest weight (the model alone) wins
+    assert choose_findings_weight(seeing, informative, weights=(4, 1, 0))[0] == 0
+    # findings that mislead on the validation cases: a large weight ranks every query wrong, so it is never chosen
+    weight, wrong = choose_findings_weight(seeing, misleading, weights=(0, 0.25, 8), metric="recall@1")
+    assert weight == 0 and wrong[8] == 0.0 and wrong[0] == 1.0
+    # the same choice by hand: the chosen weight's value is what scores_search gives on the val cases
+    q, g = informative[informative["split"] == "val"], informative[informative["split"] == "train"]
+    by_hand = scores_search(q.reset_index(drop=True), g.reset_index(drop=True),
+                            hybrid_scores(q, g, np.ones((4, 6)), 0.5), np.zeros((4, 6), bool), ks=(1,))
+    assert summarize_metrics(by_hand, average="macro")["recall@1"] == values[0.5] == 1.0
+
+
+def test_choose_findings_weight_refuses_bad_input():
+    cases = _fusion_cases(["irregular", "absent"] * 5)
+    blind = _Embed({f"c{i}": [1.0, 0.0] for i in range(10)})
+    with pytest.raises(DermretrError, match="needs at least one weight"):
+        choose_findings_weight(blind, cases, weights=())
+    with pytest.raises(DermretrError, match="a findings weight must be a finite number >= 0, got -1"):
+        choose_findings_weight(blind, cases, weights=(0, -1))
+    with pytest.raises(DermretrError, match="unknown metric 'mrr' to choose a findings weight by"):
+        choose_findings_weight(blind, cases, metric="mrr")
+    lonely = cases.assign(diagnosis_group=["MEL"] * 6 + ["NEV"] * 4)  # no val query has a relevant train case
+    with pytest.raises(DermretrError, match="no 'val' query has a relevant case in \\['train'\\]"):
+        choose_findings_weight(blind, lonely)
+    with pytest.raises(DermretrError, match="criteria_match floor needs annotated 7-point findings"):
+        choose_findings_weight(blind, cases.drop(columns="streaks"))

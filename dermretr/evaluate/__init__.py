@@ -90,6 +90,7 @@ from ._floors import (
     modify_floor_search,
     tone_floor_search,
 )
+from ._hybrid import FINDINGS_WEIGHTS, choose_findings_weight, hybrid_scores
 from ._leak import check_query_text
 from ._metrics import METRICS, RECORD_METRICS, TIES, rank_metrics, summarize_metrics
 from ._modify import ModifyQueries, derive_triplets, load_triplets, modify_queries, modify_search
@@ -114,6 +115,9 @@ __all__ = [
     "case_scores",
     "check_query_text",
     "scores_search",
+    "hybrid_scores",
+    "choose_findings_weight",
+    "FINDINGS_WEIGHTS",
     "modify_search",
     "modify_queries",
     "ModifyQueries",
