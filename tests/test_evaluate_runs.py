@@ -178,3 +178,70 @@ def test_cli_evaluate_floors_option(synth_root, runs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--floors", "oracle"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the findings fusion (RUN+findings)
+
+
+def test_evaluate_run_findings_weight_is_the_hybrid_of_the_same_scores(synth_cases, runs):
+    from dermretr.evaluate import (
+        FINDINGS_WEIGHTS,
+        case_scores,
+        choose_findings_weight,
+        hybrid_scores,
+        scores_search,
+    )
+    from dermretr.models.retriever import Retriever
+
+    plain, _ = evaluate_run(runs[0], synth_cases, "case", n_boot=0)
+    pq, recs = evaluate_run(runs[0], synth_cases, "case", n_boot=0, findings_weight=2.0, name="composed+findings")
+    assert set(pq["method"]) == {"full+findings"} and {r["run"] for r in recs} == {"composed+findings"}
+    assert pq.attrs["findings_weight"] == 2.0 and len(pq) == len(plain)
+    # by hand: the model's scores plus twice the findings agreement, ties pessimistic as evaluate_run's
+    model = Retriever.load(runs[0] / "checkpoints" / "best.pt", device="cpu")
+    q, g, s, exclude = case_scores(model, synth_cases, "test", ("train", "val"))
+    by_hand = scores_search(q, g, hybrid_scores(q, g, s, 2.0), exclude, ks=(1, 5, 10), ties="pessimistic")
+    pd.testing.assert_frame_equal(pq.drop(columns=["run", "method", "protocol"]), by_hand, check_like=True)
+    assert not by_hand["map@10"].equals(plain["map@10"])  # the findings moved the ranking of this untrained model
+    # "val": the weight choose_findings_weight picks on the val cases, then the same hybrid
+    chosen, _ = evaluate_run(runs[0], synth_cases, "case", n_boot=0, findings_weight="val")
+    expected, values = choose_findings_weight(model, synth_cases)
+    assert chosen.attrs["findings_weight"] == expected and expected in FINDINGS_WEIGHTS and len(values) == 7
+
+
+def test_findings_weight_refuses_what_it_cannot_do(synth_cases, runs):
+    no_findings = synth_cases.drop(columns=list(CRITERIA))
+    cases = {"modify": synth_cases, "no findings": no_findings}
+    for why, kwargs, message in (
+            ("modify", {"protocol": "modify", "findings_weight": 1.0}, "for the case protocol, not 'modify'"),
+            ("no findings", {"findings_weight": 1.0}, "needs cases with annotated 7-point findings"),
+            ("modify", {"findings_weight": "val", "split": "val"}, "so the queries cannot be 'val'"),
+            ("modify", {"findings_weight": "best"}, "a number >= 0 or 'val', got 'best'"),
+            ("modify", {"findings_weight": -2.0}, "a finite number >= 0, got -2.0")):
+        with pytest.raises(DermretrError, match=message):
+            evaluate_run(runs[0], cases[why], **kwargs)
+    no_val = synth_cases.assign(split=synth_cases["split"].astype(str).replace("val", "train"))
+    with pytest.raises(DermretrError, match="chosen on the val cases and this data has none; give a number"):
+        evaluate_run(runs[0], no_val, findings_weight="val")
+
+
+def test_cli_evaluate_findings_weight(synth_root, runs, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    base = ["evaluate", "--run", str(runs[0]), "--data", f"synthetic:{synth_root}", "--out", str(out),
+            "--n-boot", "0", "--device", "cpu", "--no-progress", "--floors", "none"]
+    assert main([*base, "--findings-weight", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "composed+findings (full+findings)" in text
+    assert "RUN+findings = the run's scores plus W x the findings agreement of criteria_match (W chosen on the " \
+           "val cases by macro mAP@10: composed " in text
+    assert {(r["run"], r["method"]) for r in json.loads(out.read_text())} == {
+        ("composed", "full"), ("composed+findings", "full+findings")}
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--findings-weight", "lots"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid findings weight 'lots': give a number >= 0 such as 1, or val" in err and err.count("\n") == 1
+    out.unlink()
+    assert main([*base, "--findings-weight", "1", "--protocol", "modify"]) == 2  # refused before any encoding
+    assert "a findings weight is for the case protocol, not 'modify'" in _one_line_error(capsys)
+    assert not out.exists()

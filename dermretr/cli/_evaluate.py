@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import DermretrError
-from ._parsing import add_data_option, data_options, parse_seed
+from ._parsing import add_data_option, data_options, parse_findings_weight, parse_seed
 
 __all__ = ["add_evaluate_command", "cmd_evaluate"]
 
@@ -44,6 +44,11 @@ def add_evaluate_command(sub) -> None:
                                "criteria_match rank within the target skin-tone range, put first, and filter_only "
                                "puts the range first, diagnosis ignored; default: every floor the data and "
                                "protocol allow; 'none' for none")
+    evaluate.add_argument("--findings-weight", type=parse_findings_weight, default=None, metavar="W|val",
+                          help="case protocol, data with annotated 7-point findings: also score each run plus W "
+                               "times the findings agreement of criteria_match, as its own row RUN+findings "
+                               "(val: W chosen on the val cases against the train cases, 0 to 8; each run is "
+                               "encoded again for it)")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -56,6 +61,7 @@ def cmd_evaluate(args) -> int:
     from .._io import atomic_path, claim_file
     from ..data import describe_split_source, format_options, split_source
     from ..evaluate import (
+        check_findings_weight,
         data_options_for,
         evaluate_run,
         is_metrics_file,
@@ -97,6 +103,7 @@ def cmd_evaluate(args) -> int:
         raise DermretrError(f"the same run folder is given twice: {' '.join(args.run)}")
     options = data_options_for(args.data, given, args.run)  # those of the runs unless given (and agreeing)
     cases, root = load_data(args.data, options)
+    check_findings_weight(args.findings_weight, args.protocol, cases, args.split)  # before the long part
     split_from = split_source(cases)
     triplets = load_triplets(root) if args.protocol == "modify" and root is not None else None
     tone = None
@@ -122,7 +129,7 @@ def cmd_evaluate(args) -> int:
                                                n_boot=args.n_boot, seed=args.seed, protocol=args.protocol,
                                                tone_scale=getattr(args, "tone_scale", "fitzpatrick"),
                                                triplets=triplets)
-    records, per_query = [], []
+    records, per_query, weights = [], [], dict[str, float]()
     tone_args = (scale, style) if tone is not None else ("fitzpatrick", "scale")  # evaluate_run's defaults
     for run, name in zip(args.run, names):
         pq, recs = evaluate_run(run, cases, args.protocol, triplets=triplets, split=args.split,
@@ -131,6 +138,14 @@ def cmd_evaluate(args) -> int:
                                 name=name, tone_scale=tone_args[0], tone_style=tone_args[1])
         records += recs
         per_query.append(pq)
+        if args.findings_weight is not None:  # the hybrid, its own row
+            pq, recs = evaluate_run(run, cases, args.protocol, split=args.split, relevant=args.relevant, ks=args.k,
+                                    n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size,
+                                    device=args.device, progress=not args.no_progress, name=f"{name}+findings",
+                                    findings_weight=args.findings_weight)
+            weights[name] = pq.attrs["findings_weight"]
+            records += recs
+            per_query.append(pq)
     records += floor_recs
     for record in records:  # every record says where the split came from (the tone estimate drops attrs)
         record["split_source"] = split_from
@@ -157,6 +172,10 @@ def cmd_evaluate(args) -> int:
         print("(macro) = mean over diagnosis groups of the per-group means, CI resampled within groups")
     if floor_recs:
         print("Floors (no model): " + "; ".join(notes[f] for f in floors))
+    if weights:
+        how = "chosen on the val cases by macro mAP@10" if args.findings_weight == "val" else "given"
+        print("RUN+findings = the run's scores plus W x the findings agreement of criteria_match (W " + how + ": "
+              + ", ".join(f"{name} {w:g}" for name, w in weights.items()) + ")")
     with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
         table = results_table(records)  # one row per run; printed with one column per run to fit a terminal
         table.index = [f"{method} (floor)" if str(run).startswith("floor:") else f"{run} ({method})"

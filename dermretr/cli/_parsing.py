@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,20 @@ def parse_seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number such as 0") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid seed {value}: seeds are whole numbers >= 0")
+    return value
+
+
+def parse_findings_weight(text: str) -> float | str:
+    """``--findings-weight``: a number >= 0 or ``val``."""
+    if text.strip().lower() == "val":
+        return "val"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid findings weight {text!r}: give a number >= 0 such as 1, "
+                                         "or val") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid findings weight {text!r}: give a number >= 0 such as 1, or val")
     return value
 
 

@@ -90,7 +90,7 @@ from ._floors import (
     modify_floor_search,
     tone_floor_search,
 )
-from ._hybrid import FINDINGS_WEIGHTS, choose_findings_weight, hybrid_scores
+from ._hybrid import FINDINGS_WEIGHTS, check_findings_weight, choose_findings_weight, hybrid_scores
 from ._leak import check_query_text
 from ._metrics import METRICS, RECORD_METRICS, TIES, rank_metrics, summarize_metrics
 from ._modify import ModifyQueries, derive_triplets, load_triplets, modify_queries, modify_search
@@ -117,6 +117,7 @@ __all__ = [
     "scores_search",
     "hybrid_scores",
     "choose_findings_weight",
+    "check_findings_weight",
     "FINDINGS_WEIGHTS",
     "modify_search",
     "modify_queries",

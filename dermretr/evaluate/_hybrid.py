@@ -10,10 +10,10 @@ import pandas as pd
 
 from .._errors import DermretrError
 from ._case import case_scores, scores_search
-from ._floors import criteria_scores
+from ._floors import criteria_scores, findings_columns
 from ._metrics import summarize_metrics
 
-__all__ = ["FINDINGS_WEIGHTS", "hybrid_scores", "choose_findings_weight"]
+__all__ = ["FINDINGS_WEIGHTS", "hybrid_scores", "choose_findings_weight", "check_findings_weight"]
 
 FINDINGS_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The weights :func:`choose_findings_weight` tries by default: 0 (the model alone) to 8 (one criterion's
@@ -36,7 +36,7 @@ def hybrid_scores(q: pd.DataFrame, g: pd.DataFrame, scores: np.ndarray, weight: 
     >>> hybrid_scores(q, g, np.array([[0.2, 0.5]]), weight=1.0).tolist()
     [[1.2, 0.5]]
     """
-    weight = _check_weight(weight)
+    weight = _number(weight)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(q), len(g)):
         raise DermretrError(f"scores {scores.shape} do not fit {len(q)} queries and {len(g)} gallery cases")
@@ -69,7 +69,7 @@ def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "v
     >>> weight, values.tolist()
     (1, [0.5, 1.0])
     """
-    weights = [_check_weight(w) for w in weights]
+    weights = [_number(w) for w in weights]
     if not weights:
         raise DermretrError("choose_findings_weight needs at least one weight to try")
     q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha)
@@ -85,11 +85,44 @@ def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "v
     return best, pd.Series(values, name=f"{metric} ({average})").rename_axis("findings_weight")
 
 
-def _check_weight(weight: float) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+def check_findings_weight(weight, protocol: str = "case", cases: pd.DataFrame | None = None,
+                          split: str = "test"):
+    """``weight`` (a number >= 0, ``"val"`` or None) checked against the protocol and the data; else a clear error.
+
+    >>> check_findings_weight(0.5), check_findings_weight(None), check_findings_weight("val")
+    (0.5, None, 'val')
+    >>> check_findings_weight(-1)
+    Traceback (most recent call last):
+    ...
+    dermretr._errors.DermretrError: a findings weight must be a finite number >= 0, got -1
+    """
+    if weight is None:
+        return None
+    if isinstance(weight, str):
+        if weight != "val":
+            raise DermretrError(f"a findings weight is a number >= 0 or 'val', got {weight!r}")
+    elif isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
             or not math.isfinite(weight) or weight < 0:
         raise DermretrError(f"a findings weight must be a finite number >= 0, got {weight!r}")
+    if protocol != "case":
+        raise DermretrError(f"a findings weight is for the case protocol, not {protocol!r}")
+    if cases is not None and not findings_columns(cases):
+        raise DermretrError("a findings weight needs cases with annotated 7-point findings (derm7pt, ph2 and "
+                            "DermSynth have them); evaluate without it")
+    if weight == "val" and cases is not None:
+        if split != "test":
+            raise DermretrError(f"the findings weight is chosen on the val cases, so the queries cannot be "
+                                f"{split!r}; query the test split or give a number")
+        if not (cases["split"].astype(str) == "val").any():
+            raise DermretrError("the findings weight is chosen on the val cases and this data has none; "
+                                "give a number")
     return weight
+
+
+def _number(weight) -> float:
+    if weight is None or isinstance(weight, str):
+        raise DermretrError(f"a findings weight must be a finite number >= 0, got {weight!r}")
+    return check_findings_weight(weight)
 
 
 def _cutoff(metric: str) -> int:

@@ -11,8 +11,9 @@ import pandas as pd
 from .._checks import check_boot, check_seed
 from .._errors import DermretrError
 from ..data.splits import split_source
-from ._case import case_search
+from ._case import case_scores, case_search, scores_search
 from ._common import PROTOCOLS, check_relevant, check_split, data_options_for, load_data, resolve_gallery_splits
+from ._hybrid import check_findings_weight, choose_findings_weight, hybrid_scores
 from ._metrics import check_ks
 from ._modify import derive_triplets, load_triplets, modify_search
 from ._records import metric_records
@@ -61,7 +62,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
                  batch_size: int = 64, device: str = "auto", progress: bool = False, name: str | None = None,
                  retriever=None, by: str | None = None, tone_scale: str = "fitzpatrick",
                  tone_style: str = "scale", data_options: Mapping[str, object] | None = None,
-                 ) -> tuple[pd.DataFrame, list[dict]]:
+                 findings_weight: float | str | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Evaluate one run folder: per-query metrics and the records of ``metrics.json``.
 
     Parameters
@@ -100,6 +101,13 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         Loader options for a ``"SOURCE:PATH"`` ``data`` (default: those the run
         was trained with on that source, from its config.json; given ones must
         agree with them, see :func:`data_options_for`).
+    findings_weight : float or "val", optional
+        Case protocol, where the cases carry annotated 7-point findings: score
+        the model's scores plus this weight times the findings agreement
+        (:func:`hybrid_scores`), reported as its own method (``KIND+findings``);
+        ``"val"`` chooses the weight on the val cases against the train cases
+        (:func:`choose_findings_weight`).  The weight used is in the per-query
+        table's ``attrs["findings_weight"]``.
 
     Returns
     -------
@@ -133,6 +141,7 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     if protocol == "tone":  # bad data fails before the model is loaded
         cases = with_tone_estimate(cases, tone_scale, progress=progress)
         tq = tone_queries(cases, split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
+    weight = check_findings_weight(findings_weight, protocol, cases, split)  # before the model is loaded
     if protocol == "modify" and triplets is None:
         triplets = load_triplets(root) if root is not None else None
         if triplets is None:  # derive now: bad data fails before the model is loaded
@@ -149,7 +158,16 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         retriever = Retriever.load(ckpt, device=device)
     method = str(getattr(retriever, "kind", "unknown"))
     run = name if name is not None else (Path(run_dir).expanduser().name or str(run_dir))
-    if protocol == "case":
+    if weight is not None:
+        if isinstance(weight, str):  # "val"
+            weight, _ = choose_findings_weight(retriever, cases, "val", ("train",), relevant=relevant, alpha=alpha)
+        q, g, s, exclude = case_scores(retriever, cases, split, gallery_splits, alpha=alpha, batch_size=batch_size,
+                                       progress=progress)
+        per_query = scores_search(q, g, hybrid_scores(q, g, s, weight), exclude, relevant=relevant, ks=ks,
+                                  ties="pessimistic")
+        per_query.attrs["findings_weight"] = weight
+        method += "+findings"
+    elif protocol == "case":
         per_query, _ = case_search(retriever, cases, query_split=split, gallery_splits=gallery_splits,
                                    relevant=relevant, ks=ks, alpha=alpha, batch_size=batch_size, progress=progress,
                                    ties="pessimistic")
@@ -167,3 +185,4 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     per_query.insert(0, "method", method)
     per_query.insert(0, "run", run)
     return per_query, records
+
