@@ -18,9 +18,16 @@ averages over diagnosis groups are reported beside them, for both protocols (the
 criteria match ranks by the reference's annotated findings after the requested change), with the
 full model's paired macro differences against every method and floor.
 
+The cases carry annotated findings, so every trained kind is also scored as ``KIND+findings``: its scores
+plus w times the criteria-match agreement (``dermretr.evaluate.hybrid_scores``), w chosen per seed on the
+val cases against the train cases (``choose_findings_weight``).  It is its own method, never ``full``;
+``full+findings`` gets the same paired macro differences as ``full``.
+
 Targets, each judged by full's paired macro difference (95% CI above 0 = better, below 0 = worse, else
 not shown): the tiny composed model trains in under 5 minutes on 2 CPU cores; full is better than
-image-only, text-only and every floor on macro Recall@1 and mAP@10, and not worse than global-only.
+image-only, text-only and every floor on macro Recall@1 and mAP@10, and not worse than global-only;
+full+findings is better than every non-composed kind (image, text, late fusion, CLIP4Cir, global) and
+every floor.
 Prints a table and one JSON line.
 
     python benchmarks/bench_models.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full global image text]
