@@ -28,10 +28,17 @@ per-query metrics of the seeds are averaged, then:
 Query: the case's image plus its findings text (7-point criteria; never the diagnosis).
 Relevant: same ``--relevant`` (diagnosis_group by default); the query's own patient is excluded.
 
+With findings, the same trained models also answer modification queries (``--modify-per-case``, default
+3): a test case's image plus "with <a finding it does not have>" (``derive_triplets``, seeded per
+fold), relevant = gallery cases with that finding and the reference's diagnosis group; with the
+modify protocol's floors (its criteria_match ranks by the reference's findings after the change).
+The models are trained on the case protocol only; this asks whether their image side sees the
+findings a text names.
+
     python benchmarks/bench_real.py --data ph2:../shared/data/ph2 [--folds 5] [--seeds 0 1]
         [--kinds full global clip4cir late_fusion image text] [--epochs 15] [--image-size 128]
         [--backbone dermretr-tiny | hf-hub:ORG/NAME | local-dir:PATH] [--pretrained FILE]
-        [--alpha-grid 0 0.25 0.5 0.75 1] [--hair-augment 0.6]
+        [--alpha-grid 0 0.25 0.5 0.75 1] [--hair-augment 0.6] [--modify-per-case 3]
 
 Prints the tables and one JSON line.  With ``--out DIR`` the per-query table and the records are
 kept there.
@@ -57,15 +64,17 @@ from dermretr.data import load
 from dermretr.evaluate import (
     case_scores,
     choose_findings_weight,
+    derive_triplets,
     hybrid_scores,
     is_metrics_file,
     is_per_query_file,
     metric_records,
+    modify_search,
     paired_difference,
     results_table,
     scores_search,
 )
-from dermretr.floors import available_floors, floor_search
+from dermretr.floors import MODIFY_FLOORS, available_floors, floor_search, modify_floor_search
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -146,6 +155,10 @@ def main() -> None:
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
     parser.add_argument("--alpha-grid", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help="test-time local weights for full@alpha=val (none: skip full@alpha=0 and =val)")
+    parser.add_argument("--modify-per-case", type=int, default=3, metavar="N",
+                        help="with findings: also ask up to N derived modification queries per test case "
+                             "('with irregular streaks'; dermretr.evaluate.derive_triplets) of every trained model "
+                             "and floor (0: skip)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="keep runs, per-query table and records here")
@@ -172,11 +185,19 @@ def main() -> None:
     alphas: dict[str, list[float]] = {"learned": [], "chosen on val": []}
     weights: dict[str, list[float]] = {}  # findings weights chosen on val, per kind
     t_all = time.perf_counter()
+    modify_pq: dict[str, list[pd.DataFrame]] = {}  # the same for derived modification queries
+    triplets = {}
     for fold, table in enumerate(tables):
         for floor in floors:
             pq, _ = floor_search(table, floor, query_split="test", relevant=args.relevant, ks=KS,
                                  gallery_splits=("train", "val"))
             per_query.setdefault(f"floor:{floor}", []).append(pq.assign(fold=fold, seed=-1))
+        if with_findings and args.modify_per_case > 0:  # the same queries for every seed and kind
+            triplets[fold] = derive_triplets(table, split="test", seed=args.fold_seed + fold,
+                                             max_per_case=args.modify_per_case)
+            for floor in MODIFY_FLOORS:
+                pq, _ = modify_floor_search(table, floor, triplets[fold], split="test", ks=KS)
+                modify_pq.setdefault(f"floor:{floor}", []).append(pq.assign(fold=fold, seed=-1))
     for seed in args.seeds:
         for fold, table in enumerate(tables):
             for kind in args.kinds:
@@ -203,6 +224,9 @@ def main() -> None:
                     weights.setdefault(kind, []).append(weight)
                     pq = scores_search(q, g, hybrid_scores(q, g, s, weight), exclude, relevant=args.relevant, ks=KS)
                     per_query.setdefault(f"{kind}+findings", []).append(pq.assign(fold=fold, seed=seed))
+                if fold in triplets:
+                    pq, _ = modify_search(cached, table, triplets[fold], split="test", ks=KS)
+                    modify_pq.setdefault(kind, []).append(pq.assign(fold=fold, seed=seed))
                 if kind == "full" and with_findings:  # the ablation over fixed weights
                     for w in args.hybrid_weights:
                         pq = scores_search(q, g, hybrid_scores(q, g, s, w), exclude, relevant=args.relevant, ks=KS)
@@ -223,63 +247,98 @@ def main() -> None:
                 print(f"seed {seed} fold {fold} {kind}: best epoch {result.best.get('epoch')} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-    # every case is a query once per seed: average each query's metrics over the seeds
-    metric_cols = [c for c in per_query[next(iter(per_query))][0].columns if "@" in c or c == "mrr"]
-    averaged = {}
-    for method, parts in per_query.items():
-        frame = pd.concat(parts, ignore_index=True)
-        info = [c for c in frame.columns if c not in metric_cols and c not in ("fold", "seed")]
-        averaged[method] = frame.groupby("case_id", sort=True, observed=True).agg(
-            {**{c: "first" for c in info if c != "case_id"}, **{c: "mean" for c in metric_cols}}).reset_index()
-    records = []
-    for method, pq in averaged.items():
-        name = method.removeprefix("floor:")
-        records += metric_records(pq, run=method, method=name, protocol="case", n_boot=args.n_boot,
-                                  average=("micro", "macro"))
-    table = results_table(records)
-    diffs = []
-    for lead in ("full", "full+findings"):  # the composed model, and its hybrid with the findings match
-        for method, pq in averaged.items() if lead in averaged else ():
-            if method == lead:
-                continue
-            for average in ("micro", "macro"):
-                d = paired_difference(averaged[lead], pq, metrics=SHOWN, n_boot=args.n_boot, average=average)
-                diffs.append(d.rename_axis("metric").reset_index().assign(lead=lead, vs=method, average=average))
-    diff_table = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+    # every query is asked once per seed: average each query's metrics over the seeds
+    averaged = seed_average(per_query, ["case_id"])
+    records, diff_table = summarise(averaged, "case", args.n_boot)
     counts = cases[args.relevant].value_counts().to_dict()
     print(f"\n{args.data}: {len(cases)} cases, {args.folds}-fold CV by patient (every case a query once), "
           f"relevant = same {args.relevant} {counts}; seeds {args.seeds}; {args.epochs} epochs, "
           f"{args.image_size} px, backbone {args.backbone}")
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", 200):
-        shown = [c for c in table.columns if c.split(" ")[0] in SHOWN] + ["queries"]
-        print(table[[c for c in shown if c in table.columns]].to_string())
-        if len(diff_table):
-            for lead, part in diff_table.groupby("lead", sort=False):
-                print(f"\n{lead} minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
-                print(part.drop(columns="lead").to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+    show(records, diff_table)
+    mod_averaged, mod_records, mod_diffs = {}, [], pd.DataFrame()
+    if modify_pq:
+        mod_averaged = seed_average(modify_pq, ["case_id", "modification_text"])
+        mod_records, mod_diffs = summarise(mod_averaged, "modify", args.n_boot)
+        n_mod = len(next(iter(mod_averaged.values())))
+        print(f"\nModification queries (derived: a test reference image + 'with <finding>', up to "
+              f"{args.modify_per_case} per reference, {n_mod} in all; relevant = gallery cases with that finding "
+              "and the reference's diagnosis group):")
+        show(mod_records, mod_diffs)
     if outputs:  # written atomically: a crash or a full disk leaves the previous file or none, never half of one
         with atomic_path(outputs["per_query"]) as part:
             # dermretr's per-query layout (run, method, protocol first), so is_per_query_file knows it again
-            pd.concat([pq.assign(run=m, method=m.removeprefix("floor:"), protocol="case")
+            pd.concat([pq.assign(run=m, method=m.removeprefix("floor:"), protocol=protocol)
                        [["run", "method", "protocol", *pq.columns.drop(["run", "method", "protocol"], errors="ignore")]]
-                       for m, pq in averaged.items()]).to_csv(part, index=False)
+                       for protocol, tables in (("case", averaged), ("modify", mod_averaged))
+                       for m, pq in tables.items()]).to_csv(part, index=False)
         with atomic_path(outputs["records"]) as part:
-            part.write_text(json.dumps(records, indent=1, default=str))
+            part.write_text(json.dumps(records + mod_records, indent=1, default=str))
     summary = {"benchmark": "real", "data": args.data, "cases": len(cases), "folds": args.folds,
                "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size,
                "backbone": args.backbone, "relevant": args.relevant,
                "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
                "best_epochs": best_epochs, "alphas": alphas,
                "findings_weights": weights, "wall_s": round(time.perf_counter() - t_all, 1),
-               "results": {r["run"] + ("" if r.get("average", "micro") == "micro" else " (macro)") + " "
-                           + (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]):
-                           [round(r["value"], 4), r["ci_low"] and round(r["ci_low"], 4),
-                            r["ci_high"] and round(r["ci_high"], 4)]
-                           for r in records if (f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"])
-                           in SHOWN},
-               "paired": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                          for row in diff_table.to_dict("records")]}
+               "results": _results(records),
+               "paired": _rounded(diff_table), "modify_results": _results(mod_records),
+               "modify_paired": _rounded(mod_diffs)}
     print(json.dumps(summary))
+
+
+def seed_average(per_query: dict[str, list[pd.DataFrame]], keys: list[str]) -> dict[str, pd.DataFrame]:
+    """Each method's per-query metrics averaged over the training seeds (a query = one value of ``keys``)."""
+    averaged = {}
+    for method, parts in per_query.items():
+        frame = pd.concat(parts, ignore_index=True)
+        metric_cols = [c for c in frame.columns if "@" in c or c == "mrr"]
+        info = [c for c in frame.columns if c not in metric_cols and c not in ("fold", "seed", *keys)]
+        averaged[method] = frame.groupby(keys, sort=True, observed=True).agg(
+            {**{c: "first" for c in info}, **{c: "mean" for c in metric_cols}}).reset_index()
+    return averaged
+
+
+def summarise(averaged: dict[str, pd.DataFrame], protocol: str, n_boot: int) -> tuple[list[dict], pd.DataFrame]:
+    """Micro and macro records of every method, and the paired differences of full and full+findings."""
+    records = []
+    for method, pq in averaged.items():
+        records += metric_records(pq, run=method, method=method.removeprefix("floor:"), protocol=protocol,
+                                  n_boot=n_boot, average=("micro", "macro"))
+    diffs = []
+    for lead in ("full", "full+findings"):  # the composed model, and its hybrid with the findings match
+        for method, pq in averaged.items() if lead in averaged else ():
+            if method == lead:
+                continue
+            for average in ("micro", "macro"):
+                d = paired_difference(averaged[lead], pq, metrics=SHOWN, n_boot=n_boot, average=average)
+                diffs.append(d.rename_axis("metric").reset_index().assign(lead=lead, vs=method, average=average))
+    return records, pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+
+
+def show(records: list[dict], diff_table: pd.DataFrame) -> None:
+    table = results_table(records)
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", 200):
+        shown = [c for c in table.columns if c.split(" ")[0] in SHOWN] + ["queries"]
+        print(table[[c for c in shown if c in table.columns]].to_string())
+        for lead, part in diff_table.groupby("lead", sort=False) if len(diff_table) else ():
+            print(f"\n{lead} minus each method, paired over the same queries (95% bootstrap CI, sign-flip p):")
+            print(part.drop(columns="lead").to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+
+
+def _results(records: list[dict]) -> dict[str, list]:
+    """The shown metrics of ``records`` for the JSON line: value, CI low, CI high."""
+    out = {}
+    for r in records:
+        metric = f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]
+        if metric in SHOWN:
+            name = r["run"] + ("" if r.get("average", "micro") == "micro" else " (macro)") + " " + metric
+            out[name] = [round(r["value"], 4), r["ci_low"] and round(r["ci_low"], 4),
+                         r["ci_high"] and round(r["ci_high"], 4)]
+    return out
+
+
+def _rounded(diff_table: pd.DataFrame) -> list[dict]:
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in diff_table.to_dict("records")]
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_image_ids_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[3]["image_id"] = name
     msg = error_message(load_ham10000, _dataset(tmp_path / "ham", rows=rows, image_rows={0, 1, 2, 4, 5, 6, 7, 8}))
-    assert_mentions(msg, "HAM10000_metadata.csv: image names at line 5 (", name)
+    assert_mentions(msg, "HAM10000_metadata.csv: column 'image_id' has image names at line 5 (", name)
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

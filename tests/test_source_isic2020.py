@@ -146,7 +146,7 @@ def test_image_names_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[2]["image_name"] = name
     msg = error_message(load_isic2020, _dataset(tmp_path / "isic", rows=rows, image_rows={0, 1, 3, 4, 5, 6, 7, 8}))
-    assert_mentions(msg, f"{CSV}: image names at line 4 (", name)
+    assert_mentions(msg, f"{CSV}: column 'image_name' has image names at line 4 (", name)
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

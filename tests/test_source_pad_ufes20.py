@@ -154,7 +154,7 @@ def test_image_names_must_not_leave_the_folder(tmp_path, name):
     rows = [dict(r) for r in ROWS]
     rows[1]["img_id"] = name
     msg = error_message(load_pad_ufes20, _dataset(tmp_path / "pad", rows=rows, image_rows={0, 2, 3, 4, 5}))
-    assert_mentions(msg, "metadata.csv: image names at line 3 (", repr(name))
+    assert_mentions(msg, "metadata.csv: column 'img_id' has image names at line 3 (", repr(name))
 
 
 def test_missing_images_warn_raise_keep(tmp_path):

@@ -152,8 +152,8 @@ def locate_all(root: Path, rels: pd.Series, path: Where) -> tuple[list[str], lis
     return out, found, repaired
 
 
-def check_image_names(names: pd.Series, root: Path, path: Where) -> None:
-    """Refuse image names that are not bare file names (path separators, '..', absolute paths)."""
+def check_image_names(names: pd.Series, root: Path, path: Where, column: str) -> None:
+    """Refuse image names (from ``column`` of ``path``) that are not bare file names (separators, '..', absolute)."""
     text = names.astype(str)
     escapes = (
         text.str.startswith(("/", "\\"))
@@ -165,7 +165,7 @@ def check_image_names(names: pd.Series, root: Path, path: Where) -> None:
                           (nested, "contain a path separator")):
         if mask.any():
             raise DermretrError(
-                f"{path}: image names at {describe_values(text[mask])} {problem}; "
+                f"{path}: column {column!r} has image names at {describe_values(text[mask])} that {problem}; "
                 "image names must be bare file names, found anywhere inside the dataset folder"
             )
 
@@ -193,14 +193,15 @@ def warn_case_mismatches(count: int, what: str, path: Where, stacklevel: int = 2
 
 
 def find_by_name(root: Path, names: pd.Series, path: Where, what: str,
-                 suffixes: Sequence[str]) -> tuple[list[str], np.ndarray]:
+                 suffixes: Sequence[str], column: str) -> tuple[list[str], np.ndarray]:
     """Find every image by file name with one walk of ``root``.
 
     Returns the absolute image paths (for images not found: ``root/<name>``)
     and a boolean array of which were found; warns once (DataWarning) about
-    names matched only ignoring letter case.
+    names matched only ignoring letter case.  ``column`` is where ``path``
+    holds the names (named by errors).
     """
-    check_image_names(names, root, path)
+    check_image_names(names, root, path, column)
     index = FileIndex(root, suffixes=suffixes)
     exact = index.exact
     name_list = names.tolist()

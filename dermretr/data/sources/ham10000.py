@@ -193,7 +193,7 @@ def load_ham10000(
         lambda v: DX_TYPES.get(v.lower().replace("-", "_"), "") if isinstance(v, str) else "")]
         if "dx_type" in meta.columns else [])
 
-    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
+    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES, "image_id")
 
     cases = meta.copy()
     if age is not None:

@@ -216,7 +216,7 @@ def load_isic2020(
 
     findings = site_age_sex_phrases(meta, "anatom_site_general_challenge", age, "sex", _SITES)
 
-    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
+    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES, "image_name")
 
     cases = meta.drop(columns=["patient_id", "diagnosis"])
     if age is not None:

@@ -204,7 +204,7 @@ def load_pad_ufes20(
     biopsy = ([parse_flag(meta, "biopsed", path).map(lambda v: "biopsy-proven" if v is True else "")]
               if "biopsed" in meta.columns else [])
 
-    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES)
+    image_paths, found = find_by_name(root, names, path, SOURCE, _IMAGE_SUFFIXES, "img_id")
 
     cases = meta.drop(columns=["patient_id"])
     if age is not None:
