@@ -38,7 +38,7 @@ findings a text names.
     python benchmarks/bench_real.py --data ph2:../shared/data/ph2 [--folds 5] [--seeds 0 1]
         [--kinds full global clip4cir late_fusion image text] [--epochs 15] [--image-size 128]
         [--backbone dermretr-tiny | hf-hub:ORG/NAME | local-dir:PATH] [--pretrained FILE]
-        [--alpha-grid 0 0.25 0.5 0.75 1] [--hair-augment 0.6] [--modify-per-case 3]
+        [--alpha-grid 0 0.25 0.5 0.75 1] [--hair-augment 0.6] [--modify-per-case 3] [--finding-triplets]
 
 Prints the tables and one JSON line.  With ``--out DIR`` the per-query table and the records are
 kept there.
@@ -152,6 +152,8 @@ def main() -> None:
                         help="probability of drawn hairs on a training view (dermretr train --hair-augment; 0: off)")
     parser.add_argument("--tone-triplets", action="store_true",
                         help="train with tone triplets too (only matters for sets with skin-type labels)")
+    parser.add_argument("--finding-triplets", action="store_true",
+                        help="train with finding triplets too ('this case, with irregular streaks'; needs findings)")
     parser.add_argument("--hybrid-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0])
     parser.add_argument("--alpha-grid", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help="test-time local weights for full@alpha=val (none: skip full@alpha=0 and =val)")
@@ -206,6 +208,7 @@ def main() -> None:
                                   batch_size=args.batch_size, image_size=args.image_size, backbone=args.backbone,
                                   pretrained=args.pretrained, seed=seed, device=args.device, progress=False,
                                   text_skip=not args.no_text_skip, tone_triplets=args.tone_triplets,
+                                  finding_triplets=args.finding_triplets,
                                   hair_augment=args.hair_augment,
                                   resume=(run / "checkpoints" / "last.pt").is_file())  # a rerun continues
                 start = time.perf_counter()

@@ -239,3 +239,79 @@ def test_fit_or_load_refuses_a_folder_of_the_users(small_data, tmp_path):
     with pytest.raises(DermretrError, match="thesis.docx"):
         fit_or_load(_cfg(small_data, mine))
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.docx"]
+
+
+# ----------------------------------------------------------------------------- finding triplets
+
+
+def _finding_table():
+    import pandas as pd
+
+    rows = [  # case, patient, group, pigment network, streaks
+        ("a", "P1", "MEL", "atypical", "irregular"),
+        ("b", "P2", "MEL", "typical", "absent"),
+        ("c", "P3", "MEL", "atypical", "absent"),
+        ("d", "P1", "MEL", "typical", None),        # a's patient
+        ("e", "P4", "NEV", "typical", "absent"),
+        ("f", "P5", "NEV", None, None),
+    ]
+    return pd.DataFrame(rows, columns=["case_id", "patient_id", "diagnosis_group", "pigment_network", "streaks"])
+
+
+def test_finding_triplets_ask_for_a_finding_that_a_case_of_the_group_has():
+    from dermretr.evaluate import derive_triplets
+    from dermretr.train import derive_finding_triplets
+
+    cases = _finding_table()
+    t = derive_finding_triplets(cases, seed=3, per_case=2)
+    by_id = cases.set_index("case_id")
+    assert len(t) > 0 and set(t["reference_case_id"]) <= {"a", "b", "c", "d"}  # NEV: e's findings, no other NEV has
+    for r in t.itertuples():
+        ref, tgt = by_id.loc[r.reference_case_id], by_id.loc[r.target_case_id]
+        assert tgt[r.criterion] == r.to_value != ref[r.criterion]  # the target has what the text asks for
+        assert tgt["diagnosis_group"] == ref["diagnosis_group"] == r.relevant_value
+        assert tgt["patient_id"] != ref["patient_id"]
+    # b asks for irregular streaks: only a has them, and d (a's patient) is never a target of a
+    asked = t[(t["reference_case_id"] == "b") & (t["criterion"] == "streaks")]
+    assert asked["target_case_id"].tolist() == ["a"] and "d" not in t.loc[t["reference_case_id"] == "a",
+                                                                              "target_case_id"].tolist()
+    # the modify protocol's own texts for the same draws, and the same triplets for the same seed
+    texts = derive_triplets(cases.assign(split="train"), split="train", seed=3, max_per_case=2,
+                            gallery_splits=("train",))["modification_text"]
+    assert t["modification_text"].tolist() == texts.tolist() and t.equals(derive_finding_triplets(cases, 3, per_case=2))
+    assert derive_finding_triplets(cases.drop(columns=["pigment_network", "streaks"])).empty
+
+
+def test_training_triplets_with_findings_and_their_positives():
+    import numpy as np
+    import pandas as pd
+
+    from dermretr.train._triplets import training_triplets, triplet_positives
+
+    cases = pd.concat([_finding_table()] * 2, ignore_index=True)
+    cases["case_id"] = [f"c{i}" for i in range(len(cases))]
+    cases["patient_id"] = [f"p{i}" for i in range(len(cases))]
+    train_idx = np.arange(8)  # the last four cases are not training cases
+    t = training_triplets("derm7pt:/nowhere", cases, train_idx, seed=0, tone_wanted=False, findings_wanted=True)
+    assert len(t) > 0 and set(t["ref"]) | set(t["tgt"]) <= set(train_idx.tolist())
+    for r in t.itertuples():
+        group, ask = r.key.split("|")
+        criterion, value = ask.split("=")
+        assert cases.at[r.tgt, criterion] == value and cases.at[r.tgt, "diagnosis_group"] == group
+        assert r.key in r.target_key.split(";")  # its own target answers it
+    # every in-batch target with the group and the finding answers a finding query, whichever triplet brought it
+    pos = triplet_positives(t)
+    for i, r in enumerate(t.itertuples()):
+        answers = [r.key in k.split(";") for k in t["target_key"]]
+        assert pos[i].tolist() == [a or tg == r.tgt for a, tg in zip(answers, t["tgt"])]
+    assert not training_triplets("derm7pt:/nowhere", cases, train_idx, seed=0, tone_wanted=False).size
+
+
+def test_fit_with_finding_triplets(small_data, tmp_path):
+    result = fit(_cfg(small_data, tmp_path / "run", epochs=1, finding_triplets=True))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["finding_triplets"] is True
+    assert "modification" in result.history[0]
+    from dermretr.cli import build_parser
+
+    parsed = vars(build_parser().parse_args(["train", "--data", "d", "--out", "o", "--finding-triplets"]))
+    assert parsed["finding_triplets"] is True

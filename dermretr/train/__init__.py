@@ -16,6 +16,10 @@ on a case table (``TrainConfig.data`` is a ``SOURCE:PATH`` spec):
   findings), target = a training case of its diagnosis group in that range;
   every in-batch target of that group and range is a positive (whichever
   triplet brought it), and a modification's exact target is its positive;
+* finding triplets (:func:`derive_finding_triplets`, with ``modifications`` and ``finding_triplets`` (off by
+  default), when the training cases have annotated 7-point findings): query = (reference image, "with
+  irregular streaks"), target = a training case of its group with that finding; every in-batch target of
+  that group and finding is a positive;
 * class-balanced sampling, mild augmentation (crops, flips, small colour
   jitter), mixed precision on CUDA, fixed seeds;
 * each epoch: a progress bar with the loss, validation Recall@K / mAP@K with
@@ -101,15 +105,15 @@ if TYPE_CHECKING:
     from ._fit import fit, fit_or_load
     from ._loop import TrainResult
     from ._runs import is_run_folder, run_data
-    from ._triplets import derive_tone_triplets
+    from ._triplets import derive_finding_triplets, derive_tone_triplets
 
 __all__ = ["TrainConfig", "fit", "fit_or_load", "TrainResult", "RESUME_KEYS_FREE", "config_from_dict",
-           "read_run_config", "field_docs", "derive_tone_triplets", "is_run_folder", "run_data", "GlobalBatches",
-           "RankStopped"]
+           "read_run_config", "field_docs", "derive_tone_triplets", "derive_finding_triplets", "is_run_folder",
+           "run_data", "GlobalBatches", "RankStopped"]
 
 #: Names loaded on first use: they need torch, which TrainConfig (and so ``dermretr --help``) does not.
 _LAZY = {"fit": "._fit", "fit_or_load": "._fit", "TrainResult": "._loop", "is_run_folder": "._runs",
-         "run_data": "._runs", "derive_tone_triplets": "._triplets", "GlobalBatches": "._distributed",
-         "RankStopped": "._distributed"}
+         "run_data": "._runs", "derive_tone_triplets": "._triplets", "derive_finding_triplets": "._triplets",
+         "GlobalBatches": "._distributed", "RankStopped": "._distributed"}
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)

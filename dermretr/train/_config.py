@@ -39,7 +39,7 @@ DEFAULT_ALPHA = 0.6
 _DEVICE_RE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
 _STR_FIELDS = ("data", "out", "model", "backbone", "balance_by", "select_metric", "device")
 _BOOL_FIELDS = ("learn_alpha", "freeze_backbone", "text_skip", "balanced", "augment", "modifications", "tone_triplets",
-                "resume", "progress")
+                "finding_triplets", "resume", "progress")
 #: integer fields and their least value
 _INT_FIELDS = {"epochs": 1, "batch_size": 2, "image_size": 1, "n_masks": 1, "seed": 0, "num_workers": 0}
 #: float fields: (least value, whether the least value itself is allowed, greatest value or None)
@@ -111,6 +111,10 @@ class TrainConfig:
     tone_triplets : bool
         With modifications: also tone triplets ("this case, on darker skin", derived from skin-type labels in two
         ranges or more), needed for the tone protocol at a cost to case and modification search.
+    finding_triplets : bool
+        With modifications: also finding triplets ("this case, with irregular streaks": a training case of the
+        same group with that annotated finding is the answer; derived from 7-point findings, e.g. Derm7pt or
+        PH2), so that the image side learns to see the findings a text names.
     patient_weight : float
         Weight of the optional SLIMP-style patient-level loss term (0 = off).
     word_region_weight : float
@@ -163,6 +167,7 @@ class TrainConfig:
     hair_augment: float = 0.0
     modifications: bool = True
     tone_triplets: bool = False
+    finding_triplets: bool = False
     patient_weight: float = 0.0
     word_region_weight: float = 0.0
     select_metric: str = "map@10"

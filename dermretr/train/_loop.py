@@ -208,7 +208,8 @@ def _setup(config: TrainConfig, cases: pd.DataFrame | None, cluster: Cluster, de
     images = cache_images(cases["image_path"].tolist(), backbone.image_size, config.progress and cluster.main)
     pairs = Pairs([images[i] for i in train_idx], base_tf, aug_tf)
     groups = train_cases["diagnosis_group"].astype(str).to_numpy()
-    triplets = (training_triplets(config.data, cases, train_idx, config.seed, tone_wanted=config.tone_triplets)
+    triplets = (training_triplets(config.data, cases, train_idx, config.seed, tone_wanted=config.tone_triplets,
+                                  findings_wanted=config.finding_triplets)
                 if config.modifications else None)
 
     groups_, params = param_groups(model, config)

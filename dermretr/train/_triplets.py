@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from ..data import parse_spec
-from ..data.vocab import TEXT_STYLES, TONE_RANGES, TONE_STYLES, tone_findings, tone_query_text
-from ..evaluate import tone_ranges
+from ..data.vocab import TEXT_STYLES, TONE_RANGES, TONE_STYLES, criteria_of, tone_findings, tone_query_text
+from ..evaluate import derive_triplets, findings_columns, tone_ranges
 
-__all__ = ["derive_tone_triplets", "read_triplets", "training_triplets", "triplet_positives", "TONE_TRIPLET_COLUMNS"]
+__all__ = ["derive_tone_triplets", "derive_finding_triplets", "read_triplets", "training_triplets", "triplet_positives",
+           "TONE_TRIPLET_COLUMNS", "FINDING_TRIPLET_COLUMNS"]
 
 
 def read_triplets(data: str, cases: pd.DataFrame) -> pd.DataFrame:
@@ -108,44 +109,104 @@ def derive_tone_triplets(cases: pd.DataFrame, seed: int = 0, relevant: str = "di
     return pd.DataFrame(rows, columns=TONE_TRIPLET_COLUMNS)
 
 
-def training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, seed: int,
-                       tone_wanted: bool = True) -> pd.DataFrame:
-    """DermSynth's modification triplets and the tone triplets among training cases.
+FINDING_TRIPLET_COLUMNS = ["reference_case_id", "target_case_id", "modification_text", "criterion", "to_value",
+                           "relevant_value"]
 
-    Columns: ``ref``, ``tgt`` (rows of ``cases``), ``text``, ``key`` (what a tone query asks for,
-    ``"group|range"``; empty for a modification, which asks for its exact target) and ``target_key`` (the
-    target's own ``"group|range"``).  See :func:`triplet_positives`.
+
+def derive_finding_triplets(cases: pd.DataFrame, seed: int = 0, relevant: str = "diagnosis_group",
+                            per_case: int = 1) -> pd.DataFrame:
+    """Finding triplets of training cases: "this case, with irregular streaks" and a case that answers it.
+
+    The training counterpart of the modify protocol's derived queries
+    (:func:`~dermretr.evaluate.derive_triplets`, same texts): for each case
+    with annotated 7-point findings, up to ``per_case`` criteria get a value
+    the case does not have and that a case of its ``relevant`` value (another
+    patient) has; one such case is the target.  They teach the image side to
+    see a finding a text names, which case search alone hardly asks for.
+    Without findings the table is empty.
+
+    >>> cases = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"),
+    ...     "diagnosis_group": ["MEL", "MEL", "MEL", "NEV"],
+    ...     "streaks": ["irregular", "absent", "absent", "irregular"]})
+    >>> t = derive_finding_triplets(cases)
+    >>> t[["reference_case_id", "target_case_id", "criterion", "to_value"]].to_numpy().tolist()
+    [['a', 'c', 'streaks', 'absent'], ['b', 'a', 'streaks', 'irregular'], ['c', 'a', 'streaks', 'irregular']]
+    """
+    if not findings_columns(cases) or relevant not in cases.columns:
+        return pd.DataFrame(columns=FINDING_TRIPLET_COLUMNS)
+    table = cases.assign(split="train", diagnosis_group=cases[relevant].astype(str))  # derive_triplets' grouping
+    queries = derive_triplets(table, split="train", seed=seed, max_per_case=per_case, gallery_splits=("train",))
+    rng = random.Random(seed)
+    ids = cases["case_id"].astype(str).to_numpy()
+    patients = cases["patient_id"].astype(str).to_numpy()
+    values = table["diagnosis_group"].to_numpy()
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    known = [criteria_of(row) for _, row in cases.iterrows()]
+    rows = []
+    for ref, text, criterion, to_value in queries[["reference_case_id", "modification_text", "criterion",
+                                                   "to_value"]].itertuples(index=False):
+        i = row_of[str(ref)]
+        has = np.fromiter((k.get(str(criterion)) == to_value for k in known), dtype=bool, count=len(known))
+        options = np.flatnonzero((values == values[i]) & (patients != patients[i]) & has)
+        j = int(options[rng.randrange(len(options))])  # derive_triplets only asks for values such a case has
+        rows.append([ids[i], ids[j], text, criterion, to_value, str(values[i])])
+    return pd.DataFrame(rows, columns=FINDING_TRIPLET_COLUMNS)
+
+
+def training_triplets(data: str, cases: pd.DataFrame, train_idx: np.ndarray, seed: int,
+                       tone_wanted: bool = True, findings_wanted: bool = False) -> pd.DataFrame:
+    """DermSynth's modification triplets, and the tone and finding triplets among training cases.
+
+    Columns: ``ref``, ``tgt`` (rows of ``cases``), ``text``, ``key`` (what a derived query asks for:
+    ``"group|range"`` for a tone query, ``"group|criterion=value"`` for a finding query; empty for a
+    DermSynth modification, which asks for its exact target) and ``target_key`` (the target's own keys,
+    joined by ``";"``).  See :func:`triplet_positives`.
     """
     mods = read_triplets(data, cases)
     train_set = set(train_idx.tolist())
     mods = mods[mods["ref"].isin(train_set) & mods["tgt"].isin(train_set)].assign(key="")
-    tone = (derive_tone_triplets(cases.iloc[train_idx].reset_index(drop=True), seed=seed) if tone_wanted
+    train_cases = cases.iloc[train_idx].reset_index(drop=True)
+    tone = (derive_tone_triplets(train_cases, seed=seed) if tone_wanted
             else pd.DataFrame(columns=TONE_TRIPLET_COLUMNS))
+    finding = (derive_finding_triplets(train_cases, seed=seed) if findings_wanted
+               else pd.DataFrame(columns=FINDING_TRIPLET_COLUMNS))
     pos = {cid: i for i, cid in enumerate(cases["case_id"].astype(str))}
     tone = pd.DataFrame({"ref": tone["reference_case_id"].map(pos), "tgt": tone["target_case_id"].map(pos),
                          "text": tone["modification_text"],
                          "key": tone["relevant_value"] + "|" + tone["target_range"], "scale": tone["scale"]})
-    out = pd.concat([mods, tone], ignore_index=True).astype({"ref": int, "tgt": int, "key": str})
-    target_key = np.full(len(cases), "", dtype=object)
+    finding = pd.DataFrame({"ref": finding["reference_case_id"].map(pos), "tgt": finding["target_case_id"].map(pos),
+                            "text": finding["modification_text"],
+                            "key": finding["relevant_value"] + "|" + finding["criterion"] + "=" + finding["to_value"]})
+    out = pd.concat([mods, tone, finding], ignore_index=True).astype({"ref": int, "tgt": int, "key": str})
+    groups = cases["diagnosis_group"].astype(str).to_numpy()
+    keys: list[list[str]] = [[] for _ in range(len(cases))]
     if len(tone):
         ranges = tone_ranges(cases, str(tone["scale"].iloc[0]))
-        groups = cases["diagnosis_group"].astype(str).to_numpy()
-        target_key = np.array([f"{g}|{r}" if r is not None else "" for g, r in zip(groups, ranges)], dtype=object)
+        for k, (g, r) in enumerate(zip(groups, ranges)):
+            if r is not None:
+                keys[k].append(f"{g}|{r}")
+    if len(finding):
+        for k, (_, row) in enumerate(cases.iterrows()):
+            keys[k] += [f"{groups[k]}|{c}={v}" for c, v in criteria_of(row).items()]
+    target_key = np.array([";".join(k) for k in keys], dtype=object)
     return out.drop(columns="scale", errors="ignore").assign(target_key=target_key[out["tgt"].to_numpy()])
 
 
 def triplet_positives(batch: pd.DataFrame) -> np.ndarray:
     """Which in-batch targets answer each triplet query.
 
-    Its own target image (any triplet), and for a tone query every target of the group and skin-tone range it
-    asks for (whichever triplet brought it).
+    Its own target image (any triplet), and for a tone or finding query every target with the group and
+    skin-tone range, or the group and finding, it asks for (whichever triplet brought it).
 
-    >>> batch = pd.DataFrame({"tgt": [5, 5, 7, 8], "key": ["", "MEL|V-VI", "MEL|V-VI", ""],
-    ...                       "target_key": ["MEL|V-VI", "MEL|V-VI", "MEL|V-VI", "NEV|I-II"]})
+    >>> batch = pd.DataFrame({"tgt": [5, 5, 7, 8], "key": ["", "MEL|V-VI", "MEL|streaks=absent", ""],
+    ...                       "target_key": ["MEL|V-VI;MEL|streaks=absent", "MEL|V-VI;MEL|streaks=absent",
+    ...                                      "MEL|V-VI;MEL|streaks=absent", "NEV|I-II;NEV|streaks=absent"]})
     >>> triplet_positives(batch).astype(int).tolist()
     [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
     """
     tgt = batch["tgt"].to_numpy()
-    key, target_key = batch["key"].to_numpy(dtype=object), batch["target_key"].to_numpy(dtype=object)
-    return (tgt[:, None] == tgt[None, :]) | ((key[:, None] != "") & (key[:, None] == target_key[None, :]))
+    key = batch["key"].to_numpy(dtype=object)
+    target_keys = [set(str(k).split(";")) - {""} for k in batch["target_key"].to_numpy(dtype=object)]
+    answers = np.array([[k != "" and k in tk for tk in target_keys] for k in key], dtype=bool).reshape(len(key), -1)
+    return (tgt[:, None] == tgt[None, :]) | answers
 
