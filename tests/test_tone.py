@@ -297,6 +297,15 @@ def test_tone_floors_match_hand_computed_expectations():
         evaluate_floors(cases, ["nearest"], protocol="tone")
     with pytest.raises(DermretrError, match="unknown tone floor"):
         tone_floor_search(cases, "nearest")
+    # ties: the target range is one tie of filter_only; the worst and best orders inside it bound the expectation
+    worst, _ = tone_floor_search(cases, "filter_only", ks=(1,), ties="pessimistic")
+    best, _ = tone_floor_search(cases, "filter_only", ks=(1,), ties="optimistic")
+    assert worst["recall@1"].tolist() == [1.0, 0.0, 0.0, 1.0] and best["recall@1"].tolist() == [1.0] * 4
+    pq, _ = evaluate_floors(cases, ["filter_only", "random"], protocol="tone", ks=(1,), n_boot=0, ties="pessimistic")
+    assert pq[pq["method"] == "filter_only"]["recall@1"].tolist() == worst["recall@1"].tolist()
+    assert pq[pq["method"] == "random"]["recall@1"].tolist() == pytest.approx(random_pq["recall@1"].tolist())
+    with pytest.raises(DermretrError, match="ties must be one of"):
+        tone_floor_search(cases, "majority", ties="random")
 
 
 def test_tone_majority_floor_takes_the_majority_of_the_target_range_not_of_the_gallery():

@@ -399,7 +399,8 @@ def _modified_findings(mq: ModifyQueries) -> pd.DataFrame:
 
 def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test", *, scale: str = "fitzpatrick",
                       relevant: str = "diagnosis_group", ks: Sequence[int] = (1, 5, 10),
-                      gallery_splits: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+                      gallery_splits: Sequence[str] | None = None,
+                      ties: str = "expected") -> tuple[pd.DataFrame, dict[str, float]]:
     """A non-learned ranking on the "tone" protocol: per-query metrics like :func:`~dermretr.evaluate.tone_search`.
 
     Parameters
@@ -413,11 +414,14 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
         range first, in a uniformly random order (expected metrics), then
         the others; ``majority`` and ``criteria_match``: the target range
         first too, and within it the range's most common class first, or
-        by agreement of annotated findings (see the module's description;
-        equal scores as expected values).  No case outside the range is
-        relevant, so the order of the rest does not change the metrics.
+        by agreement of annotated findings (see the module's description).
+        No case outside the range is relevant, so the order of the rest does
+        not change the metrics.
     query_split, scale, relevant, ks, gallery_splits
         As :func:`~dermretr.evaluate.tone_search`.
+    ties : {"expected", "stable", "pessimistic", "optimistic"}
+        Order of equal scores, as :func:`floor_search` (``random`` is an
+        expectation and has no ties; ``filter_only``'s range is one tie).
 
     Returns
     -------
@@ -443,6 +447,8 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
     """
     if method not in TONE_FLOORS:
         raise DermretrError(f"unknown tone floor {method!r}; floors of the tone protocol: {', '.join(TONE_FLOORS)}")
+    if ties not in FLOOR_TIES:
+        raise DermretrError(f"ties must be one of {', '.join(FLOOR_TIES)}, got {ties!r}")
     ks = check_ks(ks)
     tq = tone_queries(cases, query_split, gallery_splits, scale=scale, relevant=relevant, texts=False)
     if method == "random":
@@ -452,7 +458,8 @@ def tone_floor_search(cases: pd.DataFrame, method: str, query_split: str = "test
         in_range = tq.gallery_range[None, :] == targets[:, None]
         # the range first (2 or more), then within the range and the rest the floor's own order (0 to 1)
         scores = 2.0 * in_range + _tone_secondary(tq, method, targets, relevant)
-        metrics = expected_tie_metrics(scores, tq.relevant, tq.exclude, ks=ks)
+        metrics = (expected_tie_metrics(scores, tq.relevant, tq.exclude, ks=ks) if ties == "expected"
+                   else rank_metrics(scores, tq.relevant, tq.exclude, ks=ks, ties=ties))
     per_query = attach_metrics(tq.info, metrics)
     per_query.insert(0, "method", method)
     return per_query, summarize_metrics(per_query)
@@ -497,7 +504,7 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
         (``by`` default: ``diagnosis_group``, ``target_range`` for the tone protocol);
         ``seed`` also derives modification triplets, as :func:`~dermretr.evaluate.evaluate_run`.
     ties
-        See :func:`floor_search` (the tone floors' ties are always expected values).
+        Order of equal scores: see :func:`floor_search`.
     protocol : {"case", "modify", "tone"}
         The case protocol's floors (:data:`FLOORS`), the modify protocol's
         (:data:`MODIFY_FLOORS`, :func:`modify_floor_search`) or the tone
@@ -556,7 +563,8 @@ def evaluate_floors(data, floors: Sequence[str] | None = None, *, split: str = "
     tables, records = [], []
     for name in floors:
         if protocol == "tone":
-            pq, _ = tone_floor_search(cases, name, query_split=split, scale=tone_scale, relevant=relevant, ks=ks)
+            pq, _ = tone_floor_search(cases, name, query_split=split, scale=tone_scale, relevant=relevant, ks=ks,
+                                      ties=ties)
         elif protocol == "modify":
             pq, _ = modify_floor_search(cases, name, triplets, split=split, ks=ks, seed=seed, ties=ties)
         else:
