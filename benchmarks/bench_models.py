@@ -31,7 +31,7 @@ every floor.
 Prints a table and one JSON line.
 
     python benchmarks/bench_models.py [--n-cases 1000] [--epochs 15] [--seeds 0 1 2] [--kinds full global image text]
-        [--ablate-text-skip] [--out DIR [--reuse]]
+        [--ablate-text-skip] [--finding-triplets] [--out DIR [--reuse]]
 
 ``--reuse`` evaluates the runs already in ``--out`` instead of training them again (their training
 time is then the sum of the epochs' training seconds from ``metrics.jsonl``, evaluation excluded).
@@ -85,6 +85,8 @@ def main() -> None:
                         help="also train full and global without the composers' text skip (kinds "
                              "'full:no-text-skip', 'global:no-text-skip'), paired against full")
     parser.add_argument("--tone-triplets", action="store_true", help="train with the tone triplets too")
+    parser.add_argument("--finding-triplets", action="store_true",
+                        help="train with finding triplets too ('this case, with irregular streaks')")
     parser.add_argument("--no-text-skip", action="store_true", help="composers without the text skip (ablation)")
     parser.add_argument("--reuse", action="store_true",
                         help="evaluate the finished runs in --out instead of training them again")
@@ -113,7 +115,7 @@ def main() -> None:
             out = tmp / (stem if len(args.seeds) == 1 else f"{stem}-seed{seed}")
             cfg = TrainConfig(data=f"synthetic:{root}", out=str(out), model=kind, image_size=args.image_size,
                               seed=seed, progress=False, device=args.device, text_skip=text_skip,
-                              tone_triplets=args.tone_triplets)
+                              tone_triplets=args.tone_triplets, finding_triplets=args.finding_triplets)
             if args.epochs:
                 cfg.epochs = args.epochs
             done = reused(out, cfg.epochs) if args.reuse else None
