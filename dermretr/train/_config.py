@@ -116,7 +116,8 @@ class TrainConfig:
         same group with that annotated finding is the answer; derived from 7-point findings, e.g. Derm7pt or
         PH2), so that the image side learns to see the findings a text names. On PH2 (three seeds) they lifted
         the composed model's case search by +0.037 [0.009, 0.066] macro mAP@10 and its modification queries
-        by +0.033 [0.021, 0.045], and the other fusion models by about as much (README).
+        by +0.033 [0.021, 0.045], and the other fusion models by about as much; on DermSynth, beside its
+        exact-target modification triplets, they cost 0.04 case mAP@10 and 0.31 modification mAP@10 (README).
     patient_weight : float
         Weight of the optional SLIMP-style patient-level loss term (0 = off).
     word_region_weight : float
