@@ -168,6 +168,8 @@ def main() -> None:
     bad = set(args.kinds) - set(KINDS)
     if bad:
         parser.error(f"unknown kinds {sorted(bad)}")
+    if args.modify_per_case < 0:
+        parser.error(f"--modify-per-case must be 0 (skip) or more, got {args.modify_per_case}")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
