@@ -64,6 +64,7 @@ from dermretr.evaluate import (
     summarize_metrics,
 )
 from dermretr.floors import available_floors, evaluate_floors
+from dermretr.models.embeddings import EncodingCache
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -126,7 +127,7 @@ def main() -> None:
                 start = time.perf_counter()
                 best_epoch = fit(cfg).best["epoch"]
                 seconds = time.perf_counter() - start
-            best = Retriever.load(out / "checkpoints" / "best.pt", device=args.device)
+            best = EncodingCache(Retriever.load(out / "checkpoints" / "best.pt", device=args.device))  # encoded once
             variants = {label: None}
             if label == "full":  # what each branch of the full model scores on its own
                 variants.update({"full:global-branch": 0.0, "full:local-branch": 1.0})

@@ -75,6 +75,7 @@ from dermretr.evaluate import (
     scores_search,
 )
 from dermretr.floors import MODIFY_FLOORS, available_floors, floor_search, modify_floor_search
+from dermretr.models.embeddings import EncodingCache
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -98,25 +99,6 @@ def fold_tables(cases: pd.DataFrame, folds: int, relevant: str, seed: int) -> li
         table["split"] = pd.Categorical(split, categories=["train", "val", "test"])
         tables.append(table)
     return tables
-
-
-class _Cached:
-    """A retriever's encodings, computed once per list of inputs (a test-time alpha changes only the scores)."""
-
-    def __init__(self, model):
-        self.model, self.memo = model, {}
-
-    def encode_queries(self, images, texts, **kwargs):
-        key = ("queries", tuple(images), tuple(texts))
-        if key not in self.memo:
-            self.memo[key] = self.model.encode_queries(images, texts, **kwargs)
-        return self.memo[key]
-
-    def encode_targets(self, images, **kwargs):
-        key = ("targets", tuple(images))
-        if key not in self.memo:
-            self.memo[key] = self.model.encode_targets(images, **kwargs)
-        return self.memo[key]
 
 
 def _macro_map10(pq: pd.DataFrame, relevant: str) -> float:
@@ -220,7 +202,7 @@ def main() -> None:
                 seconds[kind] = seconds.get(kind, 0.0) + time.perf_counter() - start
                 best_epochs.setdefault(kind, []).append(int(result.best.get("epoch", 0)))
                 model = Retriever.load(run / "checkpoints" / "best.pt", device=args.device)
-                cached = _Cached(model)
+                cached = EncodingCache(model)
                 q, g, s, exclude = case_scores(cached, table, "test", ("train", "val"))
                 pq = scores_search(q, g, s, exclude, relevant=args.relevant, ks=KS)
                 per_query.setdefault(kind, []).append(pq.assign(fold=fold, seed=seed))

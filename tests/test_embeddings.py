@@ -11,7 +11,7 @@ from index_fixtures import small_cases, small_targets
 
 from dermretr._errors import DermretrError
 from dermretr.index import CaseIndex
-from dermretr.models.embeddings import DEFAULT_ALPHA, Embeddings, convex_score
+from dermretr.models.embeddings import DEFAULT_ALPHA, Embeddings, EncodingCache, convex_score
 
 
 def _record(n=4, m=2, d=3, alpha=0.25, local=True) -> Embeddings:
@@ -139,3 +139,50 @@ def test_integer_arrays_from_older_code_become_float32():
 
     e = Embeddings.from_mapping({"global": np.eye(2, dtype=np.int64)})
     assert e.global_vectors.dtype == np.float32 and e.alpha == 0.0
+
+
+class _Counting:
+    """A stand-in retriever with local vectors that records every image (and text) it encodes."""
+
+    kind, alpha = "full", 0.3
+
+    def __init__(self):
+        self.targets, self.queries = [], []
+
+    @staticmethod
+    def _vectors(keys):
+        g = np.array([[float(sum(map(ord, k))), float(len(k))] for k in keys], np.float32)
+        return Embeddings(g, np.stack([g, 2 * g], axis=1), alpha=0.3)
+
+    def encode_targets(self, images, **_):
+        if not isinstance(images, list):
+            self.targets.append("batch")
+            return self._vectors(["x"] * len(images))
+        self.targets += images
+        return self._vectors(images)
+
+    def encode_queries(self, images, texts, **_):
+        self.queries += list(zip(images, texts))
+        return self._vectors([f"{i}|{t}" for i, t in zip(images, texts)])
+
+
+def test_encoding_cache_encodes_each_image_and_query_once_and_gives_the_same_records():
+    inner = _Counting()
+    model = EncodingCache(inner)
+    assert model.kind == "full" and model.alpha == 0.3  # the wrapped retriever's attributes
+    first = model.encode_targets(["a.png", "b.png"])
+    again = model.encode_targets(["b.png", "c.png", "a.png", "b.png"], batch_size=8)
+    plain = _Counting().encode_targets(["b.png", "c.png", "a.png", "b.png"])
+    np.testing.assert_array_equal(again.global_vectors, plain.global_vectors)
+    np.testing.assert_array_equal(again.local_vectors, plain.local_vectors)
+    assert again.alpha == 0.3 and len(first) == 2
+    assert inner.targets == ["a.png", "b.png", "c.png"]  # each image once, whatever the order or the repeats
+    model.encode_queries(["a.png", "a.png"], ["with streaks", "with veil"])
+    q = model.encode_queries(["a.png", "a.png"], ["with veil", "with streaks"])
+    assert inner.queries == [("a.png", "with streaks"), ("a.png", "with veil")]  # keyed by image and text
+    expected = _Counting().encode_queries(["a.png"] * 2, ["with veil", "with streaks"])
+    np.testing.assert_array_equal(q.global_vectors, expected.global_vectors)
+    # a batch that is not a list of paths (a tensor, PIL images) has no key: it is encoded every time
+    model.encode_targets(np.zeros((2, 3)))
+    model.encode_targets(np.zeros((2, 3)))
+    assert inner.targets.count("batch") == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from fixtures import write_dataset
@@ -245,3 +246,24 @@ def test_cli_evaluate_findings_weight(synth_root, runs, tmp_path, capsys):
     assert main([*base, "--findings-weight", "1", "--protocol", "modify"]) == 2  # refused before any encoding
     assert "a findings weight is for the case protocol, not 'modify'" in _one_line_error(capsys)
     assert not out.exists()
+
+
+def test_findings_weight_val_encodes_each_image_once(synth_cases):
+    class Counting:
+        kind = "full"
+
+        def __init__(self):
+            self.seen = []
+
+        def encode_targets(self, paths, **_):
+            self.seen += list(paths)
+            return self.encode_queries(paths, paths)
+
+        def encode_queries(self, paths, texts, **_):
+            return {"global": np.array([[float(len(p)), 1.0] for p in paths]), "local": None}
+
+    model = Counting()
+    evaluate_run("stand-in", synth_cases, "case", n_boot=0, findings_weight="val", retriever=model)
+    gallery = synth_cases[synth_cases["split"].astype(str).isin(["train", "val"])]["image_path"]
+    # the val search (gallery: train) and the test search (gallery: train + val) share the training images
+    assert sorted(model.seen) == sorted(gallery.tolist())

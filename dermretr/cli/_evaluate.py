@@ -47,8 +47,7 @@ def add_evaluate_command(sub) -> None:
     evaluate.add_argument("--findings-weight", type=parse_findings_weight, default=None, metavar="W|val",
                           help="case protocol, data with annotated 7-point findings: also score each run plus W "
                                "times the findings agreement of criteria_match, as its own row RUN+findings "
-                               "(val: W chosen on the val cases against the train cases, 0 to 8; each run is "
-                               "encoded again for it)")
+                               "(val: W chosen on the val cases against the train cases, 0 to 8)")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -132,17 +131,23 @@ def cmd_evaluate(args) -> int:
     records, per_query, weights = [], [], dict[str, float]()
     tone_args = (scale, style) if tone is not None else ("fitzpatrick", "scale")  # evaluate_run's defaults
     for run, name in zip(args.run, names):
+        model = None
+        if args.findings_weight is not None:  # two rows of one model: load it once and encode each image once
+            from ..models.embeddings import EncodingCache
+            from ..models.retriever import Retriever
+
+            model = EncodingCache(Retriever.load(run_checkpoint(run), device=args.device))
         pq, recs = evaluate_run(run, cases, args.protocol, triplets=triplets, split=args.split,
                                 relevant=args.relevant, ks=args.k, n_boot=args.n_boot, seed=args.seed,
                                 batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
-                                name=name, tone_scale=tone_args[0], tone_style=tone_args[1])
+                                name=name, tone_scale=tone_args[0], tone_style=tone_args[1], retriever=model)
         records += recs
         per_query.append(pq)
-        if args.findings_weight is not None:  # the hybrid, its own row
+        if model is not None:  # the hybrid, its own row
             pq, recs = evaluate_run(run, cases, args.protocol, split=args.split, relevant=args.relevant, ks=args.k,
                                     n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size,
                                     device=args.device, progress=not args.no_progress, name=f"{name}+findings",
-                                    findings_weight=args.findings_weight)
+                                    findings_weight=args.findings_weight, retriever=model)
             weights[name] = pq.attrs["findings_weight"]
             records += recs
             per_query.append(pq)

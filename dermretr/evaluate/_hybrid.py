@@ -74,9 +74,10 @@ def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "v
         raise DermretrError("choose_findings_weight needs at least one weight to try")
     q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha)
     k = _cutoff(metric)
+    agreement = criteria_scores(q, g)  # once: hybrid_scores(q, g, s, w) is s + w * agreement
     values = {}
     for w in weights:
-        per_query = scores_search(q, g, hybrid_scores(q, g, s, w), exclude, relevant=relevant, ks=(k,))
+        per_query = scores_search(q, g, s + w * agreement, exclude, relevant=relevant, ks=(k,))
         values[w] = summarize_metrics(per_query, average=average).get(metric, math.nan)
     if all(math.isnan(v) for v in values.values()):
         raise DermretrError(f"no {query_split!r} query has a relevant case in {list(gallery_splits)}: "

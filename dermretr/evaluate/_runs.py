@@ -11,6 +11,7 @@ import pandas as pd
 from .._checks import check_boot, check_seed
 from .._errors import DermretrError
 from ..data.splits import split_source
+from ..models.embeddings import EncodingCache
 from ._case import case_scores, case_search, scores_search
 from ._common import PROTOCOLS, check_relevant, check_split, data_options_for, load_data, resolve_gallery_splits
 from ._hybrid import check_findings_weight, choose_findings_weight, hybrid_scores
@@ -159,6 +160,8 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     method = str(getattr(retriever, "kind", "unknown"))
     run = name if name is not None else (Path(run_dir).expanduser().name or str(run_dir))
     if weight is not None:
+        if not isinstance(retriever, EncodingCache):  # the val and test searches share the training images
+            retriever = EncodingCache(retriever)
         if isinstance(weight, str):  # "val"
             weight, _ = choose_findings_weight(retriever, cases, "val", ("train",), relevant=relevant, alpha=alpha)
         q, g, s, exclude = case_scores(retriever, cases, split, gallery_splits, alpha=alpha, batch_size=batch_size,

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -28,7 +29,7 @@ import numpy as np
 from .._checks import check_alpha, show
 from .._errors import DermretrError
 
-__all__ = ["Embeddings", "EmbeddingsLike", "convex_score", "DEFAULT_ALPHA"]
+__all__ = ["Embeddings", "EmbeddingsLike", "EncodingCache", "convex_score", "DEFAULT_ALPHA"]
 
 #: The default weight of local evidence of a retriever (and of a query dict that does not say).
 DEFAULT_ALPHA = 0.6
@@ -205,3 +206,68 @@ def convex_score(queries: EmbeddingsLike, targets: EmbeddingsLike,
     a = check_alpha(q_alpha if alpha is None else alpha)
     s_local = np.einsum("qmd,tmd->qt", ql, tl, optimize=True) / ql.shape[1]
     return a * s_local + (1 - a) * s_global, s_global, s_local
+
+
+class EncodingCache:
+    """A retriever whose encodings are computed once: targets per image, queries per (image, text) pair.
+
+    Wraps anything with ``encode_queries``/``encode_targets`` (a
+    :class:`~dermretr.models.retriever.Retriever`); other attributes (``kind``,
+    ``alpha``...) are the wrapped retriever's.  Searching the same cases
+    several ways (validation then test galleries that share the training
+    cases, a model with and without a findings match, test-time alphas)
+    then encodes each image once.  Keyword arguments (batch size, progress)
+    do not change an encoding, so they are not part of the key.
+
+    >>> class Count:
+    ...     calls = 0
+    ...     def encode_targets(self, paths, **_):
+    ...         self.calls += len(paths)
+    ...         return {"global": np.array([[float(len(p)), 1.0] for p in paths]), "local": None}
+    >>> model = EncodingCache(Count())
+    >>> model.encode_targets(["a", "bb"]).global_vectors[:, 0].tolist()
+    [1.0, 2.0]
+    >>> model.encode_targets(["bb", "ccc", "a"]).global_vectors[:, 0].tolist(), model.calls
+    ([2.0, 3.0, 1.0], 3)
+    """
+
+    def __init__(self, retriever: Any):
+        self.retriever = retriever
+        self._targets: dict[Any, tuple[np.ndarray, np.ndarray | None, float]] = {}
+        self._queries: dict[Any, tuple[np.ndarray, np.ndarray | None, float]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "retriever":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.retriever, name)
+
+    def encode_targets(self, paths, **kwargs: Any) -> Embeddings:
+        if not _are_paths(paths):  # tensors or PIL images: no key to remember them by
+            return Embeddings.from_mapping(self.retriever.encode_targets(paths, **kwargs))
+        keys = [os.fspath(p) for p in paths]
+        return self._encoded(self._targets, keys, lambda todo: self.retriever.encode_targets(todo, **kwargs))
+
+    def encode_queries(self, paths, texts, **kwargs: Any) -> Embeddings:
+        if not _are_paths(paths) or len(paths) != len(texts):
+            return Embeddings.from_mapping(self.retriever.encode_queries(paths, texts, **kwargs))
+        keys = list(zip([os.fspath(p) for p in paths], [str(t) for t in texts]))
+        return self._encoded(self._queries, keys, lambda todo: self.retriever.encode_queries(
+            [p for p, _ in todo], [t for _, t in todo], **kwargs))
+
+    @staticmethod
+    def _encoded(cache: dict, keys: list, encode: Any) -> Embeddings:
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            new = Embeddings.from_mapping(encode(todo))
+            for i, key in enumerate(todo):
+                local = None if new.local_vectors is None else new.local_vectors[i]
+                cache[key] = (new.global_vectors[i], local, new.alpha)
+        if not keys:
+            return Embeddings.from_mapping(encode([]))
+        rows = [cache[k] for k in keys]
+        local = None if rows[0][1] is None else np.stack([r[1] for r in rows])
+        return Embeddings(np.stack([r[0] for r in rows]), local, rows[0][2])
+
+
+def _are_paths(items: Any) -> bool:
+    return isinstance(items, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in items)
