@@ -13,7 +13,11 @@ bootstrap CIs of the per-query metric averaged over the training seeds, beside t
 expected values over equal scores: random order; filter_only, the target range first, diagnosis ignored;
 majority, the range first and its most common diagnosis group first; criteria_match, the range first and
 then agreement of the annotated 7-point findings with the query case's), and the full model's paired
-differences (bootstrap CI, sign-flip p) against every method and floor.
+differences (bootstrap CI, sign-flip p) against every method and floor.  Every trained kind is also scored
+with the findings match added (``KIND+findings``: its scores plus w times the criteria-match agreement of the
+query's findings with each gallery case's, :func:`dermretr.evaluate.hybrid_scores`, w chosen per seed on the
+val cases' tone queries against the train cases, :func:`dermretr.evaluate.choose_findings_weight`), reported as
+its own method, with the same paired differences for full+findings.
 
 Target: full beats image-only, text-only and every floor on macro mAP@10 with a paired CI above 0.
 Prints a table and one JSON line.
@@ -34,8 +38,20 @@ import pandas as pd
 
 from dermretr.data import load
 from dermretr.data.synth import generate
-from dermretr.evaluate import metric_records, paired_difference, results_table, tone_search, with_tone_estimate
+from dermretr.evaluate import (
+    choose_findings_weight,
+    findings_columns,
+    hybrid_scores,
+    metric_records,
+    paired_difference,
+    results_table,
+    tone_queries,
+    tone_scores,
+    tone_scores_search,
+    with_tone_estimate,
+)
 from dermretr.floors import evaluate_floors
+from dermretr.models.embeddings import EncodingCache
 from dermretr.models.retriever import KINDS, Retriever
 from dermretr.train import TrainConfig, fit
 
@@ -66,9 +82,12 @@ def main() -> None:
     if not (root / "meta" / "meta.csv").is_file():
         generate(root, n_cases=args.n_cases, seed=args.data_seed, image_size=args.image_size, progress=False)
     cases = with_tone_estimate(load("synthetic", root), args.scale)
+    queries = tone_queries(cases, scale=args.scale)  # the test split's, the same for every kind and seed
+    with_findings = bool(findings_columns(cases))
     rows = []
     per_query: dict[str, list[pd.DataFrame]] = {}
-    skipped = {}
+    weights: dict[str, list[float]] = {}  # findings weights chosen on val, per kind
+    skipped = queries.skipped
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v}
     for seed in args.seeds:
         for kind in args.kinds:
@@ -81,13 +100,20 @@ def main() -> None:
             start = time.perf_counter()
             result = fit(cfg)
             seconds = time.perf_counter() - start
-            best = Retriever.load(result.run_dir / "checkpoints" / "best.pt", device=args.device)
-            pq, summary = tone_search(best, cases, scale=args.scale, ks=(1, 5, 10))
-            skipped = pq.attrs["skipped"]
+            best = EncodingCache(Retriever.load(result.run_dir / "checkpoints" / "best.pt", device=args.device))
+            s = tone_scores(best, queries)
+            pq = tone_scores_search(queries, s, ks=(1, 5, 10))  # = tone_search
             per_query.setdefault(kind, []).append(pq)
             row = {"kind": kind, "seed": seed, "epochs": cfg.epochs, "train_s": round(seconds, 1),
-                   "best_epoch": result.best["epoch"], "n_queries": summary["n_queries"],
-                   **{m: round(summary[m], 4) for m in METRICS}}
+                   "best_epoch": result.best["epoch"], "n_queries": len(pq),
+                   **{m: round(float(pq[m].mean()), 4) for m in METRICS}}
+            if with_findings:  # the findings match added, its weight chosen on the val cases' tone queries
+                weight, _ = choose_findings_weight(best, cases, "val", ("train",), protocol="tone",
+                                                   tone_scale=args.scale)
+                weights.setdefault(kind, []).append(weight)
+                per_query.setdefault(f"{kind}+findings", []).append(
+                    tone_scores_search(queries, hybrid_scores(queries.rows, queries.gallery, s, weight), ks=(1, 5, 10)))
+                row["findings_weight"] = weight
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -109,24 +135,30 @@ def main() -> None:
         print(f"Mean over training seeds {args.seeds}; micro = mean over queries, macro = mean over target ranges "
               "(95% bootstrap CIs; floors: no model, expected values)")
         print(results_table(records).to_string())
-    diffs: dict[str, dict] = {}
-    if "full" in averaged:
-        print("\nPaired differences full - other (same queries; bootstrap CI, stratified for macro; sign-flip p):")
+    if weights:
+        print("KIND+findings: the kind's scores plus w x the criteria-match agreement, w chosen on the val cases' "
+              "tone queries (per seed): " + "; ".join(f"{k} {v}" for k, v in weights.items()))
+    diffs: dict[str, dict] = {}  # lead -> other -> average -> metric -> [difference, ci_low, ci_high, p]
+    for lead in ("full", "full+findings"):
+        if lead not in averaged:
+            continue
+        print(f"\nPaired differences {lead} - other (same queries; bootstrap CI, stratified for macro; sign-flip p):")
         for name, pq in averaged.items():
-            if name == "full":
+            if name == lead:
                 continue
             for average in ("micro", "macro"):
-                d = paired_difference(averaged["full"], pq, metrics=METRICS, n_boot=args.n_boot, average=average,
+                d = paired_difference(averaged[lead], pq, metrics=METRICS, n_boot=args.n_boot, average=average,
                                       by=BY)
-                diffs.setdefault(name, {})[average] = {
+                diffs.setdefault(lead, {}).setdefault(name, {})[average] = {
                     m: [round(float(d.at[m, c]), 4) for c in ("difference", "ci_low", "ci_high", "p_value")]
                     for m in d.index}
-                print(f"  vs {name:18s} {average}  " + "   ".join(
+                print(f"  vs {name:20s} {average}  " + "   ".join(
                     f"{m} {d.at[m, 'difference']:+.3f} [{d.at[m, 'ci_low']:+.3f}, {d.at[m, 'ci_high']:+.3f}]"
                     f" p={d.at[m, 'p_value']:.3f}" for m in d.index))
-    checks = {f"full>{name} macro map@10 (paired CI above 0)": bool(diffs[name]["macro"]["map@10"][1] > 0)
+    checks = {f"{lead}>{name} macro map@10 (paired CI above 0)": bool(against[name]["macro"]["map@10"][1] > 0)
+              for lead, against in diffs.items()
               for name in ("image", "text", "floor:filter_only", "floor:majority", "floor:criteria_match")
-              if name in diffs}
+              if name in against}
     for k, v in checks.items():
         print(f"{k}: {'OK' if v else 'NOT MET'}")
     print(json.dumps({"benchmark": "tone_dermsynth", "n_cases": args.n_cases, "scale": args.scale,
@@ -134,7 +166,7 @@ def main() -> None:
                       "records": {f"{r['run']} {r['average']} {r['metric']}@{r['k']}":
                                   [round(r[c], 4) if r[c] is not None else None
                                    for c in ("value", "ci_low", "ci_high")] for r in records},
-                      "paired_differences": diffs, "checks": checks}))
+                      "findings_weights": weights, "paired_differences": diffs, "checks": checks}))
 
 
 if __name__ == "__main__":

@@ -210,11 +210,39 @@ def test_evaluate_run_findings_weight_is_the_hybrid_of_the_same_scores(synth_cas
     assert chosen.attrs["findings_weight"] == expected and expected in FINDINGS_WEIGHTS and len(values) == 7
 
 
+def test_evaluate_run_findings_weight_on_the_tone_protocol(synth_cases, runs):
+    from dermretr.evaluate import (
+        choose_findings_weight,
+        hybrid_scores,
+        summarize_metrics,
+        tone_queries,
+        tone_scores,
+        tone_scores_search,
+    )
+    from dermretr.models.retriever import Retriever
+
+    plain, _ = evaluate_run(runs[0], synth_cases, "tone", n_boot=0)
+    pq, recs = evaluate_run(runs[0], synth_cases, "tone", n_boot=0, findings_weight=2.0)
+    assert set(pq["method"]) == {"full+findings"} and set(pq["protocol"]) == {"tone"}
+    macro = {(r["metric"], r["k"]): r["value"] for r in recs if r["average"] == "macro"}
+    assert macro[("map", 10)] == pytest.approx(summarize_metrics(pq, "macro", by="target_range")["map@10"])
+    model = Retriever.load(runs[0] / "checkpoints" / "best.pt", device="cpu")
+    tq = tone_queries(synth_cases)
+    by_hand = tone_scores_search(tq, hybrid_scores(tq.rows, tq.gallery, tone_scores(model, tq), 2.0),
+                                 ks=(1, 5, 10), ties="pessimistic")
+    pd.testing.assert_frame_equal(pq.drop(columns=["run", "method", "protocol"]), by_hand, check_like=True)
+    assert pq[["case_id", "target_range"]].equals(plain[["case_id", "target_range"]])  # the same queries
+    assert not pq["map@10"].equals(plain["map@10"])  # the findings moved the ranking of this untrained model
+    chosen, _ = evaluate_run(runs[0], synth_cases, "tone", n_boot=0, findings_weight="val")
+    expected, _ = choose_findings_weight(model, synth_cases, protocol="tone")
+    assert chosen.attrs["findings_weight"] == expected
+
+
 def test_findings_weight_refuses_what_it_cannot_do(synth_cases, runs):
     no_findings = synth_cases.drop(columns=list(CRITERIA))
     cases = {"modify": synth_cases, "no findings": no_findings}
     for why, kwargs, message in (
-            ("modify", {"protocol": "modify", "findings_weight": 1.0}, "for the case protocol, not 'modify'"),
+            ("modify", {"protocol": "modify", "findings_weight": 1.0}, "for the case and tone protocols, not 'modify'"),
             ("no findings", {"findings_weight": 1.0}, "needs cases with annotated 7-point findings"),
             ("modify", {"findings_weight": "val", "split": "val"}, "so the queries cannot be 'val'"),
             ("modify", {"findings_weight": "best"}, "a number >= 0 or 'val', got 'best'"),
@@ -237,6 +265,12 @@ def test_cli_evaluate_findings_weight(synth_root, runs, tmp_path, capsys):
            "val cases by macro mAP@10: composed " in text
     assert {(r["run"], r["method"]) for r in json.loads(out.read_text())} == {
         ("composed", "full"), ("composed+findings", "full+findings")}
+    out.unlink()
+    assert main([*base, "--findings-weight", "0.5", "--protocol", "tone"]) == 0  # the tone protocol's queries
+    text = capsys.readouterr().out
+    assert "Protocol tone" in text and "(W given: composed 0.5)" in text
+    assert {(r["run"], r["protocol"]) for r in json.loads(out.read_text())} == {
+        ("composed", "tone"), ("composed+findings", "tone")}
     with pytest.raises(SystemExit) as exc:
         main([*base, "--findings-weight", "lots"])
     assert exc.value.code == 2
@@ -244,7 +278,7 @@ def test_cli_evaluate_findings_weight(synth_root, runs, tmp_path, capsys):
     assert "invalid findings weight 'lots': give a number >= 0 such as 1, or val" in err and err.count("\n") == 1
     out.unlink()
     assert main([*base, "--findings-weight", "1", "--protocol", "modify"]) == 2  # refused before any encoding
-    assert "a findings weight is for the case protocol, not 'modify'" in _one_line_error(capsys)
+    assert "a findings weight is for the case and tone protocols, not 'modify'" in _one_line_error(capsys)
     assert not out.exists()
 
 

@@ -26,11 +26,15 @@ from dermretr.data.vocab import (
 )
 from dermretr.evaluate import (
     check_query_text,
+    choose_findings_weight,
+    hybrid_scores,
     metric_records,
     paired_difference,
     summarize_metrics,
     tone_queries,
     tone_ranges,
+    tone_scores,
+    tone_scores_search,
     tone_search,
     with_tone_estimate,
 )
@@ -350,6 +354,30 @@ def test_tone_criteria_match_floor_ranks_the_range_first_then_by_findings():
     flipped = cases.assign(streaks=cases["streaks"].where(cases["case_id"] != "q2", "absent"))
     pq, _ = tone_floor_search(flipped, "criteria_match", ks=(1,))
     assert pq["recall@1"].tolist()[2] == 0.0 and pq["mrr"].tolist()[2] == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_tone_findings_fusion_and_its_weight_by_hand():
+    # streaks: q1 (absent) agrees with g1, g2 (its V-VI target) and g6; q2 and q4 (irregular) with g3
+    cases = _hand_table().assign(streaks=["absent", "absent", "irregular", None, None, "absent",
+                                          "absent", "irregular", None, "irregular"])
+    tq = tone_queries(cases)
+    s = tone_scores(RangeReader(cases), tq)
+    plain, _ = tone_search(RangeReader(cases), cases, ks=(1,))
+    pd.testing.assert_frame_equal(tone_scores_search(tq, s, ks=(1,)), plain)  # tone_search is the two steps
+    # the model's 10, 9, 8 (_ORDER) plus w x agreement (1 agree, 1/2 unknown, 0 disagree), recall@1 of the
+    # four queries (q1 III-IV, q1 V-VI, q2 V-VI, q4 I-II): w = 2 lifts g2 over g3 for q1 V-VI; w = 25 also puts
+    # g2 and g6 (agreeing, out of range) over g4 for q1 III-IV
+    for w, expected in ((0, [1, 0, 1, 0]), (2, [1, 1, 1, 0]), (25, [0, 1, 1, 0])):
+        pq = tone_scores_search(tq, hybrid_scores(tq.rows, tq.gallery, s, w), ks=(1,))
+        assert pq["recall@1"].tolist() == expected, w
+    # chosen by macro over the target ranges (I-II, III-IV, V-VI): 0 -> (0 + 1 + 1/2) / 3, 2 -> 2/3, 25 -> 1/3
+    weight, values = choose_findings_weight(RangeReader(cases), cases, "test", ("train", "val"), weights=(0, 2, 25),
+                                            metric="recall@1", protocol="tone")
+    assert weight == 2 and values.to_dict() == pytest.approx({0: 0.5, 2: 2 / 3, 25: 1 / 3})
+    with pytest.raises(DermretrError, match=r"scores \(4, 5\) do not fit 4 tone queries and 6 gallery cases"):
+        tone_scores_search(tq, s[:, :5])
+    with pytest.raises(DermretrError, match="for the case and tone protocols, not 'modify'"):
+        choose_findings_weight(RangeReader(cases), cases, protocol="modify")
 
 
 # ----------------------------------------------------------------------------- training triplets

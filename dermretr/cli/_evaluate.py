@@ -45,9 +45,10 @@ def add_evaluate_command(sub) -> None:
                                "puts the range first, diagnosis ignored; default: every floor the data and "
                                "protocol allow; 'none' for none")
     evaluate.add_argument("--findings-weight", type=parse_findings_weight, default=None, metavar="W|val",
-                          help="case protocol, data with annotated 7-point findings: also score each run plus W "
-                               "times the findings agreement of criteria_match, as its own row RUN+findings "
-                               "(val: W chosen on the val cases against the train cases, 0 to 8)")
+                          help="case and tone protocols, data with annotated 7-point findings: also score each "
+                               "run plus W times the findings agreement of criteria_match, as its own row "
+                               "RUN+findings (val: W chosen on the val cases' queries against the train cases, "
+                               "0 to 8)")
     add_data_option(evaluate, from_run=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -147,7 +148,8 @@ def cmd_evaluate(args) -> int:
             pq, recs = evaluate_run(run, cases, args.protocol, split=args.split, relevant=args.relevant, ks=args.k,
                                     n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size,
                                     device=args.device, progress=not args.no_progress, name=f"{name}+findings",
-                                    findings_weight=args.findings_weight, retriever=model)
+                                    findings_weight=args.findings_weight, retriever=model, tone_scale=tone_args[0],
+                                    tone_style=tone_args[1])
             weights[name] = pq.attrs["findings_weight"]
             records += recs
             per_query.append(pq)

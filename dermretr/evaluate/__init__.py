@@ -104,7 +104,16 @@ from ._records import (
     write_metrics,
 )
 from ._runs import evaluate_run, run_checkpoint
-from ._tone import TONE_COLUMNS, ToneQueries, tone_queries, tone_ranges, tone_search, with_tone_estimate
+from ._tone import (
+    TONE_COLUMNS,
+    ToneQueries,
+    tone_queries,
+    tone_ranges,
+    tone_scores,
+    tone_scores_search,
+    tone_search,
+    with_tone_estimate,
+)
 
 __all__ = [
     "rank_metrics",
@@ -125,6 +134,8 @@ __all__ = [
     "derive_triplets",
     "load_triplets",
     "tone_search",
+    "tone_scores",
+    "tone_scores_search",
     "tone_queries",
     "tone_ranges",
     "with_tone_estimate",

@@ -12,6 +12,7 @@ from .._errors import DermretrError
 from ._case import case_scores, scores_search
 from ._floors import criteria_scores, findings_columns
 from ._metrics import summarize_metrics
+from ._tone import tone_queries, tone_scores, tone_scores_search
 
 __all__ = ["FINDINGS_WEIGHTS", "hybrid_scores", "choose_findings_weight", "check_findings_weight"]
 
@@ -46,11 +47,14 @@ def hybrid_scores(q: pd.DataFrame, g: pd.DataFrame, scores: np.ndarray, weight: 
 def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "val",
                            gallery_splits: Sequence[str] = ("train",), relevant: str = "diagnosis_group",
                            weights: Sequence[float] = FINDINGS_WEIGHTS, metric: str = "map@10",
-                           alpha: float | None = None, average: str = "macro") -> tuple[float, pd.Series]:
+                           alpha: float | None = None, average: str = "macro", protocol: str = "case",
+                           tone_scale: str = "fitzpatrick", tone_style: str = "scale") -> tuple[float, pd.Series]:
     """The findings weight of :func:`hybrid_scores` that ranks the validation cases best.
 
     The ``query_split`` cases (image plus findings text, as in
-    :func:`~dermretr.evaluate.case_search`) search the ``gallery_splits``
+    :func:`~dermretr.evaluate.case_search`; with ``protocol="tone"``, their
+    tone queries of :func:`~dermretr.evaluate.tone_search`, on ``tone_scale``
+    in ``tone_style``, macro over target ranges) search the ``gallery_splits``
     cases with each weight; the one with the highest ``average`` of ``metric``
     wins, the lowest weight on a tie (so the model alone unless findings help).
     Never choose it on the cases you report.
@@ -72,13 +76,25 @@ def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "v
     weights = [_number(w) for w in weights]
     if not weights:
         raise DermretrError("choose_findings_weight needs at least one weight to try")
-    q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha)
+    if protocol not in ("case", "tone"):
+        raise DermretrError(f"a findings weight is for the case and tone protocols, not {protocol!r}")
     k = _cutoff(metric)
+    if protocol == "tone":
+        tq = tone_queries(cases, query_split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
+        q, g, s, by = tq.rows, tq.gallery, tone_scores(retriever, tq, alpha=alpha), "target_range"
+
+        def search(scores: np.ndarray) -> pd.DataFrame:
+            return tone_scores_search(tq, scores, ks=(k,))
+    else:
+        q, g, s, exclude = case_scores(retriever, cases, query_split, gallery_splits, alpha=alpha)
+        by = None  # summarize_metrics' default classes
+
+        def search(scores: np.ndarray) -> pd.DataFrame:
+            return scores_search(q, g, scores, exclude, relevant=relevant, ks=(k,))
     agreement = criteria_scores(q, g)  # once: hybrid_scores(q, g, s, w) is s + w * agreement
-    values = {}
+    values: dict[float, float] = {}
     for w in weights:
-        per_query = scores_search(q, g, s + w * agreement, exclude, relevant=relevant, ks=(k,))
-        values[w] = summarize_metrics(per_query, average=average).get(metric, math.nan)
+        values[w] = summarize_metrics(search(s + w * agreement), average=average, by=by).get(metric, math.nan)
     if all(math.isnan(v) for v in values.values()):
         raise DermretrError(f"no {query_split!r} query has a relevant case in {list(gallery_splits)}: "
                             "no findings weight can be chosen")
@@ -105,8 +121,8 @@ def check_findings_weight(weight, protocol: str = "case", cases: pd.DataFrame | 
     elif isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
             or not math.isfinite(weight) or weight < 0:
         raise DermretrError(f"a findings weight must be a finite number >= 0, got {weight!r}")
-    if protocol != "case":
-        raise DermretrError(f"a findings weight is for the case protocol, not {protocol!r}")
+    if protocol not in ("case", "tone"):
+        raise DermretrError(f"a findings weight is for the case and tone protocols, not {protocol!r}")
     if cases is not None and not findings_columns(cases):
         raise DermretrError("a findings weight needs cases with annotated 7-point findings (derm7pt, ph2 and "
                             "DermSynth have them); evaluate without it")

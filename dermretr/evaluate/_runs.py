@@ -18,7 +18,7 @@ from ._hybrid import check_findings_weight, choose_findings_weight, hybrid_score
 from ._metrics import check_ks
 from ._modify import derive_triplets, load_triplets, modify_search
 from ._records import metric_records
-from ._tone import tone_queries, tone_search, with_tone_estimate
+from ._tone import tone_queries, tone_scores, tone_scores_search, tone_search, with_tone_estimate
 
 __all__ = ["run_checkpoint", "evaluate_run"]
 
@@ -103,10 +103,11 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         was trained with on that source, from its config.json; given ones must
         agree with them, see :func:`data_options_for`).
     findings_weight : float or "val", optional
-        Case protocol, where the cases carry annotated 7-point findings: score
-        the model's scores plus this weight times the findings agreement
-        (:func:`hybrid_scores`), reported as its own method (``KIND+findings``);
-        ``"val"`` chooses the weight on the val cases against the train cases
+        Case and tone protocols, where the cases carry annotated 7-point
+        findings: score the model's scores plus this weight times the findings
+        agreement (:func:`hybrid_scores`), reported as its own method
+        (``KIND+findings``); ``"val"`` chooses the weight on the val cases'
+        queries of the same protocol against the train cases
         (:func:`choose_findings_weight`).  The weight used is in the per-query
         table's ``attrs["findings_weight"]``.
 
@@ -163,11 +164,17 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
         if not isinstance(retriever, EncodingCache):  # the val and test searches share the training images
             retriever = EncodingCache(retriever)
         if isinstance(weight, str):  # "val"
-            weight, _ = choose_findings_weight(retriever, cases, "val", ("train",), relevant=relevant, alpha=alpha)
-        q, g, s, exclude = case_scores(retriever, cases, split, gallery_splits, alpha=alpha, batch_size=batch_size,
-                                       progress=progress)
-        per_query = scores_search(q, g, hybrid_scores(q, g, s, weight), exclude, relevant=relevant, ks=ks,
-                                  ties="pessimistic")
+            weight, _ = choose_findings_weight(retriever, cases, "val", ("train",), relevant=relevant, alpha=alpha,
+                                               protocol=protocol, tone_scale=tone_scale, tone_style=tone_style)
+        if tq is not None:  # the tone protocol
+            s = tone_scores(retriever, tq, alpha=alpha, batch_size=batch_size, progress=progress)
+            per_query = tone_scores_search(tq, hybrid_scores(tq.rows, tq.gallery, s, weight), ks=ks,
+                                           ties="pessimistic")
+        else:
+            q, g, s, exclude = case_scores(retriever, cases, split, gallery_splits, alpha=alpha,
+                                           batch_size=batch_size, progress=progress)
+            per_query = scores_search(q, g, hybrid_scores(q, g, s, weight), exclude, relevant=relevant, ks=ks,
+                                      ties="pessimistic")
         per_query.attrs["findings_weight"] = weight
         method += "+findings"
     elif protocol == "case":

@@ -16,7 +16,8 @@ from ._common import attach_metrics, check_relevant, check_split, query_columns,
 from ._leak import check_query_text
 from ._metrics import check_ks, rank_metrics, summarize_metrics
 
-__all__ = ["TONE_COLUMNS", "tone_ranges", "with_tone_estimate", "ToneQueries", "tone_queries", "tone_search"]
+__all__ = ["TONE_COLUMNS", "tone_ranges", "with_tone_estimate", "ToneQueries", "tone_queries", "tone_search",
+           "tone_scores", "tone_scores_search"]
 
 #: Where each skin-tone scale of the tone protocol reads its values (columns of the case table).
 TONE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -270,19 +271,60 @@ def tone_search(retriever, cases: pd.DataFrame, split: str = "test", gallery_spl
     >>> per_query[["case_id", "target_range", "n_relevant", "recall@1"]].to_numpy().tolist()
     [['d', 'V-VI', 1, 1.0], ['e', 'I-II', 1, 1.0]]
     """
-    from ..models.retriever import convex_score
-
     tq = queries if queries is not None else tone_queries(cases, split, gallery_splits, scale=scale,
                                                           relevant=relevant, style=style, text_style=text_style)
-    if tq.texts is None:
-        raise DermretrError("tone queries built with texts=False cannot be searched; build them with texts=True")
     ks = check_ks(ks)
-    qe = retriever.encode_queries(tq.rows["image_path"].tolist(), tq.texts, batch_size=batch_size,
-                                  progress=progress)
-    ge = retriever.encode_targets(tq.gallery["image_path"].tolist(), batch_size=batch_size, progress=progress)
-    s, _, _ = convex_score(qe, ge, alpha=alpha)
-    per_query = attach_metrics(tq.info, rank_metrics(s, tq.relevant, tq.exclude, ks=ks, ties=ties))
-    per_query.attrs["skipped"] = dict(tq.skipped)
+    s = tone_scores(retriever, tq, alpha=alpha, batch_size=batch_size, progress=progress)
+    per_query = tone_scores_search(tq, s, ks=ks, ties=ties)
     summary = summarize_metrics(per_query)
     summary.update(n_skipped=tq.skipped["no_relevant"], n_unknown_tone=tq.skipped["unknown_tone"])
     return per_query, summary
+
+
+def tone_scores(retriever, queries: ToneQueries, alpha: float | None = None, batch_size: int = 64,
+                progress: bool = False) -> np.ndarray:
+    """A retriever's scores ``[Q, G]`` of the tone protocol's queries (built by :func:`tone_queries`) on their gallery.
+
+    :func:`tone_search` is :func:`tone_scores` then :func:`tone_scores_search`; use the two to change the scores
+    in between (e.g. :func:`~dermretr.evaluate.hybrid_scores` with ``queries.rows`` and ``queries.gallery``).
+
+    >>> class Same:
+    ...     def encode_queries(self, paths, texts, **_): return {"global": np.ones((len(paths), 2)), "local": None}
+    ...     encode_targets = lambda self, paths, **_: {"global": np.ones((len(paths), 2)), "local": None}
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": list("abc"), "image_path": list("xyz"),
+    ...     "diagnosis": "x", "diagnosis_group": "MEL", "fitzpatrick": [6, 1, 1], "split": ["train", "train", "test"]})
+    >>> tone_scores(Same(), tone_queries(cases)).shape
+    (1, 2)
+    """
+    from ..models.retriever import convex_score
+
+    if queries.texts is None:
+        raise DermretrError("tone queries built with texts=False cannot be searched; build them with texts=True")
+    qe = retriever.encode_queries(queries.rows["image_path"].tolist(), queries.texts, batch_size=batch_size,
+                                  progress=progress)
+    ge = retriever.encode_targets(queries.gallery["image_path"].tolist(), batch_size=batch_size, progress=progress)
+    s, _, _ = convex_score(qe, ge, alpha=alpha)
+    return s
+
+
+def tone_scores_search(queries: ToneQueries, scores: np.ndarray, ks: Sequence[int] = (1, 5, 10),
+                       ties: str = "stable") -> pd.DataFrame:
+    """Per-query metrics of the tone protocol for scores computed elsewhere (:func:`tone_scores`, possibly changed).
+
+    The columns are :func:`tone_search`'s; ``attrs["skipped"]`` counts the skipped pairs.
+
+    >>> cases = pd.DataFrame({"case_id": list("abc"), "patient_id": list("abc"), "image_path": list("xyz"),
+    ...     "diagnosis": "x", "diagnosis_group": "MEL", "fitzpatrick": [6, 1, 1], "split": ["train", "train", "test"]})
+    >>> tq = tone_queries(cases)  # the type I test case asks for V-VI: only case a is relevant
+    >>> tone_scores_search(tq, np.array([[0.1, 0.9]]), ks=(1,))[["case_id", "target_range", "recall@1", "mrr"]]
+      case_id target_range  recall@1  mrr
+    0       c         V-VI       0.0  0.5
+    """
+    scores = np.asarray(scores)
+    if scores.shape != queries.relevant.shape:
+        raise DermretrError(f"scores {scores.shape} do not fit {len(queries.rows)} tone queries and "
+                            f"{len(queries.gallery)} gallery cases")
+    per_query = attach_metrics(queries.info, rank_metrics(scores, queries.relevant, queries.exclude,
+                                                          ks=check_ks(ks), ties=ties))
+    per_query.attrs["skipped"] = dict(queries.skipped)
+    return per_query
