@@ -111,9 +111,11 @@ def main() -> None:
                 weight, _ = choose_findings_weight(best, cases, "val", ("train",), protocol="tone",
                                                    tone_scale=args.scale)
                 weights.setdefault(kind, []).append(weight)
-                per_query.setdefault(f"{kind}+findings", []).append(
-                    tone_scores_search(queries, hybrid_scores(queries.rows, queries.gallery, s, weight), ks=(1, 5, 10)))
-                row["findings_weight"] = weight
+                hybrid = tone_scores_search(queries, hybrid_scores(queries.rows, queries.gallery, s, weight),
+                                            ks=(1, 5, 10))
+                per_query.setdefault(f"{kind}+findings", []).append(hybrid)
+                row.update({"findings_weight": weight, **{f"{m} +findings": round(float(hybrid[m].mean()), 4)
+                                                          for m in METRICS}})
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -157,7 +159,8 @@ def main() -> None:
                     f" p={d.at[m, 'p_value']:.3f}" for m in d.index))
     checks = {f"{lead}>{name} macro map@10 (paired CI above 0)": bool(against[name]["macro"]["map@10"][1] > 0)
               for lead, against in diffs.items()
-              for name in ("image", "text", "floor:filter_only", "floor:majority", "floor:criteria_match")
+              for name in ("image", "text", "image+findings", "text+findings", "floor:filter_only", "floor:majority",
+                           "floor:criteria_match")
               if name in against}
     for k, v in checks.items():
         print(f"{k}: {'OK' if v else 'NOT MET'}")

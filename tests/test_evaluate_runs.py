@@ -210,7 +210,7 @@ def test_evaluate_run_findings_weight_is_the_hybrid_of_the_same_scores(synth_cas
     assert chosen.attrs["findings_weight"] == expected and expected in FINDINGS_WEIGHTS and len(values) == 7
 
 
-def test_evaluate_run_findings_weight_on_the_tone_protocol(synth_cases, runs):
+def test_evaluate_run_findings_weight_on_the_tone_protocol(synth_cases, runs, monkeypatch):
     from dermretr.evaluate import (
         choose_findings_weight,
         hybrid_scores,
@@ -233,9 +233,24 @@ def test_evaluate_run_findings_weight_on_the_tone_protocol(synth_cases, runs):
     pd.testing.assert_frame_equal(pq.drop(columns=["run", "method", "protocol"]), by_hand, check_like=True)
     assert pq[["case_id", "target_range"]].equals(plain[["case_id", "target_range"]])  # the same queries
     assert not pq["map@10"].equals(plain["map@10"])  # the findings moved the ranking of this untrained model
+    import dermretr.evaluate._runs as runs_module
+
+    asked = []
+
+    def spy(retriever, cases, query_split, gallery_splits, **kwargs):
+        asked.append((query_split, tuple(gallery_splits), kwargs["protocol"], kwargs["tone_scale"]))
+        return choose_findings_weight(retriever, cases, query_split, gallery_splits, **kwargs)
+
+    monkeypatch.setattr(runs_module, "choose_findings_weight", spy)
     chosen, _ = evaluate_run(runs[0], synth_cases, "tone", n_boot=0, findings_weight="val")
     expected, _ = choose_findings_weight(model, synth_cases, protocol="tone")
     assert chosen.attrs["findings_weight"] == expected
+    assert asked == [("val", ("train",), "tone", "fitzpatrick")]  # chosen on the val cases' tone queries only
+    # no val tone queries: refused before the model is loaded, with what to do
+    untoned = synth_cases.assign(fitzpatrick=synth_cases["fitzpatrick"].where(synth_cases["split"] != "val"))
+    with pytest.raises(DermretrError, match="chosen on the val cases' tone queries and this data has none .*; "
+                                            "give a number"):
+        evaluate_run("no/such/run", untoned, "tone", findings_weight="val", retriever=object())
 
 
 def test_findings_weight_refuses_what_it_cannot_do(synth_cases, runs):

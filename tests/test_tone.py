@@ -374,7 +374,7 @@ def test_tone_findings_fusion_and_its_weight_by_hand():
     weight, values = choose_findings_weight(RangeReader(cases), cases, "test", ("train", "val"), weights=(0, 2, 25),
                                             metric="recall@1", protocol="tone")
     assert weight == 2 and values.to_dict() == pytest.approx({0: 0.5, 2: 2 / 3, 25: 1 / 3})
-    with pytest.raises(DermretrError, match=r"scores \(4, 5\) do not fit 4 tone queries and 6 gallery cases"):
+    with pytest.raises(DermretrError, match=r"scores \(4, 5\) do not fit 4 tone queries and 6 gallery cases; score"):
         tone_scores_search(tq, s[:, :5])
     with pytest.raises(DermretrError, match="for the case and tone protocols, not 'modify'"):
         choose_findings_weight(RangeReader(cases), cases, protocol="modify")

@@ -115,6 +115,8 @@ def cmd_evaluate(args) -> int:
             " (estimated from the pixels now)" if cases is not labelled else
             " (estimated)" if scale == "ita" else "")
         tone = tone_queries(cases, args.split, scale=scale, relevant=args.relevant, style=style, texts=False)
+        check_findings_weight(args.findings_weight, args.protocol, cases, args.split, relevant=args.relevant,
+                              tone_scale=scale)  # "val" needs the val cases' tone queries too
     # non-learned floors: --floors NAME... / none; absent = every floor the data and protocol allow
     wanted = getattr(args, "floors", None)
     floors = (available_floors(cases, args.split, protocol=args.protocol, triplets=triplets,

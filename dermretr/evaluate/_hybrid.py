@@ -103,8 +103,12 @@ def choose_findings_weight(retriever, cases: pd.DataFrame, query_split: str = "v
 
 
 def check_findings_weight(weight, protocol: str = "case", cases: pd.DataFrame | None = None,
-                          split: str = "test"):
+                          split: str = "test", *, relevant: str = "diagnosis_group", tone_scale: str | None = None):
     """``weight`` (a number >= 0, ``"val"`` or None) checked against the protocol and the data; else a clear error.
+
+    With ``tone_scale`` (the tone protocol, ``cases`` already carrying any
+    skin-tone estimate the scale needs), ``"val"`` also needs tone queries
+    among the val cases, against the train cases.
 
     >>> check_findings_weight(0.5), check_findings_weight(None), check_findings_weight("val")
     (0.5, None, 'val')
@@ -133,6 +137,14 @@ def check_findings_weight(weight, protocol: str = "case", cases: pd.DataFrame | 
         if not (cases["split"].astype(str) == "val").any():
             raise DermretrError("the findings weight is chosen on the val cases and this data has none; "
                                 "give a number")
+        if protocol == "tone" and tone_scale is not None:
+            try:
+                tone_queries(cases, "val", ("train",), scale=tone_scale, relevant=relevant, texts=False)
+            except DermretrError:
+                raise DermretrError(
+                    "the findings weight is chosen on the val cases' tone queries and this data has none (no val "
+                    f"case with a known {tone_scale} skin tone has a train case of its {relevant} in another "
+                    "range); give a number") from None
     return weight
 
 

@@ -143,7 +143,9 @@ def evaluate_run(run_dir: str | os.PathLike, data, protocol: str = "case", *, tr
     if protocol == "tone":  # bad data fails before the model is loaded
         cases = with_tone_estimate(cases, tone_scale, progress=progress)
         tq = tone_queries(cases, split, gallery_splits, scale=tone_scale, relevant=relevant, style=tone_style)
-    weight = check_findings_weight(findings_weight, protocol, cases, split)  # before the model is loaded
+    # before the model is loaded
+    weight = check_findings_weight(findings_weight, protocol, cases, split, relevant=relevant,
+                                   tone_scale=tone_scale if protocol == "tone" else None)
     if protocol == "modify" and triplets is None:
         triplets = load_triplets(root) if root is not None else None
         if triplets is None:  # derive now: bad data fails before the model is loaded

@@ -323,7 +323,7 @@ def tone_scores_search(queries: ToneQueries, scores: np.ndarray, ks: Sequence[in
     scores = np.asarray(scores)
     if scores.shape != queries.relevant.shape:
         raise DermretrError(f"scores {scores.shape} do not fit {len(queries.rows)} tone queries and "
-                            f"{len(queries.gallery)} gallery cases")
+                            f"{len(queries.gallery)} gallery cases; score these queries (tone_scores)")
     per_query = attach_metrics(queries.info, rank_metrics(scores, queries.relevant, queries.exclude,
                                                           ks=check_ks(ks), ties=ties))
     per_query.attrs["skipped"] = dict(queries.skipped)
