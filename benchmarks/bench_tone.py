@@ -45,6 +45,7 @@ from dermretr.evaluate import (
     metric_records,
     paired_difference,
     results_table,
+    summarize_metrics,
     tone_queries,
     tone_scores,
     tone_scores_search,
@@ -104,9 +105,10 @@ def main() -> None:
             s = tone_scores(best, queries)
             pq = tone_scores_search(queries, s, ks=(1, 5, 10))  # = tone_search
             per_query.setdefault(kind, []).append(pq)
+            summary = summarize_metrics(pq)
             row = {"kind": kind, "seed": seed, "epochs": cfg.epochs, "train_s": round(seconds, 1),
-                   "best_epoch": result.best["epoch"], "n_queries": len(pq),
-                   **{m: round(float(pq[m].mean()), 4) for m in METRICS}}
+                   "best_epoch": result.best["epoch"], "n_queries": summary["n_queries"],
+                   **{m: round(summary[m], 4) for m in METRICS}}
             if with_findings:  # the findings match added, its weight chosen on the val cases' tone queries
                 weight, _ = choose_findings_weight(best, cases, "val", ("train",), protocol="tone",
                                                    tone_scale=args.scale)
@@ -114,8 +116,8 @@ def main() -> None:
                 hybrid = tone_scores_search(queries, hybrid_scores(queries.rows, queries.gallery, s, weight),
                                             ks=(1, 5, 10))
                 per_query.setdefault(f"{kind}+findings", []).append(hybrid)
-                row.update({"findings_weight": weight, **{f"{m} +findings": round(float(hybrid[m].mean()), 4)
-                                                          for m in METRICS}})
+                fused = summarize_metrics(hybrid)
+                row.update({"findings_weight": weight, **{f"{m} +findings": round(fused[m], 4) for m in METRICS}})
             rows.append(row)
             print(json.dumps(row), flush=True)
 
